@@ -25,6 +25,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VITALS_", frozen=True, extra="ignore")
 
+    state_dir: Path = Field(Path(".local"), description="local services' data and logs (git-ignored)")
+
     # Kafka
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="host:port of the Kafka broker(s)")
     partitions: int = Field(6, ge=1, le=1024, description="partitions of every topic we create")
@@ -44,6 +46,10 @@ class Settings(BaseSettings):
     max_future_ms: int = Field(
         5 * 60_000, ge=0, description="readings further ahead of the watermark than this are rejected"
     )
+    news2_carry_ms: int = Field(
+        12 * 3_600_000, ge=0, description="how long a vital's last window mean stands in for a missing one"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the /metrics endpoint binds")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
     web_port: int = Field(6066, ge=1, le=65535, description="Faust's own web server port")
 
@@ -51,6 +57,9 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "postgresql://vitalrisk_writer@127.0.0.1:15432/vitalrisk",
         description="libpq URL the pipeline writes with (the writer role)",
+    )
+    admin_database_url: str | None = Field(
+        None, description="URL of the schema owner; when set, the worker applies migrations at start"
     )
     sink_batch_rows: int = Field(5_000, gt=0, description="flush the sink after this many rows")
     sink_flush_s: float = Field(1.0, gt=0, description="flush the sink at least this often")

@@ -1,0 +1,20 @@
+"""Errors of the local service manager.
+
+::
+
+    InfraError
+     ├── ServiceFailed     a service did not start or become healthy
+     └── ToolMissing       a binary it needs (java, mvn, initdb) is not installed
+"""
+
+
+class InfraError(Exception):
+    """Root of the local service manager's errors."""
+
+
+class ServiceFailed(InfraError):
+    """A service did not start or did not become healthy in time."""
+
+
+class ToolMissing(InfraError):
+    """A program the service needs is not installed on this machine."""

@@ -1,0 +1,22 @@
+"""Errors of the sinks.
+
+::
+
+    SinkError
+     ├── SinkUnavailable   the database could not be reached or kept failing past the retries
+     └── MigrationFailed   a schema migration could not be applied
+"""
+
+from stream.errors import VitalsError
+
+
+class SinkError(VitalsError):
+    """Root of the sinks' errors."""
+
+
+class SinkUnavailable(SinkError):
+    """The database could not be reached, or kept failing past the configured retries."""
+
+
+class MigrationFailed(SinkError):
+    """A schema migration could not be applied; the database is left at the previous version."""

@@ -1,0 +1,76 @@
+"""Typed, frozen events that travel between the pipeline's stages.
+
+Units are in the field names; on the wire, metric names and units follow
+:mod:`stream.vocabulary`. Nothing past the Faust agent handles raw dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class VitalReading:
+    """One validated measurement of one metric for one patient.
+
+    Examples
+    --------
+    >>> VitalReading("pt-1", "dev-1", 7, "heart_rate", 1_700_000_000_000, 72.0).metric
+    'heart_rate'
+    """
+
+    patient_id: str
+    device_id: str
+    seq: int
+    metric: str
+    ts_ms: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricStats:
+    """Summary of one metric's readings inside one window."""
+
+    count: int
+    mean: float
+    min: float
+    max: float
+
+
+@dataclass(frozen=True, slots=True)
+class WindowFeatures:
+    """All metrics of one patient over one closed event-time window ``[start_ms, end_ms)``."""
+
+    patient_id: str
+    start_ms: int
+    end_ms: int
+    metrics: dict[str, MetricStats]
+
+
+@dataclass(frozen=True, slots=True)
+class RiskScore:
+    """A score for one patient and window; names the model and the inputs behind it.
+
+    ``inputs`` are the values the model saw (window means, or the last known value carried
+    forward), ``contributions`` how much each input added to the score.
+    """
+
+    patient_id: str
+    window_start_ms: int
+    window_end_ms: int
+    model_name: str
+    model_version: str
+    score: float
+    news2_total: int
+    news2_band: str
+    inputs: dict[str, float]
+    contributions: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected message or reading, with the reason it was rejected."""
+
+    reason: str
+    detail: str
+    payload: bytes

@@ -1,0 +1,154 @@
+"""Event-time tumbling windows for one partition: pure math and state, no Kafka, no clock.
+
+A window ``[start_ms, start_ms + window_ms)`` closes when the partition's watermark — the
+largest event time seen minus ``grace_ms`` — reaches its end. A reading whose window has
+already closed is *late*: :meth:`PartitionWindows.add` refuses it so the caller can count
+and dead-letter it instead of silently merging it.
+
+Every open window remembers the lowest source offset that fed it, so the adapter knows the
+highest offset it may commit: everything below :meth:`PartitionWindows.low_offset` has reached
+a closed window (or was rejected) and need never be read again.
+
+Examples
+--------
+>>> from stream.events import VitalReading
+>>> w = PartitionWindows(window_ms=60_000, grace_ms=10_000)
+>>> w.add(VitalReading("pt-1", "d", 1, "heart_rate", 5_000, 70.0), offset=0)
+True
+>>> w.add(VitalReading("pt-1", "d", 2, "heart_rate", 65_000, 90.0), offset=1)
+True
+>>> w.close_ready()
+[]
+>>> w.add(VitalReading("pt-1", "d", 3, "heart_rate", 71_000, 80.0), offset=2)
+True
+>>> [(f.start_ms, f.metrics["heart_rate"].mean) for f in w.close_ready()]
+[(0, 70.0)]
+>>> w.low_offset()
+1
+>>> w.add(VitalReading("pt-1", "d", 4, "heart_rate", 30_000, 75.0), offset=3)
+False
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from stream.events import MetricStats, VitalReading, WindowFeatures
+
+
+def window_start(ts_ms: int, window_ms: int) -> int:
+    """Start of the tumbling window holding ``ts_ms``.
+
+    >>> window_start(125_000, 60_000), window_start(-1, 60_000)
+    (120000, -60000)
+    """
+    return ts_ms - ts_ms % window_ms
+
+
+@dataclass(slots=True)
+class _Accumulator:
+    count: int = 0
+    total: float = 0.0
+    low: float = float("inf")
+    high: float = float("-inf")
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        if value < self.low:
+            self.low = value
+        if value > self.high:
+            self.high = value
+
+    def stats(self) -> MetricStats:
+        return MetricStats(self.count, self.total / self.count, self.low, self.high)
+
+
+@dataclass(slots=True)
+class _OpenWindow:
+    first_offset: int
+    metrics: dict[str, _Accumulator] = field(default_factory=dict)
+
+
+class PartitionWindows:
+    """Open tumbling windows of all patients in one partition.
+
+    Parameters
+    ----------
+    window_ms
+        Window length in event-time milliseconds.
+    grace_ms
+        How far behind the largest event time a reading may arrive and still count.
+    """
+
+    def __init__(self, *, window_ms: int, grace_ms: int) -> None:
+        if window_ms <= 0:
+            raise ValueError(f"window_ms must be positive, got {window_ms}")
+        if grace_ms < 0:
+            raise ValueError(f"grace_ms must be zero or more, got {grace_ms}")
+        self.window_ms = window_ms
+        self.grace_ms = grace_ms
+        self.max_event_ms: int | None = None
+        self.closed_before_ms: int | None = None  # every window ending at or before this is closed
+        self._open: dict[tuple[str, int], _OpenWindow] = {}
+        self._by_end: list[tuple[int, str, int]] = []  # heap of (end_ms, patient, start_ms)
+
+    @property
+    def watermark_ms(self) -> int | None:
+        """Largest event time seen minus the grace period; ``None`` before the first reading."""
+        if self.max_event_ms is None:
+            return None
+        return self.max_event_ms - self.grace_ms
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, reading: VitalReading, *, offset: int) -> bool:
+        """Add one reading read at source ``offset``; ``False`` (and no change) if it is late."""
+        start = window_start(reading.ts_ms, self.window_ms)
+        end = start + self.window_ms
+        if self.closed_before_ms is not None and end <= self.closed_before_ms:
+            return False
+        key = (reading.patient_id, start)
+        window = self._open.get(key)
+        if window is None:
+            window = self._open[key] = _OpenWindow(offset)
+            heapq.heappush(self._by_end, (end, reading.patient_id, start))
+        elif offset < window.first_offset:
+            window.first_offset = offset
+        acc = window.metrics.get(reading.metric)
+        if acc is None:
+            acc = window.metrics[reading.metric] = _Accumulator()
+        acc.add(reading.value)
+        if self.max_event_ms is None or reading.ts_ms > self.max_event_ms:
+            self.max_event_ms = reading.ts_ms
+        return True
+
+    def close_ready(self) -> list[WindowFeatures]:
+        """Close and return every window the watermark has passed, oldest first."""
+        watermark = self.watermark_ms
+        if watermark is None:
+            return []
+        return self._close_until(watermark)
+
+    def close_all(self) -> list[WindowFeatures]:
+        """Close every open window (idle partition); later readings for them count as late."""
+        if not self._by_end:
+            return []
+        return self._close_until(max(end for end, _, _ in self._by_end))
+
+    def low_offset(self) -> int | None:
+        """Lowest source offset still held by an open window, ``None`` when none is open."""
+        return min((w.first_offset for w in self._open.values()), default=None)
+
+    def _close_until(self, limit_ms: int) -> list[WindowFeatures]:
+        closed: list[WindowFeatures] = []
+        while self._by_end and self._by_end[0][0] <= limit_ms:
+            end, patient, start = heapq.heappop(self._by_end)
+            window = self._open.pop((patient, start))
+            closed.append(WindowFeatures(patient, start, end,
+                                         {m: acc.stats() for m, acc in sorted(window.metrics.items())}))
+        if self.closed_before_ms is None or limit_ms > self.closed_before_ms:
+            self.closed_before_ms = limit_ms
+        return closed

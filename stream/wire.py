@@ -1,0 +1,153 @@
+"""Wire format of device messages (version ``vitalrisk.device/1``) and its validation.
+
+A device message is a small batch from one device::
+
+    {"schema": "vitalrisk.device/1", "device_id": "dev-3f2a", "patient_id": "pt-9c1e",
+     "seq": 17, "sent_at": 1767571200000,
+     "readings": [{"metric": "heart_rate", "t": 1767571195000, "value": 71.0,
+                   "unit": "beats/min"}]}
+
+Times are integer epoch milliseconds (UTC). Metric names and units come from
+:mod:`stream.vocabulary`. Ids are pseudonymous; the format has no place for names or free text.
+
+A message that cannot be read as a whole raises :class:`~stream.errors.InvalidMessage`;
+a readable message with some bad readings keeps the good ones and returns the others as
+dead letters, so nothing valid is lost with one bad value.
+
+Examples
+--------
+>>> raw = encode_device_message(device_id="dev-1", patient_id="pt-1", seq=1, sent_at=60_000,
+...     readings=[("heart_rate", 1_000, 70.0), ("heart_rate", 2_000, 400.0)])
+>>> good, bad = decode_device_message(raw)
+>>> [(r.metric, r.value) for r in good]
+[('heart_rate', 70.0)]
+>>> bad[0].reason
+'impossible_value'
+>>> decode_device_message(b"{not json")
+Traceback (most recent call last):
+...
+stream.errors.InvalidMessage: not_json: message is not valid UTF-8 JSON (Expecting property name enclosed in double quotes)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from stream.errors import InvalidMessage
+from stream.events import DeadLetter, VitalReading
+from stream.vocabulary import METRICS
+
+DEVICE_SCHEMA = "vitalrisk.device/1"
+#: Upper bound on readings in one message; a device batches seconds to minutes, not days.
+MAX_READINGS_PER_MESSAGE = 10_000
+
+
+def encode_device_message(*, device_id: str, patient_id: str, seq: int, sent_at: int,
+                          readings: Iterable[tuple[str, int, float]]) -> bytes:
+    """Encode ``(metric, t_ms, value)`` readings as one device message, units from the registry."""
+    body = {
+        "schema": DEVICE_SCHEMA, "device_id": device_id, "patient_id": patient_id, "seq": seq,
+        "sent_at": sent_at,
+        "readings": [{"metric": m, "t": t, "value": v, "unit": METRICS[m].unit} for m, t, v in readings],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
+                          max_future_ms: int = 5 * 60_000) -> tuple[list[VitalReading], list[DeadLetter]]:
+    """Validate one device message.
+
+    Parameters
+    ----------
+    raw
+        The Kafka record value.
+    reference_ms
+        A trusted "now" for the message (the Kafka record timestamp); readings more than
+        ``max_future_ms`` after it are rejected as ``future_timestamp``. ``None`` skips the check.
+    max_future_ms
+        Tolerated clock lead of a device, in milliseconds.
+
+    Returns
+    -------
+    The valid readings, and a dead letter for each invalid one.
+
+    Raises
+    ------
+    InvalidMessage
+        When the message as a whole is unreadable: not JSON, not an object, unknown schema,
+        a missing or mistyped envelope field.
+    """
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage("not_json", f"message is not valid UTF-8 JSON ({_first_clause(exc)})") from None
+    if not isinstance(body, dict):
+        raise InvalidMessage("not_an_object", f"message must be a JSON object, got {type(body).__name__}")
+    schema = body.get("schema")
+    if schema != DEVICE_SCHEMA:
+        raise InvalidMessage("unknown_schema", f"schema must be {DEVICE_SCHEMA!r}, got {schema!r}")
+    device_id = _required(body, "device_id", str)
+    patient_id = _required(body, "patient_id", str)
+    seq = _required(body, "seq", int)
+    _required(body, "sent_at", int)
+    readings = _required(body, "readings", list)
+    if not device_id or not patient_id:
+        raise InvalidMessage("missing_field", "device_id and patient_id must be non-empty")
+    if len(readings) > MAX_READINGS_PER_MESSAGE:
+        raise InvalidMessage("too_many_readings",
+                             f"at most {MAX_READINGS_PER_MESSAGE} readings per message, got {len(readings)}")
+
+    good: list[VitalReading] = []
+    bad: list[DeadLetter] = []
+    for item in readings:
+        try:
+            good.append(_reading(item, patient_id, device_id, seq, reference_ms, max_future_ms))
+        except InvalidMessage as exc:
+            payload = json.dumps({"device_id": device_id, "patient_id": patient_id, "seq": seq,
+                                  "reading": item}, separators=(",", ":"), default=str).encode()
+            bad.append(DeadLetter(exc.reason, exc.detail, payload))
+    return good, bad
+
+
+def _reading(item: Any, patient_id: str, device_id: str, seq: int, reference_ms: int | None,
+             max_future_ms: int) -> VitalReading:
+    if not isinstance(item, dict):
+        raise InvalidMessage("wrong_type", f"a reading must be an object, got {type(item).__name__}")
+    name = _required(item, "metric", str)
+    metric = METRICS.get(name)
+    if metric is None:
+        raise InvalidMessage("unknown_metric", f"metric {name!r} is not in the registry")
+    t = _required(item, "t", int)
+    value = item.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidMessage("wrong_type", f"value of {name} must be a number, got {value!r}")
+    unit = item.get("unit", metric.unit)
+    if unit != metric.unit:
+        raise InvalidMessage("wrong_unit", f"{name} must be in {metric.unit!r}, got {unit!r}")
+    value = float(value)
+    if not math.isfinite(value) or not metric.accepts(value):
+        raise InvalidMessage("impossible_value",
+                             f"{name} must lie in [{metric.lowest:g}, {metric.highest:g}] {metric.unit}, "
+                             f"got {value:g}")
+    if t <= 0:
+        raise InvalidMessage("impossible_value", f"t must be a positive epoch-ms time, got {t}")
+    if reference_ms is not None and t > reference_ms + max_future_ms:
+        raise InvalidMessage("future_timestamp",
+                             f"t={t} is {t - reference_ms} ms after the record time (limit {max_future_ms})")
+    return VitalReading(patient_id, device_id, seq, name, t, value)
+
+
+def _required(body: dict[str, Any], field: str, kind: type) -> Any:
+    if field not in body:
+        raise InvalidMessage("missing_field", f"field {field!r} is required")
+    value = body[field]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidMessage("wrong_type", f"field {field!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _first_clause(exc: Exception) -> str:
+    return str(exc).split(":")[0]

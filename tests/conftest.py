@@ -1,0 +1,168 @@
+"""Shared fixtures: the real Kafka broker and PostgreSQL, started once per test session.
+
+Integration tests get their own topics, consumer group and database, so they never see each
+other's data. The services run on ports apart from the demo's, under ``.local/test``, and the
+session stops what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from stream.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_KAFKA = "127.0.0.1:29092"
+TEST_PG_PORT = 25432
+
+
+@dataclass
+class Services:
+    """Handles on the session's Kafka and PostgreSQL."""
+
+    base: Settings
+    superuser_url: str
+
+    def settings(self, **overrides: object) -> Settings:
+        return self.base.model_copy(update=overrides)
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    from infra.kafka import LocalKafka
+    from infra.postgres import LocalPostgres
+
+    base = Settings(state_dir=ROOT / ".local" / "test", kafka_bootstrap=TEST_KAFKA,
+                    database_url=f"postgresql://vitalrisk_writer@127.0.0.1:{TEST_PG_PORT}/vitalrisk")
+    postgres = LocalPostgres(base)
+    kafka = LocalKafka(base)
+    started = [svc for svc in (postgres, kafka) if not svc.healthy()]
+    postgres.start()
+    kafka.start()
+    yield Services(base, postgres.superuser_url)
+    if os.environ.get("VITALS_KEEP_TEST_SERVICES") != "1":
+        for svc in started:
+            svc.stop()
+
+
+@pytest.fixture
+def isolated(services: Services) -> Iterator[Settings]:
+    """Settings with fresh topics, consumer group and a migrated database of their own."""
+    from infra.kafka import LocalKafka
+    from sinks.migrations import migrate
+
+    tag = uuid.uuid4().hex[:10]
+    dbname = f"test_{tag}"
+    admin = services.superuser_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    owner_url = f"{admin.rsplit('/', 1)[0]}/{dbname}"
+    migrate(owner_url)
+    settings = services.settings(
+        app_id=f"vitalrisk-test-{tag}", readings_topic=f"t{tag}.readings", deadletter_topic=f"t{tag}.deadletter",
+        outcomes_topic=f"t{tag}.outcomes", scores_topic=f"t{tag}.scores",
+        database_url=f"postgresql://vitalrisk_writer@127.0.0.1:{TEST_PG_PORT}/{dbname}",
+        admin_database_url=owner_url, data_dir=ROOT / ".local" / "test" / f"faust-{tag}",
+        idle_timeout_s=2.0, sink_flush_s=0.5)
+    LocalKafka(settings).create_topics()
+    yield settings
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``vitalrisk worker`` process with its own metrics port."""
+
+    proc: subprocess.Popen[bytes]
+    metrics_port: int
+    log: Path
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """Current value of one sample on the worker's /metrics page (0 when absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and (labels is None or all(sample.labels.get(k) == v for k, v in labels.items())):
+                    return float(sample.value)
+        return 0.0
+
+    def wait_metric(self, name: str, predicate: Callable[[float], bool], *, timeout_s: float = 60,
+                    labels: dict[str, str] | None = None) -> float:
+        deadline = time.monotonic() + timeout_s
+        value = 0.0
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                value = self.metric(name, labels)
+                if predicate(value):
+                    return value
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"{name}={value} did not satisfy the condition in {timeout_s} s;\n"
+                             f"{self.log.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"VITALS_{name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    running: list[WorkerProcess] = []
+
+    def start(settings: Settings) -> WorkerProcess:
+        port = _free_port()
+        log = tmp_path / f"worker-{len(running)}.log"
+        env = _env_for(settings, VITALS_METRICS_PORT=str(port))
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], cwd=ROOT, env=env,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        worker = WorkerProcess(proc, port, log)
+        running.append(worker)
+        return worker
+
+    yield start
+    for worker in running:
+        worker.stop(signal.SIGKILL)
