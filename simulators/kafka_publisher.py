@@ -53,7 +53,7 @@ def make_producer(settings: Settings, *, compression: str | None = "gzip") -> An
 
     return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all",
                          linger_ms=20, batch_size=512 * 1024, compression_type=compression,
-                         max_request_size=4 * 1024 * 1024, buffer_memory=128 * 1024 * 1024,
+                         max_request_size=4 * 1024 * 1024,
                          retries=5, client_id="vitalrisk-simulator")
 
 

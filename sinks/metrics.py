@@ -15,7 +15,10 @@ Examples
 
 from __future__ import annotations
 
+import urllib.request
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.parser import text_string_to_metric_families
 
 #: Sink flush latency buckets, seconds: a COPY of thousands of rows takes tens of milliseconds.
 FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -46,3 +49,18 @@ class PipelineMetrics:
                                             buckets=FLUSH_BUCKETS, registry=registry)
         self.sink_errors = Counter("vitals_sink_errors", "Sink batches that failed and were retried",
                                    registry=registry)
+
+
+def scrape(url: str, name: str, labels: dict[str, str] | None = None, *, timeout_s: float = 5.0) -> float:
+    """One sample's value from a Prometheus text endpoint (summed over matching label sets).
+
+    Used by the demo and the tests to watch a worker from outside; 0 when the sample is absent.
+    """
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - our own endpoint
+        text = response.read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                total += float(sample.value)
+    return total

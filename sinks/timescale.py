@@ -34,7 +34,8 @@ CREATE TEMP TABLE IF NOT EXISTS features_stage (
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS risk_scores_stage (
     patient_id text, start_ms bigint, end_ms bigint, model_name text, model_version text,
-    score double precision, news2_total smallint, news2_band text, inputs jsonb, contributions jsonb
+    score double precision, news2_total smallint, news2_band text, inputs jsonb, contributions jsonb,
+    missing_inputs text[]
 ) ON COMMIT DELETE ROWS;
 """
 
@@ -47,9 +48,9 @@ ON CONFLICT DO NOTHING
 
 _MOVE_SCORES = """
 INSERT INTO risk_scores (patient_id, window_start, window_end, model_name, model_version, score,
-                         news2_total, news2_band, inputs, contributions)
+                         news2_total, news2_band, inputs, contributions, missing_inputs)
 SELECT patient_id, to_timestamp(start_ms / 1000.0), to_timestamp(end_ms / 1000.0), model_name, model_version,
-       score, news2_total, news2_band, inputs, contributions
+       score, news2_total, news2_band, inputs, contributions, missing_inputs
 FROM risk_scores_stage
 ON CONFLICT DO NOTHING
 """
@@ -69,7 +70,8 @@ def feature_rows(windows: Sequence[WindowFeatures]) -> list[tuple[object, ...]]:
 def score_rows(scores: Sequence[RiskScore]) -> list[tuple[object, ...]]:
     """One staging row per score; inputs and contributions as JSON text."""
     return [(s.patient_id, s.window_start_ms, s.window_end_ms, s.model_name, s.model_version, s.score,
-             s.news2_total, s.news2_band, json.dumps(s.inputs), json.dumps(s.contributions))
+             s.news2_total, s.news2_band, json.dumps(s.inputs), json.dumps(s.contributions),
+             list(s.missing_inputs))
             for s in scores]
 
 

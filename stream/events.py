@@ -52,7 +52,8 @@ class RiskScore:
     """A score for one patient and window; names the model and the inputs behind it.
 
     ``inputs`` are the values the model saw (window means, or the last known value carried
-    forward), ``contributions`` how much each input added to the score.
+    forward), ``contributions`` how much each input added to the score, and
+    ``missing_inputs`` the model inputs that were unavailable (scored as normal).
     """
 
     patient_id: str
@@ -65,6 +66,7 @@ class RiskScore:
     news2_band: str
     inputs: dict[str, float]
     contributions: dict[str, float]
+    missing_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,3 +63,12 @@ class Settings(BaseSettings):
     )
     sink_batch_rows: int = Field(5_000, gt=0, description="flush the sink after this many rows")
     sink_flush_s: float = Field(1.0, gt=0, description="flush the sink at least this often")
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``VITALS_*`` variables, for a child process to read back.
+
+        >>> Settings(partitions=2).as_env()["VITALS_PARTITIONS"]
+        '2'
+        """
+        return {f"VITALS_{name.upper()}": str(value) for name, value in self.model_dump().items()
+                if value is not None}

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from sinks.metrics import scrape
 from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,15 +93,7 @@ class WorkerProcess:
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         """Current value of one sample on the worker's /metrics page (0 when absent)."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and (labels is None or all(sample.labels.get(k) == v for k, v in labels.items())):
-                    return float(sample.value)
-        return 0.0
+        return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics", name, labels)
 
     def wait_metric(self, name: str, predicate: Callable[[float], bool], *, timeout_s: float = 60,
                     labels: dict[str, str] | None = None) -> float:
@@ -141,9 +133,7 @@ def _free_port() -> int:
 
 def _env_for(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"VITALS_{name.upper()}"] = str(value)
+    env.update(settings.as_env())
     env.update(extra)
     return env
 

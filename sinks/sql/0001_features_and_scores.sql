@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS risk_scores (
     news2_band    text             NOT NULL CHECK (news2_band IN ('low', 'low-medium', 'medium', 'high')),
     inputs        jsonb            NOT NULL,
     contributions jsonb            NOT NULL,
+    missing_inputs text[]          NOT NULL DEFAULT '{}',
     scored_at     timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (patient_id, model_name, window_start)
 );

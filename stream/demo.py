@@ -1,0 +1,192 @@
+"""``vitalrisk demo``: the whole path on this machine, then a summary, then everything stopped.
+
+It starts the local Kafka and PostgreSQL (unless they already run), gives itself a fresh
+database and fresh topics, runs a real worker process, streams a simulated cohort through it,
+waits until every window is written, prints what arrived and stops what it started.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import psycopg
+from psycopg import sql
+
+from infra.kafka import LocalKafka
+from infra.postgres import LocalPostgres
+from infra.processes import port_open
+from simulators.cohort import CohortConfig, simulate
+from simulators.kafka_publisher import make_producer, publish
+from simulators.run import MS_PER_MINUTE, progress_line
+from sinks.metrics import scrape
+from sinks.migrations import migrate
+from stream.errors import VitalsError
+from stream.settings import Settings
+
+DEMO_DATABASE = "vitalrisk_demo"
+WORKER_START_TIMEOUT_S = 120.0
+DRAIN_TIMEOUT_S = 300.0
+
+
+def run_demo(settings: Settings, *, patients: int, minutes: int, seed: int) -> int:
+    """Run the demo; return the process exit status."""
+    postgres = LocalPostgres(settings)
+    kafka = LocalKafka(settings)
+    started = [svc for svc in (postgres, kafka) if not svc.healthy()]
+    worker: subprocess.Popen[bytes] | None = None
+    run_id = uuid.uuid4().hex[:8]
+    try:
+        _say(f"starting PostgreSQL and Kafka under {settings.state_dir}/ ...")
+        postgres.start()
+        kafka.start()
+        demo = _fresh_demo_settings(settings, postgres, run_id)
+        LocalKafka(demo).create_topics()
+        metrics_url = f"http://127.0.0.1:{demo.metrics_port}/metrics"
+        log_path = settings.state_dir / f"demo-worker-{run_id}.log"
+        _say(f"starting a worker (log: {log_path}) ...")
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=_child_env(demo),
+                                      stdout=log, stderr=subprocess.STDOUT)
+        _wait_for_worker(worker, demo, log_path)
+
+        config = CohortConfig(patients=patients, seed=seed, duration_ms=minutes * MS_PER_MINUTE)
+        _say(f"streaming {patients} patients x {minutes} simulated minutes (seed {seed}) ...")
+        producer = make_producer(demo)
+        try:
+            report = publish(simulate(config), settings=demo, producer=producer,
+                             progress=lambda r: _progress(progress_line(r)))
+        finally:
+            producer.close()
+        _progress(progress_line(report))
+        print(file=sys.stderr)
+        _say("waiting for the worker to close and write every window ...")
+        _drain(worker, metrics_url, report.messages - report.outcomes, log_path)
+        _summary(demo, readings=report.readings, seconds=report.seconds)
+        return 0
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        for svc in reversed(started):
+            svc.stop()
+        if started:
+            _say("stopped the services the demo started")
+
+
+def _fresh_demo_settings(settings: Settings, postgres: LocalPostgres, run_id: str) -> Settings:
+    """A new database and topic names for this run, so a demo never sees an earlier one's data."""
+    admin = postgres.superuser_url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DATABASE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DATABASE)))
+    migrate(f"{admin}/{DEMO_DATABASE}")
+    prefix = f"demo-{run_id}"
+    return settings.model_copy(update={
+        "app_id": f"vitalrisk-{prefix}",
+        "readings_topic": f"{prefix}.vitals.readings", "deadletter_topic": f"{prefix}.vitals.deadletter",
+        "outcomes_topic": f"{prefix}.vitals.outcomes", "scores_topic": f"{prefix}.risk.scores",
+        "database_url": f"postgresql://vitalrisk_writer@127.0.0.1:{postgres.target.port}/{DEMO_DATABASE}",
+        "data_dir": settings.state_dir / "faust" / prefix,
+        "metrics_port": settings.metrics_port or _free_port(),
+        "idle_timeout_s": 3.0,
+    })
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
+    env.update(settings.as_env())
+    return env
+
+
+def _wait_for_worker(worker: subprocess.Popen[bytes], settings: Settings, log_path: object) -> None:
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise VitalsError(f"the worker exited with status {worker.returncode}; see {log_path}")
+        if port_open("127.0.0.1", settings.metrics_port):
+            return
+        time.sleep(0.25)
+    raise VitalsError(f"the worker did not start within {WORKER_START_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+def _drain(worker: subprocess.Popen[bytes], metrics_url: str, device_messages: int, log_path: object) -> None:
+    """Wait until the worker has read every device message and written every window."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise VitalsError(f"the worker exited with status {worker.returncode}; see {log_path}")
+        consumed = scrape(metrics_url, "vitals_messages_total")
+        emitted = scrape(metrics_url, "vitals_windows_emitted_total")
+        open_windows = scrape(metrics_url, "vitals_open_windows")
+        rows = scrape(metrics_url, "vitals_sink_rows_total")
+        _progress(f"worker: {consumed:,.0f}/{device_messages:,} messages, {emitted:,.0f} windows closed, "
+                  f"{open_windows:,.0f} open, {rows:,.0f} rows written")
+        if consumed >= device_messages and open_windows == 0 and emitted > 0:
+            print(file=sys.stderr)
+            return
+        time.sleep(1.0)
+    raise VitalsError(f"the worker did not finish within {DRAIN_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+def _summary(settings: Settings, *, readings: int, seconds: float) -> None:
+    reader_url = settings.database_url.replace("vitalrisk_writer@", "vitalrisk_reader@")
+    with psycopg.connect(reader_url) as conn:
+        windows, patients = conn.execute(
+            "SELECT count(DISTINCT (patient_id, window_start)), count(DISTINCT patient_id) FROM features").fetchone() or (0, 0)
+        feature_rows = conn.execute("SELECT count(*) FROM features").fetchone()
+        scores = conn.execute("SELECT count(*) FROM risk_scores").fetchone()
+        bands = conn.execute("SELECT news2_band, count(*) FROM risk_scores GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        top = conn.execute("""
+            SELECT DISTINCT ON (patient_id) patient_id, window_start, news2_total, news2_band, inputs
+            FROM risk_scores ORDER BY patient_id, window_start DESC""").fetchall()
+    top.sort(key=lambda r: (-r[2], r[0]))
+    print()
+    print("vitalrisk demo summary")
+    print("----------------------")
+    print(f"  patients             {patients:>10,}")
+    print(f"  readings published   {readings:>10,}   ({readings / max(seconds, 1e-9):,.0f} readings/s)")
+    print(f"  windows (1 min)      {windows:>10,}   ({(feature_rows or (0,))[0]:,} feature rows)")
+    print(f"  NEWS2 scores         {(scores or (0,))[0]:>10,}   "
+          + ", ".join(f"{band}: {n:,}" for band, n in bands))
+    print()
+    print("  highest-risk patients (latest window)")
+    print(f"  {'patient':<16}{'window start (UTC)':<22}{'NEWS2':>6}  {'band':<11}"
+          f"{'HR':>6}{'RR':>6}{'SpO2':>6}{'Temp':>6}{'SBP':>6}")
+    for patient, start, total, band, inputs in top[:10]:
+        vitals = "".join(_cell(inputs.get(metric), digits) for metric, digits in _SUMMARY_VITALS)
+        print(f"  {patient:<16}{start:%Y-%m-%d %H:%M}{'':<6}{total:>6}  {band:<11}{vitals}")
+    print("  (- : not measured within the carry-forward period; scored as normal)")
+    print()
+
+
+_SUMMARY_VITALS = (("heart_rate", 0), ("respiratory_rate", 0), ("oxygen_saturation", 0),
+                   ("body_temperature", 1), ("systolic_blood_pressure", 0))
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return f"{'-':>6}" if value is None else f"{value:>6.{digits}f}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _say(text: str) -> None:
+    print(f"vitalrisk demo: {text}", file=sys.stderr, flush=True)
+
+
+def _progress(text: str) -> None:
+    print(f"\r  {text:<110}", end="", file=sys.stderr, flush=True)
