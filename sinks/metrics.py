@@ -22,6 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 #: Sink flush latency buckets, seconds: a COPY of thousands of rows takes tens of milliseconds.
 FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Rows per sink batch.
+BATCH_BUCKETS = (1, 10, 100, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000)
+#: End-to-end latencies, seconds (scoring, webhook delivery).
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Per-message processing buckets, seconds.
 PROCESSING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 
@@ -49,6 +53,72 @@ class PipelineMetrics:
                                             buckets=FLUSH_BUCKETS, registry=registry)
         self.sink_errors = Counter("vitals_sink_errors", "Sink batches that failed and were retried",
                                    registry=registry)
+        self.sink_batch_rows = Histogram("vitals_sink_batch_rows", "Rows per committed sink batch",
+                                         buckets=BATCH_BUCKETS, registry=registry)
+        self.sink_up = Gauge("vitals_sink_up", "1 while the database accepts writes, 0 while it does not",
+                             registry=registry)
+        self.consumer_lag = Gauge("vitals_consumer_lag", "Records behind the end of each input partition",
+                                  ["partition"], registry=registry)
+        self.watermark_lag_seconds = Gauge("vitals_watermark_lag_seconds",
+                                           "Wall-clock time minus the partition watermark's event time",
+                                           ["partition"], registry=registry)
+
+
+
+class ModelMetrics:
+    """Online models: version in use, live prequential quality, drift and fairness.
+
+    ``condition`` is one of the model's targets (``any``, ``hf_decompensation``, ...);
+    ``attribute``/``group`` a fairness subgroup (``sex``/``female``, ``age_band``/``75+``,
+    ``skin_tone``/``V-VI``) — all low-cardinality.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.scoring_seconds = Histogram("vitals_scoring_seconds", "Time to score one window with the model",
+                                         buckets=PROCESSING_BUCKETS, registry=registry)
+        self.model_version = Gauge("vitals_model_version", "Snapshot version each scorer is using",
+                                   ["model"], registry=registry)
+        self.trainer_examples = Counter("vitals_trainer_examples", "Labelled windows the trainer learned from",
+                                        ["model"], registry=registry)
+        self.pending_labels = Gauge("vitals_pending_label_windows", "Scored windows waiting for their label",
+                                    registry=registry)
+        self.auroc = Gauge("vitals_model_auroc", "Rolling prequential AUROC", ["model", "condition"],
+                           registry=registry)
+        self.auprc = Gauge("vitals_model_auprc", "Rolling prequential AUPRC", ["model", "condition"],
+                           registry=registry)
+        self.brier = Gauge("vitals_model_brier", "Rolling prequential Brier score", ["model", "condition"],
+                           registry=registry)
+        self.ece = Gauge("vitals_model_ece", "Rolling expected calibration error", ["model", "condition"],
+                         registry=registry)
+        self.subgroup_auroc = Gauge("vitals_subgroup_auroc", "Rolling AUROC per patient subgroup",
+                                    ["model", "attribute", "group"], registry=registry)
+        self.fairness_gap = Gauge("vitals_fairness_gap", "Largest gap of a metric between subgroups",
+                                  ["model", "metric", "attribute"], registry=registry)
+        self.drift_events = Counter("vitals_drift_events", "Drift detected on the model's loss (ADWIN)",
+                                    ["model"], registry=registry)
+        self.ops_events = Counter("vitals_ops_events", "Operational events raised (drift, fairness, data stopped)",
+                                  ["kind"], registry=registry)
+
+
+class AlertMetrics:
+    """Alert engine and webhook delivery: states, pages, attempts, retries, failures, latency."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.alerts = Gauge("vitals_alerts", "Alerts currently in each state", ["kind", "state"],
+                            registry=registry)
+        self.transitions = Counter("vitals_alert_transitions", "Alert state changes", ["kind", "to_state"],
+                                   registry=registry)
+        self.pages = Counter("vitals_pages", "Notifications handed to delivery", ["receiver", "severity"],
+                             registry=registry)
+        self.deliveries = Counter("vitals_webhook_deliveries", "Webhook delivery attempts by outcome",
+                                  ["receiver", "outcome"], registry=registry)
+        self.retries = Counter("vitals_webhook_retries", "Webhook deliveries retried", ["receiver"],
+                               registry=registry)
+        self.failures = Counter("vitals_webhook_failures", "Webhooks given up on and dead-lettered",
+                                ["receiver"], registry=registry)
+        self.delivery_seconds = Histogram("vitals_webhook_delivery_seconds",
+                                          "From threshold-crossing score to webhook acknowledged",
+                                          ["receiver"], buckets=LATENCY_BUCKETS, registry=registry)
 
 
 def scrape(url: str, name: str, labels: dict[str, str] | None = None, *, timeout_s: float = 5.0) -> float:
