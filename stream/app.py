@@ -28,6 +28,7 @@ from sinks.timescale import TimescaleWriter
 from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.pipeline import StepResult, VitalsPipeline
 from stream.settings import Settings
+from stream.wire import encode_score
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +64,12 @@ class WorkerRuntime:
     """State of one worker process between Faust and the core: held events and the sink buffer."""
 
     def __init__(self, settings: Settings, *, pipeline: VitalsPipeline, writer: TimescaleWriter,
-                 deadletters: faust.TopicT, metrics: PipelineMetrics) -> None:
+                 deadletters: faust.TopicT, scores: faust.TopicT, metrics: PipelineMetrics) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.writer = writer
         self.deadletters = deadletters
+        self.scores_topic = scores
         self.metrics = metrics
         self._held: dict[int, _Held] = {}
         self._windows: list[WindowFeatures] = []
@@ -116,7 +118,7 @@ class WorkerRuntime:
             self.metrics.sink_rows.labels("features").inc(sum(len(w.metrics) for w in windows))
             self.metrics.sink_rows.labels("risk_scores").inc(len(scores))
             logger.debug("sink committed %d windows, %d scores (%d new rows)", len(windows), len(scores), inserted)
-        # Dead letters must be on the broker before their source offsets may be committed.
+        # Dead letters and scores must be on the broker before their source offsets may be committed.
         await self.deadletters.app.producer.flush()
         for partition, held in self._held.items():
             low = self.pipeline.low_offset(partition)
@@ -143,6 +145,7 @@ class WorkerRuntime:
             self._windows.extend(step.windows)
         for score in step.scores:
             self.metrics.scores.labels(score.model_name).inc()
+            await self.scores_topic.send(key=score.patient_id.encode(), value=encode_score(score))
         self._scores.extend(step.scores)
 
 
@@ -163,9 +166,11 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics) -> faust.App:
                          key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
     deadletters = app.topic(settings.deadletter_topic, value_type=bytes, value_serializer="raw",
                             partitions=settings.partitions)
+    scores = app.topic(settings.scores_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                       value_serializer="raw", partitions=settings.partitions)
     writer = TimescaleWriter(settings.database_url)
     runtime = WorkerRuntime(settings, pipeline=VitalsPipeline.from_settings(settings), writer=writer,
-                            deadletters=deadletters, metrics=metrics)
+                            deadletters=deadletters, scores=scores, metrics=metrics)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tests and the CLI
 
     @app.agent(readings, name="vitals-windows")

@@ -6,7 +6,7 @@ Units are in the field names; on the wire, metric names and units follow
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,11 @@ class RiskScore:
     inputs: dict[str, float]
     contributions: dict[str, float]
     missing_inputs: tuple[str, ...] = ()
+    #: Risk per condition (``any``, ``hf_decompensation``, ``copd_exacerbation``, ``infection``),
+    #: probabilities in [0, 1]; empty for NEWS2, which scores no condition in particular.
+    risks: dict[str, float] = field(default_factory=dict)
+    #: NEWS2 points per parameter for the same window (the RCP's "single parameter scoring 3").
+    news2_subscores: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

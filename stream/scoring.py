@@ -91,7 +91,8 @@ class News2WindowScorer:
                          for name, points in news2.subscores.items() if points}
         missing = tuple(m for m in sorted(NEWS2_INPUTS) if m not in inputs)
         return RiskScore(window.patient_id, window.start_ms, window.end_ms, MODEL_NAME, MODEL_VERSION,
-                         news2.total / MAX_TOTAL, news2.total, news2.band, inputs, contributions, missing)
+                         news2.total / MAX_TOTAL, news2.total, news2.band, inputs, contributions, missing,
+                         news2_subscores=news2.subscores)
 
     def forget(self, patient_id: str) -> None:
         """Drop a patient's carried values (patient moved to another worker, or expired)."""

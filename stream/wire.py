@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from stream.errors import InvalidMessage
-from stream.events import DeadLetter, VitalReading
+from stream.events import DeadLetter, RiskScore, VitalReading
 from stream.vocabulary import METRICS
 
 DEVICE_SCHEMA = "vitalrisk.device/1"
@@ -151,3 +151,46 @@ def _required(body: dict[str, Any], field: str, kind: type) -> Any:
 
 def _first_clause(exc: Exception) -> str:
     return str(exc).split(":")[0]
+
+
+SCORE_SCHEMA = "vitalrisk.score/1"
+
+
+def encode_score(score: RiskScore) -> bytes:
+    """A score as the ``risk.scores`` topic carries it (``vitalrisk.score/1``), keyed by patient.
+
+    >>> s = RiskScore("pt-1", 0, 60_000, "news2", "rcp-2017-scale1", 0.15, 3, "low-medium",
+    ...               {"heart_rate": 135.0}, {"heart_rate": 3.0}, ("body_temperature",),
+    ...               news2_subscores={"heart_rate": 3})
+    >>> decode_score(encode_score(s)) == s
+    True
+    """
+    body = {"schema": SCORE_SCHEMA, "patient_id": score.patient_id, "window_start": score.window_start_ms,
+            "window_end": score.window_end_ms, "model_name": score.model_name,
+            "model_version": score.model_version, "score": score.score, "risks": score.risks,
+            "news2_total": score.news2_total, "news2_band": score.news2_band,
+            "news2_subscores": score.news2_subscores, "inputs": score.inputs,
+            "contributions": score.contributions, "missing_inputs": list(score.missing_inputs)}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_score(raw: bytes) -> RiskScore:
+    """Read one ``vitalrisk.score/1`` record; :class:`~stream.errors.InvalidMessage` if it is not one."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage("not_json", f"score is not valid UTF-8 JSON ({_first_clause(exc)})") from None
+    if not isinstance(body, dict) or body.get("schema") != SCORE_SCHEMA:
+        raise InvalidMessage("unknown_schema", f"a score must be a {SCORE_SCHEMA!r} object")
+    try:
+        return RiskScore(
+            str(body["patient_id"]), int(body["window_start"]), int(body["window_end"]), str(body["model_name"]),
+            str(body["model_version"]), float(body["score"]), int(body["news2_total"]), str(body["news2_band"]),
+            {str(k): float(v) for k, v in body["inputs"].items()},
+            {str(k): float(v) for k, v in body["contributions"].items()},
+            tuple(str(m) for m in body["missing_inputs"]),
+            risks={str(k): float(v) for k, v in body["risks"].items()},
+            news2_subscores={str(k): int(v) for k, v in body["news2_subscores"].items()},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidMessage("wrong_type", f"score field missing or mistyped ({exc})") from None
