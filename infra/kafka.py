@@ -121,7 +121,7 @@ class LocalKafka:
         admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="vitalrisk-infra")
         try:
             existing = set(admin.list_topics())
-            wanted = [s.readings_topic, s.deadletter_topic, s.outcomes_topic, s.scores_topic]
+            wanted = [s.readings_topic, s.deadletter_topic, s.outcomes_topic, s.scores_topic, s.features_topic]
             new = [NewTopic(t, num_partitions=s.partitions, replication_factor=1)
                    for t in wanted if t not in existing]
             if new:

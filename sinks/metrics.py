@@ -38,6 +38,13 @@ class PipelineMetrics:
         self.readings = Counter("vitals_readings", "Valid readings accepted into windows", registry=registry)
         self.deadletters = Counter("vitals_deadletters", "Messages or readings sent to the dead-letter topic",
                                    ["reason"], registry=registry)
+        self.duplicates = Counter("vitals_duplicate_messages",
+                                  "Device messages dropped as resends of a (device, seq) already seen",
+                                  registry=registry)
+        self.feature_rows = Counter("vitals_feature_rows", "Hopping-window feature rows emitted",
+                                    registry=registry)
+        self.data_stopped = Counter("vitals_data_stopped", "Patients whose data stopped arriving",
+                                    registry=registry)
         self.late_readings = Counter("vitals_late_readings",
                                      "Readings that arrived after their window closed", registry=registry)
         self.windows = Counter("vitals_windows_emitted", "Patient windows closed and emitted", registry=registry)

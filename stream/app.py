@@ -1,17 +1,22 @@
 """The Faust worker: a thin adapter that feeds Kafka records to the pure core and writes out.
 
 The agent decodes nothing itself. For every record it calls :class:`~stream.pipeline.VitalsPipeline`,
-sends dead letters to their topic, and buffers closed windows and scores for the sink.
+sends dead letters, scores and feature rows to their topics, and buffers closed windows and
+scores for the database.
 
 Offsets follow the sink, not the consumer: the agent reads with acks disabled and holds each
 event until every window it fed is committed to the database; only then is it acked, and Faust
-commits only an unbroken run of acked offsets. A worker that dies — even by SIGKILL — therefore
-restarts from an offset whose windows are not yet in the database, replays them, and the
-idempotent writes make the replay add nothing twice.
+commits only an unbroken run of acked offsets. After the database commit the core's state —
+each patient's baseline and panes, each partition's watermark — goes to a Faust table whose
+changelog topic restores it on restart and moves it with its partition on rebalance. A worker
+that dies, even by SIGKILL, restarts from an offset whose windows are not yet written, with the
+state that produced the windows that are; the replay rebuilds the rest and the idempotent
+writes add nothing twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -28,11 +33,11 @@ from sinks.timescale import TimescaleWriter
 from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.pipeline import StepResult, VitalsPipeline
 from stream.settings import Settings
-from stream.wire import encode_score
+from stream.wire import encode_feature_row, encode_score
 
 logger = logging.getLogger(__name__)
 
-#: How often the worker checks for idle partitions and due flushes, seconds.
+#: How often the worker checks for idle partitions, due flushes and lag, seconds.
 TICK_S = 0.5
 
 
@@ -52,58 +57,110 @@ def deadletter_record(letter: DeadLetter, *, topic: str, partition: int, offset:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+class FaustTableStore:
+    """The core's :class:`~stream.state.StateStore` on a Faust table with a changelog topic.
+
+    Writes go to the table's local store and, with the partition named explicitly, to its
+    changelog, so they can be made from the timer as well as from the agent.
+    """
+
+    def __init__(self, table: faust.Table) -> None:
+        self.table = table
+
+    def get(self, key: str) -> bytes | None:
+        value = self.table.data.get(key.encode())
+        return None if value is None else bytes(value)
+
+    def put(self, partition: int, key: str, value: bytes) -> None:
+        raw_key = key.encode()
+        self.table.data[raw_key] = value
+        self.table.send_changelog(partition, raw_key, value)
+
+    def delete(self, partition: int, key: str) -> None:
+        raw_key = key.encode()
+        self.table.data.pop(raw_key, None)
+        self.table.send_changelog(partition, raw_key, None, value_serializer="raw")
+
+
 @dataclass(slots=True)
 class _Held:
     """Events read from one partition whose windows are not yet committed, in offset order."""
 
     events: deque[EventT] = field(default_factory=deque)
     last_seen: float = 0.0  # monotonic seconds of the last record
+    last_offset: int = -1
 
 
 class WorkerRuntime:
-    """State of one worker process between Faust and the core: held events and the sink buffer."""
+    """State of one worker process between Faust and the core: held events and the sink buffer.
+
+    One lock serialises the agent and the timer: a flush never interleaves with a record, so
+    the state checkpointed after a commit is exactly the state that produced the committed rows.
+    """
 
     def __init__(self, settings: Settings, *, pipeline: VitalsPipeline, writer: TimescaleWriter,
-                 deadletters: faust.TopicT, scores: faust.TopicT, metrics: PipelineMetrics) -> None:
+                 topics: dict[str, faust.TopicT], metrics: PipelineMetrics) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.writer = writer
-        self.deadletters = deadletters
-        self.scores_topic = scores
+        self.topics = topics
         self.metrics = metrics
         self._held: dict[int, _Held] = {}
         self._windows: list[WindowFeatures] = []
         self._scores: list[RiskScore] = []
         self._last_flush = time.monotonic()
+        self._lock = asyncio.Lock()
 
     async def handle(self, event: EventT) -> None:
         """Process one record; flush when the buffer is full."""
-        message = event.message
-        started = time.perf_counter()
-        timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
-        step = self.pipeline.on_message(message.value, partition=message.partition, offset=message.offset,
-                                        record_ts_ms=timestamp_ms)
-        self.metrics.processing_seconds.observe(time.perf_counter() - started)
-        held = self._held.setdefault(message.partition, _Held())
-        held.events.append(event)
-        held.last_seen = time.monotonic()
-        self.metrics.messages.inc()
-        await self._absorb(step, message.topic, message.partition, message.offset)
-        if len(self._windows) + len(self._scores) >= self.settings.sink_batch_rows:
-            await self.flush()
+        async with self._lock:
+            message = event.message
+            started = time.perf_counter()
+            timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
+            step = self.pipeline.on_message(message.value, partition=message.partition, offset=message.offset,
+                                            record_ts_ms=timestamp_ms)
+            self.metrics.processing_seconds.observe(time.perf_counter() - started)
+            held = self._held.setdefault(message.partition, _Held())
+            held.events.append(event)
+            held.last_seen = time.monotonic()
+            held.last_offset = message.offset
+            self.metrics.messages.inc()
+            await self._absorb(step, message.topic, message.partition, message.offset)
+            if len(self._windows) + len(self._scores) >= self.settings.sink_batch_rows:
+                await self._flush()
 
     async def tick(self) -> None:
-        """Close idle partitions' windows and flush when the flush interval has passed."""
-        now = time.monotonic()
+        """Close idle partitions' windows, flush when due, and refresh the lag gauges."""
+        async with self._lock:
+            now = time.monotonic()
+            for partition, held in self._held.items():
+                if now - held.last_seen >= self.settings.idle_timeout_s and \
+                        self.pipeline.low_offset(partition) is not None:
+                    logger.info("partition %d idle for %.0f s: closing its windows", partition, now - held.last_seen)
+                    await self._absorb(self.pipeline.close_partition(partition), "", partition, -1)
+            if now - self._last_flush >= self.settings.sink_flush_s:
+                await self._flush()
+
+    def update_lag(self, consumer: Any, topic: str) -> None:
+        """Records behind the end of each owned partition, and event-time lag of its watermark."""
+        now_ms = time.time() * 1000
         for partition, held in self._held.items():
-            if now - held.last_seen >= self.settings.idle_timeout_s and self.pipeline.low_offset(partition) is not None:
-                logger.info("partition %d idle for %.0f s: closing its windows", partition, now - held.last_seen)
-                await self._absorb(self.pipeline.close_partition(partition), "", partition, -1)
-        if now - self._last_flush >= self.settings.sink_flush_s:
-            await self.flush()
+            highwater = consumer.highwater(TP(topic, partition))
+            if highwater is not None and held.last_offset >= 0:
+                self.metrics.consumer_lag.labels(str(partition)).set(max(0, highwater - held.last_offset - 1))
+            watermark = self.pipeline.watermark_ms(partition)
+            if watermark is not None:
+                self.metrics.watermark_lag_seconds.labels(str(partition)).set(max(0.0, (now_ms - watermark) / 1000))
 
     async def flush(self) -> None:
-        """Commit the buffered rows, then ack every event no open window still needs."""
+        async with self._lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Commit the buffered rows, checkpoint the state, then ack what no open window needs."""
+        self._last_flush = time.monotonic()
+        if not self._windows and not self._scores and not any(h.events for h in self._held.values()):
+            return  # nothing read since the last flush: nothing to commit, checkpoint or ack
         windows, scores = self._windows, self._scores
         self._windows, self._scores = [], []
         if windows or scores:
@@ -114,18 +171,22 @@ class WorkerRuntime:
                 self._windows, self._scores = windows + self._windows, scores + self._scores
                 self.metrics.sink_errors.inc()
                 raise
+            rows = sum(len(w.metrics) for w in windows)
             self.metrics.sink_flush_seconds.observe(time.perf_counter() - started)
-            self.metrics.sink_rows.labels("features").inc(sum(len(w.metrics) for w in windows))
+            self.metrics.sink_batch_rows.observe(rows + len(scores))
+            self.metrics.sink_rows.labels("features").inc(rows)
             self.metrics.sink_rows.labels("risk_scores").inc(len(scores))
             logger.debug("sink committed %d windows, %d scores (%d new rows)", len(windows), len(scores), inserted)
-        # Dead letters and scores must be on the broker before their source offsets may be committed.
-        await self.deadletters.app.producer.flush()
+        for partition in self._held:
+            self.pipeline.checkpoint(partition)
+        # Changelog, dead letters, scores and features must be on the broker before the
+        # offsets of the records that caused them may be committed.
+        await self.topics["deadletter"].app.producer.flush()
         for partition, held in self._held.items():
             low = self.pipeline.low_offset(partition)
             while held.events and (low is None or held.events[0].message.offset < low):
                 held.events.popleft().ack()
         self.metrics.open_windows.set(self.pipeline.open_windows)
-        self._last_flush = time.monotonic()
 
     def revoke(self, partitions: set[int]) -> None:
         """Forget partitions handed to another worker, without acking: their new owner replays them."""
@@ -134,23 +195,31 @@ class WorkerRuntime:
             self._held.pop(partition, None)
 
     async def _absorb(self, step: StepResult, topic: str, partition: int, offset: int) -> None:
-        self.metrics.readings.inc(step.readings)
-        self.metrics.late_readings.inc(step.late)
+        m = self.metrics
+        m.readings.inc(step.readings)
+        m.late_readings.inc(step.late)
+        m.duplicates.inc(step.duplicates)
         for letter in step.dead_letters:
-            self.metrics.deadletters.labels(letter.reason).inc()
-            await self.deadletters.send(value=deadletter_record(letter, topic=topic, partition=partition,
-                                                               offset=offset))
+            m.deadletters.labels(letter.reason).inc()
+            await self.topics["deadletter"].send(value=deadletter_record(letter, topic=topic, partition=partition,
+                                                                          offset=offset))
         if step.windows:
-            self.metrics.windows.inc(len(step.windows))
+            m.windows.inc(len(step.windows))
             self._windows.extend(step.windows)
         for score in step.scores:
-            self.metrics.scores.labels(score.model_name).inc()
-            await self.scores_topic.send(key=score.patient_id.encode(), value=encode_score(score))
+            m.scores.labels(score.model_name).inc()
+            await self.topics["scores"].send(key=score.patient_id.encode(), value=encode_score(score))
         self._scores.extend(step.scores)
+        for row in step.features:
+            await self.topics["features"].send(key=row.patient_id.encode(), value=encode_feature_row(row))
+        m.feature_rows.inc(len(step.features))
+        for patient_id, last_ms in step.stopped:
+            m.data_stopped.inc()
+            logger.info("data stopped: patient %s silent since %d (event time)", patient_id, last_ms)
 
 
 def create_app(settings: Settings, *, metrics: PipelineMetrics) -> faust.App:
-    """Build the Faust app, its topics, agent and timer; nothing connects until the worker starts."""
+    """Build the Faust app, its topics, state table, agent and timer; nothing connects until it starts."""
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
@@ -161,16 +230,22 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics) -> faust.App:
         stream_wait_empty=False,  # held events are replayed by the partition's next owner, never awaited
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 4,
     )
-    readings = app.topic(settings.readings_topic, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
-    deadletters = app.topic(settings.deadletter_topic, value_type=bytes, value_serializer="raw",
-                            partitions=settings.partitions)
-    scores = app.topic(settings.scores_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                       value_serializer="raw", partitions=settings.partitions)
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                         partitions=settings.partitions)
+
+    readings = raw_topic(settings.readings_topic)
+    topics = {"deadletter": raw_topic(settings.deadletter_topic), "scores": raw_topic(settings.scores_topic),
+              "features": raw_topic(settings.features_topic)}
+    table = app.Table("state", key_type=bytes, value_type=bytes,  # bytes: raw serializers
+                      partitions=settings.partitions)
+    pipeline = VitalsPipeline.from_settings(settings, store=FaustTableStore(table))
     writer = TimescaleWriter(settings.database_url)
-    runtime = WorkerRuntime(settings, pipeline=VitalsPipeline.from_settings(settings), writer=writer,
-                            deadletters=deadletters, scores=scores, metrics=metrics)
+    runtime = WorkerRuntime(settings, pipeline=pipeline, writer=writer, topics=topics, metrics=metrics)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tests and the CLI
 
     @app.agent(readings, name="vitals-windows")
@@ -183,6 +258,7 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics) -> faust.App:
     @app.timer(interval=TICK_S)
     async def close_idle_and_flush() -> None:
         await runtime.tick()
+        runtime.update_lag(app.consumer, settings.readings_topic)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:

@@ -29,12 +29,23 @@ class VitalReading:
 
 @dataclass(frozen=True, slots=True)
 class MetricStats:
-    """Summary of one metric's readings inside one window."""
+    """Summary of one metric's readings inside one window.
+
+    ``std`` is the population standard deviation; ``last`` the value with the latest time
+    (ties: the larger value, so arrival order never matters); ``slope_per_min`` the
+    least-squares slope of value on time, per minute (0 with fewer than two distinct times);
+    ``rmssd`` the root mean square of successive differences in time order (for heart rate, a
+    heart-rate-variability proxy; 0 with fewer than two readings).
+    """
 
     count: int
     mean: float
     min: float
     max: float
+    std: float = 0.0
+    last: float = float("nan")
+    slope_per_min: float = 0.0
+    rmssd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,10 @@ class WindowFeatures:
     start_ms: int
     end_ms: int
     metrics: dict[str, MetricStats]
+    #: Per metric: the window mean's deviation from the patient's baseline, in baseline
+    #: standard deviations, and the baseline mean itself (empty until the baseline is warm).
+    baseline_z: dict[str, float] = field(default_factory=dict)
+    baseline_mean: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

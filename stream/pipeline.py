@@ -1,8 +1,15 @@
-"""The pipeline's pure core: device messages in; dead letters, closed windows and scores out.
+"""The pipeline's pure core: device messages in; dead letters, windows, features and scores out.
 
-No Kafka, no database, no clock: the Faust agent (:mod:`stream.app`) and the tests drive the
-same object, handing in each record's bytes, partition, offset and record timestamp, and
-deciding themselves when a partition has been idle long enough to close.
+No Kafka, no database, no clock: the Faust agent (:mod:`stream.app`) and the in-process
+runner hand in each record's bytes, partition, offset and record timestamp, decide themselves
+when a partition has been idle long enough to close, and call :meth:`VitalsPipeline.checkpoint`
+once the outputs are durable.
+
+State that must outlive the process goes through a :class:`~stream.state.StateStore`: each
+patient's features state and each partition's window checkpoint (watermark, closed-before
+mark, last offset processed). After a restart the core reloads them lazily and the source is
+replayed from the committed offset: records at or below the checkpoint's offset are replays,
+whose dead letters and late readings were already accounted for and are not reported again.
 
 Examples
 --------
@@ -13,7 +20,9 @@ Examples
 >>> step = core.on_message(raw, partition=0, offset=0, record_ts_ms=61_000)
 >>> step.readings, [(w.start_ms, w.metrics["heart_rate"].count) for w in step.windows]
 (2, [(0, 1)])
->>> core.on_message(b"oops", partition=0, offset=1, record_ts_ms=61_000).dead_letters[0].reason
+>>> core.on_message(raw, partition=0, offset=1, record_ts_ms=61_000).duplicates
+1
+>>> core.on_message(b"oops", partition=0, offset=2, record_ts_ms=61_000).dead_letters[0].reason
 'not_json'
 >>> core.low_offset(0)
 0
@@ -21,15 +30,25 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import struct
 from dataclasses import dataclass, field
 
 from stream.errors import InvalidMessage
 from stream.events import DeadLetter, RiskScore, VitalReading, WindowFeatures
-from stream.scoring import News2WindowScorer
+from stream.features import HOP_MS, FeatureEngine, FeatureRow, PatientState
+from stream.scoring import news2_for_window
 from stream.settings import Settings
+from stream.state import DictStore, StateStore
 from stream.windows import PartitionWindows
 from stream.wire import decode_device_message
+
+#: How many recent sequence numbers per device are remembered for de-duplication. Older
+#: resends reach closed windows and are rejected as late instead.
+SEQ_MEMORY = 256
+_CHECKPOINT = struct.Struct("<qqq")
+_NONE = -(2**63)
 
 
 @dataclass(slots=True)
@@ -38,13 +57,25 @@ class StepResult:
 
     readings: int = 0
     late: int = 0
+    duplicates: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     windows: list[WindowFeatures] = field(default_factory=list)
     scores: list[RiskScore] = field(default_factory=list)
+    features: list[FeatureRow] = field(default_factory=list)
+    stopped: list[tuple[str, int]] = field(default_factory=list)  # (patient, last reading ms)
+
+
+@dataclass(slots=True)
+class _Partition:
+    windows: PartitionWindows
+    replayed_through: int = -1  # offsets at or below were processed before the restart
+    last_offset: int = -1
+    seqs: dict[str, tuple[int, int]] = field(default_factory=dict)  # device -> (max seq, bitmask)
+    dirty: set[str] = field(default_factory=set)  # patients changed since the last checkpoint
 
 
 class VitalsPipeline:
-    """Validation, per-partition event-time windows and NEWS2 scoring for one worker.
+    """Validation, de-duplication, event-time windows, features and NEWS2 for one worker.
 
     Parameters
     ----------
@@ -54,73 +85,177 @@ class VitalsPipeline:
         Readings this far after their record's timestamp are rejected.
     carry_ms
         How long a vital's last window mean may stand in for a missing one in NEWS2.
+    data_stopped_ms
+        Event time without readings after which a patient is reported as stopped.
+    patient_idle_ms
+        Event time without readings after which a patient's state is forgotten.
+    store
+        Durable state; a :class:`~stream.state.DictStore` when omitted.
     """
 
-    def __init__(self, *, window_ms: int, grace_ms: int, max_future_ms: int, carry_ms: int) -> None:
+    def __init__(self, *, window_ms: int, grace_ms: int, max_future_ms: int, carry_ms: int,
+                 data_stopped_ms: int = 30 * 60_000, patient_idle_ms: int = 7 * 24 * 3_600_000,
+                 store: StateStore | None = None) -> None:
         self.window_ms = window_ms
         self.grace_ms = grace_ms
         self.max_future_ms = max_future_ms
-        self._partitions: dict[int, PartitionWindows] = {}
-        self._scorer = News2WindowScorer(carry_ms=carry_ms)
+        self.carry_ms = carry_ms
+        self.data_stopped_ms = data_stopped_ms
+        self.patient_idle_ms = patient_idle_ms
+        self.store: StateStore = store if store is not None else DictStore()
+        self.features = FeatureEngine()
+        self._partitions: dict[int, _Partition] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "VitalsPipeline":
-        return cls(window_ms=settings.window_ms, grace_ms=settings.grace_ms,
-                   max_future_ms=settings.max_future_ms, carry_ms=settings.news2_carry_ms)
+    def from_settings(cls, settings: Settings, *, store: StateStore | None = None) -> "VitalsPipeline":
+        return cls(window_ms=settings.window_ms, grace_ms=settings.grace_ms, max_future_ms=settings.max_future_ms,
+                   carry_ms=settings.news2_carry_ms, data_stopped_ms=settings.data_stopped_ms, store=store)
 
     @property
     def open_windows(self) -> int:
-        return sum(len(w) for w in self._partitions.values())
+        return sum(len(p.windows) for p in self._partitions.values())
+
+    def watermark_ms(self, partition: int) -> int | None:
+        part = self._partitions.get(partition)
+        return None if part is None else part.windows.watermark_ms
 
     def on_message(self, raw: bytes, *, partition: int, offset: int, record_ts_ms: int | None) -> StepResult:
         """Validate one record, window its readings, and emit what the watermark closes."""
         step = StepResult()
+        part = self._partition(partition)
+        replay = offset <= part.replayed_through
+        part.last_offset = max(part.last_offset, offset)
         try:
-            good, step.dead_letters = decode_device_message(raw, reference_ms=record_ts_ms,
-                                                            max_future_ms=self.max_future_ms)
+            batch = decode_device_message(raw, reference_ms=record_ts_ms, max_future_ms=self.max_future_ms)
         except InvalidMessage as exc:
-            step.dead_letters.append(DeadLetter(exc.reason, exc.detail, raw))
+            if not replay:
+                step.dead_letters.append(DeadLetter(exc.reason, exc.detail, raw))
             return step
-        windows = self._windows(partition)
-        for reading in good:
+        if not _first_time(part.seqs, batch.device_id, batch.seq):
+            step.duplicates += 1
+            return step
+        if not replay:
+            step.dead_letters.extend(batch.rejected)
+        windows = part.windows
+        for reading in batch.readings:
             if windows.add(reading, offset=offset):
                 step.readings += 1
-            else:
+            elif not replay:
                 step.late += 1
                 step.dead_letters.append(_late(reading, windows))
-        self._emit(windows.close_ready(), step)
+        self._emit(partition, part, windows.close_ready(), step)
         return step
 
     def close_partition(self, partition: int) -> StepResult:
         """Close every open window of an idle partition (its devices went quiet)."""
         step = StepResult()
-        windows = self._partitions.get(partition)
-        if windows is not None:
-            self._emit(windows.close_all(), step)
+        part = self._partitions.get(partition)
+        if part is not None:
+            self._emit(partition, part, part.windows.close_all(), step)
         return step
 
     def low_offset(self, partition: int) -> int | None:
         """Lowest offset still needed by an open window of ``partition``; ``None`` if none is."""
-        windows = self._partitions.get(partition)
-        return None if windows is None else windows.low_offset()
+        part = self._partitions.get(partition)
+        return None if part is None else part.windows.low_offset()
+
+    def checkpoint(self, partition: int) -> int:
+        """Make the partition's state durable; call once its outputs are committed. Returns keys written."""
+        part = self._partitions.get(partition)
+        if part is None:
+            return 0
+        w = part.windows
+        self.store.put(partition, f"w:{partition}", _CHECKPOINT.pack(
+            _NONE if w.max_event_ms is None else w.max_event_ms,
+            _NONE if w.closed_before_ms is None else w.closed_before_ms, part.last_offset))
+        written = 1
+        for patient_id in part.dirty:
+            state = self.features.patients.get(patient_id)
+            if state is None:
+                self.store.delete(partition, f"p:{patient_id}")
+            else:
+                self.store.put(partition, f"p:{patient_id}", state.to_bytes())
+            written += 1
+        part.dirty.clear()
+        return written
 
     def drop_partition(self, partition: int) -> None:
-        """Forget a partition this worker no longer owns; its next owner replays it."""
+        """Forget a partition this worker no longer owns; its next owner restores and replays it."""
         self._partitions.pop(partition, None)
+        for patient_id in [p for p, s in self.features.patients.items() if s.partition == partition]:
+            del self.features.patients[patient_id]
 
-    def _windows(self, partition: int) -> PartitionWindows:
-        windows = self._partitions.get(partition)
-        if windows is None:
-            windows = self._partitions[partition] = PartitionWindows(window_ms=self.window_ms,
-                                                                     grace_ms=self.grace_ms)
-        return windows
+    def state_bytes(self) -> dict[str, int]:
+        """Serialized size of every patient's state, for measuring the per-patient bound."""
+        return {p: len(s.to_bytes()) for p, s in self.features.patients.items()}
 
-    def _emit(self, closed: list[WindowFeatures], step: StepResult) -> None:
-        step.windows.extend(closed)
+    def _partition(self, partition: int) -> _Partition:
+        part = self._partitions.get(partition)
+        if part is None:
+            windows = PartitionWindows(window_ms=self.window_ms, grace_ms=self.grace_ms)
+            part = self._partitions[partition] = _Partition(windows)
+            saved = self.store.get(f"w:{partition}")
+            if saved is not None:
+                max_event, closed_before, last_offset = _CHECKPOINT.unpack(saved)
+                windows.restore(max_event_ms=None if max_event == _NONE else max_event,
+                                closed_before_ms=None if closed_before == _NONE else closed_before)
+                part.replayed_through = part.last_offset = last_offset
+        return part
+
+    def _patient(self, patient_id: str, partition: int) -> PatientState:
+        state = self.features.patients.get(patient_id)
+        if state is None:
+            saved = self.store.get(f"p:{patient_id}")
+            state = PatientState.from_bytes(saved) if saved is not None else PatientState(partition)
+            state.partition = partition
+            self.features.patients[patient_id] = state
+        return state
+
+    def _emit(self, partition: int, part: _Partition, closed: list[WindowFeatures], step: StepResult) -> None:
+        before = part.windows.closed_before_ms
         for window in closed:
-            score = self._scorer.score(window)
+            state = self._patient(window.patient_id, partition)
+            out = self.features.on_window(window, partition=partition)
+            part.dirty.add(window.patient_id)
+            enriched = dataclasses.replace(window, baseline_z=out.z, baseline_mean=out.baseline)
+            step.windows.append(enriched)
+            step.features.extend(out.rows)
+            score = news2_for_window(enriched, state.last_known, carry_ms=self.carry_ms)
             if score is not None:
                 step.scores.append(score)
+        watermark = part.windows.watermark_ms
+        if closed and watermark is not None and before is not None and \
+                watermark // HOP_MS != before // HOP_MS:  # once per hop of event time
+            step.stopped.extend(self.features.stopped(partition, watermark, after_ms=self.data_stopped_ms))
+            for patient_id in self.features.expire(partition, watermark, idle_ms=self.patient_idle_ms):
+                part.dirty.add(patient_id)
+
+
+def _first_time(seqs: dict[str, tuple[int, int]], device_id: str, seq: int) -> bool:
+    """Record ``seq`` for ``device_id``; ``False`` if it was seen among the recent ones.
+
+    >>> seen: dict[str, tuple[int, int]] = {}
+    >>> [_first_time(seen, "d", s) for s in (5, 3, 5, 3, 4, 6)]
+    [True, True, False, False, True, True]
+    """
+    entry = seqs.get(device_id)
+    if entry is None:
+        seqs[device_id] = (seq, 1)
+        return True
+    top, mask = entry
+    if seq > top:
+        shift = seq - top
+        mask = ((mask << shift) | 1) & ((1 << SEQ_MEMORY) - 1) if shift < SEQ_MEMORY else 1
+        seqs[device_id] = (seq, mask)
+        return True
+    age = top - seq
+    if age >= SEQ_MEMORY:
+        return True  # too old to remember; its windows are closed, so it is rejected as late
+    bit = 1 << age
+    if mask & bit:
+        return False
+    seqs[device_id] = (top, mask | bit)
+    return True
 
 
 def _late(reading: VitalReading, windows: PartitionWindows) -> DeadLetter:

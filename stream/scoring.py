@@ -12,26 +12,26 @@ carried-forward blood pressure is visible in the row.
 
 Examples
 --------
->>> from stream.events import MetricStats
->>> scorer = News2WindowScorer(carry_ms=3_600_000)
->>> def stats(v): return MetricStats(1, v, v, v)
->>> first = WindowFeatures("pt-1", 0, 60_000, {"systolic_blood_pressure": stats(118.0)})
->>> scorer.score(first) is None
-True
->>> second = WindowFeatures("pt-1", 60_000, 120_000, {
-...     "heart_rate": stats(96.0), "respiratory_rate": stats(22.0), "oxygen_saturation": stats(95.0),
-...     "body_temperature": stats(38.4)})
->>> s = scorer.score(second)
+>>> window = WindowFeatures("pt-1", 60_000, 120_000, {})
+>>> known = {"systolic_blood_pressure": (60_000, 118.0), "heart_rate": (120_000, 96.0),
+...          "respiratory_rate": (120_000, 22.0), "oxygen_saturation": (120_000, 95.0),
+...          "body_temperature": (120_000, 38.4)}
+>>> s = news2_for_window(window, known, carry_ms=3_600_000)
 >>> s.news2_total, s.news2_band, s.inputs["systolic_blood_pressure"], s.missing_inputs
 (5, 'medium', 118.0, ())
->>> other = WindowFeatures("pt-2", 0, 60_000, {
-...     "heart_rate": stats(135.0), "respiratory_rate": stats(16.0), "oxygen_saturation": stats(97.0)})
->>> partial = scorer.score(other)
+>>> del known["body_temperature"], known["systolic_blood_pressure"]
+>>> known["heart_rate"] = (120_000, 135.0)
+>>> partial = news2_for_window(window, known, carry_ms=3_600_000)
 >>> partial.news2_total, partial.missing_inputs
-(3, ('body_temperature', 'systolic_blood_pressure'))
+(6, ('body_temperature', 'systolic_blood_pressure'))
+>>> known["heart_rate"] = (0, 135.0)  # last heard an hour before the window: too old
+>>> news2_for_window(window, known, carry_ms=60_000) is None
+True
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from stream.events import RiskScore, WindowFeatures
 from models.news2 import MAX_TOTAL, News2Scorer
@@ -53,47 +53,31 @@ REQUIRED_INPUTS = ("heart_rate", "respiratory_rate", "oxygen_saturation")
 _SUBSCORE_METRIC = {kw: metric for metric, kw in NEWS2_INPUTS.items()}
 
 
-class News2WindowScorer:
-    """NEWS2 per closed window, with last-value-carried-forward per patient and vital.
+def news2_for_window(window: WindowFeatures, known: Mapping[str, tuple[int, float]], *,
+                     carry_ms: int) -> RiskScore | None:
+    """NEWS2 for a closed window from the patient's last known vitals.
 
     Parameters
     ----------
+    window
+        The closed window being scored.
+    known
+        Metric -> (end of the window it was last measured in, its mean), including this window.
     carry_ms
-        Oldest window end, relative to the window being scored, whose mean may stand in
-        for a vital missing from that window.
+        Oldest measurement, relative to the window's end, that may stand in for a missing vital.
     """
+    oldest_allowed = window.end_ms - carry_ms
+    inputs = {metric: seen[1] for metric in NEWS2_INPUTS
+              if (seen := known.get(metric)) is not None and seen[0] >= oldest_allowed}
+    if any(metric not in inputs for metric in REQUIRED_INPUTS):
+        return None
+    news2 = _NEWS2.score_one({NEWS2_INPUTS[m]: v for m, v in inputs.items()})
+    contributions = {_SUBSCORE_METRIC.get(name, name): float(points)
+                     for name, points in news2.subscores.items() if points}
+    missing = tuple(m for m in sorted(NEWS2_INPUTS) if m not in inputs)
+    return RiskScore(window.patient_id, window.start_ms, window.end_ms, MODEL_NAME, MODEL_VERSION,
+                     news2.total / MAX_TOTAL, news2.total, news2.band, inputs, contributions, missing,
+                     news2_subscores=news2.subscores)
 
-    def __init__(self, *, carry_ms: int) -> None:
-        if carry_ms < 0:
-            raise ValueError(f"carry_ms must be zero or more, got {carry_ms}")
-        self.carry_ms = carry_ms
-        self._last: dict[str, dict[str, tuple[int, float]]] = {}
-        self._news2 = News2Scorer()
 
-    def __len__(self) -> int:
-        return len(self._last)
-
-    def score(self, window: WindowFeatures) -> RiskScore | None:
-        """Remember the window's means; score it if every NEWS2 vital is fresh enough."""
-        known = self._last.setdefault(window.patient_id, {})
-        for metric, stats in window.metrics.items():
-            if metric in NEWS2_INPUTS:
-                seen = known.get(metric)
-                if seen is None or seen[0] <= window.end_ms:
-                    known[metric] = (window.end_ms, stats.mean)
-        oldest_allowed = window.end_ms - self.carry_ms
-        inputs = {metric: seen[1] for metric in NEWS2_INPUTS
-                  if (seen := known.get(metric)) is not None and seen[0] >= oldest_allowed}
-        if any(metric not in inputs for metric in REQUIRED_INPUTS):
-            return None
-        news2 = self._news2.score_one({NEWS2_INPUTS[m]: v for m, v in inputs.items()})
-        contributions = {_SUBSCORE_METRIC.get(name, name): float(points)
-                         for name, points in news2.subscores.items() if points}
-        missing = tuple(m for m in sorted(NEWS2_INPUTS) if m not in inputs)
-        return RiskScore(window.patient_id, window.start_ms, window.end_ms, MODEL_NAME, MODEL_VERSION,
-                         news2.total / MAX_TOTAL, news2.total, news2.band, inputs, contributions, missing,
-                         news2_subscores=news2.subscores)
-
-    def forget(self, patient_id: str) -> None:
-        """Drop a patient's carried values (patient moved to another worker, or expired)."""
-        self._last.pop(patient_id, None)
+_NEWS2 = News2Scorer()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,12 +34,16 @@ class Settings(BaseSettings):
     deadletter_topic: str = "vitals.deadletter"
     outcomes_topic: str = "vitals.outcomes"
     scores_topic: str = "risk.scores"
+    features_topic: str = "vitals.features"
 
     # Faust worker
     app_id: str = Field("vitalrisk", description="Faust application id: consumer group and table prefix")
     data_dir: Path = Field(Path(".local/faust"), description="Faust's local state directory")
     window_ms: int = Field(60_000, gt=0, description="tumbling window length, event time")
     grace_ms: int = Field(30_000, ge=0, description="how far behind the watermark an event may arrive")
+    session_timeout_s: float = Field(
+        10.0, ge=6, description="consumer group session timeout: how soon a dead worker's partitions move"
+    )
     idle_timeout_s: float = Field(
         10.0, gt=0, description="wall-clock seconds without events after which open windows close"
     )
@@ -48,6 +52,9 @@ class Settings(BaseSettings):
     )
     news2_carry_ms: int = Field(
         12 * 3_600_000, ge=0, description="how long a vital's last window mean stands in for a missing one"
+    )
+    data_stopped_ms: int = Field(
+        30 * 60_000, gt=0, description="event time without readings after which a patient counts as stopped"
     )
     metrics_host: str = Field("127.0.0.1", description="address the /metrics endpoint binds")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
@@ -63,6 +70,64 @@ class Settings(BaseSettings):
     )
     sink_batch_rows: int = Field(5_000, gt=0, description="flush the sink after this many rows")
     sink_flush_s: float = Field(1.0, gt=0, description="flush the sink at least this often")
+    sink_raw_retention_days: int = Field(
+        0, ge=0, description="drop features and readings older than this many days; 0 keeps them"
+    )
+    sink_scores_retention_days: int = Field(0, ge=0, description="drop risk scores older than this; 0 keeps them")
+    sink_rollup_retention_days: int = Field(
+        0, ge=0, description="TimescaleDB: drop 5-min/1-h rollups older than this; 0 keeps them"
+    )
+    sink_compress_after_days: int = Field(
+        7, ge=0, description="TimescaleDB: compress chunks older than this many days; 0 never"
+    )
+    sink_readings_every_ms: int | None = Field(
+        None, ge=0, description="store raw readings thinned to one per patient, metric and this many ms "
+        "(0: all); unset stores none"
+    )
+    sink_rollup_refresh_s: float = Field(
+        60.0, gt=0, description="plain PostgreSQL: how often the writer refreshes the rollup views"
+    )
+
+    # Alerting and webhooks (issue 7: `vitalrisk alerter`, `ack`, `silence`, `pager`)
+    alert_risk_enter: float = Field(0.7, gt=0, le=1, description="model risk at or above which an episode starts")
+    alert_risk_exit: float = Field(0.5, ge=0, le=1, description="model risk at or below which it resolves")
+    alert_for_s: float = Field(
+        60.0, ge=0, description="event time a breach must last before it pages (NEWS2; model risk: twice this)"
+    )
+    alert_clear_s: float = Field(120.0, ge=0, description="event time below the exit threshold before resolving")
+    alert_data_stopped_s: float = Field(
+        900.0, ge=0, description="wall-clock time without a score after which data_stopped pages; 0 turns it off"
+    )
+    alert_renotify_s: float = Field(
+        900.0, gt=0, description="re-page an unacknowledged critical alert this often (warning: 4x)"
+    )
+    alert_escalate_s: float = Field(
+        600.0, gt=0, description="escalate an unacknowledged critical alert after this (warning: 3x)"
+    )
+    alert_grafana_url: str = Field("http://127.0.0.1:3000", description="Grafana base URL that pages link to")
+    alert_external_url: str = Field("http://127.0.0.1:9094", description="the alerter's URL, as pages name it")
+    alerter_host: str = Field("127.0.0.1", description="address the alerter's HTTP API (ack, silences) binds")
+    alerter_port: int = Field(9094, ge=0, le=65535, description="port of the alerter's HTTP API; 0 disables it")
+    alerter_api_token: SecretStr | None = Field(None, description="bearer token the alerter's API requires, if set")
+    alerter_flush_s: float = Field(0.2, gt=0, description="persist alert state at least this often")
+    webhook_receivers: str = Field(
+        "pager=http://127.0.0.1:9095/webhook", description="webhook receivers as name=url;name=url"
+    )
+    webhook_routes: str = Field(
+        "critical=pager;warning=pager;info=pager;escalation=pager",
+        description="receivers per severity, and for escalations, as severity=name,name;severity=name",
+    )
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key that signs every webhook")
+    webhook_timeout_s: float = Field(5.0, gt=0, description="timeout of one webhook attempt")
+    webhook_backoff_s: float = Field(0.5, gt=0, description="first webhook retry delay; doubles, with jitter")
+    webhook_backoff_max_s: float = Field(30.0, gt=0, description="longest delay between two webhook attempts")
+    webhook_give_up_s: float = Field(900.0, gt=0, description="dead-letter a webhook not delivered within this")
+
+    # Models (issue 5)
+    snapshot_key: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key that signs model snapshots (at least 32 characters); "
+        "unset: snapshots can be neither written nor loaded"
+    )
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``VITALS_*`` variables, for a child process to read back.

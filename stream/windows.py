@@ -1,9 +1,13 @@
 """Event-time tumbling windows for one partition: pure math and state, no Kafka, no clock.
 
 A window ``[start_ms, start_ms + window_ms)`` closes when the partition's watermark — the
-largest event time seen minus ``grace_ms`` — reaches its end. A reading whose window has
-already closed is *late*: :meth:`PartitionWindows.add` refuses it so the caller can count
-and dead-letter it instead of silently merging it.
+largest event time seen minus ``grace_ms`` — reaches its end. Until then late readings still
+count; a reading whose window has already closed is *late*: :meth:`PartitionWindows.add`
+refuses it so the caller can count and dead-letter it instead of silently merging it.
+
+An open window keeps its readings (a minute holds tens of them) and summarises them when it
+closes, sorted by time, so every statistic — including ``last``, slope and successive
+differences — is the same whatever order the readings arrived in.
 
 Every open window remembers the lowest source offset that fed it, so the adapter knows the
 highest offset it may commit: everything below :meth:`PartitionWindows.low_offset` has reached
@@ -32,9 +36,12 @@ False
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 
 from stream.events import MetricStats, VitalReading, WindowFeatures
+
+MS_PER_MINUTE = 60_000
 
 
 def window_start(ts_ms: int, window_ms: int) -> int:
@@ -46,29 +53,34 @@ def window_start(ts_ms: int, window_ms: int) -> int:
     return ts_ms - ts_ms % window_ms
 
 
-@dataclass(slots=True)
-class _Accumulator:
-    count: int = 0
-    total: float = 0.0
-    low: float = float("inf")
-    high: float = float("-inf")
+def summarise(points: list[tuple[int, float]]) -> MetricStats:
+    """Statistics of ``(ts_ms, value)`` points, independent of their order.
 
-    def add(self, value: float) -> None:
-        self.count += 1
-        self.total += value
-        if value < self.low:
-            self.low = value
-        if value > self.high:
-            self.high = value
-
-    def stats(self) -> MetricStats:
-        return MetricStats(self.count, self.total / self.count, self.low, self.high)
+    >>> s = summarise([(60_000, 72.0), (0, 70.0), (30_000, 71.0)])
+    >>> s.count, s.mean, s.last, s.slope_per_min, round(s.std, 4), s.rmssd
+    (3, 71.0, 72.0, 2.0, 0.8165, 1.0)
+    """
+    points = sorted(points)
+    n = len(points)
+    values = [v for _, v in points]
+    mean = math.fsum(values) / n
+    var = math.fsum((v - mean) ** 2 for v in values) / n
+    slope = 0.0
+    if n > 1:
+        t0 = points[0][0]
+        minutes = [(t - t0) / MS_PER_MINUTE for t, _ in points]
+        t_mean = math.fsum(minutes) / n
+        sxx = math.fsum((t - t_mean) ** 2 for t in minutes)
+        if sxx > 0:
+            slope = math.fsum((t - t_mean) * (v - mean) for t, v in zip(minutes, values)) / sxx
+    rmssd = math.sqrt(math.fsum((b - a) ** 2 for a, b in zip(values, values[1:])) / (n - 1)) if n > 1 else 0.0
+    return MetricStats(n, mean, min(values), max(values), math.sqrt(var), values[-1], slope, rmssd)
 
 
 @dataclass(slots=True)
 class _OpenWindow:
     first_offset: int
-    metrics: dict[str, _Accumulator] = field(default_factory=dict)
+    points: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
 class PartitionWindows:
@@ -104,6 +116,16 @@ class PartitionWindows:
     def __len__(self) -> int:
         return len(self._open)
 
+    def restore(self, *, max_event_ms: int | None, closed_before_ms: int | None) -> None:
+        """Resume from a checkpoint: windows ending at or before ``closed_before_ms`` stay closed."""
+        self.max_event_ms = max_event_ms
+        self.closed_before_ms = closed_before_ms
+
+    def is_late(self, ts_ms: int) -> bool:
+        """Whether a reading at ``ts_ms`` belongs to an already closed window."""
+        end = window_start(ts_ms, self.window_ms) + self.window_ms
+        return self.closed_before_ms is not None and end <= self.closed_before_ms
+
     def add(self, reading: VitalReading, *, offset: int) -> bool:
         """Add one reading read at source ``offset``; ``False`` (and no change) if it is late."""
         start = window_start(reading.ts_ms, self.window_ms)
@@ -117,10 +139,11 @@ class PartitionWindows:
             heapq.heappush(self._by_end, (end, reading.patient_id, start))
         elif offset < window.first_offset:
             window.first_offset = offset
-        acc = window.metrics.get(reading.metric)
-        if acc is None:
-            acc = window.metrics[reading.metric] = _Accumulator()
-        acc.add(reading.value)
+        points = window.points.get(reading.metric)
+        if points is None:
+            window.points[reading.metric] = [(reading.ts_ms, reading.value)]
+        else:
+            points.append((reading.ts_ms, reading.value))
         if self.max_event_ms is None or reading.ts_ms > self.max_event_ms:
             self.max_event_ms = reading.ts_ms
         return True
@@ -148,7 +171,7 @@ class PartitionWindows:
             end, patient, start = heapq.heappop(self._by_end)
             window = self._open.pop((patient, start))
             closed.append(WindowFeatures(patient, start, end,
-                                         {m: acc.stats() for m, acc in sorted(window.metrics.items())}))
+                                         {m: summarise(pts) for m, pts in sorted(window.points.items())}))
         if self.closed_before_ms is None or limit_ms > self.closed_before_ms:
             self.closed_before_ms = limit_ms
         return closed

@@ -18,10 +18,10 @@ Examples
 --------
 >>> raw = encode_device_message(device_id="dev-1", patient_id="pt-1", seq=1, sent_at=60_000,
 ...     readings=[("heart_rate", 1_000, 70.0), ("heart_rate", 2_000, 400.0)])
->>> good, bad = decode_device_message(raw)
->>> [(r.metric, r.value) for r in good]
-[('heart_rate', 70.0)]
->>> bad[0].reason
+>>> batch = decode_device_message(raw)
+>>> [(r.metric, r.value) for r in batch.readings], batch.seq
+([('heart_rate', 70.0)], 1)
+>>> batch.rejected[0].reason
 'impossible_value'
 >>> decode_device_message(b"{not json")
 Traceback (most recent call last):
@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from collections.abc import Iterable
 from typing import Any
 
 from stream.errors import InvalidMessage
 from stream.events import DeadLetter, RiskScore, VitalReading
+from stream.features import FeatureRow
 from stream.vocabulary import METRICS
 
 DEVICE_SCHEMA = "vitalrisk.device/1"
@@ -56,8 +58,19 @@ def encode_device_message(*, device_id: str, patient_id: str, seq: int, sent_at:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceBatch:
+    """A decoded device message: its envelope, valid readings, and rejected ones."""
+
+    device_id: str
+    patient_id: str
+    seq: int
+    readings: list[VitalReading]
+    rejected: list[DeadLetter]
+
+
 def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
-                          max_future_ms: int = 5 * 60_000) -> tuple[list[VitalReading], list[DeadLetter]]:
+                          max_future_ms: int = 5 * 60_000) -> DeviceBatch:
     """Validate one device message.
 
     Parameters
@@ -72,7 +85,7 @@ def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
 
     Returns
     -------
-    The valid readings, and a dead letter for each invalid one.
+    The envelope, the valid readings, and a dead letter for each invalid one.
 
     Raises
     ------
@@ -109,7 +122,7 @@ def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
             payload = json.dumps({"device_id": device_id, "patient_id": patient_id, "seq": seq,
                                   "reading": item}, separators=(",", ":"), default=str).encode()
             bad.append(DeadLetter(exc.reason, exc.detail, payload))
-    return good, bad
+    return DeviceBatch(device_id, patient_id, seq, good, bad)
 
 
 def _reading(item: Any, patient_id: str, device_id: str, seq: int, reference_ms: int | None,
@@ -194,3 +207,28 @@ def decode_score(raw: bytes) -> RiskScore:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidMessage("wrong_type", f"score field missing or mistyped ({exc})") from None
+
+
+FEATURES_SCHEMA = "vitalrisk.features/1"
+
+
+def encode_feature_row(row: FeatureRow) -> bytes:
+    """A model-input row as the ``vitals.features`` topic carries it, keyed by patient.
+
+    >>> row = FeatureRow("pt-1", 300_000, {"heart_rate_mean_60m": 71.5})
+    >>> decode_feature_row(encode_feature_row(row)) == row
+    True
+    """
+    return json.dumps({"schema": FEATURES_SCHEMA, "patient_id": row.patient_id, "t": row.ts_ms, "x": row.x},
+                      separators=(",", ":")).encode()
+
+
+def decode_feature_row(raw: bytes) -> FeatureRow:
+    """Read one ``vitalrisk.features/1`` record; :class:`~stream.errors.InvalidMessage` if it is not one."""
+    try:
+        body = json.loads(raw)
+        if body.get("schema") != FEATURES_SCHEMA:
+            raise InvalidMessage("unknown_schema", f"a feature row must be a {FEATURES_SCHEMA!r} object")
+        return FeatureRow(str(body["patient_id"]), int(body["t"]), {str(k): float(v) for k, v in body["x"].items()})
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidMessage("wrong_type", f"feature row unreadable ({type(exc).__name__})") from None
