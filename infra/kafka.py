@@ -122,7 +122,8 @@ class LocalKafka:
         try:
             existing = set(admin.list_topics())
             wanted = [s.readings_topic, s.deadletter_topic, s.outcomes_topic, s.scores_topic, s.features_topic]
-            new = [NewTopic(t, num_partitions=s.partitions, replication_factor=1)
+            new = [NewTopic(t, num_partitions=s.partitions, replication_factor=1,
+                            topic_configs={"retention.ms": "-1"})
                    for t in wanted if t not in existing]
             if new:
                 try:
@@ -194,7 +195,10 @@ class LocalKafka:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
-            "log.retention.hours": "168",
+            # Simulated streams carry event-time record timestamps months in the past; time-based
+            # retention would delete them while they are being read. Keep data by size only.
+            "log.retention.ms": "-1",
+            "log.retention.bytes": str(2 * 1024**3),
         }
         self.paths.config.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
 

@@ -125,24 +125,22 @@ class News2:
     temperature: int
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            points = getattr(self, field.name)
+        for name in _PARAMETERS:
+            points = getattr(self, name)
             if isinstance(points, bool) or not isinstance(points, int) or not 0 <= points <= 3:
-                raise ValueError(
-                    f"{field.name} points must be an integer from 0 to 3, got {points!r}"
-                )
+                raise ValueError(f"{name} points must be an integer from 0 to 3, got {points!r}")
         if self.air_or_oxygen not in (0, _OXYGEN_POINTS):
             raise ValueError(f"air_or_oxygen points must be 0 or 2, got {self.air_or_oxygen!r}")
 
     @property
     def subscores(self) -> dict[str, int]:
         """Points of each parameter, by name, in chart order (a new dict on each access)."""
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        return {name: getattr(self, name) for name in _PARAMETERS}
 
     @property
     def total(self) -> int:
         """The aggregate score, 0 to :data:`MAX_TOTAL`."""
-        return sum(self.subscores.values())
+        return sum(getattr(self, name) for name in _PARAMETERS)
 
     @property
     def band(self) -> Band:
@@ -156,9 +154,13 @@ class News2:
             return "high"
         if total >= _MEDIUM_TOTAL:
             return "medium"
-        if _RED_SCORE in self.subscores.values():
+        if any(getattr(self, name) == _RED_SCORE for name in _PARAMETERS):
             return "low-medium"
         return "low"
+
+
+#: The chart's parameters, in chart order (the fields of :class:`News2`), looked up once.
+_PARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(News2))
 
 
 def _consciousness_points(consciousness: str) -> int:

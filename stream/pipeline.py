@@ -159,25 +159,33 @@ class VitalsPipeline:
         part = self._partitions.get(partition)
         return None if part is None else part.windows.low_offset()
 
-    def checkpoint(self, partition: int) -> int:
-        """Make the partition's state durable; call once its outputs are committed. Returns keys written."""
+    def checkpoint(self, partition: int) -> list[tuple[str, bytes | None]]:
+        """The partition's state as it stands, as ``(key, value)`` writes for :meth:`save`.
+
+        Take it together with the outputs it produced, and :meth:`save` it only once those
+        outputs are committed: the saved state then never runs ahead of the database. A value
+        of ``None`` deletes the key (an expired patient).
+        """
         part = self._partitions.get(partition)
         if part is None:
-            return 0
+            return []
         w = part.windows
-        self.store.put(partition, f"w:{partition}", _CHECKPOINT.pack(
+        writes: list[tuple[str, bytes | None]] = [(f"w:{partition}", _CHECKPOINT.pack(
             _NONE if w.max_event_ms is None else w.max_event_ms,
-            _NONE if w.closed_before_ms is None else w.closed_before_ms, part.last_offset))
-        written = 1
+            _NONE if w.closed_before_ms is None else w.closed_before_ms, part.last_offset))]
         for patient_id in part.dirty:
             state = self.features.patients.get(patient_id)
-            if state is None:
-                self.store.delete(partition, f"p:{patient_id}")
-            else:
-                self.store.put(partition, f"p:{patient_id}", state.to_bytes())
-            written += 1
+            writes.append((f"p:{patient_id}", None if state is None else state.to_bytes()))
         part.dirty.clear()
-        return written
+        return writes
+
+    def save(self, partition: int, writes: list[tuple[str, bytes | None]]) -> None:
+        """Write a :meth:`checkpoint` to the state store."""
+        for key, value in writes:
+            if value is None:
+                self.store.delete(partition, key)
+            else:
+                self.store.put(partition, key, value)
 
     def drop_partition(self, partition: int) -> None:
         """Forget a partition this worker no longer owns; its next owner restores and replays it."""

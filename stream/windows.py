@@ -60,20 +60,22 @@ def summarise(points: list[tuple[int, float]]) -> MetricStats:
     >>> s.count, s.mean, s.last, s.slope_per_min, round(s.std, 4), s.rmssd
     (3, 71.0, 72.0, 2.0, 0.8165, 1.0)
     """
-    points = sorted(points)
     n = len(points)
+    if n == 1:
+        value = points[0][1]
+        return MetricStats(1, value, value, value, 0.0, value, 0.0, 0.0)
+    points = sorted(points)
     values = [v for _, v in points]
-    mean = math.fsum(values) / n
-    var = math.fsum((v - mean) ** 2 for v in values) / n
+    mean = sum(values) / n
+    var = sum((v - mean) * (v - mean) for v in values) / n
     slope = 0.0
-    if n > 1:
-        t0 = points[0][0]
-        minutes = [(t - t0) / MS_PER_MINUTE for t, _ in points]
-        t_mean = math.fsum(minutes) / n
-        sxx = math.fsum((t - t_mean) ** 2 for t in minutes)
-        if sxx > 0:
-            slope = math.fsum((t - t_mean) * (v - mean) for t, v in zip(minutes, values)) / sxx
-    rmssd = math.sqrt(math.fsum((b - a) ** 2 for a, b in zip(values, values[1:])) / (n - 1)) if n > 1 else 0.0
+    t0 = points[0][0]
+    minutes = [(t - t0) / MS_PER_MINUTE for t, _ in points]
+    t_mean = sum(minutes) / n
+    sxx = sum((t - t_mean) * (t - t_mean) for t in minutes)
+    if sxx > 0:
+        slope = sum((t - t_mean) * (v - mean) for t, v in zip(minutes, values)) / sxx
+    rmssd = math.sqrt(sum((b - a) * (b - a) for a, b in zip(values, values[1:])) / (n - 1))
     return MetricStats(n, mean, min(values), max(values), math.sqrt(var), values[-1], slope, rmssd)
 
 

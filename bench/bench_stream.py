@@ -1,0 +1,168 @@
+"""Readings per second through the feature engine: the core alone, one Faust worker, and the limit.
+
+Run: ``.venv/bin/python bench/bench_stream.py [--patients 200] [--hours 2]``
+
+1. *core*: :class:`stream.pipeline.VitalsPipeline` fed in-process (no Kafka, no database);
+2. *raw consume* (the limit): aiokafka reading the same topic with no processing at all;
+3. *worker*: one real ``vitalrisk worker`` process (Faust, windows, features, NEWS2, COPY to
+   PostgreSQL) draining the same topic, timed from its first to its last record.
+
+It starts the local Kafka and PostgreSQL if they are not running (and stops them after), and
+uses fresh topics and a fresh database, so it never disturbs other data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from infra.kafka import LocalKafka  # noqa: E402
+from infra.postgres import LocalPostgres  # noqa: E402
+from simulators.cohort import CohortConfig, simulate  # noqa: E402
+from simulators.kafka_publisher import make_producer, publish  # noqa: E402
+from sinks.metrics import scrape  # noqa: E402
+from sinks.migrations import migrate  # noqa: E402
+from stream.pipeline import VitalsPipeline  # noqa: E402
+from stream.settings import Settings  # noqa: E402
+
+
+def core_rate(messages: list, settings: Settings) -> tuple[float, float]:
+    """(readings/s wall, readings/s CPU) of the pure core over ``messages``."""
+    raws = [json.dumps(m.payload).encode() for m in messages]
+    readings = sum(len(m.payload["readings"]) for m in messages)
+    pipeline = VitalsPipeline.from_settings(settings)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for offset, (message, raw) in enumerate(zip(messages, raws)):
+        pipeline.on_message(raw, partition=hash(message.key) % 6, offset=offset, record_ts_ms=message.sent_ms)
+    return readings / (time.perf_counter() - wall), readings / (time.process_time() - cpu)
+
+
+async def _raw_consume(settings: Settings, expected: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(settings.readings_topic, bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                group_id=f"bench-raw-{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    count, first = 0, None
+    try:
+        while count < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batch.values():
+                if first is None and records:
+                    first = time.perf_counter()
+                count += len(records)
+    finally:
+        await consumer.stop()
+    assert first is not None
+    return count / (time.perf_counter() - first)
+
+
+def worker_rate(settings: Settings, expected: int, log: Path) -> float:
+    """Messages/s one real worker process sustains, from its first record to its last."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
+    env.update(settings.as_env())
+    env["VITALS_METRICS_PORT"] = str(port)
+    url = f"http://127.0.0.1:{port}/metrics"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        first = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                seen = scrape(url, "vitals_messages_total")
+            except OSError:
+                seen = 0.0
+            if seen > 0 and first is None:
+                first, first_seen = time.perf_counter(), seen
+            if seen >= expected:
+                assert first is not None
+                return (seen - first_seen) / (time.perf_counter() - first)
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited; see {log}")
+            time.sleep(0.05)
+        raise RuntimeError("worker did not finish within 600 s")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=200)
+    parser.add_argument("--hours", type=int, default=2)
+    args = parser.parse_args()
+
+    base = Settings()
+    postgres, kafka = LocalPostgres(base), LocalKafka(base)
+    started = [svc for svc in (postgres, kafka) if not svc.healthy()]
+    postgres.start()
+    kafka.start()
+    tag = uuid.uuid4().hex[:8]
+    admin = postgres.superuser_url.rsplit("/", 1)[0]
+    dbname = f"bench_{tag}"
+    try:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        migrate(f"{admin}/{dbname}")
+        settings = base.model_copy(update={
+            "app_id": f"bench-{tag}", "readings_topic": f"bench-{tag}.readings",
+            "deadletter_topic": f"bench-{tag}.deadletter", "scores_topic": f"bench-{tag}.scores",
+            "features_topic": f"bench-{tag}.features", "outcomes_topic": f"bench-{tag}.outcomes",
+            "database_url": f"postgresql://vitalrisk_writer@127.0.0.1:{postgres.target.port}/{dbname}",
+            "data_dir": base.state_dir / "faust" / f"bench-{tag}", "idle_timeout_s": 2.0})
+        LocalKafka(settings).create_topics()
+
+        config = CohortConfig(patients=args.patients, seed=11, duration_ms=args.hours * 3_600_000)
+        messages = [m for m in simulate(config) if m.kind == "reading"]
+        readings = sum(len(m.payload["readings"]) for m in messages)
+        per_message = readings / len(messages)
+        core_wall, core_cpu = core_rate(messages, settings)
+        producer = make_producer(settings)
+        publish(messages, settings=settings, producer=producer)
+        producer.close()
+        raw = asyncio.run(_raw_consume(settings, len(messages))) * per_message
+        worker = worker_rate(settings, len(messages), settings.state_dir / f"bench-worker-{tag}.log") * per_message
+
+        print(f"stream benchmark: {args.patients} patients x {args.hours} h = {len(messages):,} messages, "
+              f"{readings:,} readings ({per_message:.1f} per message), {os.cpu_count()} cores")
+        print(f"  {'stage':<34}{'readings/s':>12}{'vs limit':>10}")
+        print(f"  {'raw aiokafka consume (limit)':<34}{raw:>12,.0f}{1.0:>10.2f}")
+        print(f"  {'core alone, wall':<34}{core_wall:>12,.0f}{core_wall / raw:>10.2f}")
+        print(f"  {'core alone, CPU time':<34}{core_cpu:>12,.0f}{core_cpu / raw:>10.2f}")
+        print(f"  {'one Faust worker, end to end':<34}{worker:>12,.0f}{worker / raw:>10.2f}")
+        print(f"  targets: worker >= 50,000 readings/s and >= 0.50 of the limit")
+        return 0
+    finally:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        for svc in reversed(started):
+            svc.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
