@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from pydantic import ValidationError
@@ -68,6 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--speed", type=_positive_float, default=None,
                           help="simulated seconds per real second (default: as fast as possible)")
 
+    sub.add_parser("alerter", help="consume risk scores, run the alert engine, page through signed webhooks")
+    ack = sub.add_parser("ack", help="acknowledge a firing alert (recorded with who and when)")
+    ack.add_argument("alert_id")
+    ack.add_argument("--by", required=True, help="who acknowledges (staff id)")
+    silence = sub.add_parser("silence", help="silence pages for a patient and/or alert kind")
+    silence.add_argument("--patient", default=None, help="pseudonymous patient id (default: all)")
+    silence.add_argument("--kind", default=None, help="kind or prefix, e.g. risk_high (default: all)")
+    silence.add_argument("--minutes", type=_positive_float, required=True)
+    silence.add_argument("--by", required=True, help="who silences (staff id)")
+    silence.add_argument("--reason", required=True, help="short reason code; no patient details")
+    pager = sub.add_parser("pager", help="stand-in paging system: verify, deduplicate, record webhooks")
+    pager.add_argument("--port", type=_positive_int, default=9095)
+    pager.add_argument("--host", default="127.0.0.1")
+    pager.add_argument("--secret-env", default=None,
+                       help="variable holding the signing secret (default VITALS_WEBHOOK_SECRET)")
+    pager.add_argument("--record", type=Path, default=None, help="append accepted webhooks to this JSONL file")
+    pager.add_argument("--grafana-token-env", default=None, help="variable holding Grafana's bearer token")
+
     demo = sub.add_parser("demo", help="start everything, stream a cohort, print a summary, stop")
     demo.add_argument("--patients", type=_positive_int, default=200)
     demo.add_argument("--minutes", type=_positive_int, default=60, help="simulated minutes")
@@ -119,6 +138,24 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_simulate(settings, patients=args.patients, minutes=args.minutes, seed=args.seed,
                             speed=args.speed)
+    if args.command == "alerter":
+        from stream.alerts.service import run_alerter
+
+        return run_alerter(settings)
+    if args.command == "ack":
+        from stream.alerts.commands import run_ack
+
+        return run_ack(settings, args.alert_id, by=args.by)
+    if args.command == "silence":
+        from stream.alerts.commands import run_silence
+
+        return run_silence(settings, patient_id=args.patient, kind=args.kind, minutes=args.minutes,
+                           by=args.by, reason=args.reason)
+    if args.command == "pager":
+        from simulators.pager import run_pager
+
+        return run_pager(settings, args.port, host=args.host, secret_env=args.secret_env,
+                         record_path=args.record, grafana_token_env=args.grafana_token_env)
     if args.command == "demo":
         from stream.demo import run_demo
 

@@ -135,5 +135,10 @@ class Settings(BaseSettings):
         >>> Settings(partitions=2).as_env()["VITALS_PARTITIONS"]
         '2'
         """
-        return {f"VITALS_{name.upper()}": str(value) for name, value in self.model_dump().items()
-                if value is not None}
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            env[f"VITALS_{name.upper()}"] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        return env

@@ -1,0 +1,56 @@
+"""Entry functions of the ``vitalrisk ack`` and ``vitalrisk silence`` commands.
+
+Both write straight to the database as the writer role, recording who and when; the alerter
+that owns the patient applies them within a second. Errors a user can fix raise
+:class:`~stream.errors.VitalsError` subclasses (one line on stderr, exit 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+from stream.alerts.store import AlertStore
+from stream.settings import Settings
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def run_ack(settings: Settings, alert_id: str, *, by: str) -> int:
+    """Acknowledge a firing alert as ``by``; print who acknowledged it and when.
+
+    Raises
+    ------
+    UnknownAlert, AlertNotFiring
+        No such alert, or it is resolved.
+    AlertStoreUnavailable
+        The database is down.
+    """
+    async def main() -> tuple[str, int]:
+        async with AlertStore(settings.database_url, retry_for_s=10) as store:
+            return await store.acknowledge(alert_id, by=by, via="cli")
+
+    who, at_ms = asyncio.run(main())
+    note = "" if who == by else " (it had already been acknowledged)"
+    print(f"alert {alert_id} acknowledged by {who} at {_iso(at_ms)}{note}")
+    return 0
+
+
+def run_silence(settings: Settings, *, patient_id: str | None, kind: str | None, minutes: float, by: str,
+                reason: str) -> int:
+    """Silence pages for one patient and/or kind for ``minutes``; print the silence id and its end.
+
+    ``kind`` may be a prefix (``risk_high`` silences every condition); ``None`` for ``patient_id``
+    or ``kind`` matches all of them.
+    """
+    async def main() -> tuple[str, int]:
+        async with AlertStore(settings.database_url, retry_for_s=10) as store:
+            created = await store.add_silence(patient_id=patient_id, kind=kind, minutes=minutes, by=by, reason=reason)
+            return created.silence_id, created.ends_ms
+
+    silence_id, ends_ms = asyncio.run(main())
+    scope = f"patient {patient_id or 'all'}, kind {kind or 'all'}"
+    print(f"silence {silence_id} ({scope}) by {by} until {_iso(ends_ms)}")
+    return 0

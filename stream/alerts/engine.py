@@ -1,0 +1,417 @@
+"""The alert engine: scores and timer ticks in, pages and state transitions out. Pure.
+
+Per patient and alert kind a state machine (see :mod:`stream.alerts.rules` for the thresholds)::
+
+    ok ──signal ≥ enter──► pending ──still ≥ enter after for_ms──► firing ──≤ exit for clear_for_ms──► resolved
+     ▲                       │ signal < enter                       │  (page: firing)                   (page: resolved)
+     └───────────────────────┘ (no page)                            │  unacknowledged: re-notify every renotify_ms,
+                                                                    │  escalate once after escalate_ms
+
+- **Hysteresis and debounce.** Firing needs ``enter`` held for ``for_ms``; resolving needs the
+  signal at or below the lower ``exit`` for ``clear_for_ms``. A signal oscillating around
+  ``enter`` therefore never pages more than once per episode.
+- **Deduplication.** An episode pages ``firing`` once; every page carries a deterministic
+  ``notification_id`` (episode id + action), so a replay after a crash yields the same ids and
+  the receiver drops the copies. Scores older than the last one seen are ignored.
+- **Escalation and re-notification** run on the wall-clock ``now_ms`` handed to :meth:`tick`,
+  never on a clock of the engine's own; an acknowledgement stops both.
+- **Silences** mute pages (not state); a firing alert that was never paged pages at the first
+  tick after its silence ends. **Inhibition**: while ``news2_high`` fires, the same patient's
+  ``news2_red_parameter`` stays quiet.
+- **Data stopped** fires from :meth:`tick` when a patient sent no score for ``data_stopped_ms``
+  and resolves on the next score, unless so many patients went quiet at once that the pipeline,
+  not the patients, stopped (storm protection).
+
+Examples
+--------
+>>> from stream.events import RiskScore
+>>> engine = AlertEngine(AlertPolicy())
+>>> def news2(t_min, total):
+...     return RiskScore("pt-1", (t_min - 1) * 60_000, t_min * 60_000, "news2", "rcp-2017-scale1",
+...                      total / 20, total, "high" if total >= 7 else "low", {}, {"respiratory_rate": 3.0})
+>>> [p.action for t, n in [(1, 7), (2, 8), (3, 6), (4, 7), (5, 3), (6, 2), (7, 2)]
+...  for p in engine.on_score(news2(t, n), now_ms=t * 60_000).pages]
+['firing', 'resolved']
+>>> engine.tick(now_ms=30 * 60_000).pages[0].action   # nobody sent a score for 23 min
+'firing'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from stream.alerts.errors import AlertNotFiring, UnknownAlert
+from stream.alerts.rules import DATA_STOPPED, AlertPolicy, Silence, signals
+from stream.alerts.state import AlertState, Evidence, PatientState, Phase, episode_id
+from stream.events import RiskScore
+
+#: Page actions, in the order an episode may emit them.
+ACTIONS = ("firing", "renotify", "escalate", "resolved")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One notification for delivery: an episode's firing, re-notification, escalation or resolution.
+
+    ``notification_id`` is the idempotency key (the same on every replay). ``event_ms`` is the
+    event time (score window end) that caused it, ``at_ms`` the "now" it was issued at.
+    """
+
+    notification_id: str
+    alert_id: str
+    action: str
+    patient_id: str
+    kind: str
+    severity: str
+    episode: int
+    since_ms: int
+    fired_ms: int | None
+    resolved_ms: int | None
+    event_ms: int | None
+    at_ms: int
+    value: float | None
+    peak: float | None
+    evidence: Evidence | None
+    escalated: bool = False
+    acknowledged_by: str | None = None
+
+    @property
+    def condition(self) -> str:
+        """The model condition of a ``risk_high:<condition>`` page, else ``""``."""
+        return self.kind.partition(":")[2]
+
+    @property
+    def status(self) -> str:
+        """Alertmanager's status: ``resolved`` or ``firing``."""
+        return "resolved" if self.action == "resolved" else "firing"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the outbox stores pages this way).
+
+        >>> p = Page("al-1:firing", "al-1", "firing", "pt-1", "news2_high", "critical", 1, 0, 60_000, None,
+        ...          60_000, 61_000, 7.0, 7.0, None)
+        >>> Page.from_json(p.to_json()) == p
+        True
+        """
+        body = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        body["evidence"] = None if self.evidence is None else self.evidence.to_json()
+        return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "Page":
+        fields = dict(body)
+        evidence = fields.pop("evidence", None)
+        return cls(**fields, evidence=None if evidence is None else Evidence.from_json(evidence))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One entry of an episode's history: a phase change, an acknowledgement, a page sent.
+
+    ``event`` is ``pending``, ``cancelled`` (pending back to ok), ``firing``, ``resolved``,
+    ``acknowledged``, ``escalated``, ``renotified:<n>``, ``silenced`` or ``inhibited``.
+    """
+
+    alert_id: str
+    patient_id: str
+    kind: str
+    event: str
+    from_phase: str
+    to_phase: str
+    event_ms: int | None
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one call produced: pages, history events, and the patients whose state changed."""
+
+    pages: tuple[Page, ...] = ()
+    events: tuple[AlertEvent, ...] = ()
+    changed: tuple[str, ...] = ()
+    stale: bool = False    # the score was older than the patient's latest and was ignored
+    storm: int = 0         # patients whose data_stopped page storm protection held back
+
+    def __add__(self, other: "Outcome") -> "Outcome":
+        changed = tuple(dict.fromkeys((*self.changed, *other.changed)))
+        return Outcome(self.pages + other.pages, self.events + other.events, changed,
+                       self.stale or other.stale, self.storm + other.storm)
+
+
+class _Step:
+    """Collects one call's pages and events while states are replaced."""
+
+    def __init__(self) -> None:
+        self.pages: list[Page] = []
+        self.events: list[AlertEvent] = []
+        self.changed: dict[str, None] = {}
+
+    def event(self, patient_id: str, before: AlertState, after: AlertState, event: str, event_ms: int | None,
+              at_ms: int) -> None:
+        assert after.alert_id is not None  # noqa: S101 - every episode has an id
+        self.events.append(AlertEvent(after.alert_id, patient_id, after.kind, event, before.phase.value,
+                                      after.phase.value, event_ms, at_ms))
+
+    def outcome(self, *, stale: bool = False, storm: int = 0) -> Outcome:
+        return Outcome(tuple(self.pages), tuple(self.events), tuple(self.changed), stale, storm)
+
+
+class AlertEngine:
+    """Alert state machines for many patients; feed it scores, ticks, acknowledgements, silences.
+
+    Parameters
+    ----------
+    policy
+        Thresholds, timers and routes-by-severity; :class:`~stream.alerts.rules.AlertPolicy`.
+
+    Notes
+    -----
+    State lives in a plain dict keyed by patient id. The adapter owns persistence:
+    :meth:`snapshot` after a batch, :meth:`restore` when a partition is assigned,
+    :meth:`forget` when it is revoked.
+    """
+
+    def __init__(self, policy: AlertPolicy) -> None:
+        self.policy = policy
+        self._patients: dict[str, PatientState] = {}
+        self._silences: tuple[Silence, ...] = ()
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def on_score(self, score: RiskScore, *, now_ms: int) -> Outcome:
+        """Evaluate one score (event time = its window end) at wall-clock ``now_ms``."""
+        step = _Step()
+        pid = score.patient_id
+        patient = self._patients.get(pid) or PatientState(pid)
+        t = score.window_end_ms
+        if patient.last_event_ms is not None and t < patient.last_event_ms:
+            self._patients[pid] = replace(patient, last_seen_ms=max(now_ms, patient.last_seen_ms or now_ms))
+            step.changed[pid] = None
+            return step.outcome(stale=True)
+        evidence = Evidence.from_score(score, top=self.policy.top_features)
+        patient = replace(patient, last_seen_ms=now_ms, last_event_ms=t, evidence=evidence)
+        stopped = patient.alert(DATA_STOPPED)
+        if stopped.phase is Phase.FIRING:
+            patient = patient.with_alert(self._resolve(patient, stopped, t, now_ms, step))
+        for kind, value in signals(score).items():
+            state = self._advance(patient, patient.alert(kind), value, t, now_ms, step)
+            patient = patient.with_alert(state)
+        self._patients[pid] = patient
+        step.changed[pid] = None
+        return step.outcome()
+
+    def tick(self, *, now_ms: int) -> Outcome:
+        """Run the wall-clock timers: data stopped, re-notify, escalate, pages a silence held back."""
+        step = _Step()
+        quiet: list[str] = []
+        stop_ms = self.policy.data_stopped_ms
+        for pid, patient in self._patients.items():
+            stopped = patient.alert(DATA_STOPPED)
+            if (stop_ms is not None and patient.last_seen_ms is not None and stopped.phase is not Phase.FIRING
+                    and now_ms - patient.last_seen_ms >= stop_ms
+                    and (stopped.since_ms is None or stopped.since_ms != patient.last_seen_ms)):
+                quiet.append(pid)
+        storm = (len(quiet) >= self.policy.storm_min_patients
+                 and len(quiet) >= self.policy.storm_fraction * len(self._patients))
+        if not storm:
+            for pid in quiet:
+                self._patients[pid] = self._data_stopped(self._patients[pid], now_ms, step)
+        for pid in list(self._patients):
+            patient = self._patients[pid]
+            for state in patient.alerts:
+                if state.phase is Phase.FIRING:
+                    new = self._timers(patient, state, now_ms, step)
+                    if new is not state:
+                        patient = patient.with_alert(new)
+            if patient is not self._patients[pid]:
+                self._patients[pid] = patient
+                step.changed[pid] = None
+        return step.outcome(storm=len(quiet) if storm else 0)
+
+    def acknowledge(self, alert_id: str, *, by: str, at_ms: int) -> Outcome:
+        """Record that ``by`` acknowledged firing alert ``alert_id`` at ``at_ms``; stops its timers.
+
+        Raises
+        ------
+        UnknownAlert
+            No patient this engine holds has an episode with this id.
+        AlertNotFiring
+            The episode exists but is not firing.
+        """
+        if not by:
+            raise ValueError("an acknowledgement must name who acknowledged")
+        for pid, patient in self._patients.items():
+            for state in patient.alerts:
+                if state.alert_id != alert_id:
+                    continue
+                if state.phase is not Phase.FIRING:
+                    raise AlertNotFiring(f"alert {alert_id} is {state.phase.value}, not firing")
+                if state.acknowledged:
+                    return Outcome()
+                step = _Step()
+                new = replace(state, acknowledged_by=by, acknowledged_ms=at_ms)
+                step.event(pid, state, new, "acknowledged", None, at_ms)
+                self._patients[pid] = patient.with_alert(new)
+                step.changed[pid] = None
+                return step.outcome()
+        raise UnknownAlert(f"no alert {alert_id!r} among the {len(self._patients)} patients of this engine")
+
+    def set_silences(self, silences: Iterable[Silence]) -> None:
+        """Replace the silences in force (the adapter reloads them from the database)."""
+        self._silences = tuple(silences)
+
+    # -- state handover -----------------------------------------------------------------------
+
+    def restore(self, states: Iterable[PatientState], *, resume_at_ms: int | None = None) -> None:
+        """Take over patients' states (partition assigned).
+
+        ``resume_at_ms`` (the adapter's now) restarts every ``data_stopped`` clock from then: a
+        worker that was down must not page "data stopped" for patients whose scores are
+        merely waiting in Kafka.
+        """
+        for state in states:
+            if resume_at_ms is not None and state.last_seen_ms is not None:
+                state = replace(state, last_seen_ms=max(state.last_seen_ms, resume_at_ms))
+            self._patients[state.patient_id] = state
+
+    def forget(self, patient_ids: Iterable[str]) -> None:
+        """Drop patients (partition revoked); their new owner restores them from the snapshots."""
+        for pid in patient_ids:
+            self._patients.pop(pid, None)
+
+    def snapshot(self, patient_id: str) -> PatientState | None:
+        """The patient's current state, to persist."""
+        return self._patients.get(patient_id)
+
+    @property
+    def patients(self) -> tuple[str, ...]:
+        return tuple(self._patients)
+
+    def firing(self) -> list[tuple[str, AlertState]]:
+        """``(patient_id, state)`` of every firing alert."""
+        return [(pid, a) for pid, p in self._patients.items() for a in p.alerts if a.phase is Phase.FIRING]
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Number of alerts per ``(kind, phase)``, for the ``vitals_alerts`` gauge."""
+        out: dict[tuple[str, str], int] = {}
+        for patient in self._patients.values():
+            for a in patient.alerts:
+                out[(a.kind, a.phase.value)] = out.get((a.kind, a.phase.value), 0) + 1
+        return out
+
+    # -- transitions --------------------------------------------------------------------------
+
+    def _advance(self, patient: PatientState, state: AlertState, value: float, t: int, now_ms: int,
+                 step: _Step) -> AlertState:
+        th = self.policy.threshold(state.kind)
+        pid = patient.patient_id
+        if state.last_event_ms is not None and t < state.last_event_ms:
+            return state
+        state = replace(state, last_event_ms=t, value=value)
+        if state.phase in (Phase.OK, Phase.RESOLVED):
+            if value < th.enter:
+                return state
+            new = replace(state.new_episode(pid, t), value=value, peak=value)
+            step.event(pid, state, new, "pending", t, now_ms)
+            state = new
+        else:
+            state = replace(state, peak=max(value, state.peak if state.peak is not None else value))
+        if state.phase is Phase.PENDING:
+            if value < th.enter:
+                new = replace(state, phase=Phase.OK)
+                step.event(pid, state, new, "cancelled", t, now_ms)
+                return new
+            assert state.since_ms is not None  # noqa: S101 - set with the episode
+            if t - state.since_ms >= th.for_ms:
+                return self._fire(patient, state, t, now_ms, step)
+            return state
+        # firing
+        if value > th.exit:
+            return replace(state, clearing_since_ms=None) if state.clearing_since_ms is not None else state
+        clearing = state.clearing_since_ms if state.clearing_since_ms is not None else t
+        state = replace(state, clearing_since_ms=clearing)
+        if t - clearing >= th.clear_for_ms:
+            return self._resolve(patient, state, t, now_ms, step)
+        return state
+
+    def _fire(self, patient: PatientState, state: AlertState, t: int, now_ms: int, step: _Step) -> AlertState:
+        new = replace(state, phase=Phase.FIRING, fired_ms=t, clearing_since_ms=None)
+        step.event(patient.patient_id, state, new, "firing", t, now_ms)
+        return self._maybe_page_first(patient, new, t, now_ms, step)
+
+    def _maybe_page_first(self, patient: PatientState, state: AlertState, event_ms: int | None, now_ms: int,
+                          step: _Step, *, record: bool = True) -> AlertState:
+        """Page a firing, never-paged alert unless a silence or an inhibiting alert holds it back.
+
+        ``record`` writes a ``silenced``/``inhibited`` history event (at firing time, not every tick).
+        """
+        pid = patient.patient_id
+        held = ("silenced" if self._silenced(pid, state.kind, now_ms)
+                else "inhibited" if self._inhibited(patient, state.kind) else None)
+        if held is not None:
+            if record:
+                step.event(pid, state, state, held, event_ms, now_ms)
+            return state
+        new = replace(state, notified_ms=now_ms, last_notified_ms=now_ms)
+        step.pages.append(self._page(patient, new, "firing", event_ms, now_ms))
+        return new
+
+    def _resolve(self, patient: PatientState, state: AlertState, t: int, now_ms: int, step: _Step) -> AlertState:
+        new = replace(state, phase=Phase.RESOLVED, resolved_ms=t, clearing_since_ms=None)
+        step.event(patient.patient_id, state, new, "resolved", t, now_ms)
+        if state.notified_ms is not None and not self._silenced(patient.patient_id, state.kind, now_ms):
+            step.pages.append(self._page(patient, new, "resolved", t, now_ms))
+        return new
+
+    def _data_stopped(self, patient: PatientState, now_ms: int, step: _Step) -> PatientState:
+        state = patient.alert(DATA_STOPPED)
+        assert patient.last_seen_ms is not None  # noqa: S101 - only quiet patients come here
+        since = patient.last_seen_ms
+        new = AlertState(DATA_STOPPED, Phase.FIRING, state.episode + 1,
+                         episode_id(patient.patient_id, DATA_STOPPED, since), since_ms=since, fired_ms=now_ms,
+                         last_event_ms=patient.last_event_ms, value=float(now_ms - since))
+        step.event(patient.patient_id, state, replace(new, phase=Phase.PENDING), "pending", None, now_ms)
+        step.event(patient.patient_id, replace(new, phase=Phase.PENDING), new, "firing", None, now_ms)
+        new = self._maybe_page_first(patient, new, None, now_ms, step)
+        step.changed[patient.patient_id] = None
+        return patient.with_alert(new)
+
+    def _timers(self, patient: PatientState, state: AlertState, now_ms: int, step: _Step) -> AlertState:
+        pid = patient.patient_id
+        if state.acknowledged or self._silenced(pid, state.kind, now_ms):
+            return state
+        if state.notified_ms is None:
+            return self._maybe_page_first(patient, state, None, now_ms, step, record=False)
+        timers = self.policy.timers(self.policy.severity(state.kind))
+        last = state.last_notified_ms if state.last_notified_ms is not None else state.notified_ms
+        if (timers.escalate_ms is not None and state.escalated_ms is None
+                and now_ms - state.notified_ms >= timers.escalate_ms):
+            new = replace(state, escalated_ms=now_ms, last_notified_ms=now_ms)
+            step.event(pid, state, new, "escalated", None, now_ms)
+            step.pages.append(self._page(patient, new, "escalate", None, now_ms))
+            return new
+        if timers.renotify_ms is not None and now_ms - last >= timers.renotify_ms:
+            new = replace(state, renotified=state.renotified + 1, last_notified_ms=now_ms)
+            step.event(pid, state, new, f"renotified:{new.renotified}", None, now_ms)
+            step.pages.append(self._page(patient, new, "renotify", None, now_ms))
+            return new
+        return state
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _silenced(self, patient_id: str, kind: str, now_ms: int) -> bool:
+        return any(s.matches(patient_id, kind, now_ms) for s in self._silences)
+
+    def _inhibited(self, patient: PatientState, kind: str) -> bool:
+        return any(patient.alert(src).phase is Phase.FIRING for src in self.policy.inhibitors_of(kind))
+
+    def _page(self, patient: PatientState, state: AlertState, action: str, event_ms: int | None,
+              now_ms: int) -> Page:
+        assert state.alert_id is not None and state.since_ms is not None  # noqa: S101 - firing episodes have both
+        suffix = f"renotify:{state.renotified}" if action == "renotify" else action
+        return Page(f"{state.alert_id}:{suffix}", state.alert_id, action, patient.patient_id, state.kind,
+                    self.policy.severity(state.kind), state.episode, state.since_ms, state.fired_ms,
+                    state.resolved_ms, event_ms, now_ms, state.value, state.peak, patient.evidence,
+                    escalated=state.escalated_ms is not None, acknowledged_by=state.acknowledged_by)

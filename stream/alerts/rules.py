@@ -1,0 +1,278 @@
+"""What pages, and when: alert kinds, thresholds with hysteresis, timers and silences.
+
+Each alert *kind* turns a score into one number, its *signal*, and compares it with a
+:class:`Threshold`:
+
+==========================  ==================================================  ==========  ========
+kind                        signal                                              enter/exit  severity
+==========================  ==================================================  ==========  ========
+``news2_high``              ``RiskScore.news2_total``                           ≥ 7 / ≤ 4   critical
+``news2_red_parameter``     the largest of ``RiskScore.news2_subscores``        ≥ 3 / ≤ 1   warning
+``risk_high:<condition>``   ``RiskScore.risks[condition]`` (one per condition)  ≥ .7 / ≤ .5 warning
+``data_stopped``            no score from the patient for ``data_stopped_ms``   (timer)     warning
+==========================  ==================================================  ==========  ========
+
+NEWS2 7 or more is the RCP's *high* clinical risk (emergency response), a single parameter
+scoring 3 its *red score* (urgent ward-based response). The exit thresholds sit below the enter
+thresholds (*hysteresis*), so a signal wandering around the enter threshold pages once, not at
+every crossing; ``for_ms`` is how long (event time) the signal must stay at or above ``enter``
+before it pages, ``clear_for_ms`` how long it must stay at or below ``exit`` before the alert
+resolves. Nothing here reads a clock: every time is an argument.
+
+Examples
+--------
+>>> policy = AlertPolicy()
+>>> policy.threshold("news2_high").enter, policy.threshold("risk_high:infection").exit
+(7.0, 0.5)
+>>> policy.timers("critical")
+Timers(renotify_ms=900000, escalate_ms=600000)
+>>> Silence("s1", patient_id="pt-1", kind="risk_high", starts_ms=0, ends_ms=60_000,
+...         created_by="rn-ward-3", reason="family visit").matches("pt-1", "risk_high:any", 30_000)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from stream.alerts.errors import InvalidPolicy
+from stream.events import RiskScore
+
+NEWS2_HIGH = "news2_high"
+NEWS2_RED = "news2_red_parameter"
+RISK_HIGH = "risk_high"
+DATA_STOPPED = "data_stopped"
+#: Severities, most urgent first; every page is routed by one of them.
+SEVERITIES = ("critical", "warning", "info")
+
+MINUTE_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """Enter and exit levels of one kind's signal, with the durations that debounce them.
+
+    Parameters
+    ----------
+    enter
+        The signal at or above this starts an episode (pending, then firing).
+    exit
+        The signal at or below this resolves a firing alert; must not exceed ``enter``.
+    for_ms
+        Event time the signal must stay at or above ``enter`` before the alert fires; 0 fires
+        on the first breaching score.
+    clear_for_ms
+        Event time the signal must stay at or below ``exit`` before a firing alert resolves.
+    severity
+        ``critical``, ``warning`` or ``info``: picks the receivers and the timers.
+
+    Examples
+    --------
+    >>> Threshold(0.5, 0.7)
+    Traceback (most recent call last):
+    ...
+    stream.alerts.errors.InvalidPolicy: exit (0.7) must not exceed enter (0.5): hysteresis needs exit <= enter
+    """
+
+    enter: float
+    exit: float
+    for_ms: int = 0
+    clear_for_ms: int = 0
+    severity: str = "warning"
+
+    def __post_init__(self) -> None:
+        if self.exit > self.enter:
+            raise InvalidPolicy(f"exit ({self.exit:g}) must not exceed enter ({self.enter:g}): "
+                                "hysteresis needs exit <= enter")
+        if self.for_ms < 0 or self.clear_for_ms < 0:
+            raise InvalidPolicy(f"for_ms and clear_for_ms must be >= 0, got {self.for_ms}, {self.clear_for_ms}")
+        if self.severity not in SEVERITIES:
+            raise InvalidPolicy(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """Wall-clock timers of a firing, unacknowledged alert of one severity (``None``: never).
+
+    ``renotify_ms`` repeats the page while nobody acknowledges it; ``escalate_ms`` after the
+    first page sends it, once, to the escalation route.
+    """
+
+    renotify_ms: int | None
+    escalate_ms: int | None
+
+    def __post_init__(self) -> None:
+        for name in ("renotify_ms", "escalate_ms"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InvalidPolicy(f"{name} must be positive or None, got {value}")
+
+
+def _default_timers() -> Mapping[str, Timers]:
+    return MappingProxyType({
+        "critical": Timers(renotify_ms=15 * MINUTE_MS, escalate_ms=10 * MINUTE_MS),
+        "warning": Timers(renotify_ms=60 * MINUTE_MS, escalate_ms=30 * MINUTE_MS),
+        "info": Timers(renotify_ms=None, escalate_ms=None),
+    })
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    """The whole alerting policy: thresholds per kind, timers per severity, storm protection.
+
+    Parameters
+    ----------
+    news2_total
+        Threshold on the NEWS2 total (RCP: 7 or more is high risk).
+    news2_parameter
+        Threshold on the largest single-parameter NEWS2 score (RCP: a 3 is a red score).
+    risk
+        Threshold on every condition's model probability, unless ``risk_by_condition`` names one.
+    risk_by_condition
+        Per-condition overrides of ``risk``, e.g. ``{"infection": Threshold(0.6, 0.4, 120_000)}``.
+    data_stopped_ms
+        Wall-clock time without a score after which a patient's ``data_stopped`` alert fires;
+        ``None`` turns the kind off.
+    data_stopped_severity
+        Severity of ``data_stopped``.
+    timers_by_severity
+        :class:`Timers` per severity.
+    inhibits
+        ``(source, target)`` kind pairs: while ``source`` fires for a patient, ``target`` fires
+        silently for that patient (one page for one deterioration, the more urgent one).
+    storm_fraction, storm_min_patients
+        When at least ``storm_min_patients`` patients and at least ``storm_fraction`` of all
+        tracked patients go quiet in the same tick, the pipeline stalled, not the patients:
+        no ``data_stopped`` page is sent for them (the Grafana "pipeline stalled" rule pages ops).
+    top_features
+        How many contributing features a page lists.
+    """
+
+    news2_total: Threshold = Threshold(7.0, 4.0, for_ms=MINUTE_MS, clear_for_ms=2 * MINUTE_MS, severity="critical")
+    news2_parameter: Threshold = Threshold(3.0, 1.0, for_ms=MINUTE_MS, clear_for_ms=2 * MINUTE_MS,
+                                           severity="warning")
+    risk: Threshold = Threshold(0.7, 0.5, for_ms=2 * MINUTE_MS, clear_for_ms=2 * MINUTE_MS, severity="warning")
+    risk_by_condition: Mapping[str, Threshold] = field(default_factory=lambda: MappingProxyType({}))
+    data_stopped_ms: int | None = 15 * MINUTE_MS
+    data_stopped_severity: str = "warning"
+    timers_by_severity: Mapping[str, Timers] = field(default_factory=_default_timers)
+    inhibits: tuple[tuple[str, str], ...] = ((NEWS2_HIGH, NEWS2_RED),)
+    storm_fraction: float = 0.5
+    storm_min_patients: int = 5
+    top_features: int = 3
+
+    def __post_init__(self) -> None:
+        if self.data_stopped_ms is not None and self.data_stopped_ms <= 0:
+            raise InvalidPolicy(f"data_stopped_ms must be positive or None, got {self.data_stopped_ms}")
+        if self.data_stopped_severity not in SEVERITIES:
+            raise InvalidPolicy(f"data_stopped_severity must be one of {SEVERITIES}, "
+                                f"got {self.data_stopped_severity!r}")
+        missing = [s for s in SEVERITIES if s not in self.timers_by_severity]
+        if missing:
+            raise InvalidPolicy(f"timers must cover every severity, missing {missing}")
+        if not 0 < self.storm_fraction <= 1 or self.storm_min_patients < 1:
+            raise InvalidPolicy(f"storm_fraction must lie in (0, 1] and storm_min_patients be >= 1, "
+                                f"got {self.storm_fraction:g}, {self.storm_min_patients}")
+        if self.top_features < 0:
+            raise InvalidPolicy(f"top_features must be >= 0, got {self.top_features}")
+
+    def threshold(self, kind: str) -> Threshold:
+        """The threshold of a score-driven kind.
+
+        >>> AlertPolicy().threshold("data_stopped")
+        Traceback (most recent call last):
+        ...
+        stream.alerts.errors.InvalidPolicy: kind 'data_stopped' has no threshold: it is driven by a timer
+        """
+        if kind == NEWS2_HIGH:
+            return self.news2_total
+        if kind == NEWS2_RED:
+            return self.news2_parameter
+        base, _, condition = kind.partition(":")
+        if base == RISK_HIGH and condition:
+            return self.risk_by_condition.get(condition, self.risk)
+        if kind == DATA_STOPPED:
+            raise InvalidPolicy(f"kind {kind!r} has no threshold: it is driven by a timer")
+        raise InvalidPolicy(f"unknown alert kind {kind!r}")
+
+    def severity(self, kind: str) -> str:
+        """Severity of any kind, the timer-driven ones included."""
+        return self.data_stopped_severity if kind == DATA_STOPPED else self.threshold(kind).severity
+
+    def timers(self, severity: str) -> Timers:
+        """:class:`Timers` for one severity."""
+        return self.timers_by_severity[severity]
+
+    def inhibitors_of(self, kind: str) -> tuple[str, ...]:
+        """The kinds whose firing silences ``kind`` for the same patient.
+
+        >>> AlertPolicy().inhibitors_of("news2_red_parameter")
+        ('news2_high',)
+        """
+        return tuple(source for source, target in self.inhibits if target == kind)
+
+
+def signals(score: RiskScore) -> dict[str, float]:
+    """Each score-driven kind's signal in one score, inhibiting kinds first.
+
+    A kind whose input the score lacks is absent: a NEWS2-only score has no ``risks``, so it
+    neither raises nor clears a model-risk alert.
+
+    >>> s = RiskScore("pt-1", 0, 60_000, "news2", "rcp-2017-scale1", 0.35, 7, "high", {}, {},
+    ...               risks={"infection": 0.8}, news2_subscores={"heart_rate": 3, "spo2": 2})
+    >>> signals(s)
+    {'news2_high': 7.0, 'news2_red_parameter': 3.0, 'risk_high:infection': 0.8}
+    """
+    out: dict[str, float] = {NEWS2_HIGH: float(score.news2_total)}
+    if score.news2_subscores:
+        out[NEWS2_RED] = float(max(score.news2_subscores.values()))
+    for condition in sorted(score.risks):
+        out[f"{RISK_HIGH}:{condition}"] = float(score.risks[condition])
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A time-bound mute: no page for matching alerts while ``starts_ms <= now < ends_ms``.
+
+    Parameters
+    ----------
+    silence_id
+        Unique id (the database's).
+    patient_id
+        The patient it mutes; ``None`` mutes every patient (maintenance).
+    kind
+        The kind it mutes, or a prefix before ``:`` (``risk_high`` mutes every condition);
+        ``None`` mutes every kind.
+    starts_ms, ends_ms
+        Wall-clock window, epoch milliseconds.
+    created_by, reason
+        Who muted it and why (free text: no patient names).
+    """
+
+    silence_id: str
+    patient_id: str | None
+    kind: str | None
+    starts_ms: int
+    ends_ms: int
+    created_by: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.ends_ms <= self.starts_ms:
+            raise InvalidPolicy(f"a silence must end after it starts, got {self.starts_ms}..{self.ends_ms}")
+
+    def matches(self, patient_id: str, kind: str, now_ms: int) -> bool:
+        """Whether this silence mutes ``kind`` for ``patient_id`` at ``now_ms``.
+
+        >>> s = Silence("s", None, "risk_high", 0, 10, "ops", "maintenance")
+        >>> s.matches("pt-9", "risk_high:any", 5), s.matches("pt-9", "news2_high", 5), s.matches("pt-9", "risk_high:any", 10)
+        (True, False, False)
+        """
+        if not self.starts_ms <= now_ms < self.ends_ms:
+            return False
+        if self.patient_id is not None and self.patient_id != patient_id:
+            return False
+        return self.kind is None or kind == self.kind or kind.startswith(self.kind + ":")

@@ -1,0 +1,121 @@
+"""The alert tables on the real PostgreSQL, written as the least-privileged writer role."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from sinks.webhook import Attempt, Delivery
+from stream.alerts import AlertEngine, AlertPolicy
+from stream.alerts.commands import run_ack, run_silence
+from stream.alerts.errors import AlertNotFiring, InvalidRequest, UnknownAlert
+from stream.alerts.store import AlertStore, Batch, alert_row
+from stream.settings import Settings
+from tests.alerts.conftest import news2_score
+
+pytestmark = pytest.mark.integration
+
+
+def a_batch(engine: AlertEngine, patient: str, minutes: list[tuple[int, int]]) -> Batch:
+    batch = Batch()
+    for minute, total in minutes:
+        outcome = engine.on_score(news2_score(patient, minute, total), now_ms=minute * 60_000)
+        batch.states[patient] = (3, engine.snapshot(patient))  # type: ignore[assignment]
+        batch.events += outcome.events
+        batch.pages += [(p, ("pager",), 1_000) for p in outcome.pages]
+        row = alert_row(engine.snapshot(patient), "news2_high", "critical")  # type: ignore[arg-type]
+        if row is not None:
+            batch.alerts[row.state.alert_id] = row  # type: ignore[index]
+    return batch
+
+
+def test_a_batch_commits_once_and_replays_add_nothing(isolated: Settings) -> None:
+    engine = AlertEngine(AlertPolicy())
+    batch = a_batch(engine, "pt-s1", [(1, 8), (2, 8)])
+    (page,) = [p for p, _, _ in batch.pages]
+
+    async def main() -> None:
+        async with AlertStore(isolated.database_url) as store:
+            assert await store.persist(batch) == {page.notification_id}
+            assert await store.persist(batch) == set(), "a replayed batch issues no page twice"
+            (partition, state), = await store.load_states([3])
+            assert partition == 3 and state == engine.snapshot("pt-s1")
+            assert await store.load_states([0, 1]) == []
+            (pending,) = await store.pending_deliveries(within_s=3600)
+            assert (pending.page, pending.receiver, pending.source_ts_ms) == (page, "pager", 1_000)
+            await store.record_attempt(Attempt(page.notification_id, "pager", 1, "retry", 503, "HTTP 503", 3.0))
+            assert len(await store.pending_deliveries(within_s=3600)) == 1
+            await store.record_attempt(Attempt(page.notification_id, "pager", 2, "delivered", 200, None, 2.0))
+            assert await store.pending_deliveries(within_s=3600) == []
+            await store.dead_letter(Delivery("x:firing", "x", "pager", "http://p", b'{"a": 1}'), 3, 500, "HTTP 500")
+
+            # acknowledgements: the first one counts; unknown and resolved alerts are refused
+            assert (await store.acknowledge(page.alert_id, by="rn-1", via="http"))[0] == "rn-1"
+            assert (await store.acknowledge(page.alert_id, by="rn-2", via="cli"))[0] == "rn-1"
+            (ack,) = await store.acknowledgements_for([page.alert_id, "al-other"])
+            assert ack[:2] == (page.alert_id, "rn-1")
+            with pytest.raises(UnknownAlert):
+                await store.acknowledge("al-nope", by="rn-1", via="http")
+            with pytest.raises(InvalidRequest):
+                await store.acknowledge(page.alert_id, by="", via="http")
+            resolved = a_batch(engine, "pt-s1", [(3, 1), (4, 1), (5, 1)])
+            await store.persist(resolved)
+            with pytest.raises(AlertNotFiring):
+                await store.acknowledge(page.alert_id, by="rn-1", via="http")
+
+            silence = await store.add_silence(patient_id="pt-s1", kind="risk_high", minutes=30, by="rn-1",
+                                              reason="procedure")
+            assert silence.ends_ms - silence.starts_ms == 30 * 60_000
+            assert await store.active_silences() == [silence]
+            with pytest.raises(InvalidRequest):
+                await store.add_silence(patient_id=None, kind=None, minutes=0, by="rn-1", reason="x")
+            listed = await store.list_alerts(state="resolved")
+            assert [a["alert_id"] for a in listed] == [page.alert_id]
+            assert listed[0]["acknowledged_by"] == "rn-1"
+
+    asyncio.run(main())
+    with psycopg.connect(isolated.database_url) as conn:
+        events = conn.execute("SELECT event FROM alert_events WHERE kind = 'news2_high' ORDER BY at, event").fetchall()
+        assert [e for (e,) in events] == ["pending", "firing", "resolved"]
+
+
+def test_the_writer_may_update_alert_state_columns_only(isolated: Settings) -> None:
+    engine = AlertEngine(AlertPolicy())
+    batch = a_batch(engine, "pt-s2", [(1, 8), (2, 8)])
+    asyncio.run(_persist(isolated, batch))
+    forbidden = ["UPDATE alerts SET patient_id = 'pt-other'", "UPDATE alerts SET kind = 'x'",
+                 "DELETE FROM alerts", "UPDATE acknowledgements SET acknowledged_by = 'x'", "DELETE FROM silences",
+                 "UPDATE webhook_deliveries SET outcome = 'delivered'", "DELETE FROM alert_events",
+                 "UPDATE alert_notifications SET page = '{}'"]
+    for statement in forbidden:
+        with psycopg.connect(isolated.database_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)
+    with psycopg.connect(isolated.database_url) as conn:
+        conn.execute("UPDATE alerts SET state = 'resolved', updated_at = now()")
+        conn.execute("UPDATE alert_state SET state = state, updated_at = now()")
+
+
+async def _persist(settings: Settings, batch: Batch) -> None:
+    async with AlertStore(settings.database_url) as store:
+        await store.persist(batch)
+
+
+def test_the_ack_and_silence_commands_record_who_and_when(isolated: Settings,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    engine = AlertEngine(AlertPolicy())
+    batch = a_batch(engine, "pt-s3", [(1, 8), (2, 8)])
+    asyncio.run(_persist(isolated, batch))
+    (page,) = [p for p, _, _ in batch.pages]
+    assert run_ack(isolated, page.alert_id, by="rn-ward-3") == 0
+    assert f"alert {page.alert_id} acknowledged by rn-ward-3 at " in capsys.readouterr().out
+    assert run_silence(isolated, patient_id="pt-s3", kind=None, minutes=15, by="rn-ward-3",
+                       reason="wound dressing") == 0
+    assert "(patient pt-s3, kind all) by rn-ward-3 until" in capsys.readouterr().out
+    with psycopg.connect(isolated.database_url) as conn:
+        assert conn.execute("SELECT acknowledged_by, via FROM acknowledgements").fetchall() == [("rn-ward-3", "cli")]
+        assert conn.execute("SELECT created_by, reason, ends_at - starts_at = interval '15 min' "
+                            "FROM silences").fetchall() == [("rn-ward-3", "wound dressing", True)]
+    with pytest.raises(UnknownAlert):
+        run_ack(isolated, "al-missing", by="rn-ward-3")
