@@ -107,14 +107,20 @@ class PatientState:
 
     _HEADER = struct.Struct("<iqqBBBB")
     _PANE = struct.Struct("<qB")
-    _STATS = struct.Struct("<B9d")
+    _STATS = struct.Struct("<BHBB6d")  # code, count, minutes, last minute in pane, 6 sums/extremes
+    _SINGLE = struct.Struct("<BBd")  # code | 0x80, minute in pane, the one value
     _BASE = struct.Struct("<B3dq")
     _KNOWN = struct.Struct("<Bqd")
 
     def to_bytes(self) -> bytes:
-        """Compact binary form for the state store (a few kilobytes per patient).
+        """Compact binary form for the state store (about 3 KB for a patient with a full hour).
+
+        A pane entry holding one reading stores just that value; floats stay 64-bit so a
+        restored state computes exactly what the original would have.
 
         >>> s = PatientState(2, baseline={"heart_rate": [70.0, 4.0, 30.0, 60_000]})
+        >>> s.panes[0] = {"heart_rate": [2.0, 141.0, 9941.0, 70.0, 71.0, 60_000.0, 71.0, 1.0, 1.0],
+        ...               "body_temperature": [1.0, 36.5, 36.5 * 36.5, 36.5, 36.5, 120_000.0, 36.5, 0.0, 1.0]}
         >>> PatientState.from_bytes(s.to_bytes()) == s
         True
         """
@@ -123,7 +129,14 @@ class PatientState:
                                    len(self.last_known))]
         for start, metrics in sorted(self.panes.items()):
             parts.append(self._PANE.pack(start, len(metrics)))
-            parts.extend(self._STATS.pack(_METRIC_CODE[m], *stats) for m, stats in metrics.items())
+            for m, st in metrics.items():
+                minute = int((st[_LAST_T] - start) // MS_PER_MINUTE)
+                if st[_N] == 1 and st[_MINUTES] == 1 and st[_RMSSD] == 0.0:
+                    parts.append(self._SINGLE.pack(_METRIC_CODE[m] | 0x80, minute, st[_SUM]))
+                else:
+                    parts.append(self._STATS.pack(_METRIC_CODE[m], int(st[_N]), int(st[_MINUTES]), minute,
+                                                  st[_SUM], st[_SUMSQ], st[_MIN], st[_MAX], st[_LAST_V],
+                                                  st[_RMSSD]))
         for m, (mean, var, minutes, last_ms) in self.baseline.items():
             parts.append(self._BASE.pack(_METRIC_CODE[m], mean, var, minutes, int(last_ms)))
         for m, (end_ms, value) in self.last_known.items():
@@ -141,9 +154,16 @@ class PatientState:
             pos += cls._PANE.size
             metrics: dict[str, list[float]] = {}
             for _ in range(n_metrics):
-                code, *stats = cls._STATS.unpack_from(raw, pos)
-                pos += cls._STATS.size
-                metrics[_METRIC_NAME[code]] = list(stats)
+                if raw[pos] & 0x80:
+                    code, minute, value = cls._SINGLE.unpack_from(raw, pos)
+                    pos += cls._SINGLE.size
+                    metrics[_METRIC_NAME[code & 0x7F]] = [1.0, value, value * value, value, value,
+                                                          float(start + minute * MS_PER_MINUTE), value, 0.0, 1.0]
+                else:
+                    code, n, minutes, minute, total, sumsq, low, high, last, rmssd = cls._STATS.unpack_from(raw, pos)
+                    pos += cls._STATS.size
+                    metrics[_METRIC_NAME[code]] = [float(n), total, sumsq, low, high,
+                                                   float(start + minute * MS_PER_MINUTE), last, rmssd, float(minutes)]
             state.panes[start] = metrics
         for _ in range(n_base):
             code, mean, var, minutes, last_ms = cls._BASE.unpack_from(raw, pos)
