@@ -137,12 +137,11 @@ class VitalsPipeline:
         if not replay:
             step.dead_letters.extend(batch.rejected)
         windows = part.windows
-        for reading in batch.readings:
-            if windows.add(reading, offset=offset):
-                step.readings += 1
-            elif not replay:
-                step.late += 1
-                step.dead_letters.append(_late(reading, windows))
+        late = windows.add_many(batch.readings, offset=offset)
+        step.readings = len(batch.readings) - len(late)
+        if late and not replay:
+            step.late = len(late)
+            step.dead_letters.extend(_late(reading, windows) for reading in late)
         self._emit(partition, part, windows.close_ready(), step)
         return step
 
