@@ -27,6 +27,11 @@ WORKER_JOB = "vitalrisk-worker"
 #: Compose service name and metrics port of the workers (``VITALS_METRICS_PORT``).
 WORKER_SERVICE = "worker"
 WORKER_METRICS_PORT = 9108
+#: Scrape job of the alerter (``vitalrisk alerter``): the Ops board's *Paging* row reads its metrics.
+ALERTER_JOB = "vitalrisk-alerter"
+#: Compose service name and metrics port of the alerter (its ``VITALS_METRICS_PORT``).
+ALERTER_SERVICE = "alerter"
+ALERTER_METRICS_PORT = 9109
 SCRAPE_INTERVAL = "15s"
 #: Rule files, relative to prometheus.yml (docker-compose mounts grafana/prometheus at /etc/prometheus).
 RULE_FILES = "rules/*.yml"
@@ -183,8 +188,11 @@ def rules_document() -> dict[str, Any]:
 def prometheus_config() -> dict[str, Any]:
     """``grafana/prometheus/prometheus.yml``.
 
-    Workers are found by DNS: the compose service name resolves to every replica, so each
-    worker is its own target and ``up{job="vitalrisk-worker"}`` counts them.
+    Workers and alerters are found by DNS: a compose service name resolves to every replica, so
+    each process is its own target and ``up{job="vitalrisk-worker"}`` counts the workers.
+
+    >>> [job["job_name"] for job in prometheus_config()["scrape_configs"]]
+    ['vitalrisk-worker', 'vitalrisk-alerter', 'prometheus']
     """
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
@@ -192,6 +200,9 @@ def prometheus_config() -> dict[str, Any]:
         "scrape_configs": [
             {"job_name": WORKER_JOB, "metrics_path": "/metrics",
              "dns_sd_configs": [{"names": [WORKER_SERVICE], "type": "A", "port": WORKER_METRICS_PORT,
+                                 "refresh_interval": "30s"}]},
+            {"job_name": ALERTER_JOB, "metrics_path": "/metrics",
+             "dns_sd_configs": [{"names": [ALERTER_SERVICE], "type": "A", "port": ALERTER_METRICS_PORT,
                                  "refresh_interval": "30s"}]},
             {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},
         ],

@@ -5,17 +5,22 @@ the checks below read what it resolved. They are run twice: on the real file, wh
 nothing, and on a deliberately bad file, where they must find every fault, so a check that cannot
 fail is caught too.
 
-The promises: the stack validates with the password variables set and fails without any one of them
-(no default passwords); every image is pinned; every port is published on 127.0.0.1 only; no
-password is written in the file, each goes only to the services that need it, and no pipeline
-process connects as the superuser; every long-running service is health-checked or waits on its
-dependencies' health; the image runs `vitalrisk` as a non-root user and its build context holds
-neither secrets nor local state.
+The promises: the stack validates with the password and secret variables set and fails without any
+one of them (no default passwords); every image is pinned; every port is published on 127.0.0.1
+only; no password is written in the file, each goes only to the services that need it, and no
+pipeline process connects as the superuser; every long-running service is health-checked or waits
+on its dependencies' health; the pipeline is wired as the code reads it (metrics reachable by
+Prometheus, Kafka keeps old-timestamped records, the alerter pages the pager with the secret the
+pager verifies); the image runs `vitalrisk` as a non-root user and its build context holds neither
+secrets nor local state.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import fnmatch
+import io
 import json
 import os
 import re
@@ -29,6 +34,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from sinks.webhook import Router, parse_receivers
+from stream.cli import build_parser
 from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +50,14 @@ COMPOSE_TIMEOUT_S = 60
 SECRET_AUDIENCE: dict[str, set[str]] = {
     "POSTGRES_PASSWORD": {"timescaledb"},
     "VITALS_OWNER_PASSWORD": {"timescaledb", "migrate"},
-    "VITALS_WRITER_PASSWORD": {"timescaledb", "worker"},
+    "VITALS_WRITER_PASSWORD": {"timescaledb", "worker", "alerter"},
     "VITALS_READER_PASSWORD": {"timescaledb", "grafana"},
     "GRAFANA_ADMIN_PASSWORD": {"grafana"},
+    # The alerter signs pages with it, the pager verifies them.
+    "VITALS_WEBHOOK_SECRET": {"alerter", "pager"},
+    "VITALS_ALERTER_API_TOKEN": {"alerter"},
+    # Grafana's contact point sends it to the pager's /grafana (grafana/provisioning/alerting).
+    "VITALS_PAGER_GRAFANA_TOKEN": {"grafana", "pager"},
 }
 #: Distinct dummy values, long enough not to occur by chance in the resolved file.
 DUMMY_SECRETS = {name: f"dummy-{name.lower()}-7c1e" for name in SECRET_AUDIENCE}
@@ -55,6 +67,7 @@ REQUIRED_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}")
 VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}")
 URL_PASSWORD = re.compile(r"://[^/@\s:]+:([^@\s]+)@")
 HEALTH_CONDITIONS = {"service_healthy", "service_completed_successfully"}
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 needs_compose = pytest.mark.skipif(
     not Path(DOCKER_COMPOSE).is_file(),
@@ -255,6 +268,100 @@ def unsupervised_services(cfg: dict[str, Any]) -> list[str]:
     return faults
 
 
+def vitalrisk_command(service: dict[str, Any]) -> argparse.Namespace | None:
+    """The service's command as ``vitalrisk`` parses it; ``None`` if it is not one (or invalid)."""
+    command = [str(part) for part in service.get("command") or []]
+    if "build" not in service or not command:
+        return None
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return build_parser().parse_args(command)
+        except SystemExit:
+            return None
+
+
+def services_running(cfg: dict[str, Any], command: str) -> dict[str, argparse.Namespace]:
+    """Services whose command is ``vitalrisk COMMAND ...``, with their parsed arguments."""
+    found = {name: vitalrisk_command(svc) for name, svc in cfg["services"].items()}
+    return {name: args for name, args in found.items() if args is not None and args.command == command}
+
+
+def metrics_host_faults(cfg: dict[str, Any]) -> list[str]:
+    """Services serving /metrics on their container's loopback, where Prometheus cannot scrape them."""
+    default_host = Settings.model_fields["metrics_host"].default
+    faults = []
+    for name, svc in cfg["services"].items():
+        env = environment(svc)
+        if str(env.get("VITALS_METRICS_PORT", "0")) == "0":
+            continue
+        host = str(env.get("VITALS_METRICS_HOST", default_host))
+        if host in LOOPBACK:
+            faults.append(f"{name}: /metrics binds {host} inside its container")
+    return faults
+
+
+def kafka_retention_faults(cfg: dict[str, Any]) -> list[str]:
+    """Time-based retention would delete simulated records (event-time timestamps months old)."""
+    kafka = cfg["services"].get("kafka")
+    if kafka is None:
+        return ["no kafka service"]
+    env = environment(kafka)
+    faults = []
+    if str(env.get("KAFKA_LOG_RETENTION_MS")) != "-1":
+        faults.append(f"kafka: KAFKA_LOG_RETENTION_MS is {env.get('KAFKA_LOG_RETENTION_MS')!r}, not -1")
+    size = str(env.get("KAFKA_LOG_RETENTION_BYTES", ""))
+    if not (size.isdigit() and int(size) > 0):
+        faults.append(f"kafka: KAFKA_LOG_RETENTION_BYTES is {size or 'unset'}: the log grows without bound")
+    return faults
+
+
+def shared_secret_faults(raw_cfg: dict[str, Any]) -> list[str]:
+    """The pager must verify with the variable the alerter signs with (read from the raw file)."""
+    services = raw_cfg["services"]
+    alerters, pagers = services_running(raw_cfg, "alerter"), services_running(raw_cfg, "pager")
+    if not alerters or not pagers:
+        return [f"alerters {sorted(alerters)}, pagers {sorted(pagers)}: need both"]
+    faults, signing = [], set()
+    for name in alerters:
+        refs = VAR_REF.findall(str(environment(services[name]).get("VITALS_WEBHOOK_SECRET", "")))
+        if len(refs) != 1:
+            faults.append(f"{name}: VITALS_WEBHOOK_SECRET is not one ${{VAR:?...}} reference")
+        signing |= {var for var, _ in refs}
+    for name, args in pagers.items():
+        variable = args.secret_env or "VITALS_WEBHOOK_SECRET"
+        refs = {var for var, _ in VAR_REF.findall(str(environment(services[name]).get(variable, "")))}
+        if not refs or refs != signing:
+            faults.append(f"{name}: verifies with {variable} = {sorted(refs)}, the alerter signs with {sorted(signing)}")
+    return faults
+
+
+def receiver_faults(cfg: dict[str, Any]) -> list[str]:
+    """The alerter's receivers are compose services listening, beyond loopback, on the port named."""
+    services = cfg["services"]
+    pagers = services_running(cfg, "pager")
+    faults = []
+    for name in services_running(cfg, "alerter"):
+        env = environment(services[name])
+        receivers = parse_receivers(str(env.get("VITALS_WEBHOOK_RECEIVERS",
+                                                Settings.model_fields["webhook_receivers"].default)))
+        routes = str(env.get("VITALS_WEBHOOK_ROUTES", Settings.model_fields["webhook_routes"].default))
+        try:
+            Router.parse(routes, frozenset(receivers))
+        except Exception as exc:  # noqa: BLE001 - InvalidPolicy; the message is the fault
+            faults.append(f"{name}: {exc}")
+        for receiver, url in receivers.items():
+            target = urlsplit(url)
+            args = pagers.get(target.hostname or "")
+            if args is None:
+                faults.append(f"{name}: receiver {receiver} ({url}) is no pager service of this file")
+                continue
+            if target.port != args.port:
+                faults.append(f"{name}: receiver {receiver} posts to port {target.port}, the pager listens on {args.port}")
+            if args.host in LOOPBACK:
+                faults.append(f"{name}: receiver {receiver}: the pager listens on {args.host} inside its container")
+    return faults
+
+
 # --- the real file ---------------------------------------------------------------------------
 
 
@@ -289,7 +396,7 @@ def test_images_are_pinned(config: dict[str, Any]) -> None:
 def test_project_image_is_tagged_with_the_project_version(config: dict[str, Any]) -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     built = {name: svc["image"] for name, svc in config["services"].items() if "build" in svc}
-    assert set(built) >= {"migrate", "worker", "simulator", "pager"}
+    assert set(built) >= {"migrate", "worker", "simulator", "alerter", "pager"}
     assert set(built.values()) == {f"vitalrisk:{version}"}
 
 
@@ -328,6 +435,7 @@ def test_pipeline_connects_as_least_privileged_roles(config: dict[str, Any]) -> 
     assert {name: url.username for name, url in urls.items()} == {
         "migrate": "vitalrisk_owner",
         "worker": "vitalrisk_writer",
+        "alerter": "vitalrisk_writer",
     }
     for name, url in urls.items():
         assert url.username != db_env["POSTGRES_USER"], name
@@ -357,6 +465,9 @@ def test_long_running_services_are_supervised(config: dict[str, Any]) -> None:
         "timescaledb": "service_healthy",
         "migrate": "service_completed_successfully",
     }
+    alerter = depends_on(config["services"]["alerter"])
+    assert alerter["kafka"] == "service_healthy"
+    assert alerter["migrate"] == "service_completed_successfully"
 
 
 @needs_compose
@@ -371,7 +482,7 @@ def test_kafka_matches_what_the_pipeline_expects(config: dict[str, Any]) -> None
         for name, svc in services.items()
         if "VITALS_KAFKA_BOOTSTRAP" in environment(svc)
     }
-    assert set(clients) >= {"worker", "simulator"}
+    assert set(clients) >= {"worker", "simulator", "alerter"}
     for name, bootstrap in clients.items():
         assert bootstrap in advertised, name
         assert depends_on(services[name]).get("kafka") == "service_healthy", name
@@ -379,6 +490,47 @@ def test_kafka_matches_what_the_pipeline_expects(config: dict[str, Any]) -> None
     assert int(kafka["KAFKA_NUM_PARTITIONS"]) == Settings.model_fields["partitions"].default
     for key in ("OFFSETS_TOPIC_REPLICATION_FACTOR", "TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
         assert int(kafka[f"KAFKA_{key}"]) == 1, key
+
+
+@needs_compose
+def test_kafka_keeps_records_by_size_not_age(config: dict[str, Any]) -> None:
+    assert kafka_retention_faults(config) == []
+    assert int(environment(config["services"]["kafka"])["KAFKA_LOG_RETENTION_MS"]) == -1
+
+
+@needs_compose
+def test_metrics_are_served_to_prometheus(config: dict[str, Any]) -> None:
+    assert metrics_host_faults(config) == []
+    for name in ("worker", "alerter"):
+        env = environment(config["services"][name])
+        assert env["VITALS_METRICS_HOST"] == "0.0.0.0", name
+        assert int(env["VITALS_METRICS_PORT"]) > 0, name
+
+
+@needs_compose
+def test_alerter_and_pager_share_the_webhook_secret(raw_config: dict[str, Any], config: dict[str, Any]) -> None:
+    assert shared_secret_faults(raw_config) == []
+    services = raw_config["services"]
+    assert (environment(services["alerter"])["VITALS_WEBHOOK_SECRET"]
+            == environment(services["pager"])["VITALS_WEBHOOK_SECRET"])
+    resolved = {name: environment(config["services"][name])["VITALS_WEBHOOK_SECRET"] for name in ("alerter", "pager")}
+    assert resolved == {"alerter": DUMMY_SECRETS["VITALS_WEBHOOK_SECRET"],
+                        "pager": DUMMY_SECRETS["VITALS_WEBHOOK_SECRET"]}
+
+
+@needs_compose
+def test_alerter_pages_the_pager(config: dict[str, Any]) -> None:
+    assert receiver_faults(config) == []
+    assert set(services_running(config, "alerter")) == {"alerter"}
+    assert set(services_running(config, "pager")) == {"pager"}
+    # What `vitalrisk alerter` reads from this environment is a valid configuration.
+    env = environment(config["services"]["alerter"])
+    settings = Settings(**{key.removeprefix("VITALS_").lower(): value for key, value in env.items()
+                           if key.startswith("VITALS_")})
+    assert settings.alerter_api_token is not None and settings.webhook_secret is not None
+    assert settings.alerter_host == "0.0.0.0"
+    published = {str(port).split("/", 1)[0] for port in config["services"]["alerter"].get("ports") or []}
+    assert f"127.0.0.1:{settings.alerter_port}:{settings.alerter_port}" in published
 
 
 @needs_compose
@@ -427,6 +579,58 @@ def test_checks_catch_a_bad_file(tmp_path: Path) -> None:
     assert len(unsupervised_services(cfg)) == 3
     missing_image = {"services": {"app": {"build": {"context": "."}}}}
     assert unpinned_images(missing_image) == ["app: no image name (an unnamed build is not pinned)"]
+
+
+BAD_PIPELINE_COMPOSE = """\
+services:
+  kafka:
+    image: apache/kafka:4.1.1
+    environment:
+      KAFKA_LOG_RETENTION_HOURS: 168
+  worker:
+    build: .
+    image: vitalrisk:0.1.0
+    command: ["worker"]
+    environment:
+      VITALS_METRICS_PORT: "9108"
+  alerter:
+    build: .
+    image: vitalrisk:0.1.0
+    command: ["alerter"]
+    environment:
+      VITALS_WEBHOOK_SECRET: ${ALERTER_WEBHOOK_SECRET:?set it}
+      VITALS_WEBHOOK_RECEIVERS: pager=http://pager:8099/webhook;oncall=http://oncall:80/hook
+      VITALS_WEBHOOK_ROUTES: critical=pager;warning=nobody
+      VITALS_METRICS_HOST: 127.0.0.1
+      VITALS_METRICS_PORT: "9109"
+  pager:
+    build: .
+    image: vitalrisk:0.1.0
+    command: ["pager", "--port", "9095"]
+    environment:
+      VITALS_WEBHOOK_SECRET: ${PAGER_WEBHOOK_SECRET:?set it}
+"""
+
+
+@needs_compose
+def test_wiring_checks_catch_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text(BAD_PIPELINE_COMPOSE)
+    secrets = {"ALERTER_WEBHOOK_SECRET": "one-7c1e", "PAGER_WEBHOOK_SECRET": "two-7c1e"}
+    cfg = resolved_config(compose_file=bad, secrets=secrets)
+    raw = resolved_config("--no-interpolate", compose_file=bad, secrets={})
+    # Retention by age (the default 7 days), and no size bound.
+    assert len(kafka_retention_faults(cfg)) == 2
+    # worker: loopback by default; alerter: loopback explicitly.
+    assert sorted(f.split(":")[0] for f in metrics_host_faults(cfg)) == ["alerter", "worker"]
+    # Signs with one variable, verifies with another.
+    assert [f.split(":")[0] for f in shared_secret_faults(raw)] == ["pager"]
+    # Unknown route receiver, a receiver that is no service, the wrong port, a loopback-only pager.
+    faults = receiver_faults(cfg)
+    assert len(faults) == 4, faults
+    assert any("nobody" in f for f in faults) and any("oncall" in f for f in faults)
+    assert any("port 8099" in f for f in faults) and any("listens on 127.0.0.1" in f for f in faults)
+    assert shared_secret_faults({"services": {}}) and kafka_retention_faults({"services": {}})
 
 
 # --- the image -------------------------------------------------------------------------------

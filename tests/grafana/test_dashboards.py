@@ -163,7 +163,9 @@ def _env_refs(node: Any) -> set[str]:
     if isinstance(node, list):
         return set().union(*(_env_refs(v) for v in node)) if node else set()
     if isinstance(node, str):
-        return {a or b for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", node)}
+        # Alert templates ({{ $values.B.Value }}, {{ $labels.x }}) are Grafana's, not environment variables.
+        text = re.sub(r"\{\{.*?\}\}", "", node, flags=re.DOTALL)
+        return {a or b for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", text)}
     return set()
 
 
@@ -172,7 +174,9 @@ def test_provisioning_fits_docker_compose() -> None:
     grafana = compose["services"]["grafana"]
     env = grafana["environment"]
     env_names = set(env) if isinstance(env, dict) else {item.split("=", 1)[0] for item in env}
-    for path in (DATASOURCES_FILE, PROVIDERS_FILE):
+    alerting = sorted((GRAFANA_DIR / "provisioning" / "alerting").glob("*.yaml"))
+    assert alerting, "no alerting provisioning files"
+    for path in (DATASOURCES_FILE, PROVIDERS_FILE, *alerting):
         missing = _env_refs(load_yaml(path)) - env_names
         assert not missing, f"{path.name} expands {missing}, which docker-compose.yml does not give Grafana"
     mounts = {volume.split(":")[0]: volume.split(":")[1] for volume in grafana["volumes"]}
@@ -180,6 +184,33 @@ def test_provisioning_fits_docker_compose() -> None:
     assert mounts["./grafana/dashboards"] == provider["options"]["path"]
     assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
     assert grafana["image"].startswith("grafana/grafana:11."), "boards are written for Grafana 11"
+
+
+def _option(command: list[str], flag: str) -> str | None:
+    return command[command.index(flag) + 1] if flag in command else None
+
+
+def test_grafana_contact_point_reaches_the_compose_pager() -> None:
+    """Grafana's webhook contact point posts to the pager service, on the port it listens on,
+    with the bearer token the pager is told to read (the same variable on both sides)."""
+    services = load_yaml(COMPOSE_FILE)["services"]
+    pager, grafana = services["pager"], services["grafana"]
+    command = [str(part) for part in pager["command"]]
+    port = _option(command, "--port") or "9095"  # the CLI's default
+    assert _option(command, "--host") == "0.0.0.0", "the pager must listen beyond its container's loopback"
+    token_env = _option(command, "--grafana-token-env")
+    assert token_env, "the pager is not given Grafana's token: /grafana would reject every notification"
+    assert token_env in pager["environment"] and token_env in grafana["environment"]
+    assert pager["environment"][token_env] == grafana["environment"][token_env]
+    document = load_yaml(GRAFANA_DIR / "provisioning" / "alerting" / "vitalrisk-contact-points.yaml")
+    webhooks = [receiver for point in document["contactPoints"] for receiver in point["receivers"]
+                if receiver["type"] == "webhook"]
+    assert webhooks
+    for receiver in webhooks:
+        settings = receiver["settings"]
+        assert settings["url"] == f"http://pager:{port}/grafana", settings["url"]
+        assert settings["authorization_scheme"] == "Bearer"
+        assert settings["authorization_credentials"] == f"${token_env}"
 
 
 def test_the_readme_describes_every_board_panel_and_alert() -> None:
