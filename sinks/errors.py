@@ -4,6 +4,7 @@
 
     SinkError
      ├── SinkUnavailable   the database could not be reached or kept failing past the retries
+     ├── SinkRejected      the database refused a write that retrying cannot fix
      └── MigrationFailed   a schema migration could not be applied
 """
 
@@ -20,3 +21,7 @@ class SinkUnavailable(SinkError):
 
 class MigrationFailed(SinkError):
     """A schema migration could not be applied; the database is left at the previous version."""
+
+
+class SinkRejected(SinkError):
+    """The database refused a write for a reason retrying cannot fix (a constraint, a privilege)."""

@@ -183,7 +183,18 @@ class WorkerRuntime:
                 try:
                     inserted = await self.writer.write_many(windows, scores)
                 except BaseException:
+                    # Undo the swap, so nothing taken for this batch is lost or acked: the rows
+                    # go back in front of the buffer, the state is marked unsaved again and the
+                    # records are held again.
                     self.metrics.sink_errors.inc()
+                    async with self._lock:
+                        self._windows[:0], self._scores[:0] = windows, scores
+                        for partition, writes in checkpoints.items():
+                            self.pipeline.unsave(partition, writes)
+                        for event in reversed(to_ack):
+                            held = self._held.get(event.message.partition)
+                            if held is not None:
+                                held.events.appendleft(event)
                     raise
                 rows = sum(len(w.metrics) for w in windows)
                 self.metrics.sink_flush_seconds.observe(time.perf_counter() - started)
@@ -196,7 +207,10 @@ class WorkerRuntime:
                 self.pipeline.save(partition, writes)
             if to_ack:
                 # Changelog, dead letters, scores and features must be on the broker before the
-                # offsets of the records that caused them may be committed.
+                # offsets of the records that caused them may be committed. Faust's buffer flush
+                # gives up after 0.1 s without progress, so drain it until it is empty.
+                while self._producer.buffer.size:
+                    await self._producer.flush()
                 await self._producer.flush()
                 for event in to_ack:
                     event.ack()
@@ -264,7 +278,7 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics) -> faust.App:
     table = app.Table("state", key_type=bytes, value_type=bytes,  # bytes: raw serializers
                       partitions=settings.partitions)
     pipeline = VitalsPipeline.from_settings(settings, store=FaustTableStore(table))
-    writer = TimescaleWriter(settings.database_url)
+    writer = TimescaleWriter.from_settings(settings, metrics=metrics)
     runtime = WorkerRuntime(settings, pipeline=pipeline, writer=writer, topics=topics, metrics=metrics)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tests and the CLI
 

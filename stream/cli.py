@@ -123,10 +123,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_infra(settings, args.action, args.service)
     if args.command == "migrate":
         from infra.postgres import LocalPostgres
-        from sinks.migrations import migrate
+        from sinks.migrations import SinkPolicies, migrate
 
         url = args.url or settings.admin_database_url or LocalPostgres(settings).superuser_url
-        applied = migrate(url)
+        applied = migrate(url, policies=SinkPolicies.from_settings(settings))
         print(f"applied migrations: {applied}" if applied else "database schema is up to date")
         return 0
     if args.command == "worker":

@@ -178,6 +178,12 @@ class VitalsPipeline:
         part.dirty.clear()
         return writes
 
+    def unsave(self, partition: int, writes: list[tuple[str, bytes | None]]) -> None:
+        """Mark a :meth:`checkpoint` that could not be saved as still to save (its batch failed)."""
+        part = self._partitions.get(partition)
+        if part is not None:
+            part.dirty.update(key[2:] for key, _ in writes if key.startswith("p:"))
+
     def save(self, partition: int, writes: list[tuple[str, bytes | None]]) -> None:
         """Write a :meth:`checkpoint` to the state store."""
         for key, value in writes:

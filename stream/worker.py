@@ -19,9 +19,9 @@ def run_worker(settings: Settings) -> int:
     from stream.app import create_app
 
     if settings.admin_database_url:
-        from sinks.migrations import migrate
+        from sinks.migrations import SinkPolicies, migrate
 
-        applied = migrate(settings.admin_database_url)
+        applied = migrate(settings.admin_database_url, policies=SinkPolicies.from_settings(settings))
         if applied:
             logger.info("applied migrations %s", applied)
     registry = CollectorRegistry()

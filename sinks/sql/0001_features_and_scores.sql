@@ -1,12 +1,18 @@
 -- Roles: the pipeline writes as vitalrisk_writer, Grafana reads as vitalrisk_reader.
--- Both are created without passwords; deployments set them (docker-compose's init script does).
+-- Both are created without passwords; deployments set them (docker-compose's init script creates
+-- them, with passwords, before this runs). What each may do is granted by sinks/migrations.py
+-- after every migrate. A migrator allowed to alter roles also makes the reader's sessions
+-- read-only by default, as docker-compose's init script does.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vitalrisk_writer') THEN
-        CREATE ROLE vitalrisk_writer LOGIN;
+        CREATE ROLE vitalrisk_writer LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
     END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vitalrisk_reader') THEN
-        CREATE ROLE vitalrisk_reader LOGIN;
+        CREATE ROLE vitalrisk_reader LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
+    END IF;
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        ALTER ROLE vitalrisk_reader SET default_transaction_read_only = on;
     END IF;
 END
 $$;
@@ -41,5 +47,8 @@ CREATE TABLE IF NOT EXISTS risk_scores (
     PRIMARY KEY (patient_id, model_name, window_start)
 );
 
+-- Windows arrive roughly in event-time order, so a BRIN index serves time ranges at a tiny
+-- fraction of a B-tree's size; per-patient reads use the primary keys. Scores are read newest
+-- first across patients ("who is worst now"), which a descending B-tree serves best.
 CREATE INDEX IF NOT EXISTS features_window_start_idx ON features USING brin (window_start);
 CREATE INDEX IF NOT EXISTS risk_scores_window_start_idx ON risk_scores (window_start DESC);
