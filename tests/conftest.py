@@ -25,8 +25,9 @@ from sinks.metrics import scrape
 from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_KAFKA = "127.0.0.1:29092"
-TEST_PG_PORT = 25432
+# Apart from the demo's ports; overridable so two checkouts can run their suites side by side.
+TEST_KAFKA = f"127.0.0.1:{os.environ.get('VITALS_TEST_KAFKA_PORT', '29092')}"
+TEST_PG_PORT = int(os.environ.get("VITALS_TEST_PG_PORT", "25432"))
 
 
 @dataclass
