@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,17 +136,27 @@ class WorkerRuntime:
         if full:
             await self.flush()
 
-    async def tick(self) -> None:
-        """Close idle partitions' windows and flush when due."""
+    async def tick(self, caught_up: Callable[[int], bool] = lambda partition: True) -> None:
+        """Close idle partitions' windows and flush when due.
+
+        A partition is idle when no record arrived for the idle timeout *and* the consumer has
+        read to its end: a consumer that is behind, paused by a rebalance or still recovering
+        is not the same as devices gone silent, and closing windows then would cut them short.
+        """
         async with self._lock:
             now = time.monotonic()
             for partition, held in self._held.items():
                 if now - held.last_seen >= self.settings.idle_timeout_s and \
-                        self.pipeline.low_offset(partition) is not None:
+                        self.pipeline.low_offset(partition) is not None and caught_up(partition):
                     logger.info("partition %d idle for %.0f s: closing its windows", partition, now - held.last_seen)
                     await self._absorb(self.pipeline.close_partition(partition), "", partition, -1)
         if time.monotonic() - self._last_flush >= self.settings.sink_flush_s:
             await self.flush()
+
+    def held_offset(self, partition: int) -> int | None:
+        """Offset of the last record read from ``partition``, ``None`` before the first."""
+        held = self._held.get(partition)
+        return None if held is None or held.last_offset < 0 else held.last_offset
 
     def update_lag(self, consumer: Any, topic: str) -> None:
         """Records behind the end of each owned partition, and event-time lag of its watermark."""
@@ -289,9 +300,17 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics) -> faust.App:
         async for event in stream.noack().events():
             await runtime.handle(event)
 
+    def caught_up(partition: int) -> bool:
+        tp = TP(settings.readings_topic, partition)
+        if tp not in app.consumer.assignment():
+            return False
+        highwater = app.consumer.highwater(tp)
+        held = runtime.held_offset(partition)
+        return highwater is not None and held is not None and held + 1 >= highwater
+
     @app.timer(interval=TICK_S)
     async def close_idle_and_flush() -> None:
-        await runtime.tick()
+        await runtime.tick(caught_up)
         runtime.update_lag(app.consumer, settings.readings_topic)
 
     @app.on_partitions_revoked.connect
