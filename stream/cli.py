@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     pager.add_argument("--record", type=Path, default=None, help="append accepted webhooks to this JSONL file")
     pager.add_argument("--grafana-token-env", default=None, help="variable holding Grafana's bearer token")
 
+    evaluate = sub.add_parser("evaluate", help="simulator -> core -> models in one process; quality, fairness, burden")
+    evaluate.add_argument("--patients", type=_positive_int, default=1000)
+    evaluate.add_argument("--days", type=_positive_float, default=14.0)
+    evaluate.add_argument("--seed", type=int, default=42)
+    evaluate.add_argument("--model", default="logreg", help="logreg (default) or hat (Hoeffding adaptive tree)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    evaluate.add_argument("--out", type=Path, default=Path("docs/img"), help="folder for the PNG plots")
+
     demo = sub.add_parser("demo", help="start everything, stream a cohort, print a summary, stop")
     demo.add_argument("--patients", type=_positive_int, default=200)
     demo.add_argument("--minutes", type=_positive_int, default=60, help="simulated minutes")
@@ -156,6 +164,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_pager(settings, args.port, host=args.host, secret_env=args.secret_env,
                          record_path=args.record, grafana_token_env=args.grafana_token_env)
+    if args.command == "evaluate":
+        from models.evaluate import run_evaluate
+
+        return run_evaluate(settings, args.patients, args.days, args.seed, args.model, args.json, args.out)
     if args.command == "demo":
         from stream.demo import run_demo
 

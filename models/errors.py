@@ -1,0 +1,45 @@
+"""Errors of the models package.
+
+::
+
+    VitalsError
+     └── ModelsError
+          ├── InvalidOutcome      an outcome event that is not a ``vitalrisk.outcome/1`` record
+          ├── UnknownModel        ``make_risk_model`` was asked for a model it does not build
+          ├── SnapshotError       a snapshot that cannot be written or trusted
+          │    ├── SnapshotKeyMissing   no (or too short a) ``snapshot_key`` is configured
+          │    └── SnapshotRejected     bad magic, bad signature or bad payload: never unpickled
+          └── RegistryError       the model registry table is missing or a version is absent
+"""
+
+from __future__ import annotations
+
+from stream.errors import VitalsError
+
+
+class ModelsError(VitalsError):
+    """Root of the models package's errors."""
+
+
+class InvalidOutcome(ModelsError):
+    """An outcome event that is not a valid ``vitalrisk.outcome/1`` record."""
+
+
+class UnknownModel(ModelsError, ValueError):
+    """``make_risk_model`` was asked for a model name it does not know."""
+
+
+class SnapshotError(ModelsError):
+    """A model snapshot that cannot be written or loaded."""
+
+
+class SnapshotKeyMissing(SnapshotError):
+    """No ``snapshot_key`` is configured, or it is shorter than the minimum length."""
+
+
+class SnapshotRejected(SnapshotError):
+    """Bytes that are not a snapshot signed with our key; they are never unpickled."""
+
+
+class RegistryError(ModelsError):
+    """The model registry cannot serve the request (table missing, no such version)."""

@@ -1,0 +1,657 @@
+"""``vitalrisk evaluate``: simulator -> pipeline core -> features -> models, in one process, no Kafka.
+
+The simulated cohort's device messages go, as wire bytes, through the same pure core the worker
+runs (:class:`stream.pipeline.VitalsPipeline`: validation and event-time windows; one partition,
+offsets a counter, record time the send time), then through the feature engine
+(:class:`stream.features.FeatureEngine`: a row per patient every 5 minutes of event time). Each
+row is scored by the current model snapshot and by NEWS2 on the same row; the scores are held
+by the :class:`~models.labelling.DelayedLabeller` until the simulator's outcome events (or
+their absence) label them; then they are judged (prequential) and learned by the trainer,
+whose hourly snapshots the scorer swaps to — the live system's loop, run as fast as it goes.
+
+The report covers windows scored after a warm-up (default 3 days, while the model is young):
+AUROC, AUPRC, Brier score and ECE of the model and NEWS2 per condition; the subgroup table and
+fairness flags; ADWIN drift events; and the alert burden of the default alert policy replayed
+over the scores (:func:`stream.alerts.replay.replay_pages`): pages per patient-day, page PPV
+(a firing page followed by an onset within the horizon), episode sensitivity (an onset preceded
+by a firing page within the horizon) and median lead time. Plots (ROC, calibration, example
+trajectories) go to ``out_dir`` when matplotlib is installed.
+
+Simulated cohorts prove the machinery, not clinical validity: the simulator's physiology and
+its deteriorations are ours, so a model that beats NEWS2 here has learned our simulator.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import numpy.typing as npt
+
+from models.evaluation import Metrics, OpsEvent, PrequentialEvaluator, ScoreSketch, N_BINS, LOGIT_RANGE
+from models.fairness import FairnessMonitor, FairnessPolicy, GroupMetrics, subgroups
+from models.labelling import ANY, DEFAULT_HORIZON_MS, DelayedLabeller, Outcome
+from models.news2 import MAX_TOTAL
+from models.risk import CONDITIONS, DEFAULT_NEGATIVE_RATE, RiskModel
+from models.scorer import FeatureSpace, News2RowScorer, Scorer
+from models.trainer import Trainer
+from stream.events import RiskScore
+from stream.features import HOP_MS, FeatureEngine, FeatureRow
+from stream.settings import Settings
+
+MS_PER_HOUR = 3_600_000
+MS_PER_DAY = 24 * MS_PER_HOUR
+#: Scorers compared.
+MODEL, NEWS2 = "model", "news2"
+#: NEWS2 at or above this counts as an alert for window-level sensitivity (RCP: 5 = medium risk).
+NEWS2_ALERT_TOTAL = 5
+#: Default directory of the plots.
+DEFAULT_OUT_DIR = Path("docs/img")
+
+FloatVector = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluateOptions:
+    """How an evaluation run models, labels and judges.
+
+    Parameters
+    ----------
+    model
+        Head kind (``"logreg"`` or ``"hat"``).
+    seed
+        Model seed.
+    conditions
+        Conditions with a head.
+    horizon_ms
+        Label horizon.
+    warmup_ms
+        Windows scored earlier than this after the start are learned but not reported.
+    snapshot_every_ms
+        Event time between snapshots (the scorer swaps to each).
+    negative_rate
+        Share of negative windows learned.
+    outcome_grace_ms
+        How late an outcome may come and still label (the simulator's delay plus slack).
+    alert_threshold
+        Model risk counted as an alert for window-level sensitivity and the fairness gate;
+        ``None``: the alert policy's entry threshold.
+    fairness
+        The fairness policy.
+    example_patients
+        Patients with an outcome drawn in the trajectory plot.
+    """
+
+    model: str = "logreg"
+    seed: int = 42
+    conditions: tuple[str, ...] = CONDITIONS
+    horizon_ms: int = DEFAULT_HORIZON_MS
+    warmup_ms: int = 3 * MS_PER_DAY
+    snapshot_every_ms: int = MS_PER_HOUR
+    negative_rate: float = DEFAULT_NEGATIVE_RATE
+    outcome_grace_ms: int = 10 * 60_000
+    alert_threshold: float | None = 0.1
+    fairness: FairnessPolicy = field(default_factory=FairnessPolicy)
+    example_patients: int = 4
+    model_params: tuple[tuple[str, float], ...] = ()
+    """Extra keyword arguments of :func:`models.risk.make_risk_model`, e.g. ``(("learning_rate", 0.02),)``."""
+    burden_thresholds: tuple[float, ...] = (0.3, 0.15)
+    """Model risk entry thresholds replayed besides the default policy's (exit at 70 % of entry)."""
+
+
+@dataclass(slots=True)
+class _Held:
+    """What the labeller holds per scored window: features, the model's and NEWS2's scores."""
+
+    x: FloatVector
+    p: tuple[float, ...]
+    news2: float
+
+
+@dataclass(slots=True)
+class _Series:
+    """One patient's scores over time, compact (for alert replay and plots)."""
+
+    ts: array = field(default_factory=lambda: array("q"))
+    risk: array = field(default_factory=lambda: array("d"))
+    news2: array = field(default_factory=lambda: array("b"))
+    red: array = field(default_factory=lambda: array("b"))
+    in_episode: array = field(default_factory=lambda: array("b"))
+
+
+@dataclass(frozen=True, slots=True)
+class Burden:
+    """Alert burden of one scorer under the alert policy, over the report period."""
+
+    scorer: str
+    kinds: tuple[str, ...]
+    pages: int
+    pages_per_patient_day: float
+    ppv: float
+    sensitivity: float
+    outcomes: int
+    detected: int
+    median_lead_h: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k in self.__slots__ for v in (getattr(self, k),)}  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class EvaluationResult:
+    """Everything an evaluation run measured."""
+
+    patients: int
+    days: float
+    report_days: float
+    windows_scored: int
+    windows_labelled: int
+    metrics: dict[str, dict[str, Metrics]]
+    window_alerts: dict[str, dict[str, float]]
+    subgroups: list[GroupMetrics]
+    fairness_flags: list[dict[str, object]]
+    fairness_events: list[OpsEvent]
+    drift_events: list[OpsEvent]
+    burden: list[Burden]
+    model_version: str | None
+    labeller: dict[str, Any]
+    seconds: float
+    sketches: dict[str, ScoreSketch] = field(repr=False, default_factory=dict)
+    examples: list[dict[str, Any]] = field(repr=False, default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON object ``--json`` prints."""
+        any_m, any_n = self.metrics[MODEL].get(ANY), self.metrics[NEWS2].get(ANY)
+        out: dict[str, Any] = {
+            "patients": self.patients, "days": self.days, "report_days": self.report_days,
+            "windows_scored": self.windows_scored, "windows_labelled": self.windows_labelled,
+            "auroc_model": any_m.auroc if any_m else None, "auroc_news2": any_n.auroc if any_n else None,
+            "auprc_model": any_m.auprc if any_m else None, "auprc_news2": any_n.auprc if any_n else None,
+            "brier_model": any_m.brier if any_m else None, "brier_news2": any_n.brier if any_n else None,
+            "ece_model": any_m.ece if any_m else None, "ece_news2": any_n.ece if any_n else None,
+            "metrics": {s: {c: m.as_dict() for c, m in by_c.items()} for s, by_c in self.metrics.items()},
+            "window_alerts": self.window_alerts,
+            "subgroups": [r.as_dict() for r in self.subgroups],
+            "fairness_flags": self.fairness_flags,
+            "drift_events": [{"ts_ms": e.ts_ms, "model": e.model, **e.detail} for e in self.drift_events],
+            "alert_burden": [b.as_dict() for b in self.burden],
+            "model_version": self.model_version, "labeller": self.labeller, "seconds": round(self.seconds, 1),
+        }
+        return _json_safe(out)
+
+
+class EvaluationCore:
+    """The models' side of an evaluation run: feature rows and outcomes in, results out. Pure.
+
+    Parameters
+    ----------
+    options
+        Modelling and reporting options.
+    start_ms
+        Start of the simulated period (for the warm-up).
+    groups
+        Patient id -> attribute -> group, for fairness.
+    news2_carry_ms
+        How long blood pressure is carried forward for NEWS2.
+    """
+
+    def __init__(self, options: EvaluateOptions, *, start_ms: int, groups: dict[str, dict[str, str]],
+                 news2_carry_ms: int = 12 * MS_PER_HOUR) -> None:
+        self.options = options
+        self.start_ms = start_ms
+        self.report_from_ms = start_ms + options.warmup_ms
+        self.conditions = options.conditions
+        self.space = FeatureSpace()
+        self.news2 = News2RowScorer(carry_ms=news2_carry_ms)
+        self.labeller: DelayedLabeller[_Held] = DelayedLabeller(
+            horizon_ms=options.horizon_ms, outcome_grace_ms=options.outcome_grace_ms, hop_ms=HOP_MS,
+            max_pending_per_patient=-(-(options.horizon_ms + options.outcome_grace_ms) // HOP_MS) + 16)
+        self.model = RiskModel(options.model, options.seed, self.conditions, negative_rate=options.negative_rate,
+                               **dict(options.model_params))
+        self.live = PrequentialEvaluator((MODEL, NEWS2), self.conditions)
+        threshold = options.alert_threshold if options.alert_threshold is not None else _policy_threshold()
+        self.alert_threshold = threshold
+        self.report = PrequentialEvaluator((MODEL, NEWS2), self.conditions, learned=(),
+                                           alert_thresholds={MODEL: (threshold,),
+                                                             NEWS2: (NEWS2_ALERT_TOTAL / MAX_TOTAL,)})
+        self.fairness = FairnessMonitor(groups, (MODEL, NEWS2),
+                                        {MODEL: threshold, NEWS2: NEWS2_ALERT_TOTAL / MAX_TOTAL},
+                                        policy=options.fairness, model=f"risk-{options.model}")
+        self.trainer: Trainer[_Held] = Trainer(
+            self.model, name=f"risk-{options.model}", snapshot_every=None,
+            snapshot_every_ms=options.snapshot_every_ms, to_x=lambda held: self.space.to_dict(held.x),
+            metrics=self._snapshot_metrics)
+        self.scorer = Scorer(self.trainer.snapshot(start_ms))
+        self.series: dict[str, _Series] = {}
+        self.outcomes: list[Outcome] = []
+        self.windows_scored = 0
+        self.now_ms = start_ms
+        self.fairness_events: list[OpsEvent] = []
+
+    def add_rows(self, rows: Sequence[FeatureRow]) -> None:
+        """Score feature rows with the current snapshot and NEWS2; hold them for their labels."""
+        if not rows:
+            return
+        space = self.space
+        vectors = [space.vector(r.x) for r in rows]
+        probs = self.scorer.score_many(space.matrix(vectors), space.columns)
+        columns = [probs[c] for c in self.conditions]
+        any_index = self.conditions.index(ANY) if ANY in self.conditions else 0
+        for i, row in enumerate(rows):
+            pid, ts = row.patient_id, row.ts_ms
+            if ts > self.now_ms:  # release what is final before holding newer windows (memory bound)
+                self.advance(ts)
+            n2 = self.news2.score(pid, ts, row.x)
+            total = n2.total
+            p = tuple(float(col[i]) for col in columns)
+            in_episode = self.labeller.in_episode(pid, ts)
+            self.labeller.add(pid, ts, _Held(vectors[i], p, total / MAX_TOTAL))
+            s = self.series.get(pid)
+            if s is None:
+                s = self.series[pid] = _Series()
+            s.ts.append(ts)
+            s.risk.append(p[any_index])
+            s.news2.append(total)
+            s.red.append(max(n2.subscores.values()))
+            s.in_episode.append(1 if in_episode else 0)
+        self.windows_scored += len(rows)
+
+    def add_outcome(self, outcome: Outcome) -> None:
+        """An outcome event arrived."""
+        self.outcomes.append(outcome)
+        self.labeller.on_outcome(outcome)
+
+    def advance(self, now_ms: int) -> None:
+        """Event time moved to ``now_ms``: judge and learn every window whose label is now final."""
+        self.now_ms = max(self.now_ms, now_ms)
+        released = self.labeller.advance(now_ms)
+        if not released:
+            return
+        n = len(released)
+        conds = self.conditions
+        y = {c: np.fromiter((w.labels[c] for w in released), dtype=bool, count=n) for c in conds}
+        pm = {c: np.fromiter((w.item.p[j] for w in released), dtype=np.float64, count=n)
+              for j, c in enumerate(conds)}
+        pn_one = np.fromiter((w.item.news2 for w in released), dtype=np.float64, count=n)
+        pn = {c: pn_one for c in conds}
+        self.live.update_many(now_ms, y, {MODEL: pm, NEWS2: pn})
+        ts = np.fromiter((w.ts_ms for w in released), dtype=np.int64, count=n)
+        mask = ts >= self.report_from_ms
+        if mask.any():
+            self.report.update_many(now_ms, {c: v[mask] for c, v in y.items()},
+                                    {MODEL: {c: v[mask] for c, v in pm.items()},
+                                     NEWS2: {c: v[mask] for c, v in pn.items()}})
+            pids = [w.patient_id for w, keep in zip(released, mask.tolist()) if keep]
+            any_c = ANY if ANY in conds else conds[0]
+            self.fairness.update_many(pids, y[any_c][mask], {MODEL: pm[any_c][mask], NEWS2: pn_one[mask]})
+        snapshot = self.trainer.learn(released, now_ms=now_ms)
+        if snapshot is not None:
+            self.scorer.swap(snapshot)
+            if now_ms - self.report_from_ms >= 0 and (now_ms // MS_PER_HOUR) % 24 == 0:
+                self.fairness_events += self.fairness.check(now_ms)
+
+    def finish(self, *, end_ms: int, seconds: float, patients: int) -> EvaluationResult:
+        """Close the run at ``end_ms`` and compute the report.
+
+        Windows whose horizon reaches past ``end_ms`` are censored, not labelled negative: the
+        simulation has no onsets after its end, so their negatives would be unearned.
+        """
+        self.advance(end_ms)
+        self.labeller.drain()
+        self.fairness_events += self.fairness.check(end_ms)
+        metrics = {s: {c: self.report.metrics(s, c) for c in self.conditions} for s in (MODEL, NEWS2)}
+        any_c = ANY if ANY in self.conditions else self.conditions[0]
+        model_sk, news2_sk = self.report.sketch(MODEL, any_c), self.report.sketch(NEWS2, any_c)
+        window_alerts = {
+            MODEL: {"threshold": self.alert_threshold, "sensitivity": model_sk.sensitivity(self.alert_threshold),
+                    "ppv": model_sk.ppv(self.alert_threshold)},
+            NEWS2: {"threshold_total": NEWS2_ALERT_TOTAL,
+                    "sensitivity": news2_sk.sensitivity(NEWS2_ALERT_TOTAL / MAX_TOTAL),
+                    "ppv": news2_sk.ppv(NEWS2_ALERT_TOTAL / MAX_TOTAL)},
+        }
+        report_days = max(end_ms - self.report_from_ms, 0) / MS_PER_DAY
+        burden = self._burden(patients, report_days, end_ms)
+        stats = self.labeller.stats
+        return EvaluationResult(
+            patients=patients, days=(end_ms - self.start_ms) / MS_PER_DAY, report_days=report_days,
+            windows_scored=self.windows_scored, windows_labelled=self.live.labelled, metrics=metrics,
+            window_alerts=window_alerts, subgroups=self.fairness.table(), fairness_flags=self.fairness.flagged(),
+            fairness_events=self.fairness_events, drift_events=list(self.live.drift_events), burden=burden,
+            model_version=self.scorer.version,
+            labeller={"excluded": stats.excluded, "overflow": stats.overflow, "out_of_order": stats.out_of_order,
+                      "late_outcomes": stats.late_outcomes, "censored": stats.censored,
+                      "positives": dict(stats.positives), "outcomes": len(self.outcomes)},
+            seconds=seconds, sketches={MODEL: model_sk, NEWS2: news2_sk}, examples=self._examples())
+
+    def _snapshot_metrics(self) -> dict[str, float | None]:
+        m = self.live.metrics(MODEL, self.conditions[0], rolling=True)
+        return {f"{k}_{self.conditions[0]}": (None if math.isnan(v) else v)
+                for k, v in (("auroc", m.auroc), ("brier", m.brier), ("ece", m.ece))}
+
+    def _burden(self, patients: int, report_days: float, end_ms: int) -> list[Burden]:
+        from dataclasses import replace
+
+        from stream.alerts.rules import AlertPolicy, Threshold
+
+        default = AlertPolicy(data_stopped_ms=None)
+        out = self._burden_for(default, patients, report_days, end_ms, "")
+        for enter in self.options.burden_thresholds:
+            risk = Threshold(enter, round(0.7 * enter, 6), for_ms=default.risk.for_ms,
+                             clear_for_ms=default.risk.clear_for_ms, severity=default.risk.severity)
+            out += [b for b in self._burden_for(replace(default, risk=risk), patients, report_days, end_ms,
+                                                f"@{enter:g}") if b.scorer.startswith(MODEL)]
+        return out
+
+    def _burden_for(self, policy: Any, patients: int, report_days: float, end_ms: int,
+                    suffix: str) -> list[Burden]:
+        from stream.alerts.replay import replay_pages
+        from stream.alerts.rules import NEWS2_HIGH, NEWS2_RED, RISK_HIGH
+
+        any_kind = f"{RISK_HIGH}:{ANY}"
+        onsets: dict[str, list[int]] = {}
+        for o in self.outcomes:
+            if self.report_from_ms <= o.onset_ms < end_ms:
+                onsets.setdefault(o.patient_id, []).append(o.onset_ms)
+        firing: dict[str, dict[str, list[int]]] = {MODEL: {}, NEWS2: {}}
+        label = self.scorer.version or "untrained"
+        # A score whose every signal is at or below its exit threshold changes nothing in the engine
+        # unless an alert is pending or firing; such quiet runs are cut to their first two scores
+        # (enough to reset a pending alert and to resolve a firing one), which keeps the replay fast.
+        risk_exit, total_exit = policy.risk.exit, policy.news2_total.exit
+        red_exit = policy.news2_parameter.exit
+        for pid, s in self.series.items():
+            scores = []
+            quiet_run = 2
+            for ts, risk, total, red, excluded in zip(s.ts, s.risk, s.news2, s.red, s.in_episode):
+                if ts < self.report_from_ms or excluded:
+                    continue
+                quiet = risk <= risk_exit and total <= total_exit and red <= red_exit
+                quiet_run = quiet_run + 1 if quiet else 0
+                if quiet_run > 2:
+                    continue
+                scores.append(RiskScore(pid, ts - HOP_MS, ts, "risk", label, risk, total, "", {}, {},
+                                        risks={ANY: risk}, news2_subscores={"max": red}))
+            for page in replay_pages(scores, policy):
+                if page.action != "firing" or page.event_ms is None:
+                    continue
+                scorer = MODEL if page.kind == any_kind else NEWS2 if page.kind in (NEWS2_HIGH, NEWS2_RED) else None
+                if scorer is not None:
+                    firing[scorer].setdefault(pid, []).append(page.event_ms)
+        out = []
+        horizon = self.options.horizon_ms
+        n_outcomes = sum(len(v) for v in onsets.values())
+        for scorer, kinds in ((MODEL, (any_kind,)), (NEWS2, (NEWS2_HIGH, NEWS2_RED))):
+            pages = firing[scorer]
+            total = sum(len(v) for v in pages.values())
+            true_pages = sum(1 for pid, times in pages.items() for t in times
+                             if any(t < onset <= t + horizon for onset in onsets.get(pid, ())))
+            leads = []
+            for pid, times in onsets.items():
+                for onset in times:
+                    before = [t for t in pages.get(pid, ()) if onset - horizon <= t < onset]
+                    if before:
+                        leads.append((onset - min(before)) / MS_PER_HOUR)
+            out.append(Burden(scorer + (suffix if scorer == MODEL else ""), kinds, total,
+                              total / (patients * report_days) if report_days > 0 else math.nan,
+                              true_pages / total if total else math.nan,
+                              len(leads) / n_outcomes if n_outcomes else math.nan, n_outcomes, len(leads),
+                              float(np.median(leads)) if leads else math.nan))
+        return out
+
+    def _examples(self) -> list[dict[str, Any]]:
+        seen: set[str] = set()
+        picked: list[dict[str, Any]] = []
+        for o in sorted(self.outcomes, key=lambda o: (o.onset_ms, o.patient_id)):
+            if o.onset_ms < self.report_from_ms + MS_PER_DAY or o.patient_id in seen or o.patient_id not in self.series:
+                continue
+            seen.add(o.patient_id)
+            s = self.series[o.patient_id]
+            ts = np.frombuffer(s.ts, dtype=np.int64)
+            keep = (ts >= o.onset_ms - 3 * MS_PER_DAY) & (ts <= o.onset_ms + MS_PER_DAY)
+            picked.append({"patient_id": o.patient_id, "kind": o.kind, "onset_ms": o.onset_ms,
+                           "ts": ts[keep], "risk": np.frombuffer(s.risk, dtype=np.float64)[keep],
+                           "news2": np.frombuffer(s.news2, dtype=np.int8)[keep].astype(np.float64)})
+            if len(picked) >= self.options.example_patients:
+                break
+        return picked
+
+
+def _policy_threshold() -> float:
+    from stream.alerts.rules import AlertPolicy
+
+    return AlertPolicy().risk.enter
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return _json_safe(value.item())
+    return value
+
+
+def evaluate_cohort(config: Any, options: EvaluateOptions, settings: Settings, *,
+                    progress: Callable[[float, int], None] | None = None) -> EvaluationResult:
+    """Run the cohort of ``config`` (a :class:`simulators.cohort.CohortConfig`) through everything.
+
+    ``progress(fraction_done, rows_scored)`` is called about twice a second.
+    """
+    from simulators.cohort import population, simulate
+    from stream.pipeline import VitalsPipeline
+
+    started = time.monotonic()
+    patients = population(config)
+    groups = {p.patient_id: subgroups(p.sex, p.age_years, p.skin_tone) for p in patients}
+    core = EvaluationCore(options, start_ms=config.start_ms, groups=groups, news2_carry_ms=settings.news2_carry_ms)
+    pipeline = VitalsPipeline.from_settings(settings)
+    engine = FeatureEngine()
+    end_ms = config.start_ms + config.duration_ms
+    buffer: list[FeatureRow] = []
+    last_report = 0.0
+
+    def flush() -> None:
+        if buffer:
+            core.add_rows(buffer)
+            core.advance(max(r.ts_ms for r in buffer))
+            buffer.clear()
+
+    def take(windows: Iterable[Any]) -> None:
+        for window in windows:
+            buffer.extend(engine.on_window(window, partition=0).rows)
+
+    for offset, message in enumerate(simulate(config)):
+        if message.kind == "outcome":
+            flush()
+            core.add_outcome(Outcome.from_wire(message.payload))  # type: ignore[arg-type]
+            continue
+        payload = message.payload
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
+        step = pipeline.on_message(raw, partition=0, offset=offset, record_ts_ms=message.sent_ms)
+        if step.windows:
+            take(step.windows)
+            if len(buffer) >= 1024:
+                flush()
+        if progress is not None and offset % 2048 == 0:
+            now = time.monotonic()
+            if now - last_report >= 0.5:
+                last_report = now
+                progress(min(1.0, (message.sent_ms - config.start_ms) / config.duration_ms), core.windows_scored)
+    take(pipeline.close_partition(0).windows)
+    flush()
+    if progress is not None:
+        progress(1.0, core.windows_scored)
+    return core.finish(end_ms=end_ms, seconds=time.monotonic() - started, patients=len(patients))
+
+
+def _progress_bar(stream: TextIO) -> Callable[[float, int], None]:
+    started = time.monotonic()
+
+    def show(fraction: float, rows: int) -> None:
+        elapsed = time.monotonic() - started
+        eta = elapsed / fraction - elapsed if fraction > 0.001 else math.nan
+        filled = int(30 * fraction)
+        eta_text = "--:--" if math.isnan(eta) else f"{int(eta // 60):02d}:{int(eta % 60):02d}"
+        stream.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {100 * fraction:5.1f}%  {rows:,} rows scored  "
+                     f"elapsed {int(elapsed // 60):02d}:{int(elapsed % 60):02d}  eta {eta_text} ")
+        stream.flush()
+    return show
+
+
+def format_report(result: EvaluationResult) -> str:
+    """The human-readable report."""
+    lines = [f"vitalrisk evaluate: {result.patients} patients x {result.days:g} days; report on the last "
+             f"{result.report_days:g} days ({result.windows_scored:,} windows scored, "
+             f"{result.windows_labelled:,} labelled; model {result.model_version})", ""]
+    lines.append(f"  {'condition':<19}{'scorer':<8}{'AUROC':>7}{'AUPRC':>7}{'Brier':>8}{'ECE':>7}"
+                 f"{'windows':>10}{'positives':>10}")
+    for c in result.metrics[MODEL]:
+        for s in (MODEL, NEWS2):
+            m = result.metrics[s][c]
+            lines.append(f"  {c:<19}{s:<8}{m.auroc:7.3f}{m.auprc:7.3f}{m.brier:8.4f}{m.ece:7.4f}"
+                         f"{int(m.n):>10,}{int(m.positives):>10,}")
+    lines += ["", "  subgroups (any deterioration; sens at the window-alert threshold; E/O expected/observed events, NEWS2 histogram-calibrated)",
+              f"  {'scorer':<8}{'attribute':<11}{'group':<8}{'patients':>9}{'positives':>10}{'AUROC':>7}"
+              f"{'sens':>7}{'E/O':>7}"]
+    for r in result.subgroups:
+        lines.append(f"  {r.scorer:<8}{r.attribute:<11}{r.group:<8}{r.patients:>9}{int(r.positives):>10,}"
+                     f"{r.auroc:7.3f}{r.sensitivity:7.3f}{r.calibration:7.2f}")
+    flags = result.fairness_flags
+    lines.append("")
+    lines.append("  fairness: " + ("nothing flagged" if not flags else "; ".join(
+        f"{f['scorer']} {f['metric']} gap on {f['attribute']} ({f['low_group']} {f['low']:.3g} vs "
+        f"{f['high_group']} {f['high']:.3g})" for f in flags)))
+    lines.append(f"  drift (ADWIN on the model's loss): {len(result.drift_events)} event(s)")
+    lines += ["", "  alert burden (alert policy replayed over the report period; model@T: risk entry T, exit 0.7 T)",
+              f"  {'scorer':<12}{'pages':>7}{'/pt-day':>9}{'PPV':>7}{'sens':>7}{'lead h':>8}"]
+    for b in result.burden:
+        lines.append(f"  {b.scorer:<12}{b.pages:>7}{b.pages_per_patient_day:9.3f}{b.ppv:7.3f}{b.sensitivity:7.3f}"
+                     f"{b.median_lead_h:8.1f}")
+    lines.append(f"\n  {result.seconds:.0f} s. Simulated cohorts prove the machinery, not clinical validity.")
+    return "\n".join(lines)
+
+
+def write_plots(result: EvaluationResult, out_dir: Path) -> list[Path]:
+    """ROC, calibration and trajectory plots as PNG files; ``[]`` if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, sk in result.sketches.items():
+        fpr, tpr = roc_curve(sk)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {sk.auroc():.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate",
+           title="Any deterioration within 12 h (report period)")
+    ax.legend(loc="lower right")
+    paths.append(_save(fig, out_dir / "evaluate_roc.png"))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    predicted, observed, counts = reliability(result.sketches[MODEL])
+    ax.plot(predicted, observed, "o-", label=f"model (ECE {result.sketches[MODEL].ece():.4f})")
+    top = max(float(np.nanmax(predicted)) if len(predicted) else 0.01, float(np.nanmax(observed)) if len(observed) else 0.01)
+    ax.plot([0, top], [0, top], "k:", lw=0.8, label="perfect calibration")
+    ax.set(xlabel="mean predicted risk (bin)", ylabel="observed rate (bin)",
+           title="Calibration, any deterioration (quantile bins)")
+    ax.legend(loc="upper left")
+    paths.append(_save(fig, out_dir / "evaluate_calibration.png"))
+    if result.examples:
+        fig, axes = plt.subplots(len(result.examples), 1, figsize=(8, 2.2 * len(result.examples)), sharex=False)
+        for ax, ex in zip(np.atleast_1d(axes), result.examples):
+            hours = (ex["ts"] - ex["onset_ms"]) / MS_PER_HOUR
+            ax.plot(hours, ex["risk"], lw=0.8, label="model risk (any)")
+            ax.plot(hours, ex["news2"] / MAX_TOTAL, lw=0.8, label="NEWS2 / 20")
+            ax.axvline(0, color="r", lw=1)
+            ax.axvspan(-12, 0, color="r", alpha=0.08)
+            ax.set_title(f"{ex['patient_id']}: {ex['kind']} (onset at 0 h; shaded: 12-h horizon)", fontsize=9)
+            ax.set_ylim(0, 1)
+        np.atleast_1d(axes)[-1].set_xlabel("hours from onset")
+        np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=8)
+        fig.tight_layout()
+        paths.append(_save(fig, out_dir / "evaluate_trajectories.png"))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def roc_curve(sketch: ScoreSketch) -> tuple[FloatVector, FloatVector]:
+    """ROC points (FPR, TPR) of a sketch, highest threshold first."""
+    sketch.fold()
+    tp = np.concatenate([[0.0], np.cumsum(sketch.pos[::-1])])
+    fp = np.concatenate([[0.0], np.cumsum(sketch.neg[::-1])])
+    return fp / max(fp[-1], 1e-12), tp / max(tp[-1], 1e-12)
+
+
+def reliability(sketch: ScoreSketch, groups: int = 12) -> tuple[FloatVector, FloatVector, FloatVector]:
+    """Reliability points from a sketch: score bins merged into ``groups`` of equal weight."""
+    sketch.fold()
+    centers = np.arange(N_BINS, dtype=np.float64)
+    logit = (centers - 1 + 0.5) * (2 * LOGIT_RANGE / (N_BINS - 2)) - LOGIT_RANGE
+    p_center = 1.0 / (1.0 + np.exp(-logit))
+    weight = sketch.pos + sketch.neg
+    cum = np.cumsum(weight)
+    if cum[-1] <= 0:
+        return np.array([]), np.array([]), np.array([])
+    edges = np.searchsorted(cum, np.linspace(0, cum[-1], groups + 1)[1:-1])
+    predicted, observed, counts = [], [], []
+    for part in np.split(np.arange(N_BINS), edges):
+        w = weight[part].sum()
+        if w <= 0:
+            continue
+        predicted.append(float(np.sum(weight[part] * p_center[part]) / w))
+        observed.append(float(sketch.pos[part].sum() / w))
+        counts.append(float(w))
+    return np.array(predicted), np.array(observed), np.array(counts)
+
+
+def run_evaluate(settings: Settings, patients: int, days: float, seed: int, model: str, as_json: bool,
+                 out_dir: Path | str | None = DEFAULT_OUT_DIR, *, stdout: TextIO | None = None,
+                 stderr: TextIO | None = None) -> int:
+    """``vitalrisk evaluate``: run, print the report (or one JSON object), write plots; exit status."""
+    from simulators.cohort import CohortConfig
+
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    if patients < 1 or days <= 0:
+        err.write("vitalrisk: evaluate needs --patients >= 1 and --days > 0\n")
+        return 2
+    duration_ms = int(round(days * MS_PER_DAY / 60_000)) * 60_000
+    config = CohortConfig(patients=patients, seed=seed, duration_ms=duration_ms)
+    options = EvaluateOptions(model=model, warmup_ms=min(3 * MS_PER_DAY, duration_ms // 2))
+    result = evaluate_cohort(config, options, settings, progress=_progress_bar(err))
+    err.write("\n")
+    paths = write_plots(result, Path(out_dir)) if out_dir is not None else []
+    if out_dir is not None and not paths:
+        err.write("vitalrisk: matplotlib is not installed: no plots written\n")
+    if as_json:
+        summary = result.summary()
+        summary["plots"] = [str(p) for p in paths]
+        out.write(json.dumps(summary, separators=(",", ":")) + "\n")
+    else:
+        out.write(format_report(result) + "\n")
+        for p in paths:
+            out.write(f"  plot: {p}\n")
+    return 0
