@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import os
 import signal
 import socket
@@ -110,7 +111,7 @@ def faust_count_rate(settings: Settings, expected: int) -> float:
     """Records/s of a Faust agent that does nothing but count: the framework's own ceiling."""
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "faust_count.py"), settings.kafka_bootstrap,
                            settings.readings_topic, str(expected)], capture_output=True, text=True, timeout=600)
-    rates = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("rate ")]
+    rates = re.findall(r"rate ([0-9.]+)", done.stdout)  # the line may follow terminal control codes
     if not rates:
         raise RuntimeError(f"faust_count.py printed no rate:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return float(rates[0])
