@@ -20,7 +20,6 @@ import json
 import re
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from psycopg import sql  # noqa: E402
 
 from infra.kafka import LocalKafka  # noqa: E402
 from infra.postgres import LocalPostgres  # noqa: E402
+from infra.processes import child_env, free_port  # noqa: E402
 from simulators.cohort import CohortConfig, simulate  # noqa: E402
 from simulators.kafka_publisher import make_producer, publish  # noqa: E402
 from sinks.metrics import scrape  # noqa: E402
@@ -77,10 +77,8 @@ async def _raw_consume(settings: Settings, expected: int) -> float:
 
 def worker_rate(settings: Settings, expected: int, log: Path) -> float:
     """Messages/s one real worker process sustains, from its first record to its last."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
-    env.update(settings.as_env())
-    env["VITALS_METRICS_PORT"] = str(port)
+    port = free_port()
+    env = child_env(settings, VITALS_METRICS_PORT=str(port))
     url = f"http://127.0.0.1:{port}/metrics"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=ROOT,
@@ -115,12 +113,6 @@ def faust_count_rate(settings: Settings, expected: int) -> float:
     if not rates:
         raise RuntimeError(f"faust_count.py printed no rate:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return float(rates[0])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> int:

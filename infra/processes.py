@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from infra.errors import ServiceFailed
+from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -123,3 +124,21 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return f"(no log at {path})"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for a child process to bind)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """This process's environment with every ``VITALS_*`` replaced by ``settings`` (then ``extra``).
+
+    The one way a parent hands its settings to a ``vitalrisk`` child process.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
+    env.update(settings.as_env())
+    env.update(extra)
+    return env

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from infra.kafka import LocalKafka
 from infra.postgres import LocalPostgres
-from infra.processes import port_open
+from infra.processes import child_env, free_port, port_open
 from simulators.cohort import CohortConfig, simulate
 from simulators.kafka_publisher import make_producer, publish
 from simulators.run import MS_PER_MINUTE, progress_line
@@ -49,7 +49,7 @@ def run_demo(settings: Settings, *, patients: int, minutes: int, seed: int) -> i
         log_path = settings.state_dir / f"demo-worker-{run_id}.log"
         _say(f"starting a worker (log: {log_path}) ...")
         with open(log_path, "wb") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=_child_env(demo),
+            worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=child_env(demo),
                                       stdout=log, stderr=subprocess.STDOUT)
         _wait_for_worker(worker, demo, log_path)
 
@@ -94,17 +94,9 @@ def _fresh_demo_settings(settings: Settings, postgres: LocalPostgres, run_id: st
         "outcomes_topic": f"{prefix}.vitals.outcomes", "scores_topic": f"{prefix}.risk.scores",
         "database_url": f"postgresql://vitalrisk_writer@127.0.0.1:{postgres.target.port}/{DEMO_DATABASE}",
         "data_dir": settings.state_dir / "faust" / prefix,
-        "metrics_port": settings.metrics_port or _free_port(),
+        "metrics_port": settings.metrics_port or free_port(),
         "idle_timeout_s": 3.0,
     })
-
-
-def _child_env(settings: Settings) -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
-    env.update(settings.as_env())
-    return env
 
 
 def _wait_for_worker(worker: subprocess.Popen[bytes], settings: Settings, log_path: object) -> None:
@@ -174,14 +166,6 @@ _SUMMARY_VITALS = (("heart_rate", 0), ("respiratory_rate", 0), ("oxygen_saturati
 
 def _cell(value: float | None, digits: int) -> str:
     return f"{'-':>6}" if value is None else f"{value:>6.{digits}f}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _say(text: str) -> None:

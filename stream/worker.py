@@ -1,22 +1,28 @@
-"""``vitalrisk worker``: run one Faust worker process with its metrics endpoint."""
+"""``vitalrisk worker`` (and the alerter): run one Faust app as a process with its metrics endpoint."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, start_http_server
 
 from sinks.metrics import PipelineMetrics
 from stream.settings import Settings
 
+if TYPE_CHECKING:
+    import faust
+
 logger = logging.getLogger(__name__)
 
 
-def run_worker(settings: Settings) -> int:
-    """Block running the worker until SIGTERM or SIGINT; return its exit status."""
-    import faust
+def serve(settings: Settings, build: Callable[[CollectorRegistry], "faust.App"]) -> int:
+    """Migrate (when given the owner's URL), expose metrics, then block running ``build``'s app.
 
-    from stream.app import create_app
+    Returns the exit status once SIGTERM or SIGINT has stopped the worker.
+    """
+    import faust
 
     if settings.admin_database_url:
         from sinks.migrations import SinkPolicies, migrate
@@ -25,11 +31,17 @@ def run_worker(settings: Settings) -> int:
         if applied:
             logger.info("applied migrations %s", applied)
     registry = CollectorRegistry()
-    metrics = PipelineMetrics(registry)
+    app = build(registry)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
         logger.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
-    app = create_app(settings, metrics=metrics)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     worker.execute_from_commandline()  # exits the process itself when the worker stops
     return 0
+
+
+def run_worker(settings: Settings) -> int:
+    """Block running the pipeline worker until SIGTERM or SIGINT; return its exit status."""
+    from stream.app import create_app
+
+    return serve(settings, lambda registry: create_app(settings, metrics=PipelineMetrics(registry)))

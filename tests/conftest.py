@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from infra.processes import child_env, free_port
 from sinks.metrics import scrape
 from stream.settings import Settings
 
@@ -124,29 +125,14 @@ class WorkerProcess:
         return self.proc.returncode
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
-    env.update(settings.as_env())
-    env.update(extra)
-    return env
-
-
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
     running: list[WorkerProcess] = []
 
     def start(settings: Settings) -> WorkerProcess:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"worker-{len(running)}.log"
-        env = _env_for(settings, VITALS_METRICS_PORT=str(port))
+        env = child_env(settings, VITALS_METRICS_PORT=str(port))
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], cwd=ROOT, env=env,
                                     stdout=out, stderr=subprocess.STDOUT)

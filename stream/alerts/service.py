@@ -387,24 +387,9 @@ def run_alerter(settings: Settings) -> int:
     InvalidPolicy
         Thresholds that cannot work (exit above enter), routes naming unknown receivers.
     """
-    import faust
-    from prometheus_client import CollectorRegistry, start_http_server
+    from stream.worker import serve
 
     webhook_secret(settings)
     policy_from_settings(settings)
     Router.parse(settings.webhook_routes, frozenset(parse_receivers(settings.webhook_receivers)))
-    if settings.admin_database_url:
-        from sinks.migrations import migrate
-
-        applied = migrate(settings.admin_database_url)
-        if applied:
-            logger.info("applied migrations %s", applied)
-    registry = CollectorRegistry()
-    metrics = AlertMetrics(registry)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
-        logger.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
-    app = create_alerter_app(settings, metrics=metrics)
-    worker = faust.Worker(app, loglevel="INFO", quiet=True)
-    worker.execute_from_commandline()  # exits the process itself when the worker stops
-    return 0
+    return serve(settings, lambda registry: create_alerter_app(settings, metrics=AlertMetrics(registry)))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 
 from stream.events import RiskScore
+from infra.processes import child_env, free_port  # noqa: F401 - re-exported for the alert tests
 from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,19 +23,10 @@ SECRET = "test-secret-not-for-production"
 START_MS = 1_767_571_200_000  # 2026-01-05T00:00Z
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    """The child's environment: these settings, the webhook secret in clear (``as_env`` masks secrets)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
-    env.update(settings.as_env())
-    env["VITALS_WEBHOOK_SECRET"] = SECRET
+    """The child's environment: these settings with the tests' webhook secret and no API token."""
+    env = child_env(settings, VITALS_WEBHOOK_SECRET=SECRET, **extra)
     env.pop("VITALS_ALERTER_API_TOKEN", None)
-    env.update(extra)
     return env
 
 
