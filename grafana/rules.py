@@ -32,6 +32,9 @@ ALERTER_JOB = "vitalrisk-alerter"
 #: Compose service name and metrics port of the alerter (its ``VITALS_METRICS_PORT``).
 ALERTER_SERVICE = "alerter"
 ALERTER_METRICS_PORT = 9109
+TRAINER_JOB = "vitalrisk-trainer"
+TRAINER_SERVICE = "trainer"
+TRAINER_METRICS_PORT = 9110
 SCRAPE_INTERVAL = "15s"
 #: Rule files, relative to prometheus.yml (docker-compose mounts grafana/prometheus at /etc/prometheus).
 RULE_FILES = "rules/*.yml"
@@ -188,11 +191,11 @@ def rules_document() -> dict[str, Any]:
 def prometheus_config() -> dict[str, Any]:
     """``grafana/prometheus/prometheus.yml``.
 
-    Workers and alerters are found by DNS: a compose service name resolves to every replica, so
+    Workers, alerters and the trainer are found by DNS: a compose service name resolves to every replica, so
     each process is its own target and ``up{job="vitalrisk-worker"}`` counts the workers.
 
     >>> [job["job_name"] for job in prometheus_config()["scrape_configs"]]
-    ['vitalrisk-worker', 'vitalrisk-alerter', 'prometheus']
+    ['vitalrisk-worker', 'vitalrisk-alerter', 'vitalrisk-trainer', 'prometheus']
     """
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
@@ -203,6 +206,9 @@ def prometheus_config() -> dict[str, Any]:
                                  "refresh_interval": "30s"}]},
             {"job_name": ALERTER_JOB, "metrics_path": "/metrics",
              "dns_sd_configs": [{"names": [ALERTER_SERVICE], "type": "A", "port": ALERTER_METRICS_PORT,
+                                 "refresh_interval": "30s"}]},
+            {"job_name": TRAINER_JOB, "metrics_path": "/metrics",
+             "dns_sd_configs": [{"names": [TRAINER_SERVICE], "type": "A", "port": TRAINER_METRICS_PORT,
                                  "refresh_interval": "30s"}]},
             {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},
         ],

@@ -113,9 +113,15 @@ class LocalKafka:
         return f"kafka {KAFKA_VERSION} on 127.0.0.1:{self.port}: {state}"
 
     def create_topics(self) -> None:
-        """Create the pipeline's topics with ``settings.partitions`` partitions; existing ones stay."""
+        """Create the pipeline's topics with ``settings.partitions`` partitions; existing ones stay.
+
+        The model snapshots' topic has one partition, compacted: its newest record per model
+        name is what every scorer and a restarted trainer start from.
+        """
         from kafka.admin import KafkaAdminClient, NewTopic
         from kafka.errors import TopicAlreadyExistsError
+
+        from models.snapshot_topic import SNAPSHOT_TOPIC
 
         s = self.settings
         admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="vitalrisk-infra")
@@ -125,6 +131,8 @@ class LocalKafka:
             new = [NewTopic(t, num_partitions=s.partitions, replication_factor=1,
                             topic_configs={"retention.ms": "-1"})
                    for t in wanted if t not in existing]
+            if s.snapshots_topic not in existing:
+                new.append(NewTopic(s.snapshots_topic, **SNAPSHOT_TOPIC))
             if new:
                 try:
                     admin.create_topics(new)

@@ -310,6 +310,10 @@ class DelayedLabeller(Generic[T]):
             out.append(LabelledWindow(pid, ts, self._labels(window.kinds), window.item))
         return out
 
+    def pending_items(self) -> list[T]:
+        """Every held window's item (any order): what a restarted trainer must read again."""
+        return [window.item for queue in self._pending.values() for window in queue]
+
     def drain(self) -> int:
         """Drop every pending window (end of a run: their horizon never passed); return how many."""
         dropped = self._count

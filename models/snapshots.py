@@ -89,6 +89,9 @@ class Snapshot:
         Prequential metrics when it was taken, e.g. ``{"auroc_any": 0.83}``.
     model
         The River model (a :class:`models.risk.RiskModel`).
+    resume
+        Where the trainer that took it resumes from (see :mod:`models.trainer_service`): input
+        positions and the event time through which windows were learned. Empty elsewhere.
     """
 
     name: str
@@ -97,6 +100,7 @@ class Snapshot:
     examples_seen: int
     metrics: dict[str, float | None]
     model: Any = field(repr=False)
+    resume: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -121,6 +125,7 @@ class Snapshot:
         payload = pickle.dumps({
             "format": _FORMAT, "name": self.name, "version": self.version, "created_at_ms": self.created_at_ms,
             "examples_seen": self.examples_seen, "metrics": dict(self.metrics), "model": self.model,
+            "resume": dict(self.resume),
         }, protocol=pickle.HIGHEST_PROTOCOL)
         mac = hmac.new(secret, MAGIC + payload, hashlib.sha256).digest()
         return MAGIC + mac + payload
@@ -149,7 +154,8 @@ class Snapshot:
             if not isinstance(body, dict) or body.get("format") != _FORMAT:
                 raise SnapshotRejected(f"unsupported snapshot format {body.get('format')!r}")
             return cls(str(body["name"]), int(body["version"]), int(body["created_at_ms"]),
-                       int(body["examples_seen"]), dict(body["metrics"]), body["model"])
+                       int(body["examples_seen"]), dict(body["metrics"]), body["model"],
+                       dict(body.get("resume", {})))
         except (KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
             raise SnapshotRejected(f"snapshot payload is malformed ({exc})") from None
 

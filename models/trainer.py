@@ -98,8 +98,10 @@ class Trainer(Generic[T]):
         self.learned_since_snapshot += len(batch)
         if self.last_snapshot_ms is None:
             self.last_snapshot_ms = now_ms
-        due = ((self.snapshot_every is not None and self.learned_since_snapshot >= self.snapshot_every)
-               or (self.snapshot_every_ms is not None and now_ms - self.last_snapshot_ms >= self.snapshot_every_ms))
+        # Nothing learned since the last snapshot: the same model under a new version helps nobody.
+        due = self.learned_since_snapshot > 0 and (
+            (self.snapshot_every is not None and self.learned_since_snapshot >= self.snapshot_every)
+            or (self.snapshot_every_ms is not None and now_ms - self.last_snapshot_ms >= self.snapshot_every_ms))
         return self.snapshot(now_ms) if due else None
 
     def snapshot(self, now_ms: int) -> Snapshot:

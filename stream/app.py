@@ -29,9 +29,13 @@ from typing import Any
 import faust
 from faust.types import TP, EventT
 
-from sinks.metrics import PipelineMetrics
+from models.scorer import Scorer
+from models.snapshot_topic import SnapshotFeed, model_name, read_latest
+from models.snapshots import Snapshot
+from sinks.metrics import ModelMetrics, PipelineMetrics
 from sinks.timescale import TimescaleWriter
 from stream.events import DeadLetter, RiskScore, WindowFeatures
+from stream.model_scoring import ModelScoring
 from stream.pipeline import StepResult, VitalsPipeline
 from stream.settings import Settings
 from stream.wire import encode_feature_row, encode_score
@@ -100,9 +104,12 @@ class WorkerRuntime:
     """
 
     def __init__(self, settings: Settings, *, pipeline: VitalsPipeline, writer: TimescaleWriter,
-                 topics: dict[str, faust.TopicT], metrics: PipelineMetrics) -> None:
+                 topics: dict[str, faust.TopicT], metrics: PipelineMetrics,
+                 scoring: ModelScoring | None = None, model_metrics: ModelMetrics | None = None) -> None:
         self.settings = settings
         self.pipeline = pipeline
+        self.scoring = scoring
+        self.model_metrics = model_metrics
         self.writer = writer
         self.topics = topics
         self._producer = topics["deadletter"].app.producer
@@ -249,10 +256,17 @@ class WorkerRuntime:
         if step.windows:
             m.windows.inc(len(step.windows))
             self._windows.extend(step.windows)
-        for score in step.scores:
+        scores = step.scores
+        if self.scoring is not None and step.features:
+            model_scores = self.scoring.score_rows(step.features)
+            if model_scores:
+                scores = [*scores, *model_scores]
+                if self.model_metrics is not None:
+                    self.model_metrics.scoring_seconds.observe(self.scoring.seconds / len(model_scores))
+        for score in scores:
             m.scores.labels(score.model_name).inc()
             await producer.send(self._scores_topic, score.patient_id.encode(), encode_score(score), None, None, None)
-        self._scores.extend(step.scores)
+        self._scores.extend(scores)
         for row in step.features:
             await producer.send(self._features_topic, row.patient_id.encode(), encode_feature_row(row),
                                 None, None, None)
@@ -262,7 +276,41 @@ class WorkerRuntime:
             logger.info("data stopped: patient %s silent since %d (event time)", patient_id, last_ms)
 
 
-def create_app(settings: Settings, *, metrics: PipelineMetrics) -> faust.App:
+def model_scoring(settings: Settings, model_metrics: ModelMetrics | None) -> tuple[ModelScoring | None,
+                                                                                   SnapshotFeed | None]:
+    """The worker's model scoring, on the newest snapshot from the topic, and the feed that swaps it.
+
+    Without ``VITALS_SNAPSHOT_KEY`` no snapshot can be verified, so none is loaded: the worker
+    scores NEWS2 only, and says so.
+    """
+    if settings.snapshot_key is None:
+        logger.warning("VITALS_SNAPSHOT_KEY is not set: no model snapshots can be verified; scoring NEWS2 only")
+        return None, None
+    name = model_name(settings)
+    latest, next_offset = read_latest(settings, name)
+    scoring = ModelScoring(Scorer(top_features=5), news2_carry_ms=settings.news2_carry_ms)
+
+    def swap(snapshot: Snapshot) -> bool:
+        swapped = scoring.swap(snapshot)
+        if swapped and model_metrics is not None:
+            model_metrics.model_version.labels(snapshot.name).set(snapshot.version)
+        return swapped
+
+    if latest is not None:
+        swap(latest)
+        logger.info("scoring with %s (%d examples seen)", latest.label, latest.examples_seen)
+    else:
+        logger.info("no snapshot of %s yet: model scores start with the trainer's first", name)
+
+    def rejected(reason: str) -> None:
+        if model_metrics is not None:
+            model_metrics.ops_events.labels("snapshot_rejected").inc()
+
+    return scoring, SnapshotFeed(settings, name, swap, start_offset=next_offset, on_reject=rejected)
+
+
+def create_app(settings: Settings, *, metrics: PipelineMetrics,
+               model_metrics: ModelMetrics | None = None) -> faust.App:
     """Build the Faust app, its topics, state table, agent and timer; nothing connects until it starts."""
     app = faust.App(
         settings.app_id,
@@ -290,8 +338,17 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics) -> faust.App:
                       partitions=settings.partitions)
     pipeline = VitalsPipeline.from_settings(settings, store=FaustTableStore(table))
     writer = TimescaleWriter.from_settings(settings, metrics=metrics)
-    runtime = WorkerRuntime(settings, pipeline=pipeline, writer=writer, topics=topics, metrics=metrics)
+    scoring, feed = model_scoring(settings, model_metrics)
+    runtime = WorkerRuntime(settings, pipeline=pipeline, writer=writer, topics=topics, metrics=metrics,
+                            scoring=scoring, model_metrics=model_metrics)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tests and the CLI
+
+    if feed is not None:
+        @app.task
+        async def follow_snapshots() -> None:
+            # Every worker reads the whole snapshots partition (no consumer group), so every
+            # scorer hot-swaps to every new version.
+            await feed.run()
 
     @app.agent(readings, name="vitals-windows")
     async def window_readings(stream: faust.StreamT[bytes]) -> None:

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     outcomes_topic: str = "vitals.outcomes"
     scores_topic: str = "risk.scores"
     features_topic: str = "vitals.features"
+    snapshots_topic: str = Field("models.snapshots", description="compacted topic of signed model snapshots")
 
     # Faust worker
     app_id: str = Field("vitalrisk", description="Faust application id: consumer group and table prefix")
@@ -128,6 +129,17 @@ class Settings(BaseSettings):
         None, description="HMAC-SHA256 key that signs model snapshots (at least 32 characters); "
         "unset: snapshots can be neither written nor loaded"
     )
+    model: str = Field("logreg", pattern="^(logreg|hat)$", description="risk model: logreg or hat")
+    model_seed: int = Field(42, description="seed of the model's initial weights and negative sampling")
+    label_horizon_ms: int = Field(
+        12 * 3_600_000, gt=0, description="an outcome this soon after a scored window makes it positive"
+    )
+    outcome_grace_ms: int = Field(
+        30 * 60_000, ge=0, description="how late after its onset an outcome may arrive and still label windows"
+    )
+    snapshot_every: int = Field(5_000, gt=0, description="the trainer publishes a snapshot after this many "
+                                "labelled windows...")
+    snapshot_every_ms: int = Field(3_600_000, gt=0, description="...or this much event time, whichever is first")
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``VITALS_*`` variables, for a child process to read back.

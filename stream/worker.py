@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from sinks.metrics import PipelineMetrics
+from sinks.metrics import ModelMetrics, PipelineMetrics
 from stream.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,4 +44,5 @@ def run_worker(settings: Settings) -> int:
     """Block running the pipeline worker until SIGTERM or SIGINT; return its exit status."""
     from stream.app import create_app
 
-    return serve(settings, lambda registry: create_app(settings, metrics=PipelineMetrics(registry)))
+    return serve(settings, lambda registry: create_app(settings, metrics=PipelineMetrics(registry),
+                                                       model_metrics=ModelMetrics(registry)))

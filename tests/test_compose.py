@@ -50,19 +50,21 @@ COMPOSE_TIMEOUT_S = 60
 SECRET_AUDIENCE: dict[str, set[str]] = {
     "POSTGRES_PASSWORD": {"timescaledb"},
     "VITALS_OWNER_PASSWORD": {"timescaledb", "migrate"},
-    "VITALS_WRITER_PASSWORD": {"timescaledb", "worker", "alerter"},
+    "VITALS_WRITER_PASSWORD": {"timescaledb", "worker", "alerter", "trainer"},
     "VITALS_READER_PASSWORD": {"timescaledb", "grafana"},
     "GRAFANA_ADMIN_PASSWORD": {"grafana"},
     # The alerter signs pages with it, the pager verifies them.
     "VITALS_WEBHOOK_SECRET": {"alerter", "pager"},
     "VITALS_ALERTER_API_TOKEN": {"alerter"},
+    # Signs model snapshots (trainer) and verifies them before loading (worker).
+    "VITALS_SNAPSHOT_KEY": {"trainer", "worker"},
     # Grafana's contact point sends it to the pager's /grafana (grafana/provisioning/alerting).
     "VITALS_PAGER_GRAFANA_TOKEN": {"grafana", "pager"},
 }
 #: Distinct dummy values, long enough not to occur by chance in the resolved file.
 DUMMY_SECRETS = {name: f"dummy-{name.lower()}-7c1e" for name in SECRET_AUDIENCE}
 
-SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|PRIVATE_KEY", re.IGNORECASE)
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|PRIVATE_KEY|SNAPSHOT_KEY", re.IGNORECASE)
 REQUIRED_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}")
 VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}")
 URL_PASSWORD = re.compile(r"://[^/@\s:]+:([^@\s]+)@")
@@ -436,6 +438,7 @@ def test_pipeline_connects_as_least_privileged_roles(config: dict[str, Any]) -> 
         "migrate": "vitalrisk_owner",
         "worker": "vitalrisk_writer",
         "alerter": "vitalrisk_writer",
+        "trainer": "vitalrisk_writer",
     }
     for name, url in urls.items():
         assert url.username != db_env["POSTGRES_USER"], name

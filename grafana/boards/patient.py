@@ -245,10 +245,10 @@ WHERE kind = 'data_stopped' AND subject = {PATIENT} AND $__timeFilter(ts)
 ORDER BY ts"""),
         SqlAnnotation(
             name="Outcomes", color="purple",
-            sql=f"""SELECT t AS "time", 'outcome: ' || kind AS "text", 'outcome,' || kind AS "tags"
+            sql=f"""SELECT onset AS "time", 'outcome: ' || kind AS "text", 'outcome,' || kind AS "tags"
 FROM outcomes
-WHERE patient_id = {PATIENT} AND $__timeFilter(t)
-ORDER BY t"""),
+WHERE patient_id = {PATIENT} AND $__timeFilter(onset)
+ORDER BY onset"""),
     )
     return Dashboard(uid="vitalrisk-patient", title="vitalrisk · Patient",
                      description="One patient's vitals against their baseline, risk and NEWS2 over time, with "

@@ -43,9 +43,7 @@ READER = "vitalrisk_reader"
 #: Schema holding the stand-in ``time_bucket`` (TimescaleDB's default origin for sub-day buckets).
 SHIM_SCHEMA = "grafana_test_timescale_shim"
 #: Tables that other issues add; a board query on one that does not exist yet is skipped.
-PENDING_TABLES = {
-    "outcomes": "no outcomes table yet: delayed outcome labels are not persisted (issue 5)",
-}
+PENDING_TABLES: dict[str, str] = {}
 #: Rows for tables that exist but that no process of this pipeline run writes (the alerter, the
 #: trainer and the model service run separately), placed at the run's event times.
 LATEST_WINDOWS = ("(SELECT DISTINCT ON (patient_id) patient_id, window_start, window_end FROM risk_scores "
@@ -73,6 +71,9 @@ SEEDS = {
                100 * v, jsonb_build_object('auroc', 0.7 + v / 100.0), '\\x00'::bytea,
                encode(sha256('\\x00'::bytea), 'hex')
         FROM generate_series(1, 3) AS v""",
+    "outcomes": f"""
+        INSERT INTO outcomes (patient_id, kind, onset, published_at)
+        SELECT patient_id, 'infection', window_start, window_start FROM {LATEST_WINDOWS} AS latest""",
     "ops_events": f"""
         INSERT INTO ops_events (ts, kind, subject, details)
         SELECT window_end, 'data_stopped', patient_id, '{{}}'::jsonb FROM {LATEST_WINDOWS} AS latest

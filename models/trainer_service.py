@@ -1,0 +1,307 @@
+"""``vitalrisk trainer``: the one process that learns, and publishes what every scorer uses.
+
+Adapter around the pure :class:`models.online.OnlineLearner`:
+
+- **in**: the workers' feature rows (``vitals.features``) and the outcome events
+  (``vitals.outcomes``), read with kafka-python without a consumer group (one trainer per
+  model, which owns every partition);
+- **out**: each snapshot, signed, to the compacted snapshots topic (which the workers follow to
+  hot-swap) and to the ``model_registry`` table; outcomes to the ``outcomes`` table (Grafana's
+  patient annotations); drift events to ``ops_events``; live prequential metrics to Prometheus.
+
+**Restart.** At start the trainer takes the newest verified snapshot of its model from the
+topic (the registry if the topic has none), resumes its model and version from it, reads every
+outcome again, then the feature rows from the snapshot's ``resume`` offsets, skipping rows it
+had already learned (see :mod:`models.online`). Without a snapshot it starts a fresh model.
+The workers keep scoring with the snapshot they hold meanwhile: a trainer restart pauses
+learning, never scoring.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import signal
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+
+from models import registry
+from models.errors import InvalidOutcome, RegistryError
+from models.evaluation import OpsEvent
+from models.labelling import Outcome
+from models.online import OnlineLearner
+from models.risk import RiskModel
+from models.snapshot_topic import MAX_SNAPSHOT_BYTES, ensure_topic, model_name, read_latest
+from models.snapshots import Snapshot, signing_key
+from sinks.metrics import ModelMetrics
+from stream.errors import InvalidMessage, VitalsError
+from stream.settings import Settings
+from stream.wire import decode_feature_row
+
+logger = logging.getLogger(__name__)
+
+#: How long the trainer waits for the input topics to exist before it gives up, seconds.
+TOPIC_WAIT_S = 120.0
+#: A features partition this far ahead of the watermark (event time) is paused until the others
+#: catch up: its patients' windows wait for the watermark, and the labeller holds only so many.
+MAX_SKEW_MS = 30 * 60_000
+
+
+class TrainerService:
+    """One trainer: restore, then :meth:`step` until stopped.
+
+    Parameters
+    ----------
+    settings
+        Kafka, database, model and labelling settings.
+    metrics
+        Prometheus gauges and counters to keep current, if any.
+    """
+
+    def __init__(self, settings: Settings, *, metrics: ModelMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.name = model_name(settings)
+        self._key = signing_key(settings.snapshot_key)  # fail before connecting to anything
+        self._stopping = False
+        self._unregistered: list[Snapshot] = []
+        self._outcome_rows: list[tuple[Any, ...]] = []
+        self._ops_rows: list[tuple[Any, ...]] = []
+        self.snapshots: list[str] = []
+        self.resumed_from: str | None = None
+        self._examples_reported = 0
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Restore from the newest snapshot, connect, and position the consumer."""
+        from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # type: ignore[import-untyped]
+
+        s = self.settings
+        latest = self._latest_snapshot()
+        model = latest.model if latest is not None else RiskModel(s.model, s.model_seed)
+        self.learner = OnlineLearner(
+            model, name=self.name, horizon_ms=s.label_horizon_ms, outcome_grace_ms=s.outcome_grace_ms,
+            snapshot_every=s.snapshot_every, snapshot_every_ms=s.snapshot_every_ms,
+            first_version=latest.version + 1 if latest is not None else 1,
+            learned_before_ms=latest.resume.get("learned_before_ms") if latest is not None else None,
+            resumed_at_ms=latest.created_at_ms if latest is not None else None,
+            news2_carry_ms=s.news2_carry_ms)
+        if latest is not None:
+            self.resumed_from = latest.label
+            logger.info("resuming %s from %s (%d examples seen)", self.name, latest.label, latest.examples_seen)
+        else:
+            logger.info("no snapshot of %s yet: starting a fresh %s model", self.name, s.model)
+        self.consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                                      client_id=f"vitalrisk-trainer-{self.name}", max_poll_records=1_000)
+        self.producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all",
+                                      max_request_size=MAX_SNAPSHOT_BYTES, client_id=f"vitalrisk-trainer-{self.name}")
+        features = [TopicPartition(s.features_topic, p) for p in self._partitions(s.features_topic)]
+        outcomes = [TopicPartition(s.outcomes_topic, p) for p in self._partitions(s.outcomes_topic)]
+        self.consumer.assign(features + outcomes)
+        resume = latest.resume.get("features", {}) if latest is not None else {}
+        for tp in features:
+            if str(tp.partition) in resume:
+                self.consumer.seek(tp, int(resume[str(tp.partition)]))
+            else:
+                self.consumer.seek_to_beginning(tp)
+        for tp in outcomes:
+            self.consumer.seek_to_beginning(tp)
+        self._features_tps = features
+        self._replay_outcomes(outcomes)
+        self.db = psycopg.connect(s.database_url, autocommit=True, connect_timeout=10,
+                                  application_name=f"vitalrisk-trainer-{self.name}")
+
+    def _latest_snapshot(self) -> Snapshot | None:
+        latest, _ = read_latest(self.settings, self.name)
+        if latest is not None:
+            return latest
+        try:
+            with psycopg.connect(self.settings.database_url, connect_timeout=10) as conn:
+                return registry.load(conn, self.name, self._key)
+        except RegistryError:
+            return None
+
+    def _partitions(self, topic: str) -> list[int]:
+        deadline = time.monotonic() + TOPIC_WAIT_S
+        while True:
+            partitions = self.consumer.partitions_for_topic(topic)
+            if partitions:
+                return sorted(partitions)
+            if time.monotonic() > deadline:
+                raise VitalsError(f"topic {topic} does not exist after {TOPIC_WAIT_S:.0f} s: "
+                                  "start the workers (they create it) or `vitalrisk infra start`")
+            logger.info("waiting for topic %s", topic)
+            time.sleep(1.0)
+
+    def _replay_outcomes(self, outcomes: list[Any]) -> None:
+        """Read every outcome up to now before any feature row: replayed windows need their labels."""
+        end = self.consumer.end_offsets(outcomes)
+        self.consumer.pause(*self._features_tps)
+        try:
+            while any(self.consumer.position(tp) < end[tp] for tp in outcomes):
+                for tp, records in self.consumer.poll(timeout_ms=1000).items():
+                    self._outcomes(records)
+        finally:
+            self.consumer.resume(*self._features_tps)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Step until :meth:`stop` (SIGTERM, SIGINT)."""
+        while not self._stopping:
+            self.step()
+        self.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def step(self, timeout_ms: int = 500) -> int:
+        """Read one batch, learn what became final, publish any snapshot; return records read."""
+        caught_up = self._caught_up()  # before the poll: nothing more was there to read
+        batches = self.consumer.poll(timeout_ms=timeout_ms)
+        count = 0
+        # Outcomes first: they label windows the same batch's rows might otherwise release.
+        for tp, records in sorted(batches.items(), key=lambda item: (item[0].topic != self.settings.outcomes_topic,
+                                                                     item[0].topic, item[0].partition)):
+            count += len(records)
+            if tp.topic == self.settings.outcomes_topic:
+                self._outcomes(records)
+                continue
+            for record in records:
+                try:
+                    row = decode_feature_row(record.value)
+                except InvalidMessage as exc:
+                    logger.warning("feature row at %s[%d]@%d unreadable: %s", tp.topic, tp.partition,
+                                   record.offset, exc.detail)
+                    continue
+                self._absorb(*self.learner.offer(row, partition=tp.partition, offset=record.offset,
+                                                 caught_up=caught_up))
+        watermark = self.learner.watermark(caught_up=self._caught_up())
+        if watermark is not None:
+            self._absorb(*self.learner.advance(watermark))
+        self._align(watermark)
+        self._flush_db()
+        self._publish_metrics()
+        return count
+
+    def _absorb(self, events: list[OpsEvent], snapshot: Snapshot | None) -> None:
+        self._record_events(events)
+        if snapshot is not None:
+            self._publish(snapshot)
+
+    def _caught_up(self) -> frozenset[int]:
+        """Feature partitions read to their end: they do not hold the watermark back."""
+        done = set()
+        for tp in self._features_tps:
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and self.consumer.position(tp) >= highwater:
+                done.add(tp.partition)
+        return frozenset(done)
+
+    def _align(self, watermark: int | None) -> None:
+        """Pause partitions running ahead of the watermark, so their patients' held windows stay bounded."""
+        if watermark is None:
+            return
+        ahead, behind = [], []
+        for tp in self._features_tps:
+            newest = self.learner.partition_ts(tp.partition)
+            (ahead if newest is not None and newest - watermark > MAX_SKEW_MS else behind).append(tp)
+        if ahead:
+            self.consumer.pause(*ahead)
+        if behind:
+            self.consumer.resume(*behind)
+
+    def _outcomes(self, records: Iterable[Any]) -> None:
+        for record in records:
+            try:
+                outcome = Outcome.from_wire(json.loads(record.value))
+            except (InvalidOutcome, ValueError, TypeError, AttributeError) as exc:
+                logger.warning("outcome record at offset %d rejected: %s", record.offset, exc)
+                continue
+            self.learner.on_outcome(outcome)
+            self._outcome_rows.append((outcome.patient_id, outcome.kind, _utc(outcome.onset_ms),
+                                       _utc(outcome.t_ms)))
+
+    def _record_events(self, events: list[OpsEvent]) -> None:
+        for event in events:
+            logger.warning("drift on %s at %s: %s", self.name, _utc(event.ts_ms).isoformat(), event.details)
+            self._ops_rows.append((_utc(event.ts_ms), event.kind, self.name, json.dumps(event.details, default=float)))
+            if self.metrics is not None:
+                self.metrics.drift_events.labels(self.name).inc()
+                self.metrics.ops_events.labels(event.kind).inc()
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        """Topic first (scorers swap from it), then the registry (audit; retried until it lands)."""
+        raw = snapshot.to_bytes(self._key)
+        self.producer.send(self.settings.snapshots_topic, key=self.name.encode(), value=raw).get(timeout=60)
+        self.snapshots.append(snapshot.label)
+        logger.info("published %s (%d examples seen, %d bytes)", snapshot.label, snapshot.examples_seen, len(raw))
+        self._unregistered.append(snapshot)
+
+    def _flush_db(self) -> None:
+        """Registry rows, outcomes and ops events; kept for the next step if the database is down."""
+        if not (self._unregistered or self._outcome_rows or self._ops_rows):
+            return
+        try:
+            if self.db.closed:
+                self.db = psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=10)
+            while self._unregistered:
+                registry.register(self.db, self._unregistered[0], self._key)
+                self._unregistered.pop(0)
+            if self._outcome_rows:
+                with self.db.cursor() as cur:
+                    cur.executemany("INSERT INTO outcomes (patient_id, kind, onset, published_at) "
+                                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", self._outcome_rows)
+                self._outcome_rows.clear()
+            if self._ops_rows:
+                with self.db.cursor() as cur:
+                    cur.executemany("INSERT INTO ops_events (ts, kind, subject, details) VALUES (%s, %s, %s, %s) "
+                                    "ON CONFLICT DO NOTHING", self._ops_rows)
+                self._ops_rows.clear()
+        except psycopg.OperationalError as exc:
+            logger.warning("database unavailable (%s); will retry", str(exc).splitlines()[0])
+
+    def _publish_metrics(self) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.model_version.labels(self.name).set(self.learner.trainer.version)
+        m.pending_labels.set(self.learner.labeller.pending)
+        seen = self.learner.trainer.examples_seen
+        m.trainer_examples.labels(self.name).inc(max(0, seen - self._examples_reported))
+        self._examples_reported = seen
+        self.learner.evaluator.publish(m)
+
+    def close(self) -> None:
+        self._flush_db()
+        for closing in (self.consumer.close, self.producer.close, self.db.close):
+            try:
+                closing()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                logger.debug("error while closing", exc_info=True)
+
+
+def _utc(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+
+
+def run_trainer(settings: Settings) -> int:
+    """Block running the trainer until SIGTERM or SIGINT; return its exit status."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    metrics_registry = CollectorRegistry()
+    service = TrainerService(settings, metrics=ModelMetrics(metrics_registry))
+    ensure_topic(settings)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics_registry)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop())
+    service.start()
+    service.run()
+    logger.info("trainer stopped after %s", service.snapshots[-1] if service.snapshots else "no snapshot")
+    return 0
