@@ -104,6 +104,7 @@ def kafka_rates(rows: list[FeatureRow], outcomes: list[tuple[int, Outcome]], bas
     settings = base.model_copy(update={
         "features_topic": f"bench-{tag}.features", "outcomes_topic": f"bench-{tag}.outcomes",
         "snapshots_topic": f"bench-{tag}.snapshots", "readings_topic": f"bench-{tag}.readings",
+        "patients_topic": f"bench-{tag}.patients",
         "deadletter_topic": f"bench-{tag}.dl", "scores_topic": f"bench-{tag}.scores",
         "snapshot_key": SecretStr("b" * 40), "label_horizon_ms": HORIZON_MS, "outcome_grace_ms": 0,
         "snapshot_every_ms": HOUR_MS})

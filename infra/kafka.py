@@ -133,6 +133,9 @@ class LocalKafka:
                    for t in wanted if t not in existing]
             if s.snapshots_topic not in existing:
                 new.append(NewTopic(s.snapshots_topic, **SNAPSHOT_TOPIC))
+            if s.patients_topic not in existing:  # the latest record per patient is what counts
+                new.append(NewTopic(s.patients_topic, num_partitions=s.partitions, replication_factor=1,
+                                    topic_configs={"cleanup.policy": "compact", "retention.ms": "-1"}))
             if new:
                 try:
                     admin.create_topics(new)

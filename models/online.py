@@ -46,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.evaluation import OpsEvent, PrequentialEvaluator
+from models.fairness import FairnessMonitor
 from models.labelling import ANY, DelayedLabeller, Outcome
 from models.news2 import MAX_TOTAL
 from models.risk import RiskModel
@@ -56,6 +57,8 @@ from stream.features import HOP_MS, FeatureRow
 
 #: Scorers the live evaluation compares.
 MODEL, NEWS2 = "model", "news2"
+#: NEWS2 at or above this counts as an alert when fairness compares sensitivity (RCP: medium risk).
+NEWS2_ALERT_TOTAL = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +93,14 @@ class OnlineLearner:
         Event time of the snapshot resumed from, if any (the snapshot cadence counts from it).
     news2_carry_ms
         How long NEWS2 carries a patient's blood pressure forward.
+    alert_threshold
+        The model's paging threshold, at which the fairness monitor compares sensitivity.
     """
 
     def __init__(self, model: RiskModel, *, name: str, horizon_ms: int, outcome_grace_ms: int,
                  snapshot_every: int | None, snapshot_every_ms: int | None, first_version: int = 1,
                  learned_before_ms: int | None = None, resumed_at_ms: int | None = None,
-                 news2_carry_ms: int = 12 * 3_600_000) -> None:
+                 news2_carry_ms: int = 12 * 3_600_000, alert_threshold: float = 0.7) -> None:
         self.model = model
         self.conditions = model.conditions
         self.space = FeatureSpace()
@@ -108,6 +113,11 @@ class OnlineLearner:
             model, name=name, snapshot_every=snapshot_every, snapshot_every_ms=snapshot_every_ms,
             to_x=lambda held: self.space.to_dict(held.x), metrics=self._snapshot_metrics,
             first_version=first_version)
+        self.groups: dict[str, dict[str, str]] = {}
+        self.fairness = FairnessMonitor(self.groups, (MODEL, NEWS2),
+                                        {MODEL: alert_threshold, NEWS2: NEWS2_ALERT_TOTAL / MAX_TOTAL},
+                                        model=name)
+        self.fairness_events: list[OpsEvent] = []
         self.learned_before_ms = learned_before_ms
         if resumed_at_ms is not None:
             self.trainer.last_snapshot_ms = resumed_at_ms  # the cadence goes on from the resumed snapshot
@@ -137,6 +147,10 @@ class OnlineLearner:
     @property
     def name(self) -> str:
         return self.trainer.name
+
+    def on_patient(self, patient_id: str, groups: Mapping[str, str]) -> None:
+        """A patient's subgroups (sex, age band, skin tone) for the fairness monitor; the latest wins."""
+        self.groups[patient_id] = dict(groups)
 
     def on_outcome(self, outcome: Outcome) -> None:
         """An outcome arrived: label, or exclude, the patient's held windows."""
@@ -178,11 +192,18 @@ class OnlineLearner:
                   for j, c in enumerate(self.conditions)}
             pn = np.fromiter((w.item.p_news2 for w in released), dtype=np.float64, count=n)
             events = self.evaluator.update_many(now_ms, y, {MODEL: pm, NEWS2: {c: pn for c in self.conditions}})
+            if self.groups:
+                fair = ANY if ANY in self.conditions else self.conditions[0]
+                self.fairness.update_many([w.patient_id for w in released], y[fair], {MODEL: pm[fair], NEWS2: pn})
         if not released and self.trainer.examples_seen == 0:
             return events, None  # an untrained model is not worth a version
         snapshot = self.trainer.learn(released, now_ms=now_ms)
         if snapshot is not None:
             snapshot = dataclasses.replace(snapshot, resume=self.resume_point())
+            if self.groups:  # gaps are checked as often as a model is published
+                fairness = self.fairness.check(now_ms)
+                self.fairness_events += fairness
+                events = [*events, *fairness]
         return events, snapshot
 
     def resume_point(self) -> dict[str, Any]:

@@ -40,12 +40,14 @@ from models.snapshots import Snapshot, signing_key
 from sinks.metrics import ModelMetrics
 from stream.errors import InvalidMessage, VitalsError
 from stream.settings import Settings
-from stream.wire import decode_feature_row
+from stream.wire import decode_feature_row, decode_patient
 
 logger = logging.getLogger(__name__)
 
 #: How long the trainer waits for the input topics to exist before it gives up, seconds.
 TOPIC_WAIT_S = 120.0
+#: How often the per-subgroup gauges are recomputed, seconds.
+FAIRNESS_PUBLISH_S = 5.0
 #: A features partition this far ahead of the watermark (event time) is paused until the others
 #: catch up: its patients' windows wait for the watermark, and the labeller holds only so many.
 MAX_SKEW_MS = 30 * 60_000
@@ -74,6 +76,7 @@ class TrainerService:
         self.snapshots: list[str] = []
         self.resumed_from: str | None = None
         self._examples_reported = 0
+        self._fairness_published = 0.0
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -87,7 +90,7 @@ class TrainerService:
         self.learner = OnlineLearner(
             model, name=self.name, horizon_ms=s.label_horizon_ms, outcome_grace_ms=s.outcome_grace_ms,
             snapshot_every=s.snapshot_every, snapshot_every_ms=s.snapshot_every_ms,
-            first_version=latest.version + 1 if latest is not None else 1,
+            first_version=latest.version + 1 if latest is not None else 1, alert_threshold=s.alert_risk_enter,
             learned_before_ms=latest.resume.get("learned_before_ms") if latest is not None else None,
             resumed_at_ms=latest.created_at_ms if latest is not None else None,
             news2_carry_ms=s.news2_carry_ms)
@@ -102,17 +105,18 @@ class TrainerService:
                                       max_request_size=MAX_SNAPSHOT_BYTES, client_id=f"vitalrisk-trainer-{self.name}")
         features = [TopicPartition(s.features_topic, p) for p in self._partitions(s.features_topic)]
         outcomes = [TopicPartition(s.outcomes_topic, p) for p in self._partitions(s.outcomes_topic)]
-        self.consumer.assign(features + outcomes)
+        patients = [TopicPartition(s.patients_topic, p) for p in self._partitions(s.patients_topic, required=False)]
+        self.consumer.assign(features + outcomes + patients)
         resume = latest.resume.get("features", {}) if latest is not None else {}
         for tp in features:
             if str(tp.partition) in resume:
                 self.consumer.seek(tp, int(resume[str(tp.partition)]))
             else:
                 self.consumer.seek_to_beginning(tp)
-        for tp in outcomes:
+        for tp in outcomes + patients:
             self.consumer.seek_to_beginning(tp)
         self._features_tps = features
-        self._replay_outcomes(outcomes)
+        self._replay_outcomes(outcomes + patients)
         self.db = psycopg.connect(s.database_url, autocommit=True, connect_timeout=10,
                                   application_name=f"vitalrisk-trainer-{self.name}")
 
@@ -126,26 +130,32 @@ class TrainerService:
         except RegistryError:
             return None
 
-    def _partitions(self, topic: str) -> list[int]:
+    def _partitions(self, topic: str, *, required: bool = True) -> list[int]:
         deadline = time.monotonic() + TOPIC_WAIT_S
         while True:
             partitions = self.consumer.partitions_for_topic(topic)
             if partitions:
                 return sorted(partitions)
+            if not required:
+                logger.warning("topic %s does not exist: no patient subgroups, so no live fairness monitor", topic)
+                return []
             if time.monotonic() > deadline:
                 raise VitalsError(f"topic {topic} does not exist after {TOPIC_WAIT_S:.0f} s: "
                                   "start the workers (they create it) or `vitalrisk infra start`")
             logger.info("waiting for topic %s", topic)
             time.sleep(1.0)
 
-    def _replay_outcomes(self, outcomes: list[Any]) -> None:
-        """Read every outcome up to now before any feature row: replayed windows need their labels."""
-        end = self.consumer.end_offsets(outcomes)
+    def _replay_outcomes(self, side_inputs: list[Any]) -> None:
+        """Read every outcome and patient record up to now before any feature row.
+
+        Replayed windows need their labels, and the fairness monitor the patients' subgroups.
+        """
+        end = self.consumer.end_offsets(side_inputs)
         self.consumer.pause(*self._features_tps)
         try:
-            while any(self.consumer.position(tp) < end[tp] for tp in outcomes):
+            while any(self.consumer.position(tp) < end[tp] for tp in side_inputs):
                 for tp, records in self.consumer.poll(timeout_ms=1000).items():
-                    self._outcomes(records)
+                    self._side_input(tp.topic, records)
         finally:
             self.consumer.resume(*self._features_tps)
 
@@ -165,12 +175,13 @@ class TrainerService:
         caught_up = self._caught_up()  # before the poll: nothing more was there to read
         batches = self.consumer.poll(timeout_ms=timeout_ms)
         count = 0
-        # Outcomes first: they label windows the same batch's rows might otherwise release.
-        for tp, records in sorted(batches.items(), key=lambda item: (item[0].topic != self.settings.outcomes_topic,
+        # Outcomes and patients first: they label windows the same batch's rows might otherwise release.
+        features = self.settings.features_topic
+        for tp, records in sorted(batches.items(), key=lambda item: (item[0].topic == features,
                                                                      item[0].topic, item[0].partition)):
             count += len(records)
-            if tp.topic == self.settings.outcomes_topic:
-                self._outcomes(records)
+            if tp.topic != features:
+                self._side_input(tp.topic, records)
                 continue
             for record in records:
                 try:
@@ -216,6 +227,21 @@ class TrainerService:
         if behind:
             self.consumer.resume(*behind)
 
+    def _side_input(self, topic: str, records: Iterable[Any]) -> None:
+        if topic == self.settings.outcomes_topic:
+            self._outcomes(records)
+            return
+        for record in records:
+            if record.value is None:  # a tombstone: the patient left the programme
+                self.learner.groups.pop(record.key.decode() if record.key else "", None)
+                continue
+            try:
+                patient_id, groups = decode_patient(record.value)
+            except InvalidMessage as exc:
+                logger.warning("patient record at offset %d rejected: %s", record.offset, exc)
+                continue
+            self.learner.on_patient(patient_id, groups)
+
     def _outcomes(self, records: Iterable[Any]) -> None:
         for record in records:
             try:
@@ -229,10 +255,15 @@ class TrainerService:
 
     def _record_events(self, events: list[OpsEvent]) -> None:
         for event in events:
-            logger.warning("drift on %s at %s: %s", self.name, _utc(event.ts_ms).isoformat(), event.details)
-            self._ops_rows.append((_utc(event.ts_ms), event.kind, self.name, json.dumps(event.details, default=float)))
+            logger.warning("%s event on %s at %s: %s", event.kind, self.name, _utc(event.ts_ms).isoformat(),
+                           event.details)
+            # One row per gap: the subject names what drifted apart (the key is kind, subject, time).
+            subject = ":".join([self.name, *(str(event.details[k]) for k in ("scorer", "metric", "attribute")
+                                             if k in event.details)])
+            self._ops_rows.append((_utc(event.ts_ms), event.kind, subject, json.dumps(event.details, default=float)))
             if self.metrics is not None:
-                self.metrics.drift_events.labels(self.name).inc()
+                if event.kind == "drift":
+                    self.metrics.drift_events.labels(self.name).inc()
                 self.metrics.ops_events.labels(event.kind).inc()
 
     def _publish(self, snapshot: Snapshot) -> None:
@@ -276,6 +307,9 @@ class TrainerService:
         m.trainer_examples.labels(self.name).inc(max(0, seen - self._examples_reported))
         self._examples_reported = seen
         self.learner.evaluator.publish(m)
+        if self.learner.groups and time.monotonic() - self._fairness_published >= FAIRNESS_PUBLISH_S:
+            self.learner.fairness.publish(m)
+            self._fairness_published = time.monotonic()
 
     def close(self) -> None:
         self._flush_db()

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     scores_topic: str = "risk.scores"
     features_topic: str = "vitals.features"
     snapshots_topic: str = Field("models.snapshots", description="compacted topic of signed model snapshots")
+    patients_topic: str = Field("vitals.patients", description="compacted topic of patients' fairness subgroups")
 
     # Faust worker
     app_id: str = Field("vitalrisk", description="Faust application id: consumer group and table prefix")

@@ -248,3 +248,50 @@ def decode_feature_row(raw: bytes) -> FeatureRow:
         return FeatureRow(str(body["patient_id"]), int(body["t"]), {str(k): float(v) for k, v in body["x"].items()})
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidMessage("wrong_type", f"feature row unreadable ({type(exc).__name__})") from None
+
+
+PATIENT_SCHEMA = "vitalrisk.patient/1"
+#: The coarse attributes a patient record may carry, and their values (fairness subgroups only:
+#: no birth date, no name, no free text — data minimisation).
+PATIENT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "sex": ("F", "M"),
+    "age_band": ("<65", "65-74", "75+"),
+    "skin_tone": ("I-II", "III-IV", "V-VI"),
+}
+
+
+def encode_patient(patient_id: str, groups: dict[str, str]) -> bytes:
+    """A patient's subgroups as the compacted ``vitals.patients`` topic carries them, keyed by patient.
+
+    >>> decode_patient(encode_patient("pt-1", {"sex": "F", "age_band": "75+", "skin_tone": "V-VI"}))
+    ('pt-1', {'sex': 'F', 'age_band': '75+', 'skin_tone': 'V-VI'})
+    """
+    return json.dumps({"schema": PATIENT_SCHEMA, "patient_id": patient_id, **groups}, separators=(",", ":")).encode()
+
+
+def decode_patient(raw: bytes) -> tuple[str, dict[str, str]]:
+    """Read one ``vitalrisk.patient/1`` record: its patient id and subgroups.
+
+    >>> decode_patient(b'{"schema": "vitalrisk.patient/1", "patient_id": "pt-1", "sex": "X"}')
+    Traceback (most recent call last):
+    ...
+    stream.errors.InvalidMessage: impossible_value: sex must be one of ('F', 'M'), got 'X'
+    """
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage("not_json", f"patient record is not JSON ({type(exc).__name__})") from None
+    if not isinstance(body, dict) or body.get("schema") != PATIENT_SCHEMA:
+        raise InvalidMessage("unknown_schema", f"a patient record must be a {PATIENT_SCHEMA!r} object")
+    patient_id = body.get("patient_id")
+    if not isinstance(patient_id, str) or not patient_id:
+        raise InvalidMessage("wrong_type", "patient_id must be a non-empty string")
+    groups: dict[str, str] = {}
+    for attribute, allowed in PATIENT_ATTRIBUTES.items():
+        value = body.get(attribute)
+        if value is None:
+            continue
+        if value not in allowed:
+            raise InvalidMessage("impossible_value", f"{attribute} must be one of {allowed}, got {value!r}")
+        groups[attribute] = value
+    return patient_id, groups

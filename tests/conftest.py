@@ -76,7 +76,7 @@ def isolated(services: Services) -> Iterator[Settings]:
     settings = services.settings(
         app_id=f"vitalrisk-test-{tag}", readings_topic=f"t{tag}.readings", deadletter_topic=f"t{tag}.deadletter",
         outcomes_topic=f"t{tag}.outcomes", scores_topic=f"t{tag}.scores", features_topic=f"t{tag}.features",
-        snapshots_topic=f"t{tag}.snapshots",
+        snapshots_topic=f"t{tag}.snapshots", patients_topic=f"t{tag}.patients",
         database_url=f"postgresql://vitalrisk_writer@127.0.0.1:{TEST_PG_PORT}/{dbname}",
         admin_database_url=owner_url, data_dir=ROOT / ".local" / "test" / f"faust-{tag}",
         idle_timeout_s=2.0, sink_flush_s=0.5)

@@ -26,10 +26,11 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from infra.processes import child_env
+from infra.processes import child_env, free_port
 from simulators.cohort import CohortConfig, simulate
 from simulators.deterioration import Incidence
 from simulators.kafka_publisher import make_producer, publish
+from sinks.metrics import scrape
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -53,11 +54,15 @@ def start_trainer(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Po
 
     def start(settings: Settings) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"trainer-{len(running)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "trainer"], cwd=ROOT, env=child_env(settings),
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "trainer"], cwd=ROOT,
+                                env=child_env(settings, VITALS_METRICS_PORT=str(port)),
                                 stdout=log, stderr=subprocess.STDOUT)
+        proc.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
         running.append(proc)
         return proc
 
+    start.running = running  # type: ignore[attr-defined]
     yield start
     for proc in running:
         if proc.poll() is None:
@@ -127,6 +132,13 @@ def test_scores_hot_swap_and_survive_trainer_and_worker_restarts(isolated: Setti
     assert resumed[0][0] == last_version + 1
     assert resumed[0][1] > last_seen, "the restarted trainer started from zero"
     assert (tmp_path / "trainer-1.log").read_text().count(f"resuming {MODEL} from {MODEL}-v{last_version}") == 1
+
+    # The restarted trainer exports its live evaluation.
+    restarted = start_trainer.running[-1]  # type: ignore[attr-defined]
+    _wait("trainer metrics", lambda: scrape(restarted.metrics_url, "vitals_model_version",
+                                            {"model": MODEL}) >= last_version + 1)
+    assert scrape(restarted.metrics_url, "vitals_trainer_examples_total", {"model": MODEL}) > 0
+    assert scrape(restarted.metrics_url, "vitals_model_brier", {"model": "model", "condition": "any"}) > 0
 
     # The worker hot-swapped without a restart: its scores name several versions.
     scored = _model_scores(settings)

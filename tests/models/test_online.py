@@ -149,3 +149,14 @@ def test_scores_are_test_then_train() -> None:
     assert 0 < labelled <= rows
     assert learner.rows_scored == rows
     assert np.isfinite(learner.evaluator.metrics("model", "any").brier)
+
+
+def test_fairness_is_watched_per_subgroup_given_the_patients() -> None:
+    learner = _learner()
+    for p in range(6):
+        learner.on_patient(f"pt-{p}", {"sex": "FM"[p % 2], "age_band": "75+", "skin_tone": ("I-II", "V-VI")[p % 2]})
+    _feed(learner, _stream(8))
+    learner.advance(T0 + 20 * H)
+    rows = {(r.scorer, r.attribute, r.group): r for r in learner.fairness.table()}
+    assert rows[("model", "skin_tone", "V-VI")].windows > 0 and rows[("model", "skin_tone", "I-II")].windows > 0
+    assert rows[("news2", "sex", "F")].windows == rows[("model", "sex", "F")].windows
