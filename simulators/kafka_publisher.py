@@ -3,6 +3,10 @@
 The record key is the pseudonymous patient id, so one patient's readings and outcomes share a
 partition; the record timestamp is the message's (simulated) send time, so event time and
 record time agree in accelerated runs.
+
+:func:`publish` sends a simulated cohort's messages (``vitalrisk simulate``);
+:class:`KafkaSender` sends the load generator's pre-encoded records
+(:mod:`simulators.load`) with bounded buffering and counts what the broker acknowledged.
 """
 
 from __future__ import annotations
@@ -10,13 +14,26 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stream.errors import VitalsError
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+#: Producer settings shared by the simulators and the producer benchmark, so that
+#: ``bench/bench_producer.py`` gives Kafka's own ProducerPerformance the same ones.
+LINGER_MS = 20
+BATCH_SIZE_BYTES = 512 * 1024
+#: Device messages the load generator may have awaiting acknowledgement (about 20 MB).
+MAX_IN_FLIGHT_MESSAGES = 16_384
+
+
+class BrokerUnavailable(VitalsError):
+    """The Kafka broker could not be reached, or stopped acknowledging in time."""
 
 
 class Publishable(Protocol):
@@ -48,13 +65,24 @@ class PublishReport:
 
 
 def make_producer(settings: Settings, *, compression: str | None = "gzip") -> Any:
-    """A kafka-python producer tuned for throughput without giving up durability (acks=all)."""
-    from kafka import KafkaProducer
+    """A kafka-python producer tuned for throughput without giving up durability (acks=all).
 
-    return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all",
-                         linger_ms=20, batch_size=512 * 1024, compression_type=compression,
-                         max_request_size=4 * 1024 * 1024,
-                         retries=5, client_id="vitalrisk-simulator")
+    Raises
+    ------
+    BrokerUnavailable
+        If no broker in ``settings.kafka_bootstrap`` answers.
+    """
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    try:
+        return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all",
+                             linger_ms=LINGER_MS, batch_size=BATCH_SIZE_BYTES, compression_type=compression,
+                             max_request_size=4 * 1024 * 1024,
+                             retries=5, client_id="vitalrisk-simulator")
+    except (KafkaTimeoutError, KafkaConnectionError) as exc:  # kafka-python 3: "Unable to bootstrap"
+        raise BrokerUnavailable(f"no Kafka broker answers at {settings.kafka_bootstrap} ({exc}); "
+                                "start one with: vitalrisk infra start kafka") from None
 
 
 def publish(messages: Iterable[Publishable], *, settings: Settings, producer: Any,
@@ -99,3 +127,133 @@ def publish(messages: Iterable[Publishable], *, settings: Settings, producer: An
     producer.flush()
     report.seconds = time.monotonic() - started
     return report
+
+
+class KafkaSender:
+    """Send pre-encoded device messages to one topic and count what the broker acknowledged.
+
+    The load generator's side of Kafka (see :class:`simulators.load.Sender`). Three things
+    make it faster and more telling than calling ``producer.send`` directly:
+
+    - **Bounded buffering.** kafka-python 3 buffers without limit, so a broker slower than
+      the generator would only show up as growing memory. :meth:`send` blocks while
+      ``max_in_flight`` messages await acknowledgement; the time blocked (``wait_s``) is
+      the broker's share of a run that falls short of its target.
+    - **No callbacks.** Futures are kept in send order and counted once done, by the
+      caller's thread only: two callbacks per message would cost more CPU than the
+      generator spends making the message.
+    - **Partition per key, computed once.** The partition is the default partitioner's
+      (and Java's) ``murmur2(key) % partitions``, cached per patient, instead of the
+      pure-Python hash on every send.
+
+    Parameters
+    ----------
+    producer
+        A kafka-python ``KafkaProducer`` (see :func:`make_producer`); the caller closes it.
+    topic
+        Destination topic; it must exist (or the broker must create it on first use).
+    max_in_flight
+        Messages that may await acknowledgement before :meth:`send` blocks.
+
+    Raises
+    ------
+    BrokerUnavailable
+        If the broker gives no metadata for ``topic``.
+    """
+
+    def __init__(self, producer: Any, topic: str, *, max_in_flight: int = MAX_IN_FLIGHT_MESSAGES,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        from kafka.errors import KafkaError
+        from kafka.partitioner.default import murmur2
+
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        try:
+            self._partitions = sorted(producer.partitions_for(topic))
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"no metadata for topic {topic!r} from the broker ({exc})") from None
+        self._producer = producer
+        self._topic = topic
+        self._max_in_flight = max_in_flight
+        self._clock = clock
+        self._murmur2 = murmur2
+        self._partition_of: dict[bytes, int] = {}
+        self._pending: deque[tuple[Any, int]] = deque()  # (future, readings) in send order
+        self._acked_messages = 0
+        self._acked_readings = 0
+        self._errors = 0
+        self.wait_s = 0.0
+
+    @property
+    def acked_messages(self) -> int:
+        """Messages the broker has acknowledged (counted in send order)."""
+        self._reap()
+        return self._acked_messages
+
+    @property
+    def acked_readings(self) -> int:
+        """Readings in the acknowledged messages."""
+        self._reap()
+        return self._acked_readings
+
+    @property
+    def errors(self) -> int:
+        """Messages that failed for good (after the producer's retries)."""
+        self._reap()
+        return self._errors
+
+    @property
+    def in_flight(self) -> int:
+        """Messages not yet counted as acknowledged or failed."""
+        self._reap()
+        return len(self._pending)
+
+    def send(self, key: bytes, value: bytes, readings: int) -> None:
+        """Hand one message to the producer; block first while too many await the broker."""
+        pending = self._pending
+        if len(pending) >= self._max_in_flight:
+            self._reap()
+            if len(pending) >= self._max_in_flight:
+                self._wait_below(self._max_in_flight)
+        partition = self._partition_of.get(key)
+        if partition is None:
+            h = self._murmur2(key) & 0x7FFFFFFF
+            partition = self._partition_of[key] = self._partitions[h % len(self._partitions)]
+        pending.append((self._producer.send(self._topic, key=key, value=value, partition=partition), readings))
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for every message sent to be acknowledged or failed.
+
+        Raises
+        ------
+        BrokerUnavailable
+            If some are still pending after ``timeout_s``.
+        """
+        from kafka.errors import KafkaTimeoutError
+
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaTimeoutError:
+            raise BrokerUnavailable(f"{self.in_flight:,} messages not acknowledged within {timeout_s:g} s") from None
+        self._reap()
+
+    def _wait_below(self, limit: int) -> None:
+        started = self._clock()
+        while len(self._pending) >= limit:
+            time.sleep(0.0005)
+            self._reap()
+        self.wait_s += self._clock() - started
+
+    def _reap(self) -> None:
+        """Count the done futures at the head of the queue (a later one done early waits its turn)."""
+        pending = self._pending
+        while pending and pending[0][0].is_done:
+            future, readings = pending.popleft()
+            if future.exception is None:
+                self._acked_messages += 1
+                self._acked_readings += readings
+            else:
+                self._errors += 1
+                if self._errors == 1:  # the rest are usually the same failure: counted, not logged
+                    logger.warning("send to %s failed: %s: %s", self._topic,
+                                   type(future.exception).__name__, future.exception)

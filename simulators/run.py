@@ -1,14 +1,32 @@
-"""``vitalrisk simulate``: publish a seeded cohort's device messages and outcomes to Kafka."""
+"""``vitalrisk simulate``: publish a seeded cohort's device messages and outcomes to Kafka.
+
+Two modes:
+
+- **cohort** (default): ``--minutes`` of simulated time for ``--patients``, as fast as
+  possible or at ``--speed`` × real time, with outcomes; timestamps are the simulated ones.
+- **rate** (``--rate R``): the load generator (:mod:`simulators.load`) holds ``R``
+  readings/s of device messages stamped with the current time, until Ctrl-C, ``--duration``
+  seconds, or ``--minutes`` rounds (simulated minutes), then prints a report.
+"""
 
 from __future__ import annotations
 
+import gc
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from simulators.cohort import CohortConfig, simulate
-from simulators.kafka_publisher import PublishReport, make_producer, publish
+from simulators.kafka_publisher import KafkaSender, PublishReport, make_producer, publish
+from simulators.load import LoadCohort, LoadReport, format_report, run_load
+from simulators.load import progress_line as load_progress_line
 from stream.settings import Settings
 
 MS_PER_MINUTE = 60_000
+DEFAULT_MINUTES = 60
+#: How long a load run waits for the last acknowledgements before it reports them missing.
+FLUSH_TIMEOUT_S = 30.0
+EXIT_INTERRUPTED = 130
 
 
 def progress_line(report: PublishReport) -> str:
@@ -21,8 +39,18 @@ def progress_line(report: PublishReport) -> str:
             f"({report.readings_per_s:,.0f} readings/s), {report.errors:,} errors")
 
 
-def run_simulate(settings: Settings, *, patients: int, minutes: int, seed: int, speed: float | None) -> int:
-    """Publish ``minutes`` of simulated time for ``patients`` patients; print progress and a report."""
+def run_simulate(settings: Settings, *, patients: int, minutes: int | None, seed: int, speed: float | None,
+                 rate: float | None = None, duration_s: float | None = None) -> int:
+    """Publish a cohort (``rate`` is ``None``) or run the load generator at ``rate`` readings/s.
+
+    In cohort mode ``minutes`` defaults to 60 simulated minutes. In rate mode it bounds the
+    rounds (``None``: none), and the exit status is 130 after Ctrl-C, 1 when messages
+    failed or went unacknowledged, 0 otherwise, also when the target was out of reach
+    (the report says so).
+    """
+    if rate is not None:
+        return run_rate(settings, patients=patients, rate=rate, seed=seed, minutes=minutes, duration_s=duration_s)
+    minutes = DEFAULT_MINUTES if minutes is None else minutes
     config = CohortConfig(patients=patients, seed=seed, duration_ms=minutes * MS_PER_MINUTE)
     producer = make_producer(settings)
     try:
@@ -33,3 +61,54 @@ def run_simulate(settings: Settings, *, patients: int, minutes: int, seed: int, 
     print("\r" + progress_line(report), file=sys.stderr)
     print(f"published {report.outcomes:,} outcomes; {minutes} simulated minutes in {report.seconds:.1f} s")
     return 1 if report.errors else 0
+
+
+def run_rate(settings: Settings, *, patients: int, rate: float, seed: int = 42, minutes: int | None = None,
+             duration_s: float | None = None) -> int:
+    """Hold ``rate`` readings/s into ``settings.readings_topic``; live progress on stderr, report on stdout."""
+    cohort = LoadCohort(patients, seed=seed, max_span_ms=max(1, min(settings.grace_ms, MS_PER_MINUTE)))
+    print(f"load: {patients:,} patients ({cohort.natural_rate:,.0f} readings/s in real time), target "
+          f"{rate:,.0f} readings/s: simulated time x{rate / cohort.natural_rate:.2f}; "
+          f"to {settings.readings_topic} at {settings.kafka_bootstrap}; Ctrl-C stops", file=sys.stderr)
+    width = 0
+
+    def show(report: LoadReport) -> None:
+        nonlocal width
+        line = load_progress_line(report)
+        width = max(width, len(line))
+        print("\r" + line.ljust(width), end="", file=sys.stderr, flush=True)
+
+    producer = make_producer(settings)
+    try:
+        sender = KafkaSender(producer, settings.readings_topic)
+        with few_gc_collections():
+            report = run_load(cohort.records(rate=rate, minutes=minutes), sender, rate=rate,
+                              duration_s=duration_s, flush_timeout_s=FLUSH_TIMEOUT_S, progress=show)
+    finally:
+        producer.close(timeout=5)
+    show(report)
+    print(file=sys.stderr)
+    print(format_report(report, patients=patients))
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return 1 if report.errors or report.flush_error else 0
+
+
+@contextmanager
+def few_gc_collections() -> Iterator[None]:
+    """Run with the cyclic garbage collector mostly out of the way, then restore it.
+
+    Each send leaves a few short-lived container objects (the producer's futures); with the
+    default thresholds the collector runs every few hundred sends and walks everything
+    alive, about a tenth of the send loop's time. Nothing in the loop makes cycles that
+    need collecting promptly.
+    """
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()  # the cohort's long-lived objects are never walked again
+    gc.set_threshold(100_000, 50, 1000)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()

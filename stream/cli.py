@@ -62,13 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("worker", help="run a Faust worker: readings -> windows -> NEWS2 -> PostgreSQL")
 
-    simulate = sub.add_parser("simulate", help="publish a simulated cohort's vitals to Kafka")
+    simulate = sub.add_parser("simulate", help="publish a simulated cohort's vitals to Kafka, or hold a load rate")
     simulate.add_argument("--patients", type=_positive_int, default=100)
-    simulate.add_argument("--minutes", type=_positive_int, default=60, help="simulated minutes to publish")
+    simulate.add_argument("--minutes", type=_positive_int, default=None,
+                          help="simulated minutes to publish (default 60; with --rate: no limit)")
     simulate.add_argument("--seed", type=int, default=42)
-    simulate.add_argument("--speed", type=_positive_float, default=None,
-                          help="simulated seconds per real second (default: as fast as possible)")
+    pace = simulate.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=_positive_float, default=None,
+                      help="simulated seconds per real second (default: as fast as possible)")
+    pace.add_argument("--rate", type=_positive_float, default=None,
+                      help="load generator: hold this many readings/s, timestamps current, until Ctrl-C")
+    simulate.add_argument("--duration", type=_positive_float, default=None, metavar="SECONDS",
+                          help="with --rate: stop after this many seconds")
 
+    sub.add_parser("trainer", help="learn from feature rows and outcomes; publish signed model snapshots")
     sub.add_parser("alerter", help="consume risk scores, run the alert engine, page through signed webhooks")
     ack = sub.add_parser("ack", help="acknowledge a firing alert (recorded with who and when)")
     ack.add_argument("alert_id")
@@ -99,6 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--patients", type=_positive_int, default=200)
     demo.add_argument("--minutes", type=_positive_int, default=60, help="simulated minutes")
     demo.add_argument("--seed", type=int, default=42)
+
+    export = sub.add_parser("export", help="write a simulated cohort's readings, episodes and patients to files")
+    export.add_argument("--patients", type=_positive_int, default=100)
+    export.add_argument("--days", type=_positive_float, default=1.0, help="simulated days")
+    export.add_argument("--seed", type=int, default=42)
+    export.add_argument("--out", type=Path, required=True, help="folder for the files (created if missing)")
+    export.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+
+    replay = sub.add_parser("replay", help="publish a recorded timestamp,metric,value CSV as one patient's device")
+    replay.add_argument("csv", type=Path, help="CSV with a header timestamp,metric,value")
+    replay.add_argument("--patient", required=True, help="pseudonymous patient id (never a name)")
+    replay.add_argument("--device", default=None, help="pseudonymous device id (default: derived from --patient)")
+    replay.add_argument("--speed", type=_positive_float, default=None,
+                        help="recorded seconds per real second (default: as fast as possible)")
+    replay.add_argument("--shift-to-now", action="store_true", help="move the recording so that it starts now")
+    replay.add_argument("--batch-seconds", type=_positive_float, default=60.0,
+                        help="seconds of readings per device message (default 60)")
     return parser
 
 
@@ -144,8 +168,21 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "simulate":
         from simulators.run import run_simulate
 
+        if args.duration is not None and args.rate is None:
+            print("vitalrisk: error: --duration needs --rate (see --help)", file=sys.stderr)
+            return 2
+        if args.rate == float("inf"):
+            print("vitalrisk: error: --rate must be a finite number of readings/s", file=sys.stderr)
+            return 2
+        if args.seed < 0:
+            print(f"vitalrisk: error: --seed must be a non-negative integer, got {args.seed}", file=sys.stderr)
+            return 2
         return run_simulate(settings, patients=args.patients, minutes=args.minutes, seed=args.seed,
-                            speed=args.speed)
+                            speed=args.speed, rate=args.rate, duration_s=args.duration)
+    if args.command == "trainer":
+        from models.trainer_service import run_trainer
+
+        return run_trainer(settings)
     if args.command == "alerter":
         from stream.alerts.service import run_alerter
 
@@ -172,6 +209,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from stream.demo import run_demo
 
         return run_demo(settings, patients=args.patients, minutes=args.minutes, seed=args.seed)
+    if args.command == "export":
+        from simulators.export import run_export
+
+        return run_export(patients=args.patients, days=args.days, seed=args.seed, out=args.out, fmt=args.format)
+    if args.command == "replay":
+        from simulators.replay import run_replay
+
+        return run_replay(settings, args.csv, patient_id=args.patient, device_id=args.device, speed=args.speed,
+                          shift_to_now=args.shift_to_now, batch_s=args.batch_seconds)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse restricts the choices
 
 
