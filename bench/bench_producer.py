@@ -5,7 +5,7 @@ Run: ``.venv/bin/python bench/bench_producer.py [--patients 100000] [--seconds 2
 
 1. *generator alone*: :class:`simulators.load.LoadCohort` making and encoding messages, no Kafka;
 2. *load generator, unpaced*: the same messages through kafka-python (acks=all, the
-   simulators' linger and batch size, ``--compression``, gzip by default as in
+   simulators' linger and batch size, ``--compression``, lz4 by default as in
    ``make_producer``) as fast as they go: the highest sustained rate;
 3. *load generator, paced*: held at ``--rate``, as ``vitalrisk simulate --rate`` does;
 4. *the limit*: Kafka's ``org.apache.kafka.tools.ProducerPerformance`` (the Java client, from the
@@ -107,8 +107,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50_000.0, help="target of the paced run, readings/s")
     parser.add_argument("--records", type=int, default=300_000, help="records per ProducerPerformance run")
     parser.add_argument("--bootstrap", default=None, help="an already running broker (default: the local one)")
-    parser.add_argument("--compression", default="gzip",
-                        help="codec for both producers (default gzip, as make_producer; lz4 needs the lz4 package)")
+    parser.add_argument("--compression", default="lz4",
+                        help="codec for both producers (default lz4, as make_producer)")
     args = parser.parse_args()
 
     base = Settings() if args.bootstrap is None else Settings(kafka_bootstrap=args.bootstrap)

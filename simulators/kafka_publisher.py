@@ -64,7 +64,7 @@ class PublishReport:
         return self.readings / self.seconds if self.seconds > 0 else 0.0
 
 
-def make_producer(settings: Settings, *, compression: str | None = "gzip") -> Any:
+def make_producer(settings: Settings, *, compression: str | None = "lz4") -> Any:
     """A kafka-python producer tuned for throughput without giving up durability (acks=all).
 
     Raises
@@ -257,3 +257,22 @@ class KafkaSender:
                 if self._errors == 1:  # the rest are usually the same failure: counted, not logged
                     logger.warning("send to %s failed: %s: %s", self._topic,
                                    type(future.exception).__name__, future.exception)
+
+
+def publish_patients(patients: Iterable[Any], *, settings: Settings, producer: Any) -> int:
+    """Send each patient's fairness subgroups to the compacted ``patients_topic``; return how many.
+
+    Only coarse bands travel (sex, age band, skin-tone group: :func:`models.fairness.subgroups`),
+    keyed by the pseudonymous id — what the trainer's fairness monitor needs, and no more.
+    """
+    from models.fairness import subgroups
+    from stream.wire import encode_patient
+
+    count = 0
+    for patient in patients:
+        groups = subgroups(patient.sex, patient.age_years, patient.skin_tone)
+        producer.send(settings.patients_topic, key=patient.patient_id.encode(),
+                      value=encode_patient(patient.patient_id, groups))
+        count += 1
+    producer.flush()
+    return count

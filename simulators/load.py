@@ -33,8 +33,8 @@ minute of message dicts (about 1 GB for 100,000 patients): ``vitalrisk simulate 
 **Speed.** Encoding fills one ``%``-template per combination of due metrics from an integer
 matrix, about 6 µs a message against about 45 µs for the message dicts and ``json.dumps`` of
 the simulator's path; with the physiology, about 10 µs a message, over a million readings/s
-on one core. kafka-python spends about ten times that per message (its per-record Python,
-gzip at level 9, a pure-Python CRC-32C unless the ``crc32c`` package is installed), so it is
+on one core. kafka-python spends several times that per message (its per-record Python, the
+compression and CRC-32C checksums: ``lz4`` and ``crc32c`` are installed for them), so it is
 what limits a run (see BENCHMARKS.md).
 
 Wrist devices only: no blood-pressure cuffs and no faults, so every message is valid and

@@ -12,12 +12,13 @@ Two modes:
 from __future__ import annotations
 
 import gc
+import time
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from simulators.cohort import CohortConfig, simulate
-from simulators.kafka_publisher import KafkaSender, PublishReport, make_producer, publish
+from simulators.cohort import CohortConfig, population, simulate
+from simulators.kafka_publisher import KafkaSender, PublishReport, make_producer, publish, publish_patients
 from simulators.load import LoadCohort, LoadReport, format_report, run_load
 from simulators.load import progress_line as load_progress_line
 from stream.settings import Settings
@@ -40,7 +41,7 @@ def progress_line(report: PublishReport) -> str:
 
 
 def run_simulate(settings: Settings, *, patients: int, minutes: int | None, seed: int, speed: float | None,
-                 rate: float | None = None, duration_s: float | None = None) -> int:
+                 rate: float | None = None, duration_s: float | None = None, start_now: bool = False) -> int:
     """Publish a cohort (``rate`` is ``None``) or run the load generator at ``rate`` readings/s.
 
     In cohort mode ``minutes`` defaults to 60 simulated minutes. In rate mode it bounds the
@@ -51,9 +52,11 @@ def run_simulate(settings: Settings, *, patients: int, minutes: int | None, seed
     if rate is not None:
         return run_rate(settings, patients=patients, rate=rate, seed=seed, minutes=minutes, duration_s=duration_s)
     minutes = DEFAULT_MINUTES if minutes is None else minutes
-    config = CohortConfig(patients=patients, seed=seed, duration_ms=minutes * MS_PER_MINUTE)
+    start = {"start_ms": int(time.time() * 1000) // MS_PER_MINUTE * MS_PER_MINUTE} if start_now else {}
+    config = CohortConfig(patients=patients, seed=seed, duration_ms=minutes * MS_PER_MINUTE, **start)
     producer = make_producer(settings)
     try:
+        publish_patients(population(config), settings=settings, producer=producer)
         report = publish(simulate(config), settings=settings, producer=producer, speed=speed,
                          progress=lambda r: print("\r" + progress_line(r), end="", file=sys.stderr, flush=True))
     finally:

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="load generator: hold this many readings/s, timestamps current, until Ctrl-C")
     simulate.add_argument("--duration", type=_positive_float, default=None, metavar="SECONDS",
                           help="with --rate: stop after this many seconds")
+    simulate.add_argument("--start-now", action="store_true",
+                          help="start the simulated period at the current minute (with --speed 1: live data)")
 
     sub.add_parser("trainer", help="learn from feature rows and outcomes; publish signed model snapshots")
     sub.add_parser("alerter", help="consume risk scores, run the alert engine, page through signed webhooks")
@@ -168,6 +170,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "simulate":
         from simulators.run import run_simulate
 
+        if args.start_now and (args.speed is None or args.speed > 1):
+            # Kafka refuses records stamped more than an hour ahead of its clock.
+            print("vitalrisk: error: --start-now needs --speed 1 or lower: faster, the readings would be "
+                  "stamped in the future (see --help)", file=sys.stderr)
+            return 2
         if args.duration is not None and args.rate is None:
             print("vitalrisk: error: --duration needs --rate (see --help)", file=sys.stderr)
             return 2
@@ -178,7 +185,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             print(f"vitalrisk: error: --seed must be a non-negative integer, got {args.seed}", file=sys.stderr)
             return 2
         return run_simulate(settings, patients=args.patients, minutes=args.minutes, seed=args.seed,
-                            speed=args.speed, rate=args.rate, duration_s=args.duration)
+                            speed=args.speed, rate=args.rate, duration_s=args.duration, start_now=args.start_now)
     if args.command == "trainer":
         from models.trainer_service import run_trainer
 

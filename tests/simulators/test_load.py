@@ -242,6 +242,8 @@ def test_final_report_has_every_figure() -> None:
     (["--duration", "5"], "--duration needs --rate"),
     (["--rate", "inf"], "--rate must be a finite number of readings/s"),
     (["--rate", "1000", "--seed", "-1"], "--seed must be a non-negative integer, got -1"),
+    (["--start-now"], "--start-now needs --speed 1 or lower"),
+    (["--start-now", "--speed", "60"], "--start-now needs --speed 1 or lower"),
 ])
 def test_bad_arguments_end_in_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     status: int | str | None

@@ -1,0 +1,34 @@
+"""What the simulator publishes besides readings: the patients' fairness subgroups."""
+
+from __future__ import annotations
+
+import json
+
+from simulators.cohort import CohortConfig
+
+
+def test_patients_are_published_with_their_subgroups_only() -> None:
+    """The fairness feed: coarse bands keyed by pseudonym, nothing else about the person."""
+    from simulators.cohort import population
+    from simulators.kafka_publisher import publish_patients
+    from stream.settings import Settings
+    from stream.wire import decode_patient
+
+    class Collect:
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, bytes, bytes]] = []
+
+        def send(self, topic: str, *, key: bytes, value: bytes) -> None:
+            self.sent.append((topic, key, value))
+
+        def flush(self) -> None:
+            pass
+
+    config = CohortConfig(patients=20, seed=4, duration_ms=60_000)
+    producer = Collect()
+    assert publish_patients(population(config), settings=Settings(), producer=producer) == 20
+    for (topic, key, value), patient in zip(producer.sent, population(config)):
+        assert topic == "vitals.patients" and key.decode() == patient.patient_id
+        patient_id, groups = decode_patient(value)
+        assert patient_id == patient.patient_id and set(groups) == {"sex", "age_band", "skin_tone"}
+        assert set(json.loads(value)) == {"schema", "patient_id", "sex", "age_band", "skin_tone"}
