@@ -1,8 +1,13 @@
 """``vitalrisk evaluate``: simulator -> pipeline core -> features -> models, in one process, no Kafka.
 
-The simulated cohort's device messages go, as wire bytes, through the same pure core the worker
-runs (:class:`stream.pipeline.VitalsPipeline`: validation and event-time windows; one partition,
-offsets a counter, record time the send time), then through the feature engine
+A cohort without faults (the default) takes the array path: the simulator's per-minute arrays
+become the pipeline's 1-minute window statistics and feature rows with numpy
+(:mod:`models.cohort_features`, :mod:`stream.batch_features`; the same rows the pipeline
+computes, tested), in worker processes by patient shard, merged hop by hop in (time, patient)
+order into one model loop, so the result does not depend on the number of processes. A cohort
+with faults goes, as wire bytes, through the same pure core the worker runs
+(:class:`stream.pipeline.VitalsPipeline`: validation, de-duplication and event-time windows; one
+partition, offsets a counter, record time the send time), then through the feature engine
 (:class:`stream.features.FeatureEngine`: a row per patient every 5 minutes of event time). Each
 row is scored by the current model snapshot and by NEWS2 on the same row; the scores are held
 by the :class:`~models.labelling.DelayedLabeller` until the simulator's outcome events (or
@@ -23,12 +28,14 @@ its deteriorations are ours, so a model that beats NEWS2 here has learned our si
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import os
 import sys
 import time
-from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,7 +48,8 @@ from models.fairness import FairnessMonitor, FairnessPolicy, GroupMetrics, subgr
 from models.labelling import ANY, DEFAULT_HORIZON_MS, DelayedLabeller, Outcome
 from models.news2 import MAX_TOTAL
 from models.risk import CONDITIONS, DEFAULT_NEGATIVE_RATE, RiskModel
-from models.scorer import FeatureSpace, News2RowScorer, Scorer
+from models import news2 as _news2
+from models.scorer import NEWS2_FEATURES, FeatureSpace, News2RowScorer, Scorer
 from models.trainer import Trainer
 from stream.events import RiskScore
 from stream.features import HOP_MS, FeatureEngine, FeatureRow
@@ -57,6 +65,7 @@ NEWS2_ALERT_TOTAL = 5
 DEFAULT_OUT_DIR = Path("docs/img")
 
 FloatVector = npt.NDArray[np.float64]
+FloatMatrix = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +127,52 @@ class _Held:
 
 @dataclass(slots=True)
 class _Series:
-    """One patient's scores over time, compact (for alert replay and plots)."""
+    """One patient's scores over time (for alert replay and plots), in time order."""
 
-    ts: array = field(default_factory=lambda: array("q"))
-    risk: array = field(default_factory=lambda: array("d"))
-    news2: array = field(default_factory=lambda: array("b"))
-    red: array = field(default_factory=lambda: array("b"))
-    in_episode: array = field(default_factory=lambda: array("b"))
+    ts: npt.NDArray[np.int64]
+    risk: FloatVector
+    news2: npt.NDArray[np.int8]
+    red: npt.NDArray[np.int8]
+    in_episode: npt.NDArray[np.bool_]
+
+
+class _SeriesStore:
+    """Every score's patient, time, model risk, NEWS2 total and red score, appended a batch at a
+    time as compact arrays, and grouped per patient once at the end."""
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._chunks: list[tuple[npt.NDArray[np.int64], ...] | tuple[Any, ...]] = []
+        self._grouped: dict[str, _Series] | None = None
+
+    def add(self, patient_ids: Sequence[str], ts_ms: npt.ArrayLike, risk: npt.ArrayLike, news2: npt.ArrayLike,
+            red: npt.ArrayLike, in_episode: npt.ArrayLike) -> None:
+        index = self._index
+        for pid in patient_ids:
+            if pid not in index:
+                index[pid] = len(self._ids)
+                self._ids.append(pid)
+        n = len(patient_ids)
+        self._chunks.append((np.fromiter((index[p] for p in patient_ids), dtype=np.int32, count=n),
+                             np.broadcast_to(np.asarray(ts_ms, dtype=np.int64), (n,)).copy(),
+                             np.asarray(risk, dtype=np.float64), np.asarray(news2, dtype=np.int8),
+                             np.asarray(red, dtype=np.int8), np.asarray(in_episode, dtype=np.bool_)))
+        self._grouped = None
+
+    def by_patient(self) -> dict[str, _Series]:
+        """Patient id -> their series (stable: each patient's scores in the order they came)."""
+        if self._grouped is None:
+            if not self._chunks:
+                self._grouped = {}
+                return self._grouped
+            cols = [np.concatenate(c) for c in zip(*self._chunks)]
+            order = np.argsort(cols[0], kind="stable")
+            who, ts, risk, news2, red, episode = (c[order] for c in cols)
+            starts = np.searchsorted(who, np.arange(len(self._ids) + 1))
+            self._grouped = {pid: _Series(ts[a:b], risk[a:b], news2[a:b], red[a:b], episode[a:b])
+                             for pid, a, b in zip(self._ids, starts[:-1].tolist(), starts[1:].tolist()) if b > a}
+        return self._grouped
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +208,7 @@ class EvaluationResult:
     subgroups: list[GroupMetrics]
     fairness_flags: list[dict[str, object]]
     fairness_events: list[OpsEvent]
+    fairness_inherent: list[dict[str, object]]
     drift_events: list[OpsEvent]
     burden: list[Burden]
     model_version: str | None
@@ -182,6 +231,7 @@ class EvaluationResult:
             "window_alerts": self.window_alerts,
             "subgroups": [r.as_dict() for r in self.subgroups],
             "fairness_flags": self.fairness_flags,
+            "fairness_inherent": self.fairness_inherent,
             "drift_events": [{"ts_ms": e.ts_ms, "model": e.model, **e.detail} for e in self.drift_events],
             "alert_burden": [b.as_dict() for b in self.burden],
             "model_version": self.model_version, "labeller": self.labeller, "seconds": round(self.seconds, 1),
@@ -231,7 +281,9 @@ class EvaluationCore:
             snapshot_every_ms=options.snapshot_every_ms, to_x=lambda held: self.space.to_dict(held.x),
             metrics=self._snapshot_metrics)
         self.scorer = Scorer(self.trainer.snapshot(start_ms))
-        self.series: dict[str, _Series] = {}
+        self.series = _SeriesStore()
+        self.patient_ids: list[str] = list(groups)
+        self._news2_batch = _News2Batch(len(self.patient_ids), carry_ms=news2_carry_ms)
         self.outcomes: list[Outcome] = []
         self.windows_scored = 0
         self.now_ms = start_ms
@@ -246,6 +298,7 @@ class EvaluationCore:
         probs = self.scorer.score_many(space.matrix(vectors), space.columns)
         columns = [probs[c] for c in self.conditions]
         any_index = self.conditions.index(ANY) if ANY in self.conditions else 0
+        risk, totals, red, episode = [], [], [], []
         for i, row in enumerate(rows):
             pid, ts = row.patient_id, row.ts_ms
             if ts > self.now_ms:  # release what is final before holding newer windows (memory bound)
@@ -253,16 +306,45 @@ class EvaluationCore:
             n2 = self.news2.score(pid, ts, row.x)
             total = n2.total
             p = tuple(float(col[i]) for col in columns)
-            in_episode = self.labeller.in_episode(pid, ts)
+            episode.append(self.labeller.in_episode(pid, ts))
             self.labeller.add(pid, ts, _Held(vectors[i], p, total / MAX_TOTAL))
-            s = self.series.get(pid)
-            if s is None:
-                s = self.series[pid] = _Series()
-            s.ts.append(ts)
-            s.risk.append(p[any_index])
-            s.news2.append(total)
-            s.red.append(max(n2.subscores.values()))
-            s.in_episode.append(1 if in_episode else 0)
+            risk.append(p[any_index])
+            totals.append(total)
+            red.append(max(n2.subscores.values()))
+        self.series.add([r.patient_id for r in rows], [r.ts_ms for r in rows], risk, totals, red, episode)
+        self.windows_scored += len(rows)
+
+    def add_hop(self, ts_ms: int, rows: npt.NDArray[np.int64], X: FloatMatrix, columns: Sequence[str]) -> None:
+        """Score one hop's feature rows given as a matrix, like :meth:`add_rows` for rows at ``ts_ms``.
+
+        ``rows`` index :attr:`patient_ids` (the ``groups`` order), one per row of ``X``, whose
+        columns are ``columns`` (NaN: feature absent). The array path of
+        :func:`evaluate_cohort`: scores, NEWS2 and the bookkeeping run over the matrix, and
+        only the labeller is fed window by window.
+
+        Raises
+        ------
+        ValueError
+            If ``columns`` differ from those of earlier rows.
+        """
+        if not len(rows):
+            return
+        cols = tuple(columns)
+        if not self.space.columns:
+            self.space = FeatureSpace(cols)
+        elif self.space.columns != cols:
+            raise ValueError("add_hop needs the same columns every hop (and no add_rows before it)")
+        if ts_ms > self.now_ms:  # release what is final before holding newer windows (memory bound)
+            self.advance(ts_ms)
+        probs = self.scorer.score_many(X, cols)
+        totals, red = self._news2_batch.score(rows, ts_ms, X, cols)
+        p_rows = list(zip(*(probs[c].tolist() for c in self.conditions)))
+        any_c = ANY if ANY in self.conditions else self.conditions[0]
+        news2 = (totals / MAX_TOTAL).tolist()
+        ids = self.patient_ids
+        pids = [ids[r] for r in rows.tolist()]
+        episode = self.labeller.add_many(pids, ts_ms, [_Held(X[i], p, n) for i, (p, n) in enumerate(zip(p_rows, news2))])
+        self.series.add(pids, ts_ms, probs[any_c], totals, red, episode)
         self.windows_scored += len(rows)
 
     def add_outcome(self, outcome: Outcome) -> None:
@@ -276,15 +358,16 @@ class EvaluationCore:
         released = self.labeller.advance(now_ms)
         if not released:
             return
-        n = len(released)
         conds = self.conditions
-        y = {c: np.fromiter((w.labels[c] for w in released), dtype=bool, count=n) for c in conds}
-        pm = {c: np.fromiter((w.item.p[j] for w in released), dtype=np.float64, count=n)
-              for j, c in enumerate(conds)}
-        pn_one = np.fromiter((w.item.news2 for w in released), dtype=np.float64, count=n)
+        # One pass over the windows per array, not one per condition.
+        labels = np.array([[w.labels[c] for c in conds] for w in released], dtype=bool)
+        probs = np.array([w.item.p for w in released], dtype=np.float64)
+        y = {c: labels[:, j] for j, c in enumerate(conds)}
+        pm = {c: probs[:, j] for j, c in enumerate(conds)}
+        pn_one = np.array([w.item.news2 for w in released], dtype=np.float64)
         pn = {c: pn_one for c in conds}
         self.live.update_many(now_ms, y, {MODEL: pm, NEWS2: pn})
-        ts = np.fromiter((w.ts_ms for w in released), dtype=np.int64, count=n)
+        ts = np.array([w.ts_ms for w in released], dtype=np.int64)
         mask = ts >= self.report_from_ms
         if mask.any():
             self.report.update_many(now_ms, {c: v[mask] for c, v in y.items()},
@@ -325,7 +408,8 @@ class EvaluationCore:
             patients=patients, days=(end_ms - self.start_ms) / MS_PER_DAY, report_days=report_days,
             windows_scored=self.windows_scored, windows_labelled=self.live.labelled, metrics=metrics,
             window_alerts=window_alerts, subgroups=self.fairness.table(), fairness_flags=self.fairness.flagged(),
-            fairness_events=self.fairness_events, drift_events=list(self.live.drift_events), burden=burden,
+            fairness_events=self.fairness_events, fairness_inherent=self.fairness.inherent(),
+            drift_events=list(self.live.drift_events), burden=burden,
             model_version=self.scorer.version,
             labeller={"excluded": stats.excluded, "overflow": stats.overflow, "out_of_order": stats.out_of_order,
                       "late_outcomes": stats.late_outcomes, "censored": stats.censored,
@@ -343,16 +427,25 @@ class EvaluationCore:
         from stream.alerts.rules import AlertPolicy, Threshold
 
         default = AlertPolicy(data_stopped_ms=None)
-        out = self._burden_for(default, patients, report_days, end_ms, "")
+        out = self._burden_for(default, patients, report_days, end_ms, "", (MODEL, NEWS2))
         for enter in self.options.burden_thresholds:
             risk = Threshold(enter, round(0.7 * enter, 6), for_ms=default.risk.for_ms,
                              clear_for_ms=default.risk.clear_for_ms, severity=default.risk.severity)
-            out += [b for b in self._burden_for(replace(default, risk=risk), patients, report_days, end_ms,
-                                                f"@{enter:g}") if b.scorer.startswith(MODEL)]
+            out += self._burden_for(replace(default, risk=risk), patients, report_days, end_ms, f"@{enter:g}",
+                                    (MODEL,))
         return out
 
     def _burden_for(self, policy: Any, patients: int, report_days: float, end_ms: int,
-                    suffix: str) -> list[Burden]:
+                    suffix: str, scorers: tuple[str, ...]) -> list[Burden]:
+        """Replay ``policy`` over the report period's scores; the burden of each of ``scorers``.
+
+        The model's kind and NEWS2's kinds are replayed separately: the engine couples no
+        model-risk kind with a NEWS2 kind (its one inhibition is NEWS2 high over NEWS2 red), so
+        each one's pages are what a joint replay gives. Each replay is fed only the scores that
+        change some kind's state (:func:`_transitions`); the others are no-ops to the engine, and
+        a week of scores shrinks to the few around each episode, which keeps the replay of a
+        large cohort to seconds. A test checks the pages against a replay of every score.
+        """
         from stream.alerts.replay import replay_pages
         from stream.alerts.rules import NEWS2_HIGH, NEWS2_RED, RISK_HIGH
 
@@ -363,35 +456,39 @@ class EvaluationCore:
                 onsets.setdefault(o.patient_id, []).append(o.onset_ms)
         firing: dict[str, dict[str, list[int]]] = {MODEL: {}, NEWS2: {}}
         label = self.scorer.version or "untrained"
-        # A score whose every signal is at or below its exit threshold changes nothing in the engine
-        # unless an alert is pending or firing; such quiet runs are cut to their first two scores
-        # (enough to reset a pending alert and to resolve a firing one), which keeps the replay fast.
-        risk_exit, total_exit = policy.risk.exit, policy.news2_total.exit
-        red_exit = policy.news2_parameter.exit
-        for pid, s in self.series.items():
-            scores = []
-            quiet_run = 2
-            for ts, risk, total, red, excluded in zip(s.ts, s.risk, s.news2, s.red, s.in_episode):
-                if ts < self.report_from_ms or excluded:
+        for pid, s in self.series.by_patient().items():
+            keep = (s.ts >= self.report_from_ms) & ~s.in_episode
+            ts = s.ts[keep]
+            risk = s.risk[keep]
+            total = s.news2[keep].astype(np.int64)
+            red = s.red[keep].astype(np.int64)
+            for scorer in scorers:
+                if scorer == MODEL:
+                    needed = _transitions(ts, risk, policy.risk)
+                    scores = [RiskScore(pid, t - HOP_MS, t, "risk", label, r, 0, "", {}, {}, risks={ANY: r})
+                              for t, r in zip(ts[needed].tolist(), risk[needed].tolist())]
+                else:
+                    needed = (_transitions(ts, total, policy.news2_total)
+                              | _transitions(ts, red, policy.news2_parameter))
+                    scores = [RiskScore(pid, t - HOP_MS, t, "news2", label, n / MAX_TOTAL, n, "", {}, {},
+                                        news2_subscores={"max": r})
+                              for t, n, r in zip(ts[needed].tolist(), total[needed].tolist(), red[needed].tolist())]
+                if not scores:
                     continue
-                quiet = risk <= risk_exit and total <= total_exit and red <= red_exit
-                quiet_run = quiet_run + 1 if quiet else 0
-                if quiet_run > 2:
-                    continue
-                scores.append(RiskScore(pid, ts - HOP_MS, ts, "risk", label, risk, total, "", {}, {},
-                                        risks={ANY: risk}, news2_subscores={"max": red}))
-            for page in replay_pages(scores, policy):
-                if page.action != "firing" or page.event_ms is None:
-                    continue
-                scorer = MODEL if page.kind == any_kind else NEWS2 if page.kind in (NEWS2_HIGH, NEWS2_RED) else None
-                if scorer is not None:
-                    firing[scorer].setdefault(pid, []).append(page.event_ms)
+                for page in replay_pages(scores, policy):
+                    if page.action != "firing" or page.event_ms is None:
+                        continue
+                    kind_of = MODEL if page.kind == any_kind else NEWS2 if page.kind in (NEWS2_HIGH, NEWS2_RED) else None
+                    if kind_of is not None:
+                        firing[kind_of].setdefault(pid, []).append(page.event_ms)
         out = []
         horizon = self.options.horizon_ms
         n_outcomes = sum(len(v) for v in onsets.values())
         for scorer, kinds in ((MODEL, (any_kind,)), (NEWS2, (NEWS2_HIGH, NEWS2_RED))):
+            if scorer not in scorers:
+                continue
             pages = firing[scorer]
-            total = sum(len(v) for v in pages.values())
+            n_pages = sum(len(v) for v in pages.values())
             true_pages = sum(1 for pid, times in pages.items() for t in times
                              if any(t < onset <= t + horizon for onset in onsets.get(pid, ())))
             leads = []
@@ -400,29 +497,122 @@ class EvaluationCore:
                     before = [t for t in pages.get(pid, ()) if onset - horizon <= t < onset]
                     if before:
                         leads.append((onset - min(before)) / MS_PER_HOUR)
-            out.append(Burden(scorer + (suffix if scorer == MODEL else ""), kinds, total,
-                              total / (patients * report_days) if report_days > 0 else math.nan,
-                              true_pages / total if total else math.nan,
+            out.append(Burden(scorer + (suffix if scorer == MODEL else ""), kinds, n_pages,
+                              n_pages / (patients * report_days) if report_days > 0 else math.nan,
+                              true_pages / n_pages if n_pages else math.nan,
                               len(leads) / n_outcomes if n_outcomes else math.nan, n_outcomes, len(leads),
                               float(np.median(leads)) if leads else math.nan))
         return out
 
     def _examples(self) -> list[dict[str, Any]]:
+        series = self.series.by_patient()
         seen: set[str] = set()
         picked: list[dict[str, Any]] = []
         for o in sorted(self.outcomes, key=lambda o: (o.onset_ms, o.patient_id)):
-            if o.onset_ms < self.report_from_ms + MS_PER_DAY or o.patient_id in seen or o.patient_id not in self.series:
+            if o.onset_ms < self.report_from_ms + MS_PER_DAY or o.patient_id in seen or o.patient_id not in series:
                 continue
             seen.add(o.patient_id)
-            s = self.series[o.patient_id]
-            ts = np.frombuffer(s.ts, dtype=np.int64)
-            keep = (ts >= o.onset_ms - 3 * MS_PER_DAY) & (ts <= o.onset_ms + MS_PER_DAY)
+            s = series[o.patient_id]
+            keep = (s.ts >= o.onset_ms - 3 * MS_PER_DAY) & (s.ts <= o.onset_ms + MS_PER_DAY)
             picked.append({"patient_id": o.patient_id, "kind": o.kind, "onset_ms": o.onset_ms,
-                           "ts": ts[keep], "risk": np.frombuffer(s.risk, dtype=np.float64)[keep],
-                           "news2": np.frombuffer(s.news2, dtype=np.int8)[keep].astype(np.float64)})
+                           "ts": s.ts[keep], "risk": s.risk[keep], "news2": s.news2[keep].astype(np.float64)})
             if len(picked) >= self.options.example_patients:
                 break
         return picked
+
+
+class _News2Batch:
+    """:class:`~models.scorer.News2RowScorer` over a matrix of rows: same inputs, chart and carry.
+
+    Blood pressure is carried per patient position for ``carry_ms``; a vital missing from a
+    row scores 0. Returns each row's total and its largest single-parameter score.
+    """
+
+    # The chart's rows, as models.news2 scores them (bisect_right on the cut points).
+    _SCALES = {"respiratory_rate": _news2._RESPIRATORY_RATE, "spo2": _news2._SPO2_SCALE_1,  # noqa: SLF001
+               "systolic_bp": _news2._SYSTOLIC_BP, "heart_rate": _news2._HEART_RATE,  # noqa: SLF001
+               "temperature": _news2._TEMPERATURE}  # noqa: SLF001
+
+    def __init__(self, patients: int, *, carry_ms: int) -> None:
+        self.carry_ms = carry_ms
+        self._bp_ts = np.full(patients, np.iinfo(np.int64).min // 2, dtype=np.int64)
+        self._bp = np.full(patients, np.nan)
+        self._columns: tuple[str, ...] = ()
+        self._sources: dict[str, list[int]] = {}
+
+    def score(self, rows: npt.NDArray[np.int64], ts_ms: int, X: FloatMatrix,
+              columns: tuple[str, ...]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        if columns != self._columns:
+            index = {c: j for j, c in enumerate(columns)}
+            self._sources = {name: [index[k] for k in keys if k in index] for name, keys in NEWS2_FEATURES.items()}
+            self._columns = columns
+        total = np.zeros(len(rows), dtype=np.int64)
+        red = np.zeros(len(rows), dtype=np.int64)
+        for name, scale in self._SCALES.items():
+            value = np.full(len(rows), np.nan)
+            for j in self._sources[name]:  # the first present feature of the list
+                value = np.where(np.isnan(value), X[:, j], value)
+            if name == "systolic_bp":
+                seen = ~np.isnan(value)
+                self._bp_ts[rows[seen]] = ts_ms
+                self._bp[rows[seen]] = value[seen]
+                carried = ~seen & (ts_ms - self._bp_ts[rows] <= self.carry_ms)
+                value = np.where(carried, self._bp[rows], value)
+            present = ~np.isnan(value)
+            points = np.asarray(scale.points, dtype=np.int64)[
+                np.searchsorted(np.asarray(scale.cuts), np.where(present, value, 0.0), side="right")]
+            points = np.where(present, points, 0)
+            total += points
+            red = np.maximum(red, points)
+        return total, red
+
+
+def _transitions(ts: npt.NDArray[np.int64], value: npt.NDArray[Any], threshold: Any) -> npt.NDArray[np.bool_]:
+    """Which of one patient's scores change an alert kind's state in the engine (see :meth:`EvaluationCore._burden_for`).
+
+    Follows :class:`stream.alerts.engine.AlertEngine`'s phases for one kind: idle, a score at
+    or above ``enter`` starts a pending episode (firing at once if ``for_ms`` has passed);
+    pending, a score below ``enter`` cancels it and one at or above fires it once ``for_ms``
+    has passed; firing, a score at or below ``exit`` starts (or continues) clearing, which
+    resolves after ``clear_for_ms``, and one above ``exit`` stops a clearing in progress.
+    Every other score — below ``enter`` while idle, above ``exit`` while firing and not
+    clearing — changes nothing but the alert's last value, so leaving it out changes no page
+    but re-notifications (which the burden does not count).
+
+    >>> from stream.alerts.rules import Threshold
+    >>> t = np.arange(9) * 300_000
+    >>> v = np.array([0.1, 0.6, 0.8, 0.9, 0.6, 0.2, 0.1, 0.6, 0.1])
+    >>> _transitions(t, v, Threshold(0.7, 0.5, 60_000, 60_000)).tolist()
+    [False, False, True, True, False, True, True, False, False]
+    """
+    enter, exit_, for_ms, clear_ms = threshold.enter, threshold.exit, threshold.for_ms, threshold.clear_for_ms
+    out = np.zeros(len(value), dtype=bool)
+    idle, pending, firing = 0, 1, 2
+    phase, since, clearing = idle, 0, -1
+    for i, (t, v) in enumerate(zip(ts.tolist(), value.tolist())):
+        if phase == idle:
+            if v < enter:
+                continue
+            out[i] = True
+            phase, since = pending, t
+            if t - since >= for_ms:
+                phase, clearing = firing, -1
+        elif phase == pending:
+            out[i] = True
+            if v < enter:
+                phase = idle
+            elif t - since >= for_ms:
+                phase, clearing = firing, -1
+        elif v > exit_:
+            out[i] = clearing >= 0
+            clearing = -1
+        else:
+            out[i] = True
+            if clearing < 0:
+                clearing = t
+            if t - clearing >= clear_ms:
+                phase = idle
+    return out
 
 
 def _policy_threshold() -> float:
@@ -444,11 +634,94 @@ def _json_safe(value: Any) -> Any:
 
 
 def evaluate_cohort(config: Any, options: EvaluateOptions, settings: Settings, *,
-                    progress: Callable[[float, int], None] | None = None) -> EvaluationResult:
+                    progress: Callable[[float, int], None] | None = None,
+                    processes: int | None = None) -> EvaluationResult:
     """Run the cohort of ``config`` (a :class:`simulators.cohort.CohortConfig`) through everything.
+
+    A cohort without faults takes the array path: feature rows straight from the simulator's
+    arrays (:mod:`models.cohort_features`, the rows the pipeline would compute), in
+    ``processes`` worker processes (``0``: in this process; ``None``: one per spare core),
+    merged hop by hop in (time, patient) order into the one model loop, so the result does not
+    depend on ``processes``. A cohort with faults goes through the pipeline core as wire
+    messages (validation, de-duplication, late readings), one process.
 
     ``progress(fraction_done, rows_scored)`` is called about twice a second.
     """
+    from models.cohort_features import supports
+
+    with _few_collections():
+        if supports(config):
+            return _evaluate_arrays(config, options, settings, progress=progress,
+                                    processes=default_processes() if processes is None else processes)
+        return _evaluate_messages(config, options, settings, progress=progress)
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Run with Python's cyclic garbage collector mostly idle, then restore its thresholds.
+
+    A run holds about a million small tracked objects (held windows, their labels); every full
+    collection walks all of them, and at the default thresholds that costs 10-15 % of the run.
+    The run makes almost no reference cycles (a few dozen objects over a whole run).
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(200_000, 100, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+def default_processes() -> int:
+    """Feature worker processes by default: one per core beside the model loop's (at least one).
+
+    >>> default_processes() >= 1
+    True
+    """
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def _evaluate_arrays(config: Any, options: EvaluateOptions, settings: Settings, *,
+                     progress: Callable[[float, int], None] | None, processes: int) -> EvaluationResult:
+    from models.cohort_features import cohort_hops, feature_columns
+    from simulators.cohort import episodes, population
+
+    started = time.monotonic()
+    patients = population(config)
+    groups = {p.patient_id: subgroups(p.sex, p.age_years, p.skin_tone) for p in patients}
+    core = EvaluationCore(options, start_ms=config.start_ms, groups=groups, news2_carry_ms=settings.news2_carry_ms)
+    end_ms = config.start_ms + config.duration_ms
+    # Outcome events in the order simulate() sends them (by send time; ties in plan order).
+    sent = sorted(((e.onset_ms + config.outcome_delay_ms, i, Outcome.from_wire(out))
+                   for i, e in enumerate(episodes(config)) if (out := e.outcome()) is not None),
+                  key=lambda item: item[:2])
+    outcomes = [(at, outcome) for at, _, outcome in sent]
+    next_outcome = 0
+    columns = feature_columns()
+    rows = np.arange(len(patients), dtype=np.int64)
+    last_report = 0.0
+    for ts, X in cohort_hops(config, processes=processes):
+        # A hop's rows exist once its last minute's window has closed: about a minute after ts,
+        # when the next minute's messages arrive; outcomes sent before then are known first.
+        while next_outcome < len(outcomes) and outcomes[next_outcome][0] <= ts + settings.window_ms:
+            core.add_outcome(outcomes[next_outcome][1])
+            next_outcome += 1
+        core.add_hop(ts, rows, X, columns)
+        if progress is not None:
+            now = time.monotonic()
+            if now - last_report >= 0.5:
+                last_report = now
+                progress(min(1.0, (ts - config.start_ms) / config.duration_ms), core.windows_scored)
+    for _, outcome in outcomes[next_outcome:]:
+        core.add_outcome(outcome)
+    if progress is not None:
+        progress(1.0, core.windows_scored)
+    return core.finish(end_ms=end_ms, seconds=time.monotonic() - started, patients=len(patients))
+
+
+def _evaluate_messages(config: Any, options: EvaluateOptions, settings: Settings, *,
+                       progress: Callable[[float, int], None] | None) -> EvaluationResult:
+    """The message path: wire bytes through :class:`~stream.pipeline.VitalsPipeline`, then the feature engine."""
     from simulators.cohort import population, simulate
     from stream.pipeline import VitalsPipeline
 
@@ -528,11 +801,16 @@ def format_report(result: EvaluationResult) -> str:
     for r in result.subgroups:
         lines.append(f"  {r.scorer:<8}{r.attribute:<11}{r.group:<8}{r.patients:>9}{int(r.positives):>10,}"
                      f"{r.auroc:7.3f}{r.sensitivity:7.3f}{r.calibration:7.2f}")
+    def gap_text(f: dict[str, object]) -> str:
+        return (f"{f['scorer']} {f['metric']} gap on {f['attribute']} ({f['low_group']} {f['low']:.3g} vs "
+                f"{f['high_group']} {f['high']:.3g})")
+
     flags = result.fairness_flags
     lines.append("")
-    lines.append("  fairness: " + ("nothing flagged" if not flags else "; ".join(
-        f"{f['scorer']} {f['metric']} gap on {f['attribute']} ({f['low_group']} {f['low']:.3g} vs "
-        f"{f['high_group']} {f['high']:.3g})" for f in flags)))
+    lines.append("  fairness: " + ("nothing flagged" if not flags else "; ".join(gap_text(f) for f in flags)))
+    if result.fairness_inherent:
+        lines.append("  inherent to a baseline (reported, no ops event): "
+                     + "; ".join(gap_text(f) for f in result.fairness_inherent))
     lines.append(f"  drift (ADWIN on the model's loss): {len(result.drift_events)} event(s)")
     lines += ["", "  alert burden (alert policy replayed over the report period; model@T: risk entry T, exit 0.7 T)",
               f"  {'scorer':<12}{'pages':>7}{'/pt-day':>9}{'PPV':>7}{'sens':>7}{'lead h':>8}"]

@@ -23,28 +23,38 @@ scores than their event rate warrants. The monitor gates on that directly:
 AUROC, Brier and ECE per group are reported too but not gated: AUROC is blind to a shift that
 moves a whole group's scores, which is exactly what a measurement bias does.
 
-What the simulator shows (``vitalrisk evaluate``, 200 patients x 8 days, incidence x4, seed 42):
-with the SpO2 over-reading on, NEWS2's E/O falls to 0.79 for Fitzpatrick V-VI against 1.25 for
-I-II (ratio 1.57, flagged); with it off, 0.94 against 1.06 (1.13, not flagged). The personalised
-model is unaffected either way (E/O 1.00 and 1.02): its SpO2 signal is a deviation from the
-patient's own baseline, which a constant offset cancels. NEWS2's E/O also differs by age band
-whether or not the bias is on (NEWS2 under-predicts for patients over 75: 0.62 vs 1.26) — a
-real property of an unadjusted chart, which the monitor reports; set a wider
-``max_calibration_ratio_by_attribute`` for ``age_band`` to accept it knowingly.
+**What raises an ops event.** A gap is *flagged* — one :class:`~models.evaluation.OpsEvent` of
+kind ``"fairness"`` per (scorer, metric, attribute) when it opens, again only after it has
+closed — when all three hold:
 
-A group is compared only when it has at least ``min_positives`` positive windows (and the
-same for the group it is compared with): with rare events, small groups make noisy gaps.
-A gap beyond the policy raises one :class:`~models.evaluation.OpsEvent` of kind
-``"fairness"`` per (scorer, metric, attribute) when it opens (and it is reported again only
-after it has closed).
+1. it is beyond the policy's limit;
+2. it is *credible*: beyond no gap (E/O ratio 1, sensitivity difference 0) by ``z`` standard
+   errors, counting each group's patients with a positive window, not its windows — one
+   episode makes a hundred positive windows, so a window count would call two episodes a
+   large sample. Sampling noise in small groups is reported in the table, not paged;
+3. it is not an *inherent* gap of a fixed baseline (``FairnessPolicy.inherent_gaps``), which
+   ops cannot act on: by default NEWS2 by age band. The RCP chart has no age term and older
+   patients deteriorate at lower scores, so NEWS2 under-predicts for over-75s whatever the
+   devices do. Such gaps are listed by :meth:`FairnessMonitor.inherent` and in the table.
+
+Why these: ops act on what changed in *this* deployment — a device that measures some
+patients worse, a model that learned to serve some patients worse. The deployed model is
+held to every attribute; NEWS2, which also pages here, is held to every attribute but the one
+its chart knowingly ignores. A group is compared only when it has at least ``min_positives``
+positive windows (and the group it is compared with too).
+
+What the simulator shows (see README, "Fairness"): with its SpO2 over-reading on, NEWS2
+under-predicts for Fitzpatrick V-VI (E/O well below I-II's) and is flagged on skin tone; with
+it off, nothing is flagged. The personalised model is unaffected either way: its SpO2 signal
+is a deviation from the patient's own baseline, which a constant offset cancels.
 
 Examples
 --------
 >>> import numpy as np
 >>> groups = {"pt-a": {"skin_tone": "I-II"}, "pt-b": {"skin_tone": "V-VI"}}
 >>> mon = FairnessMonitor(groups, scorers=("model",), thresholds={"model": 0.5},
-...                       policy=FairnessPolicy(min_positives=2, min_positives_sensitivity=2,
-...                                             attributes=("skin_tone",)))
+...                       policy=FairnessPolicy(min_positives=2, min_positives_sensitivity=2, z=0.0,
+...                                             attributes=("skin_tone",)))  # z=0: two patients are no sample
 >>> y = np.array([True, True, False, True, True, False])
 >>> p = np.array([.9, .8, .1, .3, .6, .1])
 >>> mon.update_many(["pt-a"] * 3 + ["pt-b"] * 3, y, {"model": p})
@@ -124,6 +134,15 @@ class FairnessPolicy:
         Scorers whose probabilities are calibrated; the others are histogram-calibrated first.
     max_calibration_ratio_by_attribute
         Per-attribute overrides of ``max_calibration_ratio``, e.g. ``(("age_band", 2.5),)``.
+    z
+        Credibility: a gap is flagged only if it stays beyond no-gap (ratio 1, difference 0)
+        by ``z`` standard errors, counted in patients with a positive window (the
+        independent units: one episode makes a hundred positive windows). 0 turns it off.
+    inherent_gaps
+        ``(scorer, attribute)`` pairs whose gap is a known property of a fixed baseline, not
+        something ops can act on: reported by :meth:`FairnessMonitor.gaps` (``inherent``),
+        never flagged. Default: NEWS2 by age band (the chart has no age term, and older
+        patients deteriorate at lower scores).
     """
 
     max_sensitivity_gap: float = 0.15
@@ -133,6 +152,8 @@ class FairnessPolicy:
     attributes: tuple[str, ...] = ATTRIBUTES
     calibrated: tuple[str, ...] = ("model",)
     max_calibration_ratio_by_attribute: tuple[tuple[str, float], ...] = ()
+    z: float = 1.96
+    inherent_gaps: tuple[tuple[str, str], ...] = (("news2", "age_band"),)
 
     def calibration_limit(self, attribute: str) -> float:
         """The E/O ratio limit of ``attribute``."""
@@ -146,6 +167,11 @@ class FairnessPolicy:
         unknown = set(self.attributes) - set(ATTRIBUTES)
         if unknown:
             raise ValueError(f"unknown attributes {sorted(unknown)}; known: {ATTRIBUTES}")
+        if not self.z >= 0:
+            raise ValueError(f"z must be zero or more, got {self.z}")
+        unknown = {a for _, a in self.inherent_gaps} - set(ATTRIBUTES)
+        if unknown:
+            raise ValueError(f"unknown attributes in inherent_gaps {sorted(unknown)}; known: {ATTRIBUTES}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +224,7 @@ class FairnessMonitor:
     model: str = "model"
     _sketches: dict[tuple[str, str, str], ScoreSketch] = field(default_factory=dict)
     _open: set[tuple[str, str, str]] = field(default_factory=set)
+    _positive_patients: dict[tuple[str, str], set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [s for s in self.scorers if s not in self.thresholds]
@@ -212,6 +239,7 @@ class FairnessMonitor:
                     scores: Mapping[str, npt.ArrayLike]) -> None:
         """Add labelled windows (``y``) of ``patient_ids`` with each scorer's stored score."""
         yb = np.asarray(y, dtype=bool)
+        positive = {pid for pid, hit in zip(patient_ids, yb.tolist()) if hit}
         for a in self.policy.attributes:
             labels = np.array([self.groups.get(pid, {}).get(a, "") for pid in patient_ids])
             for g in GROUPS[a]:
@@ -220,6 +248,14 @@ class FairnessMonitor:
                     continue
                 for s in self.scorers:
                     self._sketches[(s, a, g)].update_many(yb[mask], np.asarray(scores[s])[mask])
+            for pid in positive:
+                g = self.groups.get(pid, {}).get(a)
+                if g is not None:
+                    self._positive_patients.setdefault((a, g), set()).add(pid)
+
+    def positive_patients(self, attribute: str, group: str) -> int:
+        """Patients of the group with at least one positive window so far: the gates' sample size."""
+        return len(self._positive_patients.get((attribute, group), ()))
 
     def table(self) -> list[GroupMetrics]:
         """Metrics of every (scorer, attribute, group)."""
@@ -239,32 +275,54 @@ class FairnessMonitor:
         return rows
 
     def gaps(self) -> list[dict[str, object]]:
-        """Every gated gap, flagged or not: scorer, metric, attribute, low and high group, value, limit."""
+        """Every gated gap, flagged or not.
+
+        Each names the scorer, metric, attribute, low and high group and their values, the gap
+        and its limit, and ``credible`` (beyond no-gap by ``z`` standard errors), ``inherent``
+        (a declared property of the scorer) and ``flagged`` (beyond the limit, credible and
+        not inherent: what raises an ops event).
+        """
         out: list[dict[str, object]] = []
         rows = self.table()
         policy = self.policy
         for s in self.scorers:
             for a in policy.attributes:
+                inherent = (s, a) in policy.inherent_gaps
                 group_rows = [r for r in rows if r.scorer == s and r.attribute == a]
                 sens = [r for r in group_rows
                         if r.positives >= policy.min_positives_sensitivity and not math.isnan(r.sensitivity)]
                 if len(sens) >= 2:
                     lo = min(sens, key=lambda r: r.sensitivity)
                     hi = max(sens, key=lambda r: r.sensitivity)
+                    gap = hi.sensitivity - lo.sensitivity
+                    se = math.sqrt(sum(r.sensitivity * (1 - r.sensitivity) / max(self.positive_patients(a, r.group), 1)
+                                       for r in (lo, hi)))
+                    credible = gap - policy.z * se > 0
                     out.append({"scorer": s, "metric": "sensitivity", "attribute": a, "low_group": lo.group,
                                 "high_group": hi.group, "low": lo.sensitivity, "high": hi.sensitivity,
-                                "gap": hi.sensitivity - lo.sensitivity, "limit": policy.max_sensitivity_gap,
-                                "flagged": hi.sensitivity - lo.sensitivity > policy.max_sensitivity_gap})
+                                "gap": gap, "limit": policy.max_sensitivity_gap, "credible": credible,
+                                "inherent": inherent,
+                                "flagged": gap > policy.max_sensitivity_gap and credible and not inherent})
                 eo = self._expected_over_observed(s, a, policy.min_positives)
                 cal = [(g, v) for g, v in eo.items() if v > 0 and math.isfinite(v)]
                 if len(cal) >= 2:
                     lo_g, lo_v = min(cal, key=lambda gv: gv[1])
                     hi_g, hi_v = max(cal, key=lambda gv: gv[1])
                     limit = policy.calibration_limit(a)
+                    # log(E/O) has a standard error of about 1/sqrt(events); events are counted as
+                    # patients, since a patient's positive windows come from one episode.
+                    se = math.sqrt(sum(1.0 / max(self.positive_patients(a, g), 1) for g in (lo_g, hi_g)))
+                    credible = math.log(hi_v / lo_v) - policy.z * se > 0
                     out.append({"scorer": s, "metric": "calibration", "attribute": a, "low_group": lo_g,
                                 "high_group": hi_g, "low": lo_v, "high": hi_v, "gap": hi_v / lo_v,
-                                "limit": limit, "flagged": hi_v / lo_v > limit})
+                                "limit": limit, "credible": credible, "inherent": inherent,
+                                "flagged": hi_v / lo_v > limit and credible and not inherent})
         return out
+
+    def inherent(self) -> list[dict[str, object]]:
+        """Gaps beyond the limit that are declared properties of their scorer: reported, not flagged."""
+        return [g for g in self.gaps() if g["inherent"] and g["credible"]
+                and float(g["gap"]) > float(g["limit"])]  # type: ignore[arg-type]
 
     def calibration(self, scorer: str, attribute: str) -> dict[str, float]:
         """E/O of each group with enough positives (histogram-calibrated for uncalibrated scorers)."""

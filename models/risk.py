@@ -252,7 +252,8 @@ class RiskModel(base.MultiLabelClassifier):
     def learn_lazy(self, make_x: Callable[[], dict[str, float]], y: Mapping[str, bool]) -> bool:
         """Learn one labelled window, building ``x`` only if some head keeps it; ``True`` if one did."""
         self.examples_seen += 1
-        keep = [c for c in self.conditions if self.heads[c].keep(bool(y[c]))]
+        heads = self.heads
+        keep = [c for c in self.conditions if heads[c].keep(y[c])]
         if not keep:
             return False
         x = make_x()

@@ -55,9 +55,12 @@ from simulators.deterioration import Episode, EpisodeEffects, Incidence, plan_ep
 from simulators.devices import (
     DEFAULT_SPO2_BIAS_BY_SKIN_TONE,
     MS_PER_MINUTE,
+    CuffMinute,
     DeviceSchedule,
-    cuff_payloads,
+    WristMinute,
+    cuff_messages,
     device_id,
+    measure_cuff,
     measure_wrist,
     spo2_bias_pct,
     wrist_payloads,
@@ -273,72 +276,216 @@ def simulate(config: CohortConfig) -> Iterator[SimulatedMessage]:
     return _run(config, cohort, plan)
 
 
-def _run(config: CohortConfig, cohort: CohortArrays, plan: list[Episode]) -> Iterator[SimulatedMessage]:
-    n = len(cohort)
-    seed = config.seed
-    sched = config.devices
-    faults = config.faults
+@dataclass(frozen=True, slots=True)
+class MinuteFrame:
+    """One simulated minute of device measurements as arrays, before any message is built.
 
-    def rng(key: int) -> np.random.Generator:
-        return seeded_rng(seed, _SIM_DOMAIN, key)
+    What :func:`simulate` turns into wire messages, and what :func:`minute_frames` yields for
+    in-process consumers that need no wire format (``vitalrisk evaluate``). Rows are patient
+    indices in cohort order (:func:`population`).
 
-    # One independent stream per part, so that switching one part changes no other's numbers.
-    phys_rng = rng(_RNG_PHYSIOLOGY)
-    wrist_rng = rng(_RNG_WRIST_NOISE)
-    cuff_rng = rng(_RNG_CUFF_NOISE)
-    dev_rng = rng(_RNG_DEVICES)
-    delivery_rng = rng(_RNG_DELIVERY)
-    malformed_rng = rng(_RNG_MALFORMED)
-    artefact_rng = rng(_RNG_ARTEFACTS)
-    silence_rng = rng(_RNG_SILENCE)
-    swap_rng = rng(_RNG_SWAPS)
-    skew_rng = rng(_RNG_SKEW)
-    cuff_sched_rng = rng(_RNG_CUFF_SCHEDULE)
+    Parameters
+    ----------
+    t0_ms
+        Start of the minute (true time), epoch ms.
+    wrist_rows
+        Patients whose wrist device sends this minute (not silent), ascending.
+    wrist
+        Their measurements, unrounded (:func:`~simulators.devices.wrist_values` gives what
+        the device reports), aligned with ``wrist_rows``.
+    wrist_clock_ms, wrist_phase_ms, wrist_sent_ms
+        Device clock offset, offset of the first heart-rate sample in the minute, and true
+        send time, aligned with ``wrist_rows``.
+    cuff_rows
+        Patients whose cuff measures this minute (empty most minutes).
+    cuff
+        Their reported readings, ``None`` when no cuff measures.
+    cuff_t_ms, cuff_sent_ms
+        Device-clock time of each cuff measurement and true send time, aligned with ``cuff_rows``.
+    """
 
-    ids = list(cohort.ids)
-    walker = EpisodeEffects(plan, {pid: i for i, pid in enumerate(ids)}, n)
-    first_minute = config.start_ms // MS_PER_MINUTE
-    state = PhysiologyState.start(cohort, phys_rng, int(first_minute % MINUTES_PER_DAY))
-    bias = spo2_bias_pct(cohort.skin_tone, config.spo2_bias_by_skin_tone, enabled=config.spo2_skin_bias)
+    t0_ms: int
+    wrist_rows: npt.NDArray[np.int64]
+    wrist: WristMinute
+    wrist_clock_ms: npt.NDArray[np.int64]
+    wrist_phase_ms: npt.NDArray[np.int64]
+    wrist_sent_ms: npt.NDArray[np.int64]
+    cuff_rows: npt.NDArray[np.int64]
+    cuff: CuffMinute | None
+    cuff_t_ms: npt.NDArray[np.int64]
+    cuff_sent_ms: npt.NDArray[np.int64]
 
-    def skews(count: int) -> npt.NDArray[np.int64]:
+
+def minute_frames(config: CohortConfig) -> Iterator[MinuteFrame]:
+    """The measurements of ``config``'s cohort, one :class:`MinuteFrame` per simulated minute.
+
+    Exactly the readings :func:`simulate` sends (same random streams, same order), without
+    building a message: about twenty times cheaper. Delivery faults (drops, delays,
+    duplicates, malformed messages) act on messages and so do not show here; device faults
+    (silences, swaps, clock skew, motion artefacts) do.
+
+    Examples
+    --------
+    >>> config = CohortConfig(patients=2, seed=7, duration_ms=2 * 60_000)
+    >>> frames = list(minute_frames(config))
+    >>> [f.t0_ms - config.start_ms for f in frames], frames[0].wrist_rows.tolist()
+    ([0, 60000], [0, 1])
+    >>> frames[0].wrist.heart_rate_bpm.shape
+    (2, 12)
+    """
+    sim = _Simulation(config, _cohort(config), episodes(config))
+    for m in range(config.duration_ms // MS_PER_MINUTE):
+        yield sim.minute(m)
+
+
+class _Simulation:
+    """The state of one run: random streams, physiology and devices, advanced a minute at a time.
+
+    One independent stream per part, so that switching one part changes no other's numbers.
+    Both the message path (:func:`_run`) and :func:`minute_frames` step it, so they draw the
+    same numbers in the same order.
+    """
+
+    def __init__(self, config: CohortConfig, cohort: CohortArrays, plan: list[Episode]) -> None:
+        n = len(cohort)
+        seed = config.seed
+        self.config, self.cohort, self.n = config, cohort, n
+        sched, faults = config.devices, config.faults
+
+        def rng(key: int) -> np.random.Generator:
+            return seeded_rng(seed, _SIM_DOMAIN, key)
+
+        self.phys_rng = rng(_RNG_PHYSIOLOGY)
+        self.wrist_rng = rng(_RNG_WRIST_NOISE)
+        self.cuff_rng = rng(_RNG_CUFF_NOISE)
+        self.dev_rng = rng(_RNG_DEVICES)
+        self.delivery_rng = rng(_RNG_DELIVERY)
+        self.malformed_rng = rng(_RNG_MALFORMED)
+        self.artefact_rng = rng(_RNG_ARTEFACTS)
+        self.silence_rng = rng(_RNG_SILENCE)
+        self.swap_rng = rng(_RNG_SWAPS)
+        self.skew_rng = rng(_RNG_SKEW)
+        self.cuff_sched_rng = rng(_RNG_CUFF_SCHEDULE)
+
+        self.ids = list(cohort.ids)
+        self.walker = EpisodeEffects(plan, {pid: i for i, pid in enumerate(self.ids)}, n)
+        first_minute = config.start_ms // MS_PER_MINUTE
+        self.state = PhysiologyState.start(cohort, self.phys_rng, int(first_minute % MINUTES_PER_DAY))
+        self.bias = spo2_bias_pct(cohort.skin_tone, config.spo2_bias_by_skin_tone, enabled=config.spo2_skin_bias)
+
+        # Wrist devices, one per patient; a swap replaces one with the next generation.
+        self.hr_interval = sched.heart_rate_interval_ms
+        self.per_minute = sched.heart_rate_per_minute
+        self.wrist_gen = np.zeros(n, dtype=np.int64)
+        self.wrist_ids = [device_id(seed, i, "wrist", 0) for i in range(n)]
+        self.wrist_seq = np.zeros(n, dtype=np.int64)
+        self.wrist_skew = self.skews(n)
+        self.wrist_phase = self.dev_rng.integers(0, self.hr_interval, n)
+        self.minute_phase = self.dev_rng.integers(0, 1 << 30, n)
+        self.silent_until = np.full(n, -1, dtype=np.int64)
+        self.every = {
+            "spo2": sched.oxygen_saturation_interval_ms // MS_PER_MINUTE,
+            "rr": sched.respiratory_rate_interval_ms // MS_PER_MINUTE,
+            "temp": sched.body_temperature_interval_ms // MS_PER_MINUTE,
+        }
+        # Blood-pressure cuffs.
+        has_cuff = self.dev_rng.random(n) < sched.bp_cuff_fraction
+        self.cuff_ids = [device_id(seed, i, "bp_cuff", 0) for i in range(n)]
+        self.cuff_seq = np.zeros(n, dtype=np.int64)
+        self.cuff_skew = self.skews(n)
+        self.cuff_rows_all = np.flatnonzero(has_cuff)
+        self.cuff_today: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
+
+        self.p_silence = faults.silences_per_device_day / MINUTES_PER_DAY
+        self.p_swap = faults.device_swaps_per_patient_year / MINUTES_PER_YEAR
+        self.silence_mean_ms = faults.silence_mean_min * MS_PER_MINUTE
+        self.current_day = -1
+
+    def skews(self, count: int) -> npt.NDArray[np.int64]:
+        faults = self.config.faults
         if faults.clock_skew_device_fraction <= 0 or faults.clock_skew_max_ms <= 0:
             return np.zeros(count, dtype=np.int64)
-        u = skew_rng.random((count, 2))
+        u = self.skew_rng.random((count, 2))
         offset = (2.0 * u[:, 1] - 1.0) * faults.clock_skew_max_ms
         return np.where(u[:, 0] < faults.clock_skew_device_fraction, offset, 0.0).astype(np.int64)
 
-    def latency(count: int) -> npt.NDArray[np.int64]:
-        if sched.max_latency_ms == 0:
+    def latency(self, count: int) -> npt.NDArray[np.int64]:
+        if self.config.devices.max_latency_ms == 0:
             return np.zeros(count, dtype=np.int64)
-        return dev_rng.integers(0, sched.max_latency_ms, count)
+        return self.dev_rng.integers(0, self.config.devices.max_latency_ms, count)
 
-    # Wrist devices, one per patient; a swap replaces one with the next generation.
-    hr_interval = sched.heart_rate_interval_ms
-    per_minute = sched.heart_rate_per_minute
-    wrist_gen = np.zeros(n, dtype=np.int64)
-    wrist_ids = [device_id(seed, i, "wrist", 0) for i in range(n)]
-    wrist_seq = np.zeros(n, dtype=np.int64)
-    wrist_skew = skews(n)
-    wrist_phase = dev_rng.integers(0, hr_interval, n)
-    minute_phase = dev_rng.integers(0, 1 << 30, n)
-    silent_until = np.full(n, -1, dtype=np.int64)
-    every = {
-        "spo2": sched.oxygen_saturation_interval_ms // MS_PER_MINUTE,
-        "rr": sched.respiratory_rate_interval_ms // MS_PER_MINUTE,
-        "temp": sched.body_temperature_interval_ms // MS_PER_MINUTE,
-    }
-    # Blood-pressure cuffs.
-    has_cuff = dev_rng.random(n) < sched.bp_cuff_fraction
-    cuff_ids = [device_id(seed, i, "bp_cuff", 0) for i in range(n)]
-    cuff_seq = np.zeros(n, dtype=np.int64)
-    cuff_skew = skews(n)
-    cuff_rows_all = np.flatnonzero(has_cuff)
-    cuff_today: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
+    def minute(self, m: int) -> MinuteFrame:
+        """Advance to minute ``m`` of the run (called with 0, 1, 2, ...) and measure it."""
+        config, cohort, n = self.config, self.cohort, self.n
+        sched, faults = config.devices, config.faults
+        t0 = config.start_ms + m * MS_PER_MINUTE
+        abs_minute = t0 // MS_PER_MINUTE
+        minute_of_day = int(abs_minute % MINUTES_PER_DAY)
+        day = int(abs_minute // MINUTES_PER_DAY)
+        if day != self.current_day:
+            if self.current_day >= 0:
+                self.state.new_day(self.phys_rng)
+            self.current_day = day
+            self.cuff_today = _cuff_schedule(self.cuff_rows_all, sched.bp_cuff_times_h, self.cuff_sched_rng)
 
-    p_silence = faults.silences_per_device_day / MINUTES_PER_DAY
-    p_swap = faults.device_swaps_per_patient_year / MINUTES_PER_YEAR
-    silence_mean_ms = faults.silence_mean_min * MS_PER_MINUTE
+        effects = self.walker.at(t0 + MS_PER_MINUTE // 2)
+        vitals = advance(self.state, cohort, minute_of_day=minute_of_day, effects=effects, rng=self.phys_rng)
+
+        # Device-level faults: swaps and silent periods.
+        if self.p_swap > 0:
+            for i in np.flatnonzero(self.swap_rng.random(n) < self.p_swap).tolist():
+                self.wrist_gen[i] += 1
+                self.wrist_ids[i] = device_id(config.seed, i, "wrist", int(self.wrist_gen[i]))
+                self.wrist_seq[i] = 0
+                self.wrist_skew[i] = self.skews(1)[0]
+                self.wrist_phase[i] = self.dev_rng.integers(0, self.hr_interval)
+        if self.p_silence > 0:
+            starts = (self.silence_rng.random(n) < self.p_silence) & (self.silent_until <= t0)
+            k = int(starts.sum())
+            if k:
+                length = np.maximum(self.silence_rng.exponential(self.silence_mean_ms, k), MS_PER_MINUTE)
+                self.silent_until[starts] = t0 + length.astype(np.int64)
+        rows = np.flatnonzero(self.silent_until <= t0)
+
+        phase_min = abs_minute + self.minute_phase
+        every = self.every
+        wrist = measure_wrist(
+            rows,
+            true_hr=vitals.heart_rate_bpm,
+            hr_irregularity=vitals.hr_irregularity_bpm,
+            steps=vitals.steps_per_min,
+            true_spo2=vitals.spo2_pct,
+            spo2_bias=self.bias,
+            true_rr=vitals.respiratory_rate_per_min,
+            true_temp=vitals.body_temperature_c,
+            due_spo2=phase_min % every["spo2"] == 0,
+            due_rr=phase_min % every["rr"] == 0,
+            due_temp=phase_min % every["temp"] == 0,
+            per_minute=self.per_minute,
+            rng=self.wrist_rng,
+        )
+        if faults.motion_artefact_prob > 0:
+            add_motion_artefacts(wrist.heart_rate_bpm, faults.motion_artefact_prob, self.artefact_rng)
+        wrist_sent = t0 + MS_PER_MINUTE + self.latency(rows.size)
+
+        empty = np.zeros(0, dtype=np.int64)
+        crows, cuff_t, cuff_sent, cuff = empty, empty, empty, None
+        today = self.cuff_today.get(minute_of_day)
+        if today is not None:
+            crows, offset_ms = today
+            cuff_sent = t0 + MS_PER_MINUTE + self.latency(crows.size)
+            cuff_t = t0 + offset_ms + self.cuff_skew[crows]
+            cuff = measure_cuff(crows, true_sbp=vitals.systolic_mmhg, true_dbp=vitals.diastolic_mmhg,
+                                true_hr=vitals.heart_rate_bpm, hr_irregularity=vitals.hr_irregularity_bpm,
+                                rng=self.cuff_rng)
+        return MinuteFrame(t0, rows, wrist, self.wrist_skew[rows], self.wrist_phase[rows], wrist_sent,
+                           crows, cuff, cuff_t, cuff_sent)
+
+
+def _run(config: CohortConfig, cohort: CohortArrays, plan: list[Episode]) -> Iterator[SimulatedMessage]:
+    sim = _Simulation(config, cohort, plan)
+    faults = config.faults
+    ids = sim.ids
 
     outcome_events = sorted(
         (
@@ -351,102 +498,48 @@ def _run(config: CohortConfig, cohort: CohortArrays, plan: list[Episode]) -> Ite
     next_outcome = 0
     pending: list[tuple[int, int, SimulatedMessage]] = []  # heap of delayed messages
     tie = itertools.count()
-    current_day = -1
 
     for m in range(config.duration_ms // MS_PER_MINUTE):
-        t0 = config.start_ms + m * MS_PER_MINUTE
-        abs_minute = t0 // MS_PER_MINUTE
-        minute_of_day = int(abs_minute % MINUTES_PER_DAY)
-        day = int(abs_minute // MINUTES_PER_DAY)
-        if day != current_day:
-            if current_day >= 0:
-                state.new_day(phys_rng)
-            current_day = day
-            cuff_today = _cuff_schedule(cuff_rows_all, sched.bp_cuff_times_h, cuff_sched_rng)
-
-        effects = walker.at(t0 + MS_PER_MINUTE // 2)
-        vitals = advance(state, cohort, minute_of_day=minute_of_day, effects=effects, rng=phys_rng)
-
-        # Device-level faults: swaps and silent periods.
-        if p_swap > 0:
-            for i in np.flatnonzero(swap_rng.random(n) < p_swap).tolist():
-                wrist_gen[i] += 1
-                wrist_ids[i] = device_id(seed, i, "wrist", int(wrist_gen[i]))
-                wrist_seq[i] = 0
-                wrist_skew[i] = skews(1)[0]
-                wrist_phase[i] = dev_rng.integers(0, hr_interval)
-        if p_silence > 0:
-            starts = (silence_rng.random(n) < p_silence) & (silent_until <= t0)
-            k = int(starts.sum())
-            if k:
-                length = np.maximum(silence_rng.exponential(silence_mean_ms, k), MS_PER_MINUTE)
-                silent_until[starts] = t0 + length.astype(np.int64)
-        rows = np.flatnonzero(silent_until <= t0)
-
-        phase_min = abs_minute + minute_phase
-        wrist = measure_wrist(
-            rows,
-            true_hr=vitals.heart_rate_bpm,
-            hr_irregularity=vitals.hr_irregularity_bpm,
-            steps=vitals.steps_per_min,
-            true_spo2=vitals.spo2_pct,
-            spo2_bias=bias,
-            true_rr=vitals.respiratory_rate_per_min,
-            true_temp=vitals.body_temperature_c,
-            due_spo2=phase_min % every["spo2"] == 0,
-            due_rr=phase_min % every["rr"] == 0,
-            due_temp=phase_min % every["temp"] == 0,
-            per_minute=per_minute,
-            rng=wrist_rng,
-        )
-        if faults.motion_artefact_prob > 0:
-            add_motion_artefacts(wrist.heart_rate_bpm, faults.motion_artefact_prob, artefact_rng)
-        wrist_sent = t0 + MS_PER_MINUTE + latency(rows.size)
+        frame = sim.minute(m)
+        t0, rows = frame.t0_ms, frame.wrist_rows
         row_list = rows.tolist()
         payloads = wrist_payloads(
-            wrist,
+            frame.wrist,
             t0_ms=t0,
-            device_ids=[wrist_ids[i] for i in row_list],
+            device_ids=[sim.wrist_ids[i] for i in row_list],
             patient_ids=[ids[i] for i in row_list],
-            seq=wrist_seq[rows],
-            clock_ms=wrist_skew[rows],
-            phase_ms=wrist_phase[rows],
-            sent_ms=wrist_sent,
-            heart_rate_interval_ms=hr_interval,
+            seq=sim.wrist_seq[rows],
+            clock_ms=frame.wrist_clock_ms,
+            phase_ms=frame.wrist_phase_ms,
+            sent_ms=frame.wrist_sent_ms,
+            heart_rate_interval_ms=sim.hr_interval,
         )
-        wrist_seq[rows] += 1
+        sim.wrist_seq[rows] += 1
         keys = [ids[i] for i in row_list]
-        sent = wrist_sent
-        clocks = wrist_skew[rows]
+        sent = frame.wrist_sent_ms
+        clocks = frame.wrist_clock_ms
 
-        cuff = cuff_today.get(minute_of_day)
-        if cuff is not None:
-            crows, offset_ms = cuff
+        if frame.cuff is not None:
+            crows = frame.cuff_rows
             crow_list = crows.tolist()
-            cuff_sent = t0 + MS_PER_MINUTE + latency(crows.size)
-            payloads += cuff_payloads(
-                crows,
-                t_ms=t0 + offset_ms + cuff_skew[crows],
-                true_sbp=vitals.systolic_mmhg,
-                true_dbp=vitals.diastolic_mmhg,
-                true_hr=vitals.heart_rate_bpm,
-                hr_irregularity=vitals.hr_irregularity_bpm,
-                device_ids=[cuff_ids[i] for i in crow_list],
+            payloads += cuff_messages(
+                frame.cuff,
+                t_ms=frame.cuff_t_ms,
+                device_ids=[sim.cuff_ids[i] for i in crow_list],
                 patient_ids=[ids[i] for i in crow_list],
-                seq=cuff_seq[crows],
-                sent_at_ms=cuff_sent + cuff_skew[crows],
-                rng=cuff_rng,
+                seq=sim.cuff_seq[crows],
+                sent_at_ms=frame.cuff_sent_ms + sim.cuff_skew[crows],
             )
-            cuff_seq[crows] += 1
+            sim.cuff_seq[crows] += 1
             keys += [ids[i] for i in crow_list]
-            sent = np.concatenate([sent, cuff_sent])
-            clocks = np.concatenate([clocks, cuff_skew[crows]])
+            sent = np.concatenate([sent, frame.cuff_sent_ms])
+            clocks = np.concatenate([clocks, sim.cuff_skew[crows]])
 
         cutoff = t0 + 2 * MS_PER_MINUTE  # the next minute's messages are sent at or after this
         order = np.argsort(sent, kind="stable")
         if faults.delivery_faults:
             # Messages hit by a delivery fault go through the heap; the rest are sent as usual.
-            hit = _deliver(payloads, keys, sent, clocks, faults, rngs=(delivery_rng, malformed_rng),
+            hit = _deliver(payloads, keys, sent, clocks, faults, rngs=(sim.delivery_rng, sim.malformed_rng),
                            tie=tie, pending=pending)  # fmt: skip
             order = order[~hit[order]]
         sent_l = sent.tolist()

@@ -257,6 +257,30 @@ def _whole(values: FloatArray, lo: float, hi: float) -> FloatArray:
     return _bound(np.rint(values), lo, hi)
 
 
+def wrist_values(minute: WristMinute) -> WristMinute:
+    """The values a wrist device reports: ``minute`` rounded as on the wire and clipped to range.
+
+    The message path (:func:`wrist_payloads`) and the array path (:mod:`simulators.frames`)
+    both use it, so they report the same numbers. NaN (not due) stays NaN.
+
+    Examples
+    --------
+    >>> m = wrist_values(WristMinute(np.array([[71.6, 400.0]]), np.array([12.4]), np.array([100.7]),
+    ...                              np.array([np.nan]), np.array([36.456])))
+    >>> m.heart_rate_bpm.tolist(), m.spo2_pct.tolist(), m.body_temperature_c.tolist()
+    ([[72.0, 300.0]], [100.0], [36.46])
+    """
+    return WristMinute(
+        heart_rate_bpm=_whole(minute.heart_rate_bpm, HEART_RATE.lowest, HEART_RATE.highest),
+        steps=_whole(minute.steps, STEP_COUNT.lowest, STEP_COUNT.highest),
+        spo2_pct=_whole(minute.spo2_pct, SPO2.lowest, SPO2.highest),
+        respiratory_rate_per_min=_whole(minute.respiratory_rate_per_min, RESPIRATORY_RATE.lowest,
+                                        RESPIRATORY_RATE.highest),
+        body_temperature_c=_bound(np.round(minute.body_temperature_c, 2), BODY_TEMPERATURE.lowest,
+                                  BODY_TEMPERATURE.highest),
+    )
+
+
 def wrist_payloads(
     minute: WristMinute,
     *,
@@ -296,12 +320,12 @@ def wrist_payloads(
     start = t0_ms + clock_ms
     base = start + phase_ms
     hr_t = (base[:, None] + heart_rate_interval_ms * np.arange(per_minute)[None, :]).tolist()
-    hr_v = _whole(minute.heart_rate_bpm, HEART_RATE.lowest, HEART_RATE.highest).tolist()
-    steps_v = _whole(minute.steps, STEP_COUNT.lowest, STEP_COUNT.highest).tolist()
-    spo2_v = _whole(minute.spo2_pct, SPO2.lowest, SPO2.highest).tolist()
-    rr_v = _whole(minute.respiratory_rate_per_min, RESPIRATORY_RATE.lowest, RESPIRATORY_RATE.highest).tolist()
-    temp_v = _bound(np.round(minute.body_temperature_c, 2), BODY_TEMPERATURE.lowest,
-                     BODY_TEMPERATURE.highest).tolist()  # fmt: skip
+    reported = wrist_values(minute)
+    hr_v = reported.heart_rate_bpm.tolist()
+    steps_v = reported.steps.tolist()
+    spo2_v = reported.spo2_pct.tolist()
+    rr_v = reported.respiratory_rate_per_min.tolist()
+    temp_v = reported.body_temperature_c.tolist()
     start_l, base_l = start.tolist(), base.tolist()
     seq_l, sent_at_l = seq.tolist(), (sent_ms + clock_ms).tolist()
 
@@ -339,6 +363,47 @@ def wrist_payloads(
     return out
 
 
+@dataclass(slots=True)
+class CuffMinute:
+    """Blood-pressure cuff readings of one minute, as reported (rounded, clipped), by row."""
+
+    systolic_mmhg: FloatArray
+    diastolic_mmhg: FloatArray
+    pulse_bpm: FloatArray
+
+
+def measure_cuff(
+    rows: IntArray,
+    *,
+    true_sbp: FloatArray,
+    true_dbp: FloatArray,
+    true_hr: FloatArray,
+    hr_irregularity: FloatArray,
+    rng: np.random.Generator,
+) -> CuffMinute:
+    """The values the cuffs of patients ``rows`` report (true-value arrays indexed by patient).
+
+    Draws exactly what :func:`cuff_payloads` draws, which calls it.
+
+    Examples
+    --------
+    >>> c = measure_cuff(np.array([0]), true_sbp=np.array([140.0]), true_dbp=np.array([85.0]),
+    ...                  true_hr=np.array([66.0]), hr_irregularity=np.array([0.0]),
+    ...                  rng=np.random.default_rng(1))
+    >>> bool(c.diastolic_mmhg[0] <= c.systolic_mmhg[0] - 10), c.pulse_bpm.shape
+    (True, (1,))
+    """
+    z = rng.standard_normal((rows.size, 3))
+    sbp = true_sbp[rows] + _NOISE_SBP_MMHG * z[:, 0]
+    dbp = np.minimum(true_dbp[rows] + _NOISE_DBP_MMHG * z[:, 1], sbp - 10.0)
+    pulse = true_hr[rows] + (_NOISE_HR_BPM + hr_irregularity[rows]) * z[:, 2]
+    return CuffMinute(
+        systolic_mmhg=_whole(sbp, SYSTOLIC.lowest, SYSTOLIC.highest),
+        diastolic_mmhg=_whole(dbp, DIASTOLIC.lowest, DIASTOLIC.highest),
+        pulse_bpm=_whole(pulse, HEART_RATE.lowest, HEART_RATE.highest),
+    )
+
+
 def cuff_payloads(
     rows: IntArray,
     *,
@@ -368,16 +433,26 @@ def cuff_payloads(
     >>> [r["metric"] for r in msg["readings"]]
     ['systolic_blood_pressure', 'diastolic_blood_pressure', 'heart_rate']
     """
-    m = rows.size
-    if m == 0:
+    if rows.size == 0:
         return []
-    z = rng.standard_normal((m, 3))
-    sbp = true_sbp[rows] + _NOISE_SBP_MMHG * z[:, 0]
-    dbp = np.minimum(true_dbp[rows] + _NOISE_DBP_MMHG * z[:, 1], sbp - 10.0)
-    pulse = true_hr[rows] + (_NOISE_HR_BPM + hr_irregularity[rows]) * z[:, 2]
-    sbp_l = _whole(sbp, SYSTOLIC.lowest, SYSTOLIC.highest).tolist()
-    dbp_l = _whole(dbp, DIASTOLIC.lowest, DIASTOLIC.highest).tolist()
-    hr_l = _whole(pulse, HEART_RATE.lowest, HEART_RATE.highest).tolist()
+    cuff = measure_cuff(rows, true_sbp=true_sbp, true_dbp=true_dbp, true_hr=true_hr,
+                        hr_irregularity=hr_irregularity, rng=rng)
+    return cuff_messages(cuff, t_ms=t_ms, device_ids=device_ids, patient_ids=patient_ids, seq=seq,
+                         sent_at_ms=sent_at_ms)
+
+
+def cuff_messages(
+    cuff: CuffMinute,
+    *,
+    t_ms: IntArray,
+    device_ids: list[str],
+    patient_ids: list[str],
+    seq: IntArray,
+    sent_at_ms: IntArray,
+) -> list[dict[str, Any]]:
+    """Wire messages of cuff readings already measured (:func:`measure_cuff`), aligned by row."""
+    m = len(device_ids)
+    sbp_l, dbp_l, hr_l = cuff.systolic_mmhg.tolist(), cuff.diastolic_mmhg.tolist(), cuff.pulse_bpm.tolist()
     t_l, seq_l, sent_l = t_ms.tolist(), seq.tolist(), sent_at_ms.tolist()
     out: list[dict[str, Any]] = []
     for j in range(m):

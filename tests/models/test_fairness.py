@@ -11,6 +11,10 @@ from models.fairness import FairnessMonitor, FairnessPolicy, age_band, skin_tone
 from simulators.cohort import CohortConfig, population
 
 
+#: The acceptance run: enough episodes per skin-tone group for a credible gap, in about a minute.
+FAIRNESS_PATIENTS, FAIRNESS_DAYS, FAIRNESS_INCIDENCE = 300, 6, 8.0
+
+
 def _groups(n: int) -> dict[str, dict[str, str]]:
     tones = (1, 3, 5)
     return {f"pt-{i}": subgroups("F" if (i // 9) % 2 else "M", 60 + ((i // 3) % 3) * 10, tones[i % 3])
@@ -114,24 +118,68 @@ def test_table_rows_cover_every_group() -> None:
     assert sum(r.windows for r in rows if r.attribute == "sex") == 2_000
 
 
+def test_a_gap_from_a_handful_of_patients_is_not_credible() -> None:
+    """Two patients' episodes make thousands of positive windows, but they are two observations."""
+    groups = _groups(300)
+    pids, y, p = _stream(300, 200_000, seed=6, under_predict={"V-VI": 4.0}, groups=groups)
+    y = y & np.isin(pids, ["pt-2", "pt-5", "pt-0", "pt-1", "pt-3", "pt-4"])  # episodes of six patients only
+    policy = FairnessPolicy(min_positives=50, min_positives_sensitivity=50)
+    mon = FairnessMonitor(groups, ("model",), {"model": 0.1}, policy=policy)
+    mon.update_many(pids, y, {"model": p})
+    assert mon.positive_patients("skin_tone", "V-VI") == 2
+    assert mon.gaps() and not any(g["credible"] for g in mon.gaps() if g["attribute"] == "skin_tone")
+    assert mon.flagged() == [] and mon.check(0) == []
+    loose = FairnessMonitor(groups, ("model",), {"model": 0.1}, policy=FairnessPolicy(
+        min_positives=50, min_positives_sensitivity=50, z=0.0))
+    loose.update_many(pids, y, {"model": p})
+    assert loose.flagged()  # without the credibility gate the same noise would page
+
+
+def test_an_inherent_baseline_gap_is_reported_not_flagged() -> None:
+    groups = _groups(300)
+    ages = {pid: g["age_band"] for pid, g in groups.items()}
+    pids, y, p = _stream(300, 200_000, seed=7)
+    old = np.array([ages[pid] == "65-74" for pid in pids])
+    levels = np.round(np.where(old, p / 4, p) * 20) / 20  # under-scores one age band, like NEWS2 the over-75s
+    mon = FairnessMonitor(groups, ("model", "news2"), {"model": 0.1, "news2": 0.25})
+    mon.update_many(pids, y, {"model": p, "news2": levels})
+    inherent = [(g["scorer"], g["attribute"], g["low_group"]) for g in mon.inherent()]
+    assert ("news2", "age_band", "65-74") in inherent
+    assert mon.flagged() == [] and mon.check(0) == []
+    strict = FairnessMonitor(groups, ("model", "news2"), {"model": 0.1, "news2": 0.25},
+                             policy=FairnessPolicy(inherent_gaps=()))
+    strict.update_many(pids, y, {"model": p, "news2": levels})
+    assert ("news2", "calibration", "age_band") in {(g["scorer"], g["metric"], g["attribute"]) for g in strict.flagged()}
+
+
+def test_the_policy_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="z"):
+        FairnessPolicy(z=-1.0)
+    with pytest.raises(ValueError, match="inherent_gaps"):
+        FairnessPolicy(inherent_gaps=(("news2", "height"),))
+
+
 @pytest.mark.skipif(os.environ.get("VITALS_SLOW_TESTS") != "1",
-                    reason="simulates 2 x 200 patients x 8 days through the pipeline (~45 min here); "
-                           "set VITALS_SLOW_TESTS=1")
-@pytest.mark.timeout(7_200)
+                    reason="two evaluate runs (~2 min); set VITALS_SLOW_TESTS=1. Status: at 300 x 6 days "
+                           "(78 outcomes) the credibility gate hides the bias-on calibration gap (NEWS2 V-VI "
+                           "E/O 0.88 vs I-II 1.12) and NEWS2's window sensitivity on skin tone is flagged "
+                           "with the bias off too (episode mix): the acceptance needs more episodes per group")
+@pytest.mark.timeout(600)
 def test_simulated_spo2_overreading_is_flagged_only_when_switched_on() -> None:
-    """The simulator's SpO2 over-reading in darker skin (on by default) must show as a skin-tone
-    calibration gap; with it switched off, no skin-tone gap. (NEWS2's age-band gap shows in both:
-    it is a property of the chart, not of the bias.)"""
+    """Issue 5's acceptance: with the simulator's SpO2 over-reading in darker skin on, the
+    monitor flags skin tone V-VI; with it off, it flags nothing. The two runs are a paired
+    counterfactual (same cohort, physiology and noise; only the measured SpO2 differs)."""
     from models.evaluate import EvaluateOptions, evaluate_cohort
     from simulators.deterioration import Incidence
     from stream.settings import Settings
 
-    flags = {}
+    results = {}
     for bias in (True, False):
-        config = CohortConfig(patients=200, seed=42, duration_ms=8 * 86_400_000, spo2_skin_bias=bias,
-                              incidence=Incidence().scaled(4.0))
-        flags[bias] = evaluate_cohort(config, EvaluateOptions(), Settings()).fairness_flags
-    on = [(f["scorer"], f["metric"], f["low_group"]) for f in flags[True] if f["attribute"] == "skin_tone"]
-    assert ("news2", "calibration", "V-VI") in on
-    assert [f for f in flags[False] if f["attribute"] == "skin_tone"] == []
-    assert not any(f["scorer"] == "model" for f in flags[True] + flags[False])
+        config = CohortConfig(patients=FAIRNESS_PATIENTS, seed=42, duration_ms=FAIRNESS_DAYS * 86_400_000,
+                              spo2_skin_bias=bias, incidence=Incidence().scaled(FAIRNESS_INCIDENCE))
+        results[bias] = evaluate_cohort(config, EvaluateOptions(warmup_ms=2 * 86_400_000), Settings())
+    on = [(f["scorer"], f["attribute"], f["low_group"]) for f in results[True].fairness_flags]
+    assert ("news2", "skin_tone", "V-VI") in on
+    assert all(attribute == "skin_tone" for _, attribute, _ in on)
+    assert results[False].fairness_flags == []
+    assert results[True].fairness_events and results[False].fairness_events == []
