@@ -160,3 +160,32 @@ def test_fairness_is_watched_per_subgroup_given_the_patients() -> None:
     rows = {(r.scorer, r.attribute, r.group): r for r in learner.fairness.table()}
     assert rows[("model", "skin_tone", "V-VI")].windows > 0 and rows[("model", "skin_tone", "I-II")].windows > 0
     assert rows[("news2", "sex", "F")].windows == rows[("model", "sex", "F")].windows
+
+
+def test_the_trainer_records_drift_and_fairness_events_one_row_per_gap() -> None:
+    """Events become ops_events rows (kind, subject, time unique) and counters; no connection needed."""
+    import json as _json
+
+    from prometheus_client import CollectorRegistry
+    from pydantic import SecretStr
+
+    from models.evaluation import OpsEvent
+    from models.trainer_service import TrainerService
+    from sinks.metrics import ModelMetrics
+    from stream.settings import Settings
+
+    registry = CollectorRegistry()
+    service = TrainerService(Settings(snapshot_key=SecretStr("k" * 40)), metrics=ModelMetrics(registry))
+    service._record_events([
+        OpsEvent("drift", T0, "model", {"condition": "any", "recent_loss": 0.2}),
+        OpsEvent("fairness", T0, "risk-logreg", {"scorer": "news2", "metric": "calibration",
+                                                 "attribute": "skin_tone", "gap": 0.4}),
+        OpsEvent("fairness", T0, "risk-logreg", {"scorer": "news2", "metric": "sensitivity",
+                                                 "attribute": "skin_tone", "gap": 0.3}),
+    ])
+    subjects = [(kind, subject) for _, kind, subject, _ in service._ops_rows]
+    assert subjects == [("drift", "risk-logreg"), ("fairness", "risk-logreg:news2:calibration:skin_tone"),
+                        ("fairness", "risk-logreg:news2:sensitivity:skin_tone")]
+    assert _json.loads(service._ops_rows[1][3])["gap"] == 0.4
+    assert registry.get_sample_value("vitals_drift_events_total", {"model": "risk-logreg"}) == 1
+    assert registry.get_sample_value("vitals_ops_events_total", {"kind": "fairness"}) == 2
