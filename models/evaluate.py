@@ -17,10 +17,12 @@ whose hourly snapshots the scorer swaps to — the live system's loop, run as fa
 The report covers windows scored after a warm-up (default 3 days, while the model is young):
 AUROC, AUPRC, Brier score and ECE of the model and NEWS2 per condition; the subgroup table and
 fairness flags; ADWIN drift events; and the alert burden of the default alert policy replayed
-over the scores (:func:`stream.alerts.replay.replay_pages`): pages per patient-day, page PPV
-(a firing page followed by an onset within the horizon), episode sensitivity (an onset preceded
-by a firing page within the horizon) and median lead time. Plots (ROC, calibration, example
-trajectories) go to ``out_dir`` when matplotlib is installed.
+over the scores (:func:`stream.alerts.replay.replay_pages`; every model risk head pages, as in
+the alerter): pages per patient-day, page PPV (a firing page followed by an onset within the
+horizon), episode sensitivity (an onset preceded by a firing page within the horizon) and median
+lead time, overall and per outcome kind (``by_kind``), where the onsets no page preceded are
+also timed to their first page after onset (reported apart, never counted as detections).
+Plots (ROC, calibration, example trajectories) go to ``out_dir`` when matplotlib is installed.
 
 Simulated cohorts prove the machinery, not clinical validity: the simulator's physiology and
 its deteriorations are ours, so a model that beats NEWS2 here has learned our simulator.
@@ -61,6 +63,9 @@ MS_PER_DAY = 24 * MS_PER_HOUR
 MODEL, NEWS2 = "model", "news2"
 #: NEWS2 at or above this counts as an alert for window-level sensitivity (RCP: 5 = medium risk).
 NEWS2_ALERT_TOTAL = 5
+#: The outcome kind with the most sudden onset (simulators/deterioration.py: AF starts at once,
+#: after a short, faint prodrome); the report gives episode sensitivity without it as well.
+SUDDEN_KIND = "af_episode"
 #: Default directory of the plots.
 DEFAULT_OUT_DIR = Path("docs/img")
 
@@ -134,20 +139,23 @@ class _Series:
     news2: npt.NDArray[np.int8]
     red: npt.NDArray[np.int8]
     in_episode: npt.NDArray[np.bool_]
+    heads: dict[str, FloatVector] = field(default_factory=dict)
+    """The per-condition heads' risks besides ``risk`` (the "any" head), by condition."""
 
 
 class _SeriesStore:
-    """Every score's patient, time, model risk, NEWS2 total and red score, appended a batch at a
-    time as compact arrays, and grouped per patient once at the end."""
+    """Every score's patient, time, model risk ("any" and per condition), NEWS2 total and red
+    score, appended a batch at a time as compact arrays, and grouped per patient once at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, heads: Sequence[str] = ()) -> None:
+        self.heads = tuple(heads)
         self._index: dict[str, int] = {}
         self._ids: list[str] = []
         self._chunks: list[tuple[npt.NDArray[np.int64], ...] | tuple[Any, ...]] = []
         self._grouped: dict[str, _Series] | None = None
 
     def add(self, patient_ids: Sequence[str], ts_ms: npt.ArrayLike, risk: npt.ArrayLike, news2: npt.ArrayLike,
-            red: npt.ArrayLike, in_episode: npt.ArrayLike) -> None:
+            red: npt.ArrayLike, in_episode: npt.ArrayLike, heads: Sequence[npt.ArrayLike] = ()) -> None:
         index = self._index
         for pid in patient_ids:
             if pid not in index:
@@ -157,7 +165,8 @@ class _SeriesStore:
         self._chunks.append((np.fromiter((index[p] for p in patient_ids), dtype=np.int32, count=n),
                              np.broadcast_to(np.asarray(ts_ms, dtype=np.int64), (n,)).copy(),
                              np.asarray(risk, dtype=np.float64), np.asarray(news2, dtype=np.int8),
-                             np.asarray(red, dtype=np.int8), np.asarray(in_episode, dtype=np.bool_)))
+                             np.asarray(red, dtype=np.int8), np.asarray(in_episode, dtype=np.bool_),
+                             *(np.asarray(h, dtype=np.float64) for h in heads)))
         self._grouped = None
 
     def by_patient(self) -> dict[str, _Series]:
@@ -168,9 +177,11 @@ class _SeriesStore:
                 return self._grouped
             cols = [np.concatenate(c) for c in zip(*self._chunks)]
             order = np.argsort(cols[0], kind="stable")
-            who, ts, risk, news2, red, episode = (c[order] for c in cols)
+            who, ts, risk, news2, red, episode, *heads = (c[order] for c in cols)
+            names = self.heads if len(heads) == len(self.heads) else ()
             starts = np.searchsorted(who, np.arange(len(self._ids) + 1))
-            self._grouped = {pid: _Series(ts[a:b], risk[a:b], news2[a:b], red[a:b], episode[a:b])
+            self._grouped = {pid: _Series(ts[a:b], risk[a:b], news2[a:b], red[a:b], episode[a:b],
+                                          {c: h[a:b] for c, h in zip(names, heads)})
                              for pid, a, b in zip(self._ids, starts[:-1].tolist(), starts[1:].tolist()) if b > a}
         return self._grouped
 
@@ -188,10 +199,26 @@ class Burden:
     outcomes: int
     detected: int
     median_lead_h: float
+    by_kind: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per outcome kind: ``outcomes``, ``detected`` (a page within the horizon before onset),
+    ``sensitivity``, ``median_lead_h``; and, of the onsets no page preceded, ``late_detected``
+    (a first page within the horizon after onset, scores in the episode included) and
+    ``median_delay_h`` (onset to that page). Late pages are not detections."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                for k in self.__slots__ for v in (getattr(self, k),)}  # type: ignore[attr-defined]
+        return {k: _json_safe(getattr(self, k)) for k in self.__slots__}  # type: ignore[attr-defined]
+
+    def sensitivity_without(self, kind: str) -> float:
+        """Episode sensitivity over the onsets of every other outcome kind.
+
+        >>> b = Burden("model", (), 4, 0.1, 0.5, 0.5, 4, 2, 6.0,
+        ...            {"af_episode": {"outcomes": 2, "detected": 0}, "infection": {"outcomes": 2, "detected": 2}})
+        >>> b.sensitivity_without("af_episode")
+        1.0
+        """
+        rest = [v for k, v in self.by_kind.items() if k != kind]
+        n = sum(v["outcomes"] for v in rest)
+        return sum(v["detected"] for v in rest) / n if n else math.nan
 
 
 @dataclass(slots=True)
@@ -281,7 +308,8 @@ class EvaluationCore:
             snapshot_every_ms=options.snapshot_every_ms, to_x=lambda held: self.space.to_dict(held.x),
             metrics=self._snapshot_metrics)
         self.scorer = Scorer(self.trainer.snapshot(start_ms))
-        self.series = _SeriesStore()
+        any_c = ANY if ANY in self.conditions else self.conditions[0]
+        self.series = _SeriesStore(tuple(c for c in self.conditions if c != any_c))
         self.patient_ids: list[str] = list(groups)
         self._news2_batch = _News2Batch(len(self.patient_ids), carry_ms=news2_carry_ms)
         self.outcomes: list[Outcome] = []
@@ -311,7 +339,8 @@ class EvaluationCore:
             risk.append(p[any_index])
             totals.append(total)
             red.append(max(n2.subscores.values()))
-        self.series.add([r.patient_id for r in rows], [r.ts_ms for r in rows], risk, totals, red, episode)
+        heads = [columns[self.conditions.index(c)] for c in self.series.heads]
+        self.series.add([r.patient_id for r in rows], [r.ts_ms for r in rows], risk, totals, red, episode, heads)
         self.windows_scored += len(rows)
 
     def add_hop(self, ts_ms: int, rows: npt.NDArray[np.int64], X: FloatMatrix, columns: Sequence[str]) -> None:
@@ -344,7 +373,7 @@ class EvaluationCore:
         ids = self.patient_ids
         pids = [ids[r] for r in rows.tolist()]
         episode = self.labeller.add_many(pids, ts_ms, [_Held(X[i], p, n) for i, (p, n) in enumerate(zip(p_rows, news2))])
-        self.series.add(pids, ts_ms, probs[any_c], totals, red, episode)
+        self.series.add(pids, ts_ms, probs[any_c], totals, red, episode, [probs[c] for c in self.series.heads])
         self.windows_scored += len(rows)
 
     def add_outcome(self, outcome: Outcome) -> None:
@@ -428,46 +457,104 @@ class EvaluationCore:
 
         default = AlertPolicy(data_stopped_ms=None)
         out = self._burden_for(default, patients, report_days, end_ms, "", (MODEL, NEWS2))
+        any_c = ANY if ANY in self.conditions else self.conditions[0]
+        out += self._burden_for(default, patients, report_days, end_ms, f":{any_c}", (MODEL,), heads=(any_c,))
         for enter in self.options.burden_thresholds:
             risk = Threshold(enter, round(0.7 * enter, 6), for_ms=default.risk.for_ms,
                              clear_for_ms=default.risk.clear_for_ms, severity=default.risk.severity)
-            out += self._burden_for(replace(default, risk=risk), patients, report_days, end_ms, f"@{enter:g}",
-                                    (MODEL,))
+            out += self._burden_for(replace(default, risk=risk, risk_by_condition={}), patients, report_days,
+                                    end_ms, f"@{enter:g}", (MODEL,))
         return out
 
     def _burden_for(self, policy: Any, patients: int, report_days: float, end_ms: int,
-                    suffix: str, scorers: tuple[str, ...]) -> list[Burden]:
+                    suffix: str, scorers: tuple[str, ...], *, heads: tuple[str, ...] | None = None) -> list[Burden]:
         """Replay ``policy`` over the report period's scores; the burden of each of ``scorers``.
 
-        The model's kind and NEWS2's kinds are replayed separately: the engine couples no
+        The model's kinds are ``risk_high:<condition>`` for each of ``heads`` (default: every
+        head, as the live alerter pages them); a patient's pages of different heads each count.
+        The model's kinds and NEWS2's kinds are replayed separately: the engine couples no
         model-risk kind with a NEWS2 kind (its one inhibition is NEWS2 high over NEWS2 red), so
         each one's pages are what a joint replay gives. Each replay is fed only the scores that
         change some kind's state (:func:`_transitions`); the others are no-ops to the engine, and
         a week of scores shrinks to the few around each episode, which keeps the replay of a
         large cohort to seconds. A test checks the pages against a replay of every score.
-        """
-        from stream.alerts.replay import replay_pages
-        from stream.alerts.rules import NEWS2_HIGH, NEWS2_RED, RISK_HIGH
 
-        any_kind = f"{RISK_HIGH}:{ANY}"
-        onsets: dict[str, list[int]] = {}
+        Scores in an episode (the labeller's exclusion after an onset) are left out of the
+        burden replay. A second replay keeps them, only to time the first page *after* an
+        onset that no page preceded (``by_kind``: ``late_detected``, ``median_delay_h``);
+        those late pages never count toward sensitivity.
+        """
+        onsets: dict[str, list[tuple[int, str]]] = {}
         for o in self.outcomes:
             if self.report_from_ms <= o.onset_ms < end_ms:
-                onsets.setdefault(o.patient_id, []).append(o.onset_ms)
-        firing: dict[str, dict[str, list[int]]] = {MODEL: {}, NEWS2: {}}
+                onsets.setdefault(o.patient_id, []).append((o.onset_ms, o.kind))
+        any_c = ANY if ANY in self.conditions else self.conditions[0]
+        names = (any_c, *self.series.heads) if heads is None else heads
+        firing = self._replay(policy, scorers, names, in_episode=False)
+        late = self._replay(policy, scorers, names, in_episode=True)
+        out = []
+        horizon = self.options.horizon_ms
+        n_outcomes = sum(len(v) for v in onsets.values())
+        kinds_of = {MODEL: tuple(_risk_kind(c) for c in names), NEWS2: _NEWS2_KINDS}
+        for scorer in scorers:
+            pages = firing[scorer]
+            n_pages = sum(len(v) for v in pages.values())
+            true_pages = sum(1 for pid, times in pages.items() for t in times
+                             if any(t < onset <= t + horizon for onset, _ in onsets.get(pid, ())))
+            leads: list[float] = []
+            per_kind: dict[str, dict[str, list[float] | int]] = {}
+            for pid, times in onsets.items():
+                for onset, kind in times:
+                    k = per_kind.setdefault(kind, {"outcomes": 0, "leads": [], "delays": []})
+                    k["outcomes"] += 1  # type: ignore[operator]
+                    before = [t for t in pages.get(pid, ()) if onset - horizon <= t < onset]
+                    if before:
+                        leads.append((onset - min(before)) / MS_PER_HOUR)
+                        k["leads"].append(leads[-1])  # type: ignore[union-attr]
+                        continue
+                    after = [t for t in late[scorer].get(pid, ()) if onset <= t < onset + horizon]
+                    if after:
+                        k["delays"].append((min(after) - onset) / MS_PER_HOUR)  # type: ignore[union-attr]
+            by_kind = {kind: _kind_burden(v) for kind, v in sorted(per_kind.items())}
+            out.append(Burden(scorer + (suffix if scorer == MODEL else ""), kinds_of[scorer], n_pages,
+                              n_pages / (patients * report_days) if report_days > 0 else math.nan,
+                              true_pages / n_pages if n_pages else math.nan,
+                              len(leads) / n_outcomes if n_outcomes else math.nan, n_outcomes, len(leads),
+                              float(np.median(leads)) if leads else math.nan, by_kind))
+        return out
+
+    def _replay(self, policy: Any, scorers: tuple[str, ...], heads: tuple[str, ...], *,
+                in_episode: bool) -> dict[str, dict[str, list[int]]]:
+        """Event times of the firing pages of each scorer's kinds, per patient (see :meth:`_burden_for`)."""
+        from stream.alerts.replay import replay_pages
+
+        any_c = ANY if ANY in self.conditions else self.conditions[0]
+        model_kinds = {_risk_kind(c) for c in heads}
+        firing: dict[str, dict[str, list[int]]] = {s: {} for s in scorers}
         label = self.scorer.version or "untrained"
         for pid, s in self.series.by_patient().items():
-            keep = (s.ts >= self.report_from_ms) & ~s.in_episode
+            keep = s.ts >= self.report_from_ms
+            if not in_episode:
+                keep &= ~s.in_episode
             ts = s.ts[keep]
-            risk = s.risk[keep]
-            total = s.news2[keep].astype(np.int64)
-            red = s.red[keep].astype(np.int64)
             for scorer in scorers:
                 if scorer == MODEL:
-                    needed = _transitions(ts, risk, policy.risk)
-                    scores = [RiskScore(pid, t - HOP_MS, t, "risk", label, r, 0, "", {}, {}, risks={ANY: r})
-                              for t, r in zip(ts[needed].tolist(), risk[needed].tolist())]
+                    risks = {c: (s.risk if c == any_c else s.heads[c])[keep] for c in heads
+                             if c == any_c or c in s.heads}
+                    if not risks:
+                        continue
+                    needed = np.zeros(len(ts), dtype=bool)
+                    for c, r in risks.items():
+                        needed |= _transitions(ts, r, policy.threshold(_risk_kind(c)))
+                    idx = np.flatnonzero(needed)
+                    columns = {c: r[idx].tolist() for c, r in risks.items()}
+                    first = next(iter(columns))
+                    scores = [RiskScore(pid, t - HOP_MS, t, "risk", label, columns[first][j], 0, "", {}, {},
+                                        risks={c: columns[c][j] for c in columns})
+                              for j, t in enumerate(ts[idx].tolist())]
                 else:
+                    total = s.news2[keep].astype(np.int64)
+                    red = s.red[keep].astype(np.int64)
                     needed = (_transitions(ts, total, policy.news2_total)
                               | _transitions(ts, red, policy.news2_parameter))
                     scores = [RiskScore(pid, t - HOP_MS, t, "news2", label, n / MAX_TOTAL, n, "", {}, {},
@@ -478,31 +565,9 @@ class EvaluationCore:
                 for page in replay_pages(scores, policy):
                     if page.action != "firing" or page.event_ms is None:
                         continue
-                    kind_of = MODEL if page.kind == any_kind else NEWS2 if page.kind in (NEWS2_HIGH, NEWS2_RED) else None
-                    if kind_of is not None:
-                        firing[kind_of].setdefault(pid, []).append(page.event_ms)
-        out = []
-        horizon = self.options.horizon_ms
-        n_outcomes = sum(len(v) for v in onsets.values())
-        for scorer, kinds in ((MODEL, (any_kind,)), (NEWS2, (NEWS2_HIGH, NEWS2_RED))):
-            if scorer not in scorers:
-                continue
-            pages = firing[scorer]
-            n_pages = sum(len(v) for v in pages.values())
-            true_pages = sum(1 for pid, times in pages.items() for t in times
-                             if any(t < onset <= t + horizon for onset in onsets.get(pid, ())))
-            leads = []
-            for pid, times in onsets.items():
-                for onset in times:
-                    before = [t for t in pages.get(pid, ()) if onset - horizon <= t < onset]
-                    if before:
-                        leads.append((onset - min(before)) / MS_PER_HOUR)
-            out.append(Burden(scorer + (suffix if scorer == MODEL else ""), kinds, n_pages,
-                              n_pages / (patients * report_days) if report_days > 0 else math.nan,
-                              true_pages / n_pages if n_pages else math.nan,
-                              len(leads) / n_outcomes if n_outcomes else math.nan, n_outcomes, len(leads),
-                              float(np.median(leads)) if leads else math.nan))
-        return out
+                    if page.kind in (model_kinds if scorer == MODEL else _NEWS2_KINDS):
+                        firing[scorer].setdefault(pid, []).append(page.event_ms)
+        return firing
 
     def _examples(self) -> list[dict[str, Any]]:
         series = self.series.by_patient()
@@ -565,6 +630,21 @@ class _News2Batch:
             total += points
             red = np.maximum(red, points)
         return total, red
+
+
+_NEWS2_KINDS = ("news2_high", "news2_red_parameter")
+
+
+def _risk_kind(condition: str) -> str:
+    return f"risk_high:{condition}"
+
+
+def _kind_burden(v: dict[str, Any]) -> dict[str, Any]:
+    """One outcome kind's entry of :attr:`Burden.by_kind` from its counts, lead and delay lists."""
+    n, leads, delays = v["outcomes"], v["leads"], v["delays"]
+    return {"outcomes": n, "detected": len(leads), "sensitivity": len(leads) / n if n else math.nan,
+            "median_lead_h": float(np.median(leads)) if leads else math.nan,
+            "late_detected": len(delays), "median_delay_h": float(np.median(delays)) if delays else math.nan}
 
 
 def _transitions(ts: npt.NDArray[np.int64], value: npt.NDArray[Any], threshold: Any) -> npt.NDArray[np.bool_]:
@@ -812,13 +892,25 @@ def format_report(result: EvaluationResult) -> str:
         lines.append("  inherent to a baseline (reported, no ops event): "
                      + "; ".join(gap_text(f) for f in result.fairness_inherent))
     lines.append(f"  drift (ADWIN on the model's loss): {len(result.drift_events)} event(s)")
-    lines += ["", "  alert burden (alert policy replayed over the report period; model@T: risk entry T, exit 0.7 T)",
-              f"  {'scorer':<12}{'pages':>7}{'/pt-day':>9}{'PPV':>7}{'sens':>7}{'lead h':>8}"]
+    lines += ["", "  alert burden (alert policy replayed over the report period; model: every risk head, as the "
+              "alerter pages;", "  model:any: the \"any\" head only; model@T: every head at entry T, exit 0.7 T; "
+              f"sens-AF: without {SUDDEN_KIND})",
+              f"  {'scorer':<12}{'pages':>7}{'/pt-day':>9}{'PPV':>7}{'sens':>7}{'sens-AF':>8}{'lead h':>8}"]
     for b in result.burden:
         lines.append(f"  {b.scorer:<12}{b.pages:>7}{b.pages_per_patient_day:9.3f}{b.ppv:7.3f}{b.sensitivity:7.3f}"
-                     f"{b.median_lead_h:8.1f}")
+                     f"{b.sensitivity_without(SUDDEN_KIND):8.3f}{b.median_lead_h:8.1f}")
+    lines.append("  by outcome kind: detected/onsets (median lead h); of the missed, paged within the horizon "
+                 "after onset (median delay h) — late pages are not detections")
+    for b in result.burden:
+        parts = [f"{kind} {k['detected']}/{k['outcomes']} ({_hours(k['median_lead_h'])}), late {k['late_detected']} "
+                 f"({_hours(k['median_delay_h'])})" for kind, k in b.by_kind.items()]
+        lines.append(f"  {b.scorer:<12}" + ("; ".join(parts) or "no onset in the report period"))
     lines.append(f"\n  {result.seconds:.0f} s. Simulated cohorts prove the machinery, not clinical validity.")
     return "\n".join(lines)
+
+
+def _hours(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
 def write_plots(result: EvaluationResult, out_dir: Path) -> list[Path]:

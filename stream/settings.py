@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     )
 
     # Alerting and webhooks (issue 7: `vitalrisk alerter`, `ack`, `silence`, `pager`)
-    alert_risk_enter: float = Field(0.7, gt=0, le=1, description="model risk at or above which an episode starts")
+    alert_risk_enter: float = Field(0.6, gt=0, le=1, description="model risk at or above which an episode starts")
     alert_risk_exit: float = Field(0.5, ge=0, le=1, description="model risk at or below which it resolves")
     alert_for_s: float = Field(
         60.0, ge=0, description="event time a breach must last before it pages (NEWS2; model risk: twice this)"

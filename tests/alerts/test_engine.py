@@ -239,6 +239,18 @@ def test_policies_that_cannot_work_are_refused() -> None:
         AlertPolicy().threshold("made_up")
 
 
+def test_the_alerter_settings_and_the_policy_default_agree_on_the_model_risk_threshold() -> None:
+    """Issue 7: the live alerter (settings) and ``vitalrisk evaluate`` (policy default) page alike."""
+    from stream.alerts.service import policy_from_settings
+    from stream.settings import Settings
+
+    assert policy_from_settings(Settings()).risk == AlertPolicy().risk == Threshold(0.6, 0.5, 2 * MIN, 2 * MIN)
+    engine = AlertEngine(AlertPolicy())
+    # 0.65 held for two scores pages every head that reaches it (0.7 did not page it before issue 7)
+    assert feed(engine, [risk_score("pt-1", m, {"any": 0.65, "infection": 0.65, "copd_exacerbation": 0.2})
+                         for m in (1, 2, 3)]) == [("firing", "risk_high:any"), ("firing", "risk_high:infection")]
+
+
 PURE = ("engine.py", "rules.py", "state.py", "replay.py", "errors.py")
 FORBIDDEN = {"faust", "psycopg", "psycopg_pool", "aiohttp", "kafka", "aiokafka", "urllib", "time", "datetime",
              "asyncio", "socket", "requests", "random"}

@@ -28,6 +28,7 @@ def test_run_evaluate_json_has_the_promised_keys(tmp_path: Path) -> None:
                 "fairness_flags", "drift_events", "metrics"):
         assert key in summary
     assert summary["windows_scored"] > 0 and summary["patients"] == 12
+    assert all("by_kind" in b for b in summary["alert_burden"])
     assert {(r["attribute"], r["group"]) for r in summary["subgroups"]} >= {("skin_tone", "V-VI"), ("sex", "F")}
     assert "%" in err.getvalue()  # the progress bar went to stderr
     assert all(Path(p).exists() for p in summary["plots"])
@@ -142,7 +143,8 @@ def test_vectorised_news2_equals_the_row_scorer() -> None:
 
 
 def test_alert_replay_of_state_changes_only_pages_like_a_full_replay(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The burden replays only the scores that change an alert's state; replaying all gives the same pages."""
+    """The burden replays only the scores that change an alert's state (of any risk head); replaying all gives
+    the same pages."""
     import models.evaluate as evaluate
 
     rng = np.random.default_rng(4)
@@ -153,7 +155,9 @@ def test_alert_replay_of_state_changes_only_pages_like_a_full_replay(monkeypatch
         risk = 1 / (1 + np.exp(-np.cumsum(rng.normal(0, 0.4, steps)) / 3 + 2))
         total = np.clip(np.round(np.cumsum(rng.normal(0, 0.6, steps)) / 4 + 3), 0, 20)
         red = np.clip(np.round(total / 3 + rng.normal(0, 0.7, steps)), 0, 3)
-        core.series.add([pid] * steps, np.arange(1, steps + 1) * 300_000, risk, total, red, rng.random(steps) < 0.02)
+        heads = [1 / (1 + np.exp(-np.cumsum(rng.normal(0, 0.4, steps)) / 3 + 2)) for _ in core.series.heads]
+        core.series.add([pid] * steps, np.arange(1, steps + 1) * 300_000, risk, total, red, rng.random(steps) < 0.02,
+                        heads)
         if i % 3 == 0:
             core.outcomes.append(Outcome(pid, "infection", onset_ms=int(rng.integers(100, steps)) * 300_000, t_ms=0))
     end = (steps + 1) * 300_000
@@ -162,3 +166,46 @@ def test_alert_replay_of_state_changes_only_pages_like_a_full_replay(monkeypatch
     full = core._burden(12, end / 86_400_000, end)
     assert [b.as_dict() for b in filtered] == [b.as_dict() for b in full]
     assert sum(b.pages for b in full) > 20
+    by_scorer = {b.scorer: b for b in full}
+    assert by_scorer["model"].pages > by_scorer["model:any"].pages > 0  # the condition heads page too
+
+
+def test_alert_burden_by_outcome_kind_counts_heads_and_late_pages_apart() -> None:
+    """Per kind: a page before onset detects; a page only after onset is late, never a detection."""
+    groups = {p: {"sex": "F", "age_band": "75+", "skin_tone": "I-II"} for p in ("pt-inf", "pt-af", "pt-hf")}
+    core = EvaluationCore(EvaluateOptions(warmup_ms=0, burden_thresholds=()), start_ms=0, groups=groups)
+    step, steps = 300_000, 24 * 12  # one day of 5-minute scores
+    ts = np.arange(1, steps + 1) * step
+    onset = 12 * H
+    after = ts >= onset
+    low = np.full(steps, 0.05)
+    rising = np.where((ts >= onset - 6 * H) & (ts < onset), 0.9, 0.05)  # 6 h before onset
+    sudden = np.where((ts >= onset + H) & (ts < onset + 2 * H), 0.95, 0.05)  # 1 h after onset
+    zeros = np.zeros(steps)
+    # (patient, kind, "any" head, hf head, in episode after onset?)
+    for pid, kind, any_risk, hf_risk in (("pt-inf", "infection", rising, low), ("pt-af", "af_episode", sudden, low),
+                                         ("pt-hf", "hf_decompensation", low, rising)):
+        core.series.add([pid] * steps, ts, any_risk, zeros, zeros, after, [hf_risk, low, low])
+        core.outcomes.append(Outcome(pid, kind, onset_ms=onset, t_ms=onset))
+    end = int(ts[-1]) + step
+    burden = {b.scorer: b for b in core._burden(3, end / 86_400_000, end)}
+
+    every_head, any_head = burden["model"], burden["model:any"]
+    assert every_head.kinds == ("risk_high:any", "risk_high:hf_decompensation", "risk_high:copd_exacerbation",
+                                "risk_high:infection")
+    assert (every_head.pages, every_head.detected, every_head.outcomes) == (2, 2, 3)
+    kinds = every_head.as_dict()["by_kind"]
+    assert set(kinds) == {"infection", "af_episode", "hf_decompensation"}
+    # the alert enters at the first score >= 0.6 and fires at the next (held for 2 min): 6 h - 5 min
+    assert kinds["infection"] == {"outcomes": 1, "detected": 1, "sensitivity": 1.0,
+                                  "median_lead_h": pytest.approx(6.0 - 5 / 60),
+                                  "late_detected": 0, "median_delay_h": None}
+    # AF: no page before onset; the page 1 h after it (in the episode) is late, not a detection
+    assert kinds["af_episode"]["detected"] == 0 and kinds["af_episode"]["sensitivity"] == 0.0
+    assert kinds["af_episode"]["late_detected"] == 1
+    assert kinds["af_episode"]["median_delay_h"] == pytest.approx(1.0 + 5 / 60)
+    assert every_head.sensitivity == pytest.approx(2 / 3) and every_head.sensitivity_without("af_episode") == 1.0
+    # The heart-failure head alone saw the HF onset: the "any" head misses it
+    assert any_head.by_kind["hf_decompensation"]["detected"] == 0
+    assert any_head.by_kind["infection"]["detected"] == 1 and any_head.pages == 1
+    assert {b.scorer for b in burden.values()} == {"model", "model:any", "news2"}
