@@ -134,12 +134,10 @@ def kafka_rates(rows: list[FeatureRow], outcomes: list[tuple[int, Outcome]], bas
     consumer.close()
 
     service = TrainerService(settings)
-    service.start()
-    started = None
-    while service.learner.rows_scored < len(rows):
-        if service.step(timeout_ms=200) and started is None:
-            started = time.perf_counter()
-    assert started is not None
+    service.start()  # restores (nothing here) and reads the outcomes
+    started = time.perf_counter()
+    while service.learner.rows_scored + service.learner.rows_skipped < len(rows):
+        service.step(timeout_ms=200)
     seconds = time.perf_counter() - started
     service.close()
     return raw, service.learner.rows_scored / seconds
@@ -162,22 +160,33 @@ def main() -> int:
     print(f"worker scoring: {scoring_rate(rows, online.model):,.0f} accountable scores/s (CPU)")
     if args.no_kafka:
         return 0
+    import psycopg
+    from psycopg import sql
+
     from infra.kafka import LocalKafka
     from infra.postgres import LocalPostgres
+    from sinks.migrations import migrate
 
     base = Settings()
-    services = [svc for svc in (LocalPostgres(base), LocalKafka(base)) if not svc.healthy()]
+    postgres = LocalPostgres(base)
+    services = [svc for svc in (postgres, LocalKafka(base)) if not svc.healthy()]
     for svc in services:
         svc.start()
+    admin = postgres.superuser_url.rsplit("/", 1)[0]
+    dbname = f"bench_{uuid.uuid4().hex[:8]}"  # a fresh registry: nothing to resume from
     try:
-        from sinks.migrations import migrate
-
-        migrate(LocalPostgres(base).superuser_url)
+        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        migrate(f"{admin}/{dbname}")
+        base = base.model_copy(update={
+            "database_url": f"postgresql://vitalrisk_writer@127.0.0.1:{postgres.target.port}/{dbname}"})
         raw, service_rate = kafka_rates(rows, outcomes, base)
         print(f"raw kafka-python consume of the feature rows (the limit): {raw:,.0f} records/s")
         print(f"trainer service on Kafka: {service_rate:,.0f} rows/s scored, labelled and learned "
               f"({service_rate / raw:.3f} of the limit)")
     finally:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
         for svc in services:
             svc.stop()
     return 0

@@ -24,6 +24,7 @@ import json
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,6 +40,7 @@ from models.snapshot_topic import MAX_SNAPSHOT_BYTES, ensure_topic, model_name, 
 from models.snapshots import Snapshot, signing_key
 from sinks.metrics import ModelMetrics
 from stream.errors import InvalidMessage, VitalsError
+from stream.features import FeatureRow
 from stream.settings import Settings
 from stream.wire import decode_feature_row, decode_patient
 
@@ -48,8 +50,8 @@ logger = logging.getLogger(__name__)
 TOPIC_WAIT_S = 120.0
 #: How often the per-subgroup gauges are recomputed, seconds.
 FAIRNESS_PUBLISH_S = 5.0
-#: A features partition this far ahead of the watermark (event time) is paused until the others
-#: catch up: its patients' windows wait for the watermark, and the labeller holds only so many.
+#: Rows this far ahead (event time) of the slowest partition's are held back until it catches up:
+#: their patients' windows wait for the watermark, and the labeller holds only so many.
 MAX_SKEW_MS = 30 * 60_000
 
 
@@ -77,6 +79,10 @@ class TrainerService:
         self.resumed_from: str | None = None
         self._examples_reported = 0
         self._fairness_published = 0.0
+        self._ends: dict[Any, int] = {}
+        self._held: dict[int, deque[tuple[int, FeatureRow]]] = {}  # read, not yet offered
+        self._read_ts: dict[int, int] = {}  # newest row time read per partition
+        self._ends_at = -1.0
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -146,18 +152,15 @@ class TrainerService:
             time.sleep(1.0)
 
     def _replay_outcomes(self, side_inputs: list[Any]) -> None:
-        """Read every outcome and patient record up to now before any feature row.
+        """Read every outcome and patient record up to now before offering any feature row.
 
-        Replayed windows need their labels, and the fairness monitor the patients' subgroups.
+        Replayed windows need their labels, and the fairness monitor the patients' subgroups;
+        feature rows fetched meanwhile wait, read but not offered.
         """
         end = self.consumer.end_offsets(side_inputs)
-        self.consumer.pause(*self._features_tps)
-        try:
-            while any(self.consumer.position(tp) < end[tp] for tp in side_inputs):
-                for tp, records in self.consumer.poll(timeout_ms=1000).items():
-                    self._side_input(tp.topic, records)
-        finally:
-            self.consumer.resume(*self._features_tps)
+        while any(self.consumer.position(tp) < end[tp] for tp in side_inputs):
+            for tp, records in self.consumer.poll(timeout_ms=1000).items():
+                self._take(tp, records)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -180,25 +183,48 @@ class TrainerService:
         for tp, records in sorted(batches.items(), key=lambda item: (item[0].topic == features,
                                                                      item[0].topic, item[0].partition)):
             count += len(records)
-            if tp.topic != features:
-                self._side_input(tp.topic, records)
-                continue
-            for record in records:
-                try:
-                    row = decode_feature_row(record.value)
-                except InvalidMessage as exc:
-                    logger.warning("feature row at %s[%d]@%d unreadable: %s", tp.topic, tp.partition,
-                                   record.offset, exc.detail)
-                    continue
-                self._absorb(*self.learner.offer(row, partition=tp.partition, offset=record.offset,
-                                                 caught_up=caught_up))
-        watermark = self.learner.watermark(caught_up=self._caught_up())
+            self._take(tp, records)
+        caught_up = self._caught_up()
+        self._offer_aligned(caught_up)
+        watermark = self.learner.watermark(caught_up=caught_up)
         if watermark is not None:
             self._absorb(*self.learner.advance(watermark))
-        self._align(watermark)
         self._flush_db()
         self._publish_metrics()
         return count
+
+    def _take(self, tp: Any, records: list[Any]) -> None:
+        """Side inputs straight to the learner; feature rows decoded and held for :meth:`_offer_aligned`."""
+        if tp.topic != self.settings.features_topic:
+            self._side_input(tp.topic, records)
+            return
+        held = self._held.setdefault(tp.partition, deque())
+        for record in records:
+            try:
+                row = decode_feature_row(record.value)
+            except InvalidMessage as exc:
+                logger.warning("feature row at %s[%d]@%d unreadable: %s", tp.topic, tp.partition,
+                               record.offset, exc.detail)
+                continue
+            held.append((record.offset, row))
+            if row.ts_ms > self._read_ts.get(tp.partition, row.ts_ms - 1):
+                self._read_ts[tp.partition] = row.ts_ms
+
+    def _offer_aligned(self, caught_up: frozenset[int]) -> None:
+        """Offer the rows read so far, holding back those more than :data:`MAX_SKEW_MS` ahead.
+
+        Kafka hands over partitions unevenly (a catch-up fetch may bring hours of one partition
+        before a minute of another); a row far ahead of the slowest partition would make its
+        patient's windows wait for the watermark longer than the labeller holds them. Such rows
+        wait here instead, read but not yet offered — and a restart reads them again, since the
+        resume offsets count only offered rows.
+        """
+        behind = [ts for p, ts in self._read_ts.items() if p not in caught_up]
+        slowest = min(behind, default=None)
+        for partition, held in sorted(self._held.items()):
+            while held and (slowest is None or held[0][1].ts_ms <= slowest + MAX_SKEW_MS):
+                offset, row = held.popleft()
+                self._absorb(*self.learner.offer(row, partition=partition, offset=offset, caught_up=caught_up))
 
     def _absorb(self, events: list[OpsEvent], snapshot: Snapshot | None) -> None:
         self._record_events(events)
@@ -206,26 +232,18 @@ class TrainerService:
             self._publish(snapshot)
 
     def _caught_up(self) -> frozenset[int]:
-        """Feature partitions read to their end: they do not hold the watermark back."""
-        done = set()
-        for tp in self._features_tps:
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None and self.consumer.position(tp) >= highwater:
-                done.add(tp.partition)
-        return frozenset(done)
+        """Feature partitions read to their end: they do not hold the watermark back.
 
-    def _align(self, watermark: int | None) -> None:
-        """Pause partitions running ahead of the watermark, so their patients' held windows stay bounded."""
-        if watermark is None:
-            return
-        ahead, behind = [], []
-        for tp in self._features_tps:
-            newest = self.learner.partition_ts(tp.partition)
-            (ahead if newest is not None and newest - watermark > MAX_SKEW_MS else behind).append(tp)
-        if ahead:
-            self.consumer.pause(*ahead)
-        if behind:
-            self.consumer.resume(*behind)
+        The end offsets are asked of the broker (at most once a second): the consumer's own
+        high-water marks are unknown for partitions it has not fetched from lately, and a stale
+        "not at the end" would stall the watermark.
+        """
+        now = time.monotonic()
+        if now - self._ends_at >= 1.0:
+            self._ends = self.consumer.end_offsets(self._features_tps)
+            self._ends_at = now
+        return frozenset(tp.partition for tp in self._features_tps
+                         if self.consumer.position(tp) >= self._ends.get(tp, 0))
 
     def _side_input(self, topic: str, records: Iterable[Any]) -> None:
         if topic == self.settings.outcomes_topic:
