@@ -1,65 +1,90 @@
-"""Fairness: the prequential metrics per patient subgroup, and an ops event when groups drift apart.
+"""Fairness: the prequential metrics per patient subgroup, and an ops event when a group is served worse.
 
 Subgroups (:func:`subgroups`): ``sex`` (``F``/``M``), ``age_band`` (``<65``, ``65-74``, ``75+``)
 and ``skin_tone`` by Fitzpatrick type (``I-II``, ``III-IV``, ``V-VI``) — the attribute that
 matters for pulse oximetry, which over-reads SpO2 in darker skin and hides hypoxaemia
 (Sjoding et al., NEJM 2020). A biased SpO2 makes a darker-skinned patient look healthier than
 they are, so a score that leans on absolute SpO2 *under-predicts* for them: it gives them lower
-scores than their event rate warrants. The monitor gates on that directly:
+scores than their event rate warrants, and misses more of their deteriorations. The monitor
+gates on exactly those two harms, each group against the group served best (the reference):
 
 - **calibration-in-the-large** (``calibration``): E/O, the group's expected events (sum of its
-  predicted probabilities) over its observed positive windows, compared between groups as a
-  ratio (``max_calibration_ratio``). A calibrated scorer (the model) is used as is. A ranking
-  score (NEWS2's ``total / 20``) is first mapped to probabilities by histogram calibration —
-  the observed event rate at each score level, pooled over all patients — so its E/O asks:
-  "does this group have more events than its NEWS2 levels predict for everybody?". Every
-  window counts (E is estimated from all of them), which makes it far steadier than a
-  sensitivity when a group has only a handful of episodes.
-- **sensitivity at the alert threshold** (``sensitivity``): the share of windows before an
-  onset that score at or above the threshold. Window-level sensitivity is dominated by which
-  few episodes fall in a group, so it is gated only for groups with at least
-  ``min_positives_sensitivity`` positive windows.
+  predicted probabilities) over its observed positive windows; the gap is the reference's E/O
+  over the group's. A calibrated scorer (the model) is used as is. A ranking score (NEWS2's
+  ``total / 20``) is first mapped to probabilities by histogram calibration — the observed
+  event rate at each score level, pooled over all patients — so its E/O asks: "does this group
+  have more events than its NEWS2 levels predict for everybody?". E comes from every window,
+  so the noise is in O: the number of episodes.
+- **episode sensitivity at the alert threshold** (``sensitivity``): the share of the group's
+  patients with a positive window (an onset within the horizon) who had one scored at or above
+  the threshold — an alert before the onset. The gap is the reference's share minus the
+  group's. Counted in episodes, not windows: window-level sensitivity (still in the table) is
+  dominated by which few long episodes fall in a group.
 
 AUROC, Brier and ECE per group are reported too but not gated: AUROC is blind to a shift that
 moves a whole group's scores, which is exactly what a measurement bias does.
 
 **What raises an ops event.** A gap is *flagged* — one :class:`~models.evaluation.OpsEvent` of
-kind ``"fairness"`` per (scorer, metric, attribute) when it opens, again only after it has
-closed — when all three hold:
+kind ``"fairness"`` per (scorer, metric, attribute) when it opens, again when it names a group
+it did not, or after it has closed — when, for some group, all three hold:
 
-1. it is beyond the policy's limit;
-2. it is *credible*: beyond no gap (E/O ratio 1, sensitivity difference 0) by ``z`` standard
-   errors, counting each group's patients with a positive window, not its windows — one
-   episode makes a hundred positive windows, so a window count would call two episodes a
-   large sample. Sampling noise in small groups is reported in the table, not paged;
+1. it is in the direction of harm and beyond the policy's limit (E/O ratio
+   ``max_calibration_ratio``, sensitivity shortfall ``max_sensitivity_gap``): a group is named
+   only for fewer predicted events or more missed episodes than the reference. Gaps are
+   relative: a group scored too high becomes the reference, and the others are named (for a
+   histogram-calibrated score the two are the same thing; for the model it may be the
+   over-scored group that is wrong);
+2. it is *credible*: beyond no gap by ``z`` standard errors, counted in patients with a
+   positive window, not in windows — one episode makes a hundred positive windows, so a
+   window count would call two episodes a large sample. For E/O the standard error of
+   log(E/O) is 1/sqrt(episodes) per group (Poisson); for sensitivity, the two-proportion
+   standard error over episodes. Sampling noise in small groups is reported, not paged;
 3. it is not an *inherent* gap of a fixed baseline (``FairnessPolicy.inherent_gaps``), which
    ops cannot act on: by default NEWS2 by age band. The RCP chart has no age term and older
    patients deteriorate at lower scores, so NEWS2 under-predicts for over-75s whatever the
    devices do. Such gaps are listed by :meth:`FairnessMonitor.inherent` and in the table.
 
+Every group beyond the limit and credible is listed (``low_groups``); the event names the
+worst (``low_group``). The reference is the best-served group, so a bias that grows with skin
+tone (the simulator over-reads by 0, 1 and 2.5 points for I-II, III-IV and V-VI) can name
+III-IV as well as V-VI. Picking the best of several groups as the reference makes the
+credibility gate somewhat optimistic; the limit is the guard against that.
+
 Why these: ops act on what changed in *this* deployment — a device that measures some
 patients worse, a model that learned to serve some patients worse. The deployed model is
 held to every attribute; NEWS2, which also pages here, is held to every attribute but the one
-its chart knowingly ignores. A group is compared only when it has at least ``min_positives``
-positive windows (and the group it is compared with too).
+its chart knowingly ignores. A group is compared only when it has at least ``min_episodes``
+patients with an episode (30: below that the normal approximations are poor) and, for
+calibration, ``min_positives`` positive windows — and so is the reference.
 
-What the simulator shows (see README, "Fairness"): with its SpO2 over-reading on, NEWS2
-under-predicts for Fitzpatrick V-VI (E/O well below I-II's) and is flagged on skin tone; with
-it off, nothing is flagged. The personalised model is unaffected either way: its SpO2 signal
-is a deviation from the patient's own baseline, which a constant offset cancels.
+What the simulator shows (README, "Risk models", item 2; 1,000 patients x 10 days at six
+times the default incidence, about 200 patients with an episode, 40-85 a skin-tone group).
+Switching its SpO2 over-reading on (a paired counterfactual, seeds 42, 7 and 1) multiplies
+NEWS2's E/O for Fitzpatrick V-VI by 0.78-0.79 and lowers its episode sensitivity by 0.12-0.16;
+the personalised model does not under-predict V-VI with it, its SpO2 signal being a deviation
+from the patient's own baseline, which a constant offset cancels. At the end of the run the
+monitor flags NEWS2 on skin tone naming V-VI (with III-IV, biased by 1 point) with the bias on, on all three seeds
+(calibration, sensitivity or both), and nothing on skin tone with it off. On seed 1 it also
+flags the model's calibration by age band (over-75s under-predicted, ratio 1.57) in both runs:
+a model gap, not the bias's, so issue 5's "off flags nothing" holds on seeds 42 and 7 only. The
+margins are thin: the bias's own effect on the V-VI : I-II E/O ratio is about 1.5, the limit
+itself, and the daily checks are repeated tests at ``z`` each, with no correction for the
+repeated looks or the ~16 comparisons, so an early gap on ~30 episodes can open an event that
+closes again (bias off: one on seed 42, two on seed 1).
 
 Examples
 --------
 >>> import numpy as np
->>> groups = {"pt-a": {"skin_tone": "I-II"}, "pt-b": {"skin_tone": "V-VI"}}
+>>> groups = {f"pt-{i}": {"skin_tone": ("I-II", "V-VI")[i % 2]} for i in range(4)}
 >>> mon = FairnessMonitor(groups, scorers=("model",), thresholds={"model": 0.5},
-...                       policy=FairnessPolicy(min_positives=2, min_positives_sensitivity=2, z=0.0,
-...                                             attributes=("skin_tone",)))  # z=0: two patients are no sample
->>> y = np.array([True, True, False, True, True, False])
->>> p = np.array([.9, .8, .1, .3, .6, .1])
->>> mon.update_many(["pt-a"] * 3 + ["pt-b"] * 3, y, {"model": p})
+...                       policy=FairnessPolicy(min_positives=2, min_episodes=2, z=0.0,
+...                                             attributes=("skin_tone",)))  # z=0: four patients are no sample
+>>> pids = [f"pt-{i}" for i in range(4) for _ in range(3)]
+>>> y = np.array([True, True, False] * 4)
+>>> p = np.array([.9, .8, .1,  .3, .2, .1,  .9, .7, .1,  .6, .3, .1])  # V-VI (pt-1, pt-3) scored low
+>>> mon.update_many(pids, y, {"model": p})
 >>> [(e.detail["metric"], e.detail["low_group"]) for e in mon.check(0)]
-[('sensitivity', 'V-VI'), ('calibration', 'V-VI')]
+[('calibration', 'V-VI'), ('sensitivity', 'V-VI')]
 >>> mon.check(60_000)  # still open: not raised again
 []
 """
@@ -121,13 +146,17 @@ class FairnessPolicy:
     Parameters
     ----------
     max_sensitivity_gap
-        Largest tolerated difference in sensitivity at the alert threshold (absolute).
+        Largest tolerated shortfall of a group's episode sensitivity at the alert threshold
+        below the best-served group's (absolute).
     max_calibration_ratio
-        Largest tolerated ratio between two groups' E/O (calibration-in-the-large).
+        Largest tolerated ratio of the best-served group's E/O (calibration-in-the-large) to a
+        group's.
     min_positives
-        Positive windows a group needs before it is compared on calibration.
-    min_positives_sensitivity
-        Positive windows a group needs before it is compared on sensitivity.
+        Positive windows a group (and the reference) needs before it is compared on calibration.
+    min_episodes
+        Patients with a positive window a group (and the reference) needs before it is
+        compared on either gate: below about 30 events the normal approximations behind the
+        credibility gate are poor, and a monitor that looks daily would page on early noise.
     attributes
         Attributes monitored.
     calibrated
@@ -148,7 +177,7 @@ class FairnessPolicy:
     max_sensitivity_gap: float = 0.15
     max_calibration_ratio: float = 1.5
     min_positives: int = 300
-    min_positives_sensitivity: int = 1_000
+    min_episodes: int = 30
     attributes: tuple[str, ...] = ATTRIBUTES
     calibrated: tuple[str, ...] = ("model",)
     max_calibration_ratio_by_attribute: tuple[tuple[str, float], ...] = ()
@@ -167,6 +196,8 @@ class FairnessPolicy:
         unknown = set(self.attributes) - set(ATTRIBUTES)
         if unknown:
             raise ValueError(f"unknown attributes {sorted(unknown)}; known: {ATTRIBUTES}")
+        if self.min_episodes < 1:
+            raise ValueError(f"min_episodes must be at least 1, got {self.min_episodes}")
         if not self.z >= 0:
             raise ValueError(f"z must be zero or more, got {self.z}")
         unknown = {a for _, a in self.inherent_gaps} - set(ATTRIBUTES)
@@ -192,6 +223,8 @@ class GroupMetrics:
     calibration: float  # E/O (histogram-calibrated first for uncalibrated scorers)
     brier: float
     ece: float
+    episodes: int = 0  # patients with a positive window: the gates' sample size
+    episode_sensitivity: float = math.nan  # share of them with a positive window at the threshold
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict, NaN as ``None``."""
@@ -223,8 +256,9 @@ class FairnessMonitor:
     policy: FairnessPolicy = field(default_factory=FairnessPolicy)
     model: str = "model"
     _sketches: dict[tuple[str, str, str], ScoreSketch] = field(default_factory=dict)
-    _open: set[tuple[str, str, str]] = field(default_factory=set)
+    _open: dict[tuple[str, str, str], frozenset[str]] = field(default_factory=dict)
     _positive_patients: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    _detected: dict[str, set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [s for s in self.scorers if s not in self.thresholds]
@@ -252,10 +286,20 @@ class FairnessMonitor:
                 g = self.groups.get(pid, {}).get(a)
                 if g is not None:
                     self._positive_patients.setdefault((a, g), set()).add(pid)
+        for s in self.scorers:
+            hit = yb & (np.asarray(scores[s], dtype=np.float64) >= self.thresholds[s])
+            if hit.any():
+                self._detected.setdefault(s, set()).update(pid for pid, h in zip(patient_ids, hit.tolist()) if h)
 
     def positive_patients(self, attribute: str, group: str) -> int:
         """Patients of the group with at least one positive window so far: the gates' sample size."""
         return len(self._positive_patients.get((attribute, group), ()))
+
+    def episode_sensitivity(self, scorer: str, attribute: str, group: str) -> tuple[int, int]:
+        """``(detected, episodes)``: the group's patients with a positive window, and how many of
+        them had one scored at or above the scorer's threshold (an alert within the horizon)."""
+        episodes = self._positive_patients.get((attribute, group), set())
+        return len(episodes & self._detected.get(scorer, set())), len(episodes)
 
     def table(self) -> list[GroupMetrics]:
         """Metrics of every (scorer, attribute, group)."""
@@ -269,55 +313,96 @@ class FairnessMonitor:
             t = self.thresholds[s]
             mean = sk.mean_score()  # folds buffered scores first
             prevalence = sk.positives / sk.n if sk.n else math.nan
+            detected, episodes = self.episode_sensitivity(s, a, g)
             rows.append(GroupMetrics(s, a, g, counts.get((a, g), 0), sk.n, sk.positives, sk.auroc(),
                                      sk.sensitivity(t), sk.ppv(t), mean, prevalence,
-                                     eo[(s, a)].get(g, math.nan), sk.brier(), sk.ece()))
+                                     eo[(s, a)].get(g, math.nan), sk.brier(), sk.ece(), episodes,
+                                     detected / episodes if episodes else math.nan))
         return rows
 
     def gaps(self) -> list[dict[str, object]]:
-        """Every gated gap, flagged or not.
+        """Every gated gap, flagged or not: for each (scorer, metric, attribute), every group
+        against the group served best (``high_group``, the reference).
 
-        Each names the scorer, metric, attribute, low and high group and their values, the gap
-        and its limit, and ``credible`` (beyond no-gap by ``z`` standard errors), ``inherent``
-        (a declared property of the scorer) and ``flagged`` (beyond the limit, credible and
-        not inherent: what raises an ops event).
+        Each names the scorer, metric, attribute, ``low_group`` (the group served worst: the
+        most under-predicted, or the most missed), ``high_group`` and their values, ``gap``
+        (E/O ratio reference / group, or sensitivity difference reference - group) and its
+        limit, ``z_score`` (the gap over its standard error), ``credible`` (``z_score`` beyond
+        ``z``), ``low_groups`` (every group beyond the limit and credible), ``inherent`` (a
+        declared property of the scorer) and ``flagged`` (some group beyond the limit and
+        credible, and not inherent: what raises an ops event). Only the direction of harm is
+        gated — a group is named for having *fewer* events predicted, or *more* episodes
+        missed, than the reference — and when a group is flagged, ``low_group`` is the worst
+        flagged one.
         """
         out: list[dict[str, object]] = []
-        rows = self.table()
         policy = self.policy
         for s in self.scorers:
             for a in policy.attributes:
                 inherent = (s, a) in policy.inherent_gaps
-                group_rows = [r for r in rows if r.scorer == s and r.attribute == a]
-                sens = [r for r in group_rows
-                        if r.positives >= policy.min_positives_sensitivity and not math.isnan(r.sensitivity)]
-                if len(sens) >= 2:
-                    lo = min(sens, key=lambda r: r.sensitivity)
-                    hi = max(sens, key=lambda r: r.sensitivity)
-                    gap = hi.sensitivity - lo.sensitivity
-                    se = math.sqrt(sum(r.sensitivity * (1 - r.sensitivity) / max(self.positive_patients(a, r.group), 1)
-                                       for r in (lo, hi)))
-                    credible = gap - policy.z * se > 0
-                    out.append({"scorer": s, "metric": "sensitivity", "attribute": a, "low_group": lo.group,
-                                "high_group": hi.group, "low": lo.sensitivity, "high": hi.sensitivity,
-                                "gap": gap, "limit": policy.max_sensitivity_gap, "credible": credible,
-                                "inherent": inherent,
-                                "flagged": gap > policy.max_sensitivity_gap and credible and not inherent})
-                eo = self._expected_over_observed(s, a, policy.min_positives)
-                cal = [(g, v) for g, v in eo.items() if v > 0 and math.isfinite(v)]
-                if len(cal) >= 2:
-                    lo_g, lo_v = min(cal, key=lambda gv: gv[1])
-                    hi_g, hi_v = max(cal, key=lambda gv: gv[1])
-                    limit = policy.calibration_limit(a)
-                    # log(E/O) has a standard error of about 1/sqrt(events); events are counted as
-                    # patients, since a patient's positive windows come from one episode.
-                    se = math.sqrt(sum(1.0 / max(self.positive_patients(a, g), 1) for g in (lo_g, hi_g)))
-                    credible = math.log(hi_v / lo_v) - policy.z * se > 0
-                    out.append({"scorer": s, "metric": "calibration", "attribute": a, "low_group": lo_g,
-                                "high_group": hi_g, "low": lo_v, "high": hi_v, "gap": hi_v / lo_v,
-                                "limit": limit, "credible": credible, "inherent": inherent,
-                                "flagged": hi_v / lo_v > limit and credible and not inherent})
+                for gap in (self._calibration_gap(s, a), self._sensitivity_gap(s, a)):
+                    if gap is None:
+                        continue
+                    gap["inherent"] = inherent
+                    gap["flagged"] = bool(gap["low_groups"]) and not inherent
+                    out.append(gap)
         return out
+
+    def _calibration_gap(self, scorer: str, attribute: str) -> dict[str, object] | None:
+        """Calibration-in-the-large (E/O) of each group against the group with the highest."""
+        policy = self.policy
+        parts = self._expected_observed(scorer, attribute)
+        eo = {g: e / o for g, (e, o) in parts.items()
+              if o >= max(policy.min_positives, 1) and e > 0
+              and self.positive_patients(attribute, g) >= policy.min_episodes}
+        # log(E/O) has a standard error of about 1/sqrt(events); events are counted as
+        # patients, since a patient's positive windows come from one episode.
+        best = max(eo.values(), default=0.0)
+        comparisons = {g: (v, math.log(best / v), 1.0 / self.positive_patients(attribute, g)) for g, v in eo.items()}
+        return self._gap(scorer, "calibration", attribute, comparisons, ratio=True,
+                         limit=policy.calibration_limit(attribute))
+
+    def _sensitivity_gap(self, scorer: str, attribute: str) -> dict[str, object] | None:
+        """Episode sensitivity of each group against the group with the highest."""
+        policy = self.policy
+        counts = {g: self.episode_sensitivity(scorer, attribute, g) for g in GROUPS[attribute]}
+        sens = {g: (d / n, n) for g, (d, n) in counts.items() if n >= policy.min_episodes}
+        # Each episode one Bernoulli trial; the variance is taken under no gap (pooled rate).
+        comparisons: dict[str, tuple[float, float, float]] = {}
+        if sens:
+            ref = max(sens, key=lambda g: sens[g][0])
+            for g, (v, n) in sens.items():
+                pooled = (v * n + sens[ref][0] * sens[ref][1]) / (n + sens[ref][1])
+                comparisons[g] = (v, sens[ref][0] - v, pooled * (1 - pooled) / n)
+        return self._gap(scorer, "sensitivity", attribute, comparisons, ratio=False,
+                         limit=policy.max_sensitivity_gap)
+
+    def _gap(self, scorer: str, metric: str, attribute: str,
+             comparisons: Mapping[str, tuple[float, float, float]], *, ratio: bool,
+             limit: float) -> dict[str, object] | None:
+        """The gap entry from ``group -> (value, gap to the reference, variance share)``.
+
+        The gap is a log ratio (``ratio``) or a difference; the reference is the group with the
+        zero gap, and its variance share is added to each group's.
+        """
+        if len(comparisons) < 2:
+            return None
+        ref = min(comparisons, key=lambda g: comparisons[g][1])
+        var_ref = comparisons[ref][2]
+        rows = []
+        for g, (value, d, var) in comparisons.items():
+            if g == ref:
+                continue
+            se = math.sqrt(var + var_ref)
+            z_score = d / se if se > 0 else 0.0
+            shown = math.exp(d) if ratio else d
+            rows.append((g, value, shown, z_score, shown > limit and z_score > self.policy.z))
+        beyond = [r for r in rows if r[4]]
+        g, value, shown, z_score, _ = max(beyond or rows, key=lambda r: r[2])
+        return {"scorer": scorer, "metric": metric, "attribute": attribute, "low_group": g,
+                "high_group": ref, "low": value, "high": comparisons[ref][0], "gap": shown,
+                "limit": limit, "z_score": z_score, "credible": z_score > self.policy.z,
+                "low_groups": [r[0] for r in sorted(beyond, key=lambda r: -r[2])]}
 
     def inherent(self) -> list[dict[str, object]]:
         """Gaps beyond the limit that are declared properties of their scorer: reported, not flagged."""
@@ -328,7 +413,8 @@ class FairnessMonitor:
         """E/O of each group with enough positives (histogram-calibrated for uncalibrated scorers)."""
         return self._expected_over_observed(scorer, attribute, self.policy.min_positives)
 
-    def _expected_over_observed(self, scorer: str, attribute: str, min_positives: int) -> dict[str, float]:
+    def _expected_observed(self, scorer: str, attribute: str) -> dict[str, tuple[float, float]]:
+        """Expected and observed positive windows of each group."""
         sketches = {g: self._sketches[(scorer, attribute, g)] for g in GROUPS[attribute]}
         for sk in sketches.values():
             sk.fold()
@@ -339,18 +425,24 @@ class FairnessMonitor:
             total = sum(sk.pos + sk.neg for sk in sketches.values())
             rate = np.divide(pos, total, out=np.zeros_like(pos), where=total > 0)
             expected = {g: float(np.sum((sk.pos + sk.neg) * rate)) for g, sk in sketches.items()}
-        return {g: expected[g] / sk.positives for g, sk in sketches.items()
-                if sk.positives >= max(min_positives, 1)}
+        return {g: (expected[g], sk.positives) for g, sk in sketches.items()}
+
+    def _expected_over_observed(self, scorer: str, attribute: str, min_positives: int) -> dict[str, float]:
+        return {g: e / o for g, (e, o) in self._expected_observed(scorer, attribute).items()
+                if o >= max(min_positives, 1)}
 
     def check(self, ts_ms: int) -> list[OpsEvent]:
-        """Ops events for gaps that opened since the last check (closed gaps may open again)."""
+        """Ops events for gaps that opened since the last check, or that now name a group they
+        did not (closed gaps may open again)."""
         events = []
-        now_open = set()
+        now_open: dict[tuple[str, str, str], frozenset[str]] = {}
         for gap in self.gaps():
             key = (str(gap["scorer"]), str(gap["metric"]), str(gap["attribute"]))
             if gap["flagged"]:
-                now_open.add(key)
-                if key not in self._open:
+                named = frozenset(gap["low_groups"])  # type: ignore[arg-type]
+                before = self._open.get(key)
+                now_open[key] = named | (before or frozenset())
+                if before is None or not named <= before:
                     events.append(OpsEvent("fairness", ts_ms, self.model, dict(gap)))
         self._open = now_open
         return events
