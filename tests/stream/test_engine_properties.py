@@ -100,10 +100,12 @@ def test_duplicates_never_change_a_result(events, data) -> None:
     # a resend repeats the message (same device and seq) somewhere after the original
     with_dups = list(events)
     seqs = list(range(len(events)))
+    where = list(range(len(events)))  # each original's index in with_dups, as resends shift it
     for i in picks:
-        position = data.draw(st.integers(i + 1, len(with_dups)))
+        position = data.draw(st.integers(where[i] + 1, len(with_dups)))
         with_dups.insert(position, events[i])
         seqs.insert(position, i)
+        where = [w + 1 if w >= position else w for w in where]
     duplicated = _feed(_pipeline(), with_dups, seqs=seqs)
     assert duplicated["windows"] == clean["windows"]
 
