@@ -15,27 +15,21 @@ the workers score. The test shows:
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import groupby
-from pathlib import Path
 
 import psycopg
 import pytest
 from pydantic import SecretStr
 
-from infra.processes import child_env, free_port
 from simulators.cohort import CohortConfig, simulate
 from simulators.deterioration import Incidence
 from simulators.kafka_publisher import make_producer, publish
-from sinks.metrics import scrape
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 HOUR_MS = 3_600_000
 HOURS = 6
 PATIENTS = 30
@@ -46,28 +40,6 @@ def _topology_settings(isolated: Settings) -> Settings:
     return isolated.model_copy(update={
         "snapshot_key": SecretStr("k" * 40), "label_horizon_ms": 30 * 60_000, "outcome_grace_ms": 0,
         "snapshot_every": 150, "snapshot_every_ms": 30 * 60_000})
-
-
-@pytest.fixture
-def start_trainer(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Popen[bytes]]]:
-    running: list[subprocess.Popen[bytes]] = []
-
-    def start(settings: Settings) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"trainer-{len(running)}.log", "wb")
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "trainer"], cwd=ROOT,
-                                env=child_env(settings, VITALS_METRICS_PORT=str(port)),
-                                stdout=log, stderr=subprocess.STDOUT)
-        proc.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
-        running.append(proc)
-        return proc
-
-    start.running = running  # type: ignore[attr-defined]
-    yield start
-    for proc in running:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def _registry(settings: Settings) -> list[tuple[int, int]]:
@@ -96,7 +68,7 @@ def _wait(what: str, check: Callable[[], bool], timeout_s: float = 120) -> None:
 
 
 def test_scores_hot_swap_and_survive_trainer_and_worker_restarts(isolated: Settings, start_worker,
-                                                                 start_trainer, tmp_path: Path) -> None:
+                                                                 start_trainer) -> None:
     settings = _topology_settings(isolated)
     config = CohortConfig(patients=PATIENTS, seed=11, duration_ms=HOURS * HOUR_MS,
                           incidence=Incidence().scaled(300.0))
@@ -116,8 +88,7 @@ def test_scores_hot_swap_and_survive_trainer_and_worker_restarts(isolated: Setti
     _wait("model scores", lambda: len(_model_scores(settings)) > 0)
 
     # The trainer dies; the worker keeps scoring with the snapshot it holds.
-    trainer.send_signal(signal.SIGKILL)
-    trainer.wait()
+    trainer.stop(signal.SIGKILL)
     before_restart = _registry(settings)
     scores_before = len(_model_scores(settings))
     publish_hours(4)
@@ -126,19 +97,17 @@ def test_scores_hot_swap_and_survive_trainer_and_worker_restarts(isolated: Setti
 
     # The restarted trainer resumes from its newest snapshot: next version, examples keep counting.
     last_version, last_seen = before_restart[-1]
-    start_trainer(settings)
+    restarted = start_trainer(settings)
     _wait("a snapshot from the restarted trainer", lambda: _registry(settings)[-1][0] > last_version, timeout_s=180)
     resumed = [(v, n) for v, n in _registry(settings) if v > last_version]
     assert resumed[0][0] == last_version + 1
     assert resumed[0][1] > last_seen, "the restarted trainer started from zero"
-    assert (tmp_path / "trainer-1.log").read_text().count(f"resuming {MODEL} from {MODEL}-v{last_version}") == 1
+    assert restarted.log.read_text().count(f"resuming {MODEL} from {MODEL}-v{last_version}") == 1
 
     # The restarted trainer exports its live evaluation.
-    restarted = start_trainer.running[-1]  # type: ignore[attr-defined]
-    _wait("trainer metrics", lambda: scrape(restarted.metrics_url, "vitals_model_version",
-                                            {"model": MODEL}) >= last_version + 1)
-    assert scrape(restarted.metrics_url, "vitals_trainer_examples_total", {"model": MODEL}) > 0
-    assert scrape(restarted.metrics_url, "vitals_model_brier", {"model": "model", "condition": "any"}) > 0
+    restarted.wait_metric("vitals_model_version", lambda v: v >= last_version + 1, labels={"model": MODEL})
+    assert restarted.metric("vitals_trainer_examples_total", {"model": MODEL}) > 0
+    assert restarted.metric("vitals_model_brier", {"model": "model", "condition": "any"}) > 0
 
     # The worker hot-swapped without a restart: its scores name several versions.
     scored = _model_scores(settings)
@@ -147,7 +116,7 @@ def test_scores_hot_swap_and_survive_trainer_and_worker_restarts(isolated: Setti
     # A restarted worker scores with the newest snapshot from its very first score.
     assert worker.stop() == 0
     newest = _registry(settings)[-1][0]
-    last_window = scored[-1][0]
+    last_window = _model_scores(settings)[-1][0]  # the stopped worker's last: it scored until it stopped
     start_worker(settings)
     publish_hours(5, 6)
     _wait("scores from the restarted worker", lambda: any(t > last_window for t, _ in _model_scores(settings)))
