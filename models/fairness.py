@@ -99,15 +99,12 @@ import numpy as np
 import numpy.typing as npt
 
 from models.evaluation import OpsEvent, ScoreSketch
+from stream.wire import PATIENT_ATTRIBUTES
 
 #: Attributes monitored, in report order.
 ATTRIBUTES: tuple[str, ...] = ("sex", "age_band", "skin_tone")
-#: Groups of each attribute, in report order.
-GROUPS: Mapping[str, tuple[str, ...]] = {
-    "sex": ("F", "M"),
-    "age_band": ("<65", "65-74", "75+"),
-    "skin_tone": ("I-II", "III-IV", "V-VI"),
-}
+#: Groups of each attribute, in report order: the values a patient record may carry on the wire.
+GROUPS: Mapping[str, tuple[str, ...]] = PATIENT_ATTRIBUTES
 
 
 def age_band(age_years: int) -> str:

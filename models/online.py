@@ -212,10 +212,9 @@ class OnlineLearner:
         for held in self.labeller.pending_items():
             if held.offset < lowest[held.partition]:
                 lowest[held.partition] = held.offset
-        learned_before = (self.now_ms - self.labeller.horizon_ms - self.labeller.outcome_grace_ms
-                          if self.now_ms is not None else None)
-        if self.learned_before_ms is not None:
-            learned_before = max(learned_before or self.learned_before_ms, self.learned_before_ms)
+        final_before = (None if self.now_ms is None
+                        else self.now_ms - self.labeller.horizon_ms - self.labeller.outcome_grace_ms)
+        learned_before = max((t for t in (final_before, self.learned_before_ms) if t is not None), default=None)
         return {"learned_before_ms": learned_before, "features": {str(p): o for p, o in sorted(lowest.items())}}
 
     def metrics(self, *, rolling: bool = True) -> dict[str, Mapping[str, float]]:

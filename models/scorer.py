@@ -206,7 +206,13 @@ class News2RowScorer:
 
     def score(self, patient_id: str, ts_ms: int, x: Mapping[str, float]) -> News2:
         """NEWS2 of one row (call in time order per patient, so the carried value is the latest)."""
-        return self._news2.score_one(self.inputs(patient_id, ts_ms, x))
+        return self.score_with_inputs(patient_id, ts_ms, x)[1]
+
+    def score_with_inputs(self, patient_id: str, ts_ms: int,
+                          x: Mapping[str, float]) -> tuple[dict[str, float], News2]:
+        """:meth:`inputs` and their NEWS2, from one pass over the row."""
+        inputs = self.inputs(patient_id, ts_ms, x)
+        return inputs, self._news2.score_one(inputs)
 
     @staticmethod
     def probability(news2: News2) -> float:

@@ -19,7 +19,6 @@ learning, never scoring.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import signal
@@ -39,6 +38,7 @@ from models.risk import RiskModel
 from models.snapshot_topic import MAX_SNAPSHOT_BYTES, ensure_topic, model_name, read_latest
 from models.snapshots import Snapshot, signing_key
 from sinks.metrics import ModelMetrics
+from sinks.timescale import INSERT_OPS_EVENT, utc
 from stream.errors import InvalidMessage, VitalsError
 from stream.features import FeatureRow
 from stream.settings import Settings
@@ -268,17 +268,16 @@ class TrainerService:
                 logger.warning("outcome record at offset %d rejected: %s", record.offset, exc)
                 continue
             self.learner.on_outcome(outcome)
-            self._outcome_rows.append((outcome.patient_id, outcome.kind, _utc(outcome.onset_ms),
-                                       _utc(outcome.t_ms)))
+            self._outcome_rows.append((outcome.patient_id, outcome.kind, utc(outcome.onset_ms), utc(outcome.t_ms)))
 
     def _record_events(self, events: list[OpsEvent]) -> None:
         for event in events:
-            logger.warning("%s event on %s at %s: %s", event.kind, self.name, _utc(event.ts_ms).isoformat(),
+            logger.warning("%s event on %s at %s: %s", event.kind, self.name, utc(event.ts_ms).isoformat(),
                            event.detail)
             # One row per gap: the subject names what drifted apart (the key is kind, subject, time).
             subject = ":".join([self.name, *(str(event.detail[k]) for k in ("scorer", "metric", "attribute")
                                              if k in event.detail)])
-            self._ops_rows.append((_utc(event.ts_ms), event.kind, subject, json.dumps(event.detail, default=float)))
+            self._ops_rows.append((event.ts_ms, event.kind, subject, json.dumps(event.detail, default=float)))
             if self.metrics is not None:
                 if event.kind == "drift":
                     self.metrics.drift_events.labels(self.name).inc()
@@ -309,8 +308,7 @@ class TrainerService:
                 self._outcome_rows.clear()
             if self._ops_rows:
                 with self.db.cursor() as cur:
-                    cur.executemany("INSERT INTO ops_events (ts, kind, subject, details) VALUES (%s, %s, %s, %s) "
-                                    "ON CONFLICT DO NOTHING", self._ops_rows)
+                    cur.executemany(INSERT_OPS_EVENT, self._ops_rows)
                 self._ops_rows.clear()
         except psycopg.OperationalError as exc:
             logger.warning("database unavailable (%s); will retry", str(exc).splitlines()[0])
@@ -336,10 +334,6 @@ class TrainerService:
                 closing()
             except Exception:  # noqa: BLE001 - best effort on the way out
                 logger.debug("error while closing", exc_info=True)
-
-
-def _utc(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
 
 
 def run_trainer(settings: Settings) -> int:

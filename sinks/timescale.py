@@ -114,7 +114,8 @@ VALUES (%s, %s, to_timestamp(%s / 1000.0::float8), %s, %s, %s, %s)
 ON CONFLICT DO NOTHING
 """
 
-_INSERT_OPS_EVENT = """
+#: One ops event, epoch ms first; a replayed event (same kind, subject, time) is a no-op.
+INSERT_OPS_EVENT = """
 INSERT INTO ops_events (ts, kind, subject, details) VALUES (to_timestamp(%s / 1000.0::float8), %s, %s, %s)
 ON CONFLICT DO NOTHING
 """
@@ -383,7 +384,7 @@ class TimescaleWriter:
             inserted = 0
             async with conn.transaction(), conn.cursor() as cur:
                 for event in events:
-                    await cur.execute(_INSERT_OPS_EVENT, (event.ts_ms, event.kind, event.subject,
+                    await cur.execute(INSERT_OPS_EVENT, (event.ts_ms, event.kind, event.subject,
                                                           Jsonb(event.details)))
                     inserted += max(cur.rowcount, 0)
             return inserted

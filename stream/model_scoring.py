@@ -68,8 +68,7 @@ class ModelScoring:
         started = time.perf_counter()
         out: list[RiskScore] = []
         for row in rows:
-            inputs = self.news2.inputs(row.patient_id, row.ts_ms, row.x)
-            n2 = self.news2.score(row.patient_id, row.ts_ms, row.x)
+            inputs, n2 = self.news2.score_with_inputs(row.patient_id, row.ts_ms, row.x)
             news2 = RiskScore(row.patient_id, row.ts_ms - HOP_MS, row.ts_ms, NEWS2_NAME, NEWS2_VERSION,
                               n2.total / MAX_TOTAL, n2.total, n2.band, {}, {},
                               tuple(k for k in NEWS2_FEATURES if k not in inputs),

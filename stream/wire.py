@@ -251,8 +251,8 @@ def decode_feature_row(raw: bytes) -> FeatureRow:
 
 
 PATIENT_SCHEMA = "vitalrisk.patient/1"
-#: The coarse attributes a patient record may carry, and their values (fairness subgroups only:
-#: no birth date, no name, no free text — data minimisation).
+#: The coarse attributes a patient record may carry, and their values, in report order: the
+#: fairness monitor's subgroups and nothing more (no birth date, no name, no free text).
 PATIENT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "sex": ("F", "M"),
     "age_band": ("<65", "65-74", "75+"),

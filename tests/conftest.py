@@ -88,7 +88,7 @@ def isolated(services: Services) -> Iterator[Settings]:
 
 @dataclass
 class WorkerProcess:
-    """A real ``vitalrisk worker`` process with its own metrics port."""
+    """A real ``vitalrisk worker`` (or ``trainer``) process with its own metrics port."""
 
     proc: subprocess.Popen[bytes]
     metrics_port: int
@@ -104,7 +104,8 @@ class WorkerProcess:
         value = 0.0
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(f"{self.proc.args[-1]} exited with {self.proc.returncode}:\n"
+                                     f"{self.log.read_text()[-3000:]}")
             try:
                 value = self.metric(name, labels)
                 if predicate(value):
@@ -126,21 +127,31 @@ class WorkerProcess:
         return self.proc.returncode
 
 
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
+def _spawner(tmp_path: Path, command: str) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    """Start ``vitalrisk COMMAND`` processes with their own metrics ports; SIGKILL leftovers at the end."""
     running: list[WorkerProcess] = []
 
     def start(settings: Settings) -> WorkerProcess:
         port = free_port()
-        log = tmp_path / f"worker-{len(running)}.log"
+        log = tmp_path / f"{command}-{len(running)}.log"
         env = child_env(settings, VITALS_METRICS_PORT=str(port))
         with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], cwd=ROOT, env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "stream.cli", command], cwd=ROOT, env=env,
                                     stdout=out, stderr=subprocess.STDOUT)
-        worker = WorkerProcess(proc, port, log)
-        running.append(worker)
-        return worker
+        started = WorkerProcess(proc, port, log)
+        running.append(started)
+        return started
 
     yield start
-    for worker in running:
-        worker.stop(signal.SIGKILL)
+    for process in running:
+        process.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    yield from _spawner(tmp_path, "worker")
+
+
+@pytest.fixture
+def start_trainer(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    yield from _spawner(tmp_path, "trainer")
