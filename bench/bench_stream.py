@@ -75,14 +75,20 @@ async def _raw_consume(settings: Settings, expected: int) -> float:
     return count / (time.perf_counter() - first)
 
 
-def worker_rate(settings: Settings, expected: int, log: Path) -> float:
-    """Messages/s one real worker process sustains, from its first record to its last."""
+def worker_rate(settings: Settings, expected: int, log: Path, profile: Path | None = None) -> float:
+    """Messages/s one real worker process sustains, from its first record to its last.
+
+    With ``profile``, the worker runs under py-spy, which writes collapsed stacks there.
+    """
     port = free_port()
     env = child_env(settings, VITALS_METRICS_PORT=str(port))
     url = f"http://127.0.0.1:{port}/metrics"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=ROOT,
                                 stdout=out, stderr=subprocess.STDOUT)
+    spy = None if profile is None else subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "250", "--pid",
+         str(proc.pid), "-o", str(profile)], stdout=subprocess.DEVNULL)
     try:
         first = None
         deadline = time.monotonic() + 600
@@ -101,6 +107,9 @@ def worker_rate(settings: Settings, expected: int, log: Path) -> float:
             time.sleep(0.05)
         raise RuntimeError("worker did not finish within 600 s")
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
 
@@ -119,6 +128,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=200)
     parser.add_argument("--hours", type=int, default=2)
+    parser.add_argument("--profile", type=Path, help="run the worker under py-spy; collapsed stacks to this file")
+    parser.add_argument("--worker-only", action="store_true", help="skip the core, raw and bare Faust stages")
     args = parser.parse_args()
 
     base = Settings()
@@ -145,13 +156,17 @@ def main() -> int:
         messages = [m for m in simulate(config) if m.kind == "reading"]
         readings = sum(len(m.payload["readings"]) for m in messages)
         per_message = readings / len(messages)
-        core_wall, core_cpu = core_rate(messages, settings)
+        core_wall = core_cpu = bare = raw = float("nan")
+        if not args.worker_only:
+            core_wall, core_cpu = core_rate(messages, settings)
         producer = make_producer(settings)
         publish(messages, settings=settings, producer=producer)
         producer.close()
-        raw = asyncio.run(_raw_consume(settings, len(messages))) * per_message
-        bare = faust_count_rate(settings, len(messages)) * per_message
-        worker = worker_rate(settings, len(messages), settings.state_dir / f"bench-worker-{tag}.log") * per_message
+        if not args.worker_only:
+            raw = asyncio.run(_raw_consume(settings, len(messages))) * per_message
+            bare = faust_count_rate(settings, len(messages)) * per_message
+        worker = worker_rate(settings, len(messages), settings.state_dir / f"bench-worker-{tag}.log",
+                             args.profile) * per_message
 
         print(f"stream benchmark: {args.patients} patients x {args.hours} h = {len(messages):,} messages, "
               f"{readings:,} readings ({per_message:.1f} per message), {os.cpu_count()} cores")
