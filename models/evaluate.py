@@ -49,6 +49,7 @@ from models.evaluation import Metrics, OpsEvent, PrequentialEvaluator, ScoreSket
 from models.fairness import FairnessMonitor, FairnessPolicy, GroupMetrics, subgroups
 from models.labelling import ANY, DEFAULT_HORIZON_MS, DelayedLabeller, Outcome
 from models.news2 import MAX_TOTAL
+from models.patient_context import PATIENT_FEATURES, PatientContext, patient_matrix
 from models.risk import CONDITIONS, DEFAULT_NEGATIVE_RATE, RiskModel
 from models import news2 as _news2
 from models.scorer import NEWS2_FEATURES, FeatureSpace, News2RowScorer, Scorer
@@ -56,6 +57,7 @@ from models.trainer import Trainer
 from stream.events import RiskScore
 from stream.features import HOP_MS, FeatureEngine, FeatureRow
 from stream.settings import Settings
+from stream.wire import PatientRecord
 
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 24 * MS_PER_HOUR
@@ -102,6 +104,9 @@ class EvaluateOptions:
         The fairness policy.
     example_patients
         Patients with an outcome drawn in the trajectory plot.
+    patient_inputs
+        Give the model each patient's enrolment diagnoses and age band as inputs, as the
+        trainer and the worker do (:mod:`models.patient_context`); ``False`` for vitals alone.
     """
 
     model: str = "logreg"
@@ -119,6 +124,7 @@ class EvaluateOptions:
     """Extra keyword arguments of :func:`models.risk.make_risk_model`, e.g. ``(("learning_rate", 0.02),)``."""
     burden_thresholds: tuple[float, ...] = (0.3, 0.15)
     """Model risk entry thresholds replayed besides the default policy's (exit at 70 % of entry)."""
+    patient_inputs: bool = True
 
 
 @dataclass(slots=True)
@@ -282,8 +288,9 @@ class EvaluationCore:
     """
 
     def __init__(self, options: EvaluateOptions, *, start_ms: int, groups: dict[str, dict[str, str]],
-                 news2_carry_ms: int = 12 * MS_PER_HOUR) -> None:
+                 news2_carry_ms: int = 12 * MS_PER_HOUR, context: PatientContext | None = None) -> None:
         self.options = options
+        self.context = context if context is not None else PatientContext()
         self.start_ms = start_ms
         self.report_from_ms = start_ms + options.warmup_ms
         self.conditions = options.conditions
@@ -322,7 +329,7 @@ class EvaluationCore:
         if not rows:
             return
         space = self.space
-        vectors = [space.vector(r.x) for r in rows]
+        vectors = [space.vector(self.context.join(r.patient_id, r.x)) for r in rows]
         probs = self.scorer.score_many(space.matrix(vectors), space.columns)
         columns = [probs[c] for c in self.conditions]
         any_index = self.conditions.index(ANY) if ANY in self.conditions else 0
@@ -771,13 +778,18 @@ def _evaluate_arrays(config: Any, options: EvaluateOptions, settings: Settings, 
     groups = {p.patient_id: subgroups(p.sex, p.age_years, p.skin_tone) for p in patients}
     core = EvaluationCore(options, start_ms=config.start_ms, groups=groups, news2_carry_ms=settings.news2_carry_ms)
     end_ms = config.start_ms + config.duration_ms
+    columns: tuple[str, ...] = feature_columns()
+    inputs = None
+    if options.patient_inputs:
+        inputs = patient_matrix(PatientRecord(p.patient_id, groups[p.patient_id], tuple(p.conditions))
+                                for p in patients)
+        columns = (*columns, *PATIENT_FEATURES)
     # Outcome events in the order simulate() sends them (by send time; ties in plan order).
     sent = sorted(((e.onset_ms + config.outcome_delay_ms, i, Outcome.from_wire(out))
                    for i, e in enumerate(episodes(config)) if (out := e.outcome()) is not None),
                   key=lambda item: item[:2])
     outcomes = [(at, outcome) for at, _, outcome in sent]
     next_outcome = 0
-    columns = feature_columns()
     rows = np.arange(len(patients), dtype=np.int64)
     last_report = 0.0
     for ts, X in cohort_hops(config, processes=processes):
@@ -786,7 +798,7 @@ def _evaluate_arrays(config: Any, options: EvaluateOptions, settings: Settings, 
         while next_outcome < len(outcomes) and outcomes[next_outcome][0] <= ts + settings.window_ms:
             core.add_outcome(outcomes[next_outcome][1])
             next_outcome += 1
-        core.add_hop(ts, rows, X, columns)
+        core.add_hop(ts, rows, X if inputs is None else np.hstack([X, inputs]), columns)
         if progress is not None:
             now = time.monotonic()
             if now - last_report >= 0.5:
@@ -808,7 +820,12 @@ def _evaluate_messages(config: Any, options: EvaluateOptions, settings: Settings
     started = time.monotonic()
     patients = population(config)
     groups = {p.patient_id: subgroups(p.sex, p.age_years, p.skin_tone) for p in patients}
-    core = EvaluationCore(options, start_ms=config.start_ms, groups=groups, news2_carry_ms=settings.news2_carry_ms)
+    context = PatientContext()
+    if options.patient_inputs:
+        for p in patients:
+            context.update(PatientRecord(p.patient_id, groups[p.patient_id], tuple(p.conditions)))
+    core = EvaluationCore(options, start_ms=config.start_ms, groups=groups, news2_carry_ms=settings.news2_carry_ms,
+                          context=context)
     pipeline = VitalsPipeline.from_settings(settings)
     engine = FeatureEngine()
     end_ms = config.start_ms + config.duration_ms

@@ -49,11 +49,13 @@ from models.evaluation import OpsEvent, PrequentialEvaluator
 from models.fairness import FairnessMonitor
 from models.labelling import ANY, DelayedLabeller, Outcome
 from models.news2 import MAX_TOTAL
+from models.patient_context import PatientContext
 from models.risk import RiskModel
 from models.scorer import FeatureSpace, News2RowScorer
 from models.snapshots import Snapshot
 from models.trainer import Trainer
 from stream.features import HOP_MS, FeatureRow
+from stream.wire import PatientRecord
 
 #: Scorers the live evaluation compares.
 MODEL, NEWS2 = "model", "news2"
@@ -114,6 +116,7 @@ class OnlineLearner:
             to_x=lambda held: self.space.to_dict(held.x), metrics=self._snapshot_metrics,
             first_version=first_version)
         self.groups: dict[str, dict[str, str]] = {}
+        self.context = PatientContext()
         self.fairness = FairnessMonitor(self.groups, (MODEL, NEWS2),
                                         {MODEL: alert_threshold, NEWS2: NEWS2_ALERT_TOTAL / MAX_TOTAL},
                                         model=name)
@@ -148,9 +151,15 @@ class OnlineLearner:
     def name(self) -> str:
         return self.trainer.name
 
-    def on_patient(self, patient_id: str, groups: Mapping[str, str]) -> None:
-        """A patient's subgroups (sex, age band, skin tone) for the fairness monitor; the latest wins."""
-        self.groups[patient_id] = dict(groups)
+    def on_patient(self, record: PatientRecord) -> None:
+        """A patient's record: subgroups for the fairness monitor, diagnoses for the model; the latest wins."""
+        self.groups[record.patient_id] = dict(record.groups)
+        self.context.update(record)
+
+    def forget_patient(self, patient_id: str) -> None:
+        """The patient left the programme."""
+        self.groups.pop(patient_id, None)
+        self.context.forget(patient_id)
 
     def on_outcome(self, outcome: Outcome) -> None:
         """An outcome arrived: label, or exclude, the patient's held windows."""
@@ -164,9 +173,10 @@ class OnlineLearner:
         if self.learned_before_ms is not None and row.ts_ms < self.learned_before_ms:
             self.rows_skipped += 1  # final before the restart: the resumed model has it
             return False
-        risks = self.model.risk_one(dict(row.x))
+        x = self.context.join(row.patient_id, row.x)
+        risks = self.model.risk_one(x)
         news2 = self.news2.score(row.patient_id, row.ts_ms, row.x)
-        held = _Held(partition, offset, self.space.vector(row.x), tuple(float(risks[c]) for c in self.conditions),
+        held = _Held(partition, offset, self.space.vector(x), tuple(float(risks[c]) for c in self.conditions),
                      news2.total / MAX_TOTAL)
         self.rows_scored += 1
         return self.labeller.add(row.patient_id, row.ts_ms, held)

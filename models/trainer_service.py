@@ -143,7 +143,7 @@ class TrainerService:
             if partitions:
                 return sorted(partitions)
             if not required:
-                logger.warning("topic %s does not exist: no patient subgroups, so no live fairness monitor", topic)
+                logger.warning("topic %s does not exist: no diagnoses or subgroups, so no live fairness monitor", topic)
                 return []
             if time.monotonic() > deadline:
                 raise VitalsError(f"topic {topic} does not exist after {TOPIC_WAIT_S:.0f} s: "
@@ -154,8 +154,8 @@ class TrainerService:
     def _replay_outcomes(self, side_inputs: list[Any]) -> None:
         """Read every outcome and patient record up to now before offering any feature row.
 
-        Replayed windows need their labels, and the fairness monitor the patients' subgroups;
-        feature rows fetched meanwhile wait, read but not offered.
+        Replayed windows need their labels, the model the patients' diagnoses and the fairness
+        monitor their subgroups; feature rows fetched meanwhile wait, read but not offered.
         """
         end = self.consumer.end_offsets(side_inputs)
         while any(self.consumer.position(tp) < end[tp] for tp in side_inputs):
@@ -251,14 +251,14 @@ class TrainerService:
             return
         for record in records:
             if record.value is None:  # a tombstone: the patient left the programme
-                self.learner.groups.pop(record.key.decode() if record.key else "", None)
+                self.learner.forget_patient(record.key.decode() if record.key else "")
                 continue
             try:
-                patient_id, groups = decode_patient(record.value)
+                patient = decode_patient(record.value)
             except InvalidMessage as exc:
                 logger.warning("patient record at offset %d rejected: %s", record.offset, exc)
                 continue
-            self.learner.on_patient(patient_id, groups)
+            self.learner.on_patient(patient)
 
     def _outcomes(self, records: Iterable[Any]) -> None:
         for record in records:

@@ -260,19 +260,20 @@ class KafkaSender:
 
 
 def publish_patients(patients: Iterable[Any], *, settings: Settings, producer: Any) -> int:
-    """Send each patient's fairness subgroups to the compacted ``patients_topic``; return how many.
+    """Send each patient's record to the compacted ``patients_topic``; return how many.
 
-    Only coarse bands travel (sex, age band, skin-tone group: :func:`models.fairness.subgroups`),
-    keyed by the pseudonymous id — what the trainer's fairness monitor needs, and no more.
+    Keyed by the pseudonymous id, only coarse bands travel (sex, age band, skin-tone group:
+    :func:`models.fairness.subgroups`) for the fairness monitor, and the enrolment diagnoses
+    the risk model uses — no birth date, no name.
     """
     from models.fairness import subgroups
-    from stream.wire import encode_patient
+    from stream.wire import PatientRecord, encode_patient
 
     count = 0
     for patient in patients:
-        groups = subgroups(patient.sex, patient.age_years, patient.skin_tone)
-        producer.send(settings.patients_topic, key=patient.patient_id.encode(),
-                      value=encode_patient(patient.patient_id, groups))
+        record = PatientRecord(patient.patient_id, subgroups(patient.sex, patient.age_years, patient.skin_tone),
+                               tuple(patient.conditions))
+        producer.send(settings.patients_topic, key=patient.patient_id.encode(), value=encode_patient(record))
         count += 1
     producer.flush()
     return count

@@ -30,6 +30,8 @@ import faust
 from faust.types import TP, EventT
 
 from models.scorer import Scorer
+from models.patient_context import PatientContext
+from models.patient_topic import PatientFeed, read_patients
 from models.snapshot_topic import SnapshotFeed, model_name, read_latest
 from models.snapshots import Snapshot
 from sinks.metrics import ModelMetrics, PipelineMetrics
@@ -276,19 +278,22 @@ class WorkerRuntime:
             logger.info("data stopped: patient %s silent since %d (event time)", patient_id, last_ms)
 
 
-def model_scoring(settings: Settings, model_metrics: ModelMetrics | None) -> tuple[ModelScoring | None,
-                                                                                   SnapshotFeed | None]:
-    """The worker's model scoring, on the newest snapshot from the topic, and the feed that swaps it.
+def model_scoring(settings: Settings, model_metrics: ModelMetrics | None
+                  ) -> tuple[ModelScoring | None, list[SnapshotFeed | PatientFeed]]:
+    """The worker's model scoring, on the newest snapshot from the topic and the patients'
+    diagnoses, and the feeds that keep both current.
 
     Without ``VITALS_SNAPSHOT_KEY`` no snapshot can be verified, so none is loaded: the worker
     scores NEWS2 only, and says so.
     """
     if settings.snapshot_key is None:
         logger.warning("VITALS_SNAPSHOT_KEY is not set: no model snapshots can be verified; scoring NEWS2 only")
-        return None, None
+        return None, []
     name = model_name(settings)
     latest, next_offset = read_latest(settings, name)
-    scoring = ModelScoring(Scorer(top_features=5), news2_carry_ms=settings.news2_carry_ms)
+    context = PatientContext()
+    patient_offsets = read_patients(settings, context)
+    scoring = ModelScoring(Scorer(top_features=5), news2_carry_ms=settings.news2_carry_ms, context=context)
 
     def swap(snapshot: Snapshot) -> bool:
         swapped = scoring.swap(snapshot)
@@ -306,7 +311,8 @@ def model_scoring(settings: Settings, model_metrics: ModelMetrics | None) -> tup
         if model_metrics is not None:
             model_metrics.ops_events.labels("snapshot_rejected").inc()
 
-    return scoring, SnapshotFeed(settings, name, swap, start_offset=next_offset, on_reject=rejected)
+    return scoring, [SnapshotFeed(settings, name, swap, start_offset=next_offset, on_reject=rejected),
+                     PatientFeed(settings, context, start_offsets=patient_offsets)]
 
 
 def create_app(settings: Settings, *, metrics: PipelineMetrics,
@@ -338,17 +344,15 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
                       partitions=settings.partitions)
     pipeline = VitalsPipeline.from_settings(settings, store=FaustTableStore(table))
     writer = TimescaleWriter.from_settings(settings, metrics=metrics)
-    scoring, feed = model_scoring(settings, model_metrics)
+    scoring, feeds = model_scoring(settings, model_metrics)
     runtime = WorkerRuntime(settings, pipeline=pipeline, writer=writer, topics=topics, metrics=metrics,
                             scoring=scoring, model_metrics=model_metrics)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tests and the CLI
 
-    if feed is not None:
-        @app.task
-        async def follow_snapshots() -> None:
-            # Every worker reads the whole snapshots partition (no consumer group), so every
-            # scorer hot-swaps to every new version.
-            await feed.run()
+    for feed in feeds:
+        # Every worker reads the whole snapshots and patients topics (no consumer group), so
+        # every scorer hot-swaps to every new version and knows every patient.
+        app.task(feed.run)
 
     @app.agent(readings, name="vitals-windows")
     async def window_readings(stream: faust.StreamT[bytes]) -> None:

@@ -6,7 +6,8 @@ the snapshot feed (:class:`models.snapshot_topic.SnapshotFeed`) swaps the model 
 Every score is accountable: it names the model and version that made it, its risk per
 condition, the NEWS2 total, band and sub-scores of the same row (15-minute means; blood
 pressure carried forward, see :class:`models.scorer.News2RowScorer`), the inputs it saw and its
-top contributing features. Before the first snapshot there is no model to score with, and rows
+top contributing features (the patient's enrolment diagnoses among the inputs, when known).
+Before the first snapshot there is no model to score with, and rows
 get no model score (NEWS2 per minute still flows from the core).
 
 Examples
@@ -30,6 +31,7 @@ import time
 from collections.abc import Sequence
 
 from models.news2 import MAX_TOTAL
+from models.patient_context import PatientContext
 from models.scorer import NEWS2_FEATURES, News2RowScorer, Scorer
 from models.snapshots import Snapshot
 from stream.events import RiskScore
@@ -46,10 +48,15 @@ class ModelScoring:
         Holds the snapshot in use; :meth:`swap` replaces it with a newer one.
     news2_carry_ms
         How long a patient's last blood pressure stands in for a missing one.
+    context
+        The patients' diagnoses, joined to each row as model inputs (the worker's patient feed
+        keeps it current).
     """
 
-    def __init__(self, scorer: Scorer, *, news2_carry_ms: int = 12 * 3_600_000) -> None:
+    def __init__(self, scorer: Scorer, *, news2_carry_ms: int = 12 * 3_600_000,
+                 context: PatientContext | None = None) -> None:
         self.scorer = scorer
+        self.context = context if context is not None else PatientContext()
         self.news2 = News2RowScorer(carry_ms=news2_carry_ms)
         self.seconds = 0.0  # time spent scoring, for the worker's histogram
 
@@ -73,7 +80,8 @@ class ModelScoring:
                               n2.total / MAX_TOTAL, n2.total, n2.band, {}, {},
                               tuple(k for k in NEWS2_FEATURES if k not in inputs),
                               news2_subscores=dict(n2.subscores))
-            score = self.scorer.risk_score(row.patient_id, row.ts_ms - HOP_MS, row.ts_ms, row.x, news2=news2)
+            x = self.context.join(row.patient_id, row.x)
+            score = self.scorer.risk_score(row.patient_id, row.ts_ms - HOP_MS, row.ts_ms, x, news2=news2)
             if score is not None:
                 out.append(score)
         self.seconds = time.perf_counter() - started

@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     scores_topic: str = "risk.scores"
     features_topic: str = "vitals.features"
     snapshots_topic: str = Field("models.snapshots", description="compacted topic of signed model snapshots")
-    patients_topic: str = Field("vitals.patients", description="compacted topic of patients' fairness subgroups")
+    patients_topic: str = Field("vitals.patients",
+                                description="compacted topic of patients' subgroups and enrolment diagnoses")
 
     # Faust worker
     app_id: str = Field("vitalrisk", description="Faust application id: consumer group and table prefix")

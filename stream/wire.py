@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Iterable
 from typing import Any
 
@@ -258,24 +258,50 @@ PATIENT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "age_band": ("<65", "65-74", "75+"),
     "skin_tone": ("I-II", "III-IV", "V-VI"),
 }
+#: The chronic conditions a patient may be enrolled for: the programme knows them (they are why
+#: the patient is monitored) and the risk model uses them as inputs.
+PATIENT_CONDITIONS: tuple[str, ...] = ("heart_failure", "copd", "hypertension", "type2_diabetes",
+                                       "atrial_fibrillation")
 
 
-def encode_patient(patient_id: str, groups: dict[str, str]) -> bytes:
-    """A patient's subgroups as the compacted ``vitals.patients`` topic carries them, keyed by patient.
+@dataclass(frozen=True, slots=True)
+class PatientRecord:
+    """One patient of the programme as the compacted ``vitals.patients`` topic carries it.
 
-    >>> decode_patient(encode_patient("pt-1", {"sex": "F", "age_band": "75+", "skin_tone": "V-VI"}))
-    ('pt-1', {'sex': 'F', 'age_band': '75+', 'skin_tone': 'V-VI'})
+    ``groups`` are the fairness subgroups (:data:`PATIENT_ATTRIBUTES`); ``conditions`` the
+    enrolment diagnoses (:data:`PATIENT_CONDITIONS`), or ``None`` when the record does not say
+    (an older producer), which is not the same as none.
     """
-    return json.dumps({"schema": PATIENT_SCHEMA, "patient_id": patient_id, **groups}, separators=(",", ":")).encode()
+
+    patient_id: str
+    groups: dict[str, str] = field(default_factory=dict)
+    conditions: tuple[str, ...] | None = None
 
 
-def decode_patient(raw: bytes) -> tuple[str, dict[str, str]]:
-    """Read one ``vitalrisk.patient/1`` record: its patient id and subgroups.
+def encode_patient(record: PatientRecord) -> bytes:
+    """A patient record as the compacted ``vitals.patients`` topic carries it, keyed by patient.
+
+    >>> record = PatientRecord("pt-1", {"sex": "F", "age_band": "75+", "skin_tone": "V-VI"}, ("copd",))
+    >>> decode_patient(encode_patient(record)) == record
+    True
+    """
+    body: dict[str, Any] = {"schema": PATIENT_SCHEMA, "patient_id": record.patient_id, **record.groups}
+    if record.conditions is not None:
+        body["conditions"] = list(record.conditions)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_patient(raw: bytes) -> PatientRecord:
+    """Read one ``vitalrisk.patient/1`` record.
 
     >>> decode_patient(b'{"schema": "vitalrisk.patient/1", "patient_id": "pt-1", "sex": "X"}')
     Traceback (most recent call last):
     ...
     stream.errors.InvalidMessage: impossible_value: sex must be one of ('F', 'M'), got 'X'
+    >>> decode_patient(b'{"schema": "vitalrisk.patient/1", "patient_id": "pt-1", "conditions": ["gout"]}')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stream.errors.InvalidMessage: impossible_value: conditions must be among (...), got 'gout'
     """
     try:
         body = json.loads(raw)
@@ -294,4 +320,13 @@ def decode_patient(raw: bytes) -> tuple[str, dict[str, str]]:
         if value not in allowed:
             raise InvalidMessage("impossible_value", f"{attribute} must be one of {allowed}, got {value!r}")
         groups[attribute] = value
-    return patient_id, groups
+    conditions = body.get("conditions")
+    if conditions is not None:
+        if not isinstance(conditions, list):
+            raise InvalidMessage("wrong_type", "conditions must be a list of condition names")
+        for condition in conditions:
+            if condition not in PATIENT_CONDITIONS:
+                raise InvalidMessage("impossible_value",
+                                     f"conditions must be among {PATIENT_CONDITIONS}, got {condition!r}")
+        conditions = tuple(c for c in PATIENT_CONDITIONS if c in conditions)  # canonical order, no repeats
+    return PatientRecord(patient_id, groups, conditions)

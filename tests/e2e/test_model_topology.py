@@ -9,7 +9,9 @@ the workers score. The test shows:
 - scores keep flowing while the trainer is down (killed with SIGKILL), and the restarted
   trainer resumes from its newest snapshot (next version, examples seen keep counting);
 - a restarted worker scores with the newest snapshot from its first score;
-- outcomes land in the ``outcomes`` table (the patient board's annotations).
+- outcomes land in the ``outcomes`` table (the patient board's annotations);
+- scores use each patient's enrolment diagnoses from the patients topic, known at the worker's
+  start or published while it runs.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from simulators.cohort import CohortConfig, simulate
+from simulators.cohort import CohortConfig, population, simulate
 from simulators.deterioration import Incidence
-from simulators.kafka_publisher import make_producer, publish
+from simulators.kafka_publisher import make_producer, publish, publish_patients
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -58,6 +60,14 @@ def _model_scores(settings: Settings) -> list[tuple[int, int]]:
     return [(int(t), int(v.rsplit("-v", 1)[1])) for t, v in rows]
 
 
+def _diagnosed(settings: Settings) -> dict[str, list[bool]]:
+    """Per patient, in window order, whether each model score had the diagnosis inputs."""
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT patient_id, inputs ? 'dx_copd' FROM risk_scores WHERE model_name = %s "
+                            "ORDER BY patient_id, window_start", (MODEL,)).fetchall()
+    return {pid: [bool(d) for _, d in group] for pid, group in groupby(rows, key=lambda r: r[0])}
+
+
 def _wait(what: str, check: Callable[[], bool], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -80,12 +90,16 @@ def test_scores_hot_swap_and_survive_trainer_and_worker_restarts(isolated: Setti
         for h in which:
             publish(hours.get(h, []), settings=settings, producer=producer)
 
+    patients = population(config)
+    early, late = patients[:PATIENTS // 2], patients[PATIENTS // 2:]
+    publish_patients(early, settings=settings, producer=producer)
     publish_hours(0, 1, 2)
     worker = start_worker(settings)
     trainer = start_trainer(settings)
     _wait("the first snapshots", lambda: len(_registry(settings)) >= 2, timeout_s=180)
     publish_hours(3)
     _wait("model scores", lambda: len(_model_scores(settings)) > 0)
+    publish_patients(late, settings=settings, producer=producer)  # the worker's feed picks them up
 
     # The trainer dies; the worker keeps scoring with the snapshot it holds.
     trainer.stop(signal.SIGKILL)
@@ -132,6 +146,15 @@ def test_scores_hot_swap_and_survive_trainer_and_worker_restarts(isolated: Setti
 
     _wait(f"{published} outcomes in the database", lambda: outcomes_stored() == published)
     producer.close()
+
+    # Diagnoses: known from the first score for patients published before the worker started,
+    # and from some point on for those published while it ran (never lost again after).
+    diagnosed = _diagnosed(settings)
+    assert all(all(diagnosed[p.patient_id]) for p in early if p.patient_id in diagnosed)
+    for p in late:
+        flags = diagnosed.get(p.patient_id, [])
+        assert flags and flags[-1], f"{p.patient_id}: the feed never delivered its diagnoses"
+        assert flags == sorted(flags), f"{p.patient_id}: diagnoses came and went"
 
 
 def test_only_snapshots_signed_with_the_key_are_ever_loaded(isolated: Settings) -> None:

@@ -12,9 +12,10 @@ from hypothesis import given, settings, strategies as st
 
 from models.labelling import Outcome
 from models.online import OnlineLearner
-from models.risk import RiskModel
+from models.risk import RiskModel, _linear_parts
 from models.snapshots import Snapshot
 from stream.features import HOP_MS, FeatureRow
+from stream.wire import PatientRecord
 
 H = 3_600_000
 T0 = 1_767_571_200_000
@@ -154,7 +155,8 @@ def test_scores_are_test_then_train() -> None:
 def test_fairness_is_watched_per_subgroup_given_the_patients() -> None:
     learner = _learner()
     for p in range(6):
-        learner.on_patient(f"pt-{p}", {"sex": "FM"[p % 2], "age_band": "75+", "skin_tone": ("I-II", "V-VI")[p % 2]})
+        learner.on_patient(PatientRecord(f"pt-{p}", {"sex": "FM"[p % 2], "age_band": "75+",
+                                                    "skin_tone": ("I-II", "V-VI")[p % 2]}))
     _feed(learner, _stream(8))
     learner.advance(T0 + 20 * H)
     rows = {(r.scorer, r.attribute, r.group): r for r in learner.fairness.table()}
@@ -189,3 +191,22 @@ def test_the_trainer_records_drift_and_fairness_events_one_row_per_gap() -> None
     assert _json.loads(service._ops_rows[1][3])["gap"] == 0.4
     assert registry.get_sample_value("vitals_drift_events_total", {"model": "risk-logreg"}) == 1
     assert registry.get_sample_value("vitals_ops_events_total", {"kind": "fairness"}) == 2
+
+
+def test_the_model_learns_from_the_patients_diagnoses() -> None:
+    """A patient's enrolment diagnoses join every row of theirs as model inputs; a patient
+    whose record has not arrived (or who left) is scored from the vitals alone."""
+    learner = _learner()
+    for p in range(0, 6, 2):
+        learner.on_patient(PatientRecord(f"pt-{p}", {}, ("copd",) if p == 0 else ()))
+    learner.forget_patient("pt-4")
+    _feed(learner, _stream(3))
+    learner.advance(T0 + 20 * H)
+    assert {"dx_copd", "dx_heart_failure"} <= set(learner.space.columns)
+    parts = _linear_parts(learner.model.heads["any"])
+    assert parts is not None
+    _, _, regression, _ = parts
+    assert regression.weights.get("dx_copd", 0.0) != 0.0  # learnt a weight for the diagnosis
+    assert learner.context.inputs("pt-0")["dx_copd"] == 1.0
+    assert learner.context.inputs("pt-2")["dx_copd"] == 0.0
+    assert learner.context.inputs("pt-4") == {} and learner.context.inputs("pt-1") == {}

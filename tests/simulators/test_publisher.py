@@ -1,4 +1,4 @@
-"""What the simulator publishes besides readings: the patients' fairness subgroups."""
+"""What the simulator publishes besides readings: the patients' subgroups and diagnoses."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 from simulators.cohort import CohortConfig
 
 
-def test_patients_are_published_with_their_subgroups_only() -> None:
-    """The fairness feed: coarse bands keyed by pseudonym, nothing else about the person."""
+def test_patients_are_published_with_their_subgroups_and_diagnoses_only() -> None:
+    """The patients feed: coarse bands and enrolment diagnoses keyed by pseudonym, nothing else."""
     from simulators.cohort import population
     from simulators.kafka_publisher import publish_patients
     from stream.settings import Settings
@@ -29,6 +29,7 @@ def test_patients_are_published_with_their_subgroups_only() -> None:
     assert publish_patients(population(config), settings=Settings(), producer=producer) == 20
     for (topic, key, value), patient in zip(producer.sent, population(config)):
         assert topic == "vitals.patients" and key.decode() == patient.patient_id
-        patient_id, groups = decode_patient(value)
-        assert patient_id == patient.patient_id and set(groups) == {"sex", "age_band", "skin_tone"}
-        assert set(json.loads(value)) == {"schema", "patient_id", "sex", "age_band", "skin_tone"}
+        record = decode_patient(value)
+        assert record.patient_id == patient.patient_id and set(record.groups) == {"sex", "age_band", "skin_tone"}
+        assert record.conditions == patient.conditions
+        assert set(json.loads(value)) == {"schema", "patient_id", "sex", "age_band", "skin_tone", "conditions"}

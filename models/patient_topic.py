@@ -1,0 +1,103 @@
+"""Patient records on Kafka, for the worker's scorer: the compacted ``patients_topic``, followed.
+
+Adapter module (Kafka I/O). At start the worker reads every partition to its end, so its first
+scores already know each patient's diagnoses (:func:`read_patients`), then follows the tail
+(:class:`PatientFeed`). No consumer group: every worker needs every patient, whatever readings
+partitions it owns. The trainer reads the same topic with its own consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from models.patient_context import PatientContext
+from stream.errors import InvalidMessage
+from stream.settings import Settings
+from stream.wire import decode_patient
+
+logger = logging.getLogger(__name__)
+
+
+def apply_records(context: PatientContext, records: Iterable[Any]) -> int:
+    """Apply patient records (tombstones: the patient left) to ``context``; return how many were rejected."""
+    rejected = 0
+    for record in records:
+        if record.value is None:
+            context.forget(record.key.decode() if record.key else "")
+            continue
+        try:
+            context.update(decode_patient(record.value))
+        except InvalidMessage as exc:
+            rejected += 1
+            logger.warning("patient record at offset %d rejected: %s", record.offset, exc)
+    return rejected
+
+
+def read_patients(settings: Settings, context: PatientContext, *, timeout_s: float = 30.0) -> dict[int, int]:
+    """Read the whole patients topic into ``context``; return each partition's next offset.
+
+    A missing topic is not an error: the worker then scores from vitals alone until it appears
+    (the feed picks it up).
+    """
+    from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                             client_id="vitalrisk-patients")
+    try:
+        partitions = consumer.partitions_for_topic(settings.patients_topic) or set()
+        if not partitions:
+            logger.warning("topic %s does not exist yet: scoring from vitals alone", settings.patients_topic)
+            return {}
+        tps = [TopicPartition(settings.patients_topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {settings.patients_topic} took over {timeout_s:.0f} s")
+            for records in consumer.poll(timeout_ms=1000).values():
+                apply_records(context, records)
+        logger.info("%d patients' diagnoses known", len(context))
+        return {tp.partition: ends[tp] for tp in tps}
+    finally:
+        consumer.close()
+
+
+class PatientFeed:
+    """Follows the patients topic from ``start_offsets`` into ``context``, inside the worker's event loop."""
+
+    def __init__(self, settings: Settings, context: PatientContext, *, start_offsets: dict[int, int]) -> None:
+        self.settings = settings
+        self.context = context
+        self.start_offsets = dict(start_offsets)
+
+    async def run(self) -> None:
+        """Follow every partition until cancelled; a topic created later is read from its start."""
+        import asyncio
+
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        topic = self.settings.patients_topic
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    client_id="vitalrisk-patient-feed")
+        await consumer.start()
+        try:
+            while topic not in await consumer.topics():  # fetches fresh metadata
+                await asyncio.sleep(5.0)
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            consumer.assign(tps)
+            for tp in tps:
+                if tp.partition in self.start_offsets:
+                    consumer.seek(tp, self.start_offsets[tp.partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            while True:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    apply_records(self.context, records)
+        finally:
+            await consumer.stop()
