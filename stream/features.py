@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
+from operator import mul, truediv
 from dataclasses import dataclass, field
 
 from stream.events import MetricStats, WindowFeatures
@@ -212,20 +214,21 @@ class FeatureEngine:
         """Fold one closed 1-minute window into the patient's state; emit rows for hops now complete."""
         state = self.state(window.patient_id, partition)
         out = WindowOutput()
-        pane_start = window.start_ms - window.start_ms % HOP_MS
-        pane = state.panes.setdefault(pane_start, {})
+        start_ms, end_ms = window.start_ms, window.end_ms
+        pane = state.panes.setdefault(start_ms - start_ms % HOP_MS, {})
+        last_known = state.last_known
         for metric, stats in window.metrics.items():
-            _add_minute(pane, metric, stats, window.start_ms)
-            z, base_mean = self._update_baseline(state, metric, stats.mean, window.end_ms)
+            _add_minute(pane, metric, stats, start_ms)
+            z, base_mean = self._update_baseline(state, metric, stats.mean, end_ms)
             if z is not None:
                 out.z[metric] = z
                 out.baseline[metric] = base_mean
-            known = state.last_known.get(metric)
-            if known is None or known[0] <= window.end_ms:
-                state.last_known[metric] = (window.end_ms, stats.mean)
-        state.last_reading_ms = max(state.last_reading_ms, window.end_ms)
+            known = last_known.get(metric)
+            if known is None or known[0] <= end_ms:
+                last_known[metric] = (end_ms, stats.mean)
+        state.last_reading_ms = max(state.last_reading_ms, end_ms)
         state.stopped_reported = False
-        due_through = window.end_ms - window.end_ms % HOP_MS
+        due_through = end_ms - end_ms % HOP_MS
         first = max(state.emitted_through_ms + HOP_MS, due_through - LONG_WINDOW_MS + HOP_MS)
         for boundary in range(first, due_through + 1, HOP_MS):
             row = self._row(window.patient_id, state, boundary)
@@ -233,7 +236,8 @@ class FeatureEngine:
                 out.rows.append(row)
         if due_through > state.emitted_through_ms:
             state.emitted_through_ms = due_through
-        for old in [s for s in state.panes if s < due_through - LONG_WINDOW_MS]:
+        oldest_kept = due_through - LONG_WINDOW_MS
+        for old in [s for s in state.panes if s < oldest_kept]:
             del state.panes[old]
         return out
 
@@ -274,38 +278,50 @@ class FeatureEngine:
         return z, base[0]
 
     def _row(self, patient_id: str, state: PatientState, boundary: int) -> FeatureRow | None:
-        long_panes = [(s, p) for s, p in sorted(state.panes.items()) if boundary - LONG_WINDOW_MS <= s < boundary]
+        since = boundary - LONG_WINDOW_MS
+        long_panes = [(s, p) for s, p in sorted(state.panes.items()) if since <= s < boundary]
         if not long_panes:
             return None
+        # Each metric's (pane start, stats) in pane order, gathered in one pass over the hour.
+        series: dict[str, list[tuple[int, list[float]]]] = {}
+        for start, pane in long_panes:
+            for metric, stats in pane.items():
+                entries = series.get(metric)
+                if entries is None:
+                    series[metric] = [(start, stats)]
+                else:
+                    entries.append((start, stats))
         x: dict[str, float] = {}
-        metrics = {m for _, p in long_panes for m in p} | set(EXPECTED_PER_MINUTE)
-        for metric in sorted(metrics):
-            series = [(s, p[metric]) for s, p in long_panes if metric in p]
+        for metric in sorted(series.keys() | EXPECTED_PER_MINUTE.keys()):
             expected = EXPECTED_PER_MINUTE.get(metric)
-            n = sum(st[_N] for _, st in series)
+            entries = series.get(metric)
+            if entries is None:
+                if expected is not None:
+                    x[f"{metric}_completeness_60m"] = 0.0
+                continue
+            starts, stats = zip(*entries)
+            counts, sums, sumsqs, lows, highs, last_ts, last_values, rmssds, minutes = zip(*stats)
+            n = sum(counts)
             if expected is not None:
                 x[f"{metric}_completeness_60m"] = min(1.0, n / (expected * LONG_WINDOW_MS / MS_PER_MINUTE))
-            if not series:
-                continue
-            total = math.fsum(st[_SUM] for _, st in series)
+            total = math.fsum(sums)
             mean = total / n
             x[f"{metric}_mean_60m"] = mean
-            x[f"{metric}_std_60m"] = math.sqrt(max(math.fsum(st[_SUMSQ] for _, st in series) / n - mean * mean, 0.0))
-            x[f"{metric}_min_60m"] = min(st[_MIN] for _, st in series)
-            x[f"{metric}_max_60m"] = max(st[_MAX] for _, st in series)
-            x[f"{metric}_last"] = max((st[_LAST_T], st[_LAST_V]) for _, st in series)[1]
-            x[f"{metric}_slope_60m"] = _slope_per_hour([(s, st[_SUM] / st[_N]) for s, st in series])
-            short = [st for s, st in series if s >= boundary - SHORT_WINDOW_MS]
-            if short:
-                x[f"{metric}_mean_15m"] = math.fsum(st[_SUM] for st in short) / sum(st[_N] for st in short)
+            x[f"{metric}_std_60m"] = math.sqrt(max(math.fsum(sumsqs) / n - mean * mean, 0.0))
+            x[f"{metric}_min_60m"] = min(lows)
+            x[f"{metric}_max_60m"] = max(highs)
+            x[f"{metric}_last"] = max(zip(last_ts, last_values))[1]
+            x[f"{metric}_slope_60m"] = _slope_per_hour(starts, list(map(truediv, sums, counts)))
+            short = bisect_left(starts, boundary - SHORT_WINDOW_MS)  # the panes are in time order
+            if short < len(starts):
+                x[f"{metric}_mean_15m"] = math.fsum(sums[short:]) / sum(counts[short:])
             base = state.baseline.get(metric)
             if base is not None and base[2] >= BASELINE_MIN_MINUTES:
                 x[f"{metric}_z_60m"] = (mean - base[0]) / max(math.sqrt(base[1]), STD_FLOOR.get(metric, 1.0))
             if metric == "step_count":
                 x["step_count_sum_60m"] = total
             if metric == "heart_rate":
-                x["heart_rate_rmssd_60m"] = (math.fsum(st[_RMSSD] for _, st in series)
-                                             / sum(st[_MINUTES] for _, st in series))
+                x["heart_rate_rmssd_60m"] = math.fsum(rmssds) / sum(minutes)
         x["minutes_since_reading"] = max(0.0, (boundary - state.last_reading_ms) / MS_PER_MINUTE)
         return FeatureRow(patient_id, boundary, x)
 
@@ -328,13 +344,13 @@ def _add_minute(pane: dict[str, list[float]], metric: str, s: MetricStats, minut
     stats[_MINUTES] += 1.0
 
 
-def _slope_per_hour(points: list[tuple[int, float]]) -> float:
-    """Least-squares slope of ``(t_ms, value)`` points, per hour; 0 for fewer than two."""
-    if len(points) < 2:
+def _slope_per_hour(times_ms: Sequence[int], values: Sequence[float]) -> float:
+    """Least-squares slope of ``values`` on ``times_ms``, per hour; 0 for fewer than two points."""
+    if len(times_ms) < 2:
         return 0.0
-    hours = [t / 3_600_000 for t, _ in points]
-    values = [v for _, v in points]
+    hours = [t / 3_600_000 for t in times_ms]
     t_mean = math.fsum(hours) / len(hours)
     v_mean = math.fsum(values) / len(values)
-    sxx = math.fsum((t - t_mean) ** 2 for t in hours)
-    return math.fsum((t - t_mean) * (v - v_mean) for t, v in zip(hours, values)) / sxx
+    t_deviations = [t - t_mean for t in hours]
+    sxx = math.fsum([d ** 2 for d in t_deviations])
+    return math.fsum(map(mul, t_deviations, [v - v_mean for v in values])) / sxx

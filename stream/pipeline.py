@@ -30,23 +30,23 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import struct
 from dataclasses import dataclass, field
 
 from stream.errors import InvalidMessage
-from stream.events import DeadLetter, RiskScore, VitalReading, WindowFeatures
+from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.features import HOP_MS, FeatureEngine, FeatureRow, PatientState
 from stream.scoring import news2_for_window
 from stream.settings import Settings
 from stream.state import DictStore, StateStore
 from stream.windows import PartitionWindows
-from stream.wire import decode_device_message
+from stream.wire import DeviceBatch, decode_device_message
 
 #: How many recent sequence numbers per device are remembered for de-duplication. Older
 #: resends reach closed windows and are rejected as late instead.
 SEQ_MEMORY = 256
+_SEQ_BITS = (1 << SEQ_MEMORY) - 1
 _CHECKPOINT = struct.Struct("<qqq")
 _NONE = -(2**63)
 
@@ -137,11 +137,11 @@ class VitalsPipeline:
         if not replay:
             step.dead_letters.extend(batch.rejected)
         windows = part.windows
-        late = windows.add_many(batch.readings, offset=offset)
-        step.readings = len(batch.readings) - len(late)
+        late = windows.add_many(batch.patient_id, batch.points, offset=offset)
+        step.readings = len(batch.points) - len(late)
         if late and not replay:
             step.late = len(late)
-            step.dead_letters.extend(_late(reading, windows) for reading in late)
+            step.dead_letters.extend(_late(batch, point, windows) for point in late)
         self._emit(partition, part, windows.close_ready(), step)
         return step
 
@@ -230,7 +230,8 @@ class VitalsPipeline:
             state = self._patient(window.patient_id, partition)
             out = self.features.on_window(window, partition=partition)
             part.dirty.add(window.patient_id)
-            enriched = dataclasses.replace(window, baseline_z=out.z, baseline_mean=out.baseline)
+            enriched = WindowFeatures(window.patient_id, window.start_ms, window.end_ms, window.metrics,
+                                      baseline_z=out.z, baseline_mean=out.baseline)
             step.windows.append(enriched)
             step.features.extend(out.rows)
             score = news2_for_window(enriched, state.last_known, carry_ms=self.carry_ms)
@@ -258,7 +259,7 @@ def _first_time(seqs: dict[str, tuple[int, int]], device_id: str, seq: int) -> b
     top, mask = entry
     if seq > top:
         shift = seq - top
-        mask = ((mask << shift) | 1) & ((1 << SEQ_MEMORY) - 1) if shift < SEQ_MEMORY else 1
+        mask = ((mask << shift) | 1) & _SEQ_BITS if shift < SEQ_MEMORY else 1
         seqs[device_id] = (seq, mask)
         return True
     age = top - seq
@@ -271,9 +272,10 @@ def _first_time(seqs: dict[str, tuple[int, int]], device_id: str, seq: int) -> b
     return True
 
 
-def _late(reading: VitalReading, windows: PartitionWindows) -> DeadLetter:
-    payload = json.dumps({"device_id": reading.device_id, "patient_id": reading.patient_id, "seq": reading.seq,
-                          "reading": {"metric": reading.metric, "t": reading.ts_ms, "value": reading.value}},
+def _late(batch: DeviceBatch, point: tuple[str, int, float], windows: PartitionWindows) -> DeadLetter:
+    metric, ts_ms, value = point
+    payload = json.dumps({"device_id": batch.device_id, "patient_id": batch.patient_id, "seq": batch.seq,
+                          "reading": {"metric": metric, "t": ts_ms, "value": value}},
                          separators=(",", ":")).encode()
-    return DeadLetter("late", f"t={reading.ts_ms} is behind the closed windows (closed before "
+    return DeadLetter("late", f"t={ts_ms} is behind the closed windows (closed before "
                               f"{windows.closed_before_ms}, grace {windows.grace_ms} ms)", payload)

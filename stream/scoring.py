@@ -51,6 +51,8 @@ NEWS2_INPUTS = {
 REQUIRED_INPUTS = ("heart_rate", "respiratory_rate", "oxygen_saturation")
 #: NEWS2 subscore name -> the wire metric it scores.
 _SUBSCORE_METRIC = {kw: metric for metric, kw in NEWS2_INPUTS.items()}
+_REQUIRED = frozenset(REQUIRED_INPUTS)
+_INPUTS_SORTED = tuple(sorted(NEWS2_INPUTS))
 
 
 def news2_for_window(window: WindowFeatures, known: Mapping[str, tuple[int, float]], *,
@@ -69,15 +71,15 @@ def news2_for_window(window: WindowFeatures, known: Mapping[str, tuple[int, floa
     oldest_allowed = window.end_ms - carry_ms
     inputs = {metric: seen[1] for metric in NEWS2_INPUTS
               if (seen := known.get(metric)) is not None and seen[0] >= oldest_allowed}
-    if any(metric not in inputs for metric in REQUIRED_INPUTS):
+    if not inputs.keys() >= _REQUIRED:
         return None
     news2 = _NEWS2.score_one({NEWS2_INPUTS[m]: v for m, v in inputs.items()})
-    contributions = {_SUBSCORE_METRIC.get(name, name): float(points)
-                     for name, points in news2.subscores.items() if points}
-    missing = tuple(m for m in sorted(NEWS2_INPUTS) if m not in inputs)
+    subscores, total = news2.subscores, news2.total  # computed on each access: once each
+    contributions = {_SUBSCORE_METRIC.get(name, name): float(points) for name, points in subscores.items() if points}
+    missing = tuple(m for m in _INPUTS_SORTED if m not in inputs)
     return RiskScore(window.patient_id, window.start_ms, window.end_ms, MODEL_NAME, MODEL_VERSION,
-                     news2.total / MAX_TOTAL, news2.total, news2.band, inputs, contributions, missing,
-                     news2_subscores=news2.subscores)
+                     total / MAX_TOTAL, total, news2.band, inputs, contributions, missing,
+                     news2_subscores=subscores)
 
 
 _NEWS2 = News2Scorer()

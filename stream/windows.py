@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from operator import mul, sub
 from dataclasses import dataclass, field
 
 from stream.events import MetricStats, VitalReading, WindowFeatures
@@ -64,18 +65,19 @@ def summarise(points: list[tuple[int, float]]) -> MetricStats:
     if n == 1:
         value = points[0][1]
         return MetricStats(1, value, value, value, 0.0, value, 0.0, 0.0)
-    points = sorted(points)
-    values = [v for _, v in points]
+    times, values = zip(*sorted(points))
     mean = sum(values) / n
-    var = sum((v - mean) * (v - mean) for v in values) / n
-    slope = 0.0
-    t0 = points[0][0]
-    minutes = [(t - t0) / MS_PER_MINUTE for t, _ in points]
+    # Deviations once, then products of them: the same floats as spelling out each term.
+    deviations = [v - mean for v in values]
+    var = sum(map(mul, deviations, deviations)) / n
+    t0 = times[0]
+    minutes = [(t - t0) / MS_PER_MINUTE for t in times]
     t_mean = sum(minutes) / n
-    sxx = sum((t - t_mean) * (t - t_mean) for t in minutes)
-    if sxx > 0:
-        slope = sum((t - t_mean) * (v - mean) for t, v in zip(minutes, values)) / sxx
-    rmssd = math.sqrt(sum((b - a) * (b - a) for a, b in zip(values, values[1:])) / (n - 1))
+    t_deviations = [t - t_mean for t in minutes]
+    sxx = sum(map(mul, t_deviations, t_deviations))
+    slope = sum(map(mul, t_deviations, deviations)) / sxx if sxx > 0 else 0.0
+    steps = list(map(sub, values[1:], values))
+    rmssd = math.sqrt(sum(map(mul, steps, steps)) / (n - 1))
     return MetricStats(n, mean, min(values), max(values), math.sqrt(var), values[-1], slope, rmssd)
 
 
@@ -150,42 +152,43 @@ class PartitionWindows:
             self.max_event_ms = reading.ts_ms
         return True
 
-    def add_many(self, readings: list[VitalReading], *, offset: int) -> list[VitalReading]:
-        """Add one message's readings read at source ``offset``; return the late ones (not added).
+    def add_many(self, patient_id: str, points: list[tuple[str, int, float]], *,
+                 offset: int) -> list[tuple[str, int, float]]:
+        """Add one message's ``(metric, ts_ms, value)`` points of ``patient_id``, read at source
+        ``offset``; return the late ones (not added).
 
         Equivalent to :meth:`add` for each reading, with the lookups done once per window
         rather than once per reading: a message usually fills one window of one patient.
         """
-        late: list[VitalReading] = []
+        late: list[tuple[str, int, float]] = []
         size = self.window_ms
         closed_before = self.closed_before_ms
         open_windows = self._open
-        max_event = self.max_event_ms
-        current_key: tuple[str, int] | None = None
-        points_by_metric: dict[str, list[tuple[int, float]]] = {}
-        for reading in readings:
-            ts = reading.ts_ms
+        newest = self.max_event_ms
+        current_start: int | None = None
+        by_metric: dict[str, list[tuple[int, float]]] = {}
+        for point in points:
+            metric, ts, value = point
             start = ts - ts % size
-            if closed_before is not None and start + size <= closed_before:
-                late.append(reading)
-                continue
-            key = (reading.patient_id, start)
-            if key != current_key:
-                window = open_windows.get(key)
+            if start != current_start:
+                if closed_before is not None and start + size <= closed_before:
+                    late.append(point)
+                    continue
+                window = open_windows.get((patient_id, start))
                 if window is None:
-                    window = open_windows[key] = _OpenWindow(offset)
-                    heapq.heappush(self._by_end, (start + size, reading.patient_id, start))
+                    window = open_windows[(patient_id, start)] = _OpenWindow(offset)
+                    heapq.heappush(self._by_end, (start + size, patient_id, start))
                 elif offset < window.first_offset:
                     window.first_offset = offset
-                current_key, points_by_metric = key, window.points
-            points = points_by_metric.get(reading.metric)
-            if points is None:
-                points_by_metric[reading.metric] = [(ts, reading.value)]
+                current_start, by_metric = start, window.points
+            series = by_metric.get(metric)
+            if series is None:
+                by_metric[metric] = [(ts, value)]
             else:
-                points.append((ts, reading.value))
-            if max_event is None or ts > max_event:
-                max_event = ts
-        self.max_event_ms = max_event
+                series.append((ts, value))
+            if newest is None or ts > newest:
+                newest = ts
+        self.max_event_ms = newest
         return late
 
     def close_ready(self) -> list[WindowFeatures]:

@@ -60,13 +60,23 @@ def encode_device_message(*, device_id: str, patient_id: str, seq: int, sent_at:
 
 @dataclass(frozen=True, slots=True)
 class DeviceBatch:
-    """A decoded device message: its envelope, valid readings, and rejected ones."""
+    """A decoded device message: its envelope, valid readings, and rejected ones.
+
+    The valid readings are kept as ``(metric, t_ms, value)`` points, the form the windows
+    store: the core never needs a :class:`~stream.events.VitalReading` per reading.
+    """
 
     device_id: str
     patient_id: str
     seq: int
-    readings: list[VitalReading]
+    points: list[tuple[str, int, float]]
     rejected: list[DeadLetter]
+
+    @property
+    def readings(self) -> list[VitalReading]:
+        """The valid readings as events, in message order."""
+        return [VitalReading(self.patient_id, self.device_id, self.seq, metric, t, value)
+                for metric, t, value in self.points]
 
 
 def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
@@ -102,33 +112,39 @@ def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
     schema = body.get("schema")
     if schema != DEVICE_SCHEMA:
         raise InvalidMessage("unknown_schema", f"schema must be {DEVICE_SCHEMA!r}, got {schema!r}")
-    device_id = _required(body, "device_id", str)
-    patient_id = _required(body, "patient_id", str)
-    seq = _required(body, "seq", int)
-    _required(body, "sent_at", int)
-    readings = _required(body, "readings", list)
+    device_id, patient_id, seq = body.get("device_id"), body.get("patient_id"), body.get("seq")
+    readings = body.get("readings")
+    if not (type(device_id) is str and type(patient_id) is str and type(seq) is int
+            and type(body.get("sent_at")) is int and type(readings) is list):
+        # Something is missing or mistyped: check field by field to name the first fault.
+        device_id = _required(body, "device_id", str)
+        patient_id = _required(body, "patient_id", str)
+        seq = _required(body, "seq", int)
+        _required(body, "sent_at", int)
+        readings = _required(body, "readings", list)
     if not device_id or not patient_id:
         raise InvalidMessage("missing_field", "device_id and patient_id must be non-empty")
     if len(readings) > MAX_READINGS_PER_MESSAGE:
         raise InvalidMessage("too_many_readings",
                              f"at most {MAX_READINGS_PER_MESSAGE} readings per message, got {len(readings)}")
 
-    good: list[VitalReading] = []
+    good: list[tuple[str, int, float]] = []
     bad: list[DeadLetter] = []
     latest = _NO_LIMIT if reference_ms is None else reference_ms + max_future_ms
     for item in readings:
-        # Fast path for a well-formed reading; anything unusual takes _reading, which names the fault.
-        if type(item) is dict:
-            limits = _LIMITS.get(item.get("metric"))  # type: ignore[arg-type]
-            t = item.get("t")
-            value = item.get("value")
-            if (limits is not None and type(t) is int and (type(value) is float or type(value) is int)
-                    and item.get("unit", limits[0]) == limits[0] and limits[1] <= value <= limits[2]
-                    and 0 < t <= latest):
-                good.append(VitalReading(patient_id, device_id, seq, item["metric"], t, float(value)))
+        # Fast path for a well-formed reading; anything unusual takes _point, which names the fault.
+        try:
+            metric, t, value = item["metric"], item["t"], item["value"]
+            unit, lowest, highest = _LIMITS[metric]
+        except (KeyError, TypeError):
+            pass
+        else:
+            if (type(t) is int and 0 < t <= latest and (type(value) is float or type(value) is int)
+                    and lowest <= value <= highest and item.get("unit", unit) == unit):
+                good.append((metric, t, float(value)))
                 continue
         try:
-            good.append(_reading(item, patient_id, device_id, seq, reference_ms, max_future_ms))
+            good.append(_point(item, reference_ms, max_future_ms))
         except InvalidMessage as exc:
             payload = json.dumps({"device_id": device_id, "patient_id": patient_id, "seq": seq,
                                   "reading": item}, separators=(",", ":"), default=str).encode()
@@ -141,8 +157,8 @@ _LIMITS = {name: (m.unit, m.lowest, m.highest) for name, m in METRICS.items()}
 _NO_LIMIT = 2**63
 
 
-def _reading(item: Any, patient_id: str, device_id: str, seq: int, reference_ms: int | None,
-             max_future_ms: int) -> VitalReading:
+def _point(item: Any, reference_ms: int | None, max_future_ms: int) -> tuple[str, int, float]:
+    """One reading as ``(metric, t_ms, value)``, or :class:`InvalidMessage` naming its fault."""
     if not isinstance(item, dict):
         raise InvalidMessage("wrong_type", f"a reading must be an object, got {type(item).__name__}")
     name = _required(item, "metric", str)
@@ -166,7 +182,7 @@ def _reading(item: Any, patient_id: str, device_id: str, seq: int, reference_ms:
     if reference_ms is not None and t > reference_ms + max_future_ms:
         raise InvalidMessage("future_timestamp",
                              f"t={t} is {t - reference_ms} ms after the record time (limit {max_future_ms})")
-    return VitalReading(patient_id, device_id, seq, name, t, value)
+    return name, t, value
 
 
 def _required(body: dict[str, Any], field: str, kind: type) -> Any:
