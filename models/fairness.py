@@ -83,9 +83,11 @@ Examples
 >>> y = np.array([True, True, False] * 4)
 >>> p = np.array([.9, .8, .1,  .3, .2, .1,  .9, .7, .1,  .6, .3, .1])  # V-VI (pt-1, pt-3) scored low
 >>> mon.update_many(pids, y, {"model": p})
->>> [(e.detail["metric"], e.detail["low_group"]) for e in mon.check(0)]
+>>> mon.check(0)  # flagged on one check: not yet an event (policy.confirm_checks = 2)
+[]
+>>> [(e.detail["metric"], e.detail["low_group"]) for e in mon.check(60_000)]
 [('calibration', 'V-VI'), ('sensitivity', 'V-VI')]
->>> mon.check(60_000)  # still open: not raised again
+>>> mon.check(120_000)  # still open: not raised again
 []
 """
 
@@ -169,6 +171,10 @@ class FairnessPolicy:
         something ops can act on: reported by :meth:`FairnessMonitor.gaps` (``inherent``),
         never flagged. Default: NEWS2 by age band (the chart has no age term, and older
         patients deteriorate at lower scores).
+    confirm_checks
+        Consecutive checks a gap must be flagged on before it raises an ops event: hysteresis
+        against the repeated looks of a monitor that checks daily, each at ``z`` (a gap that
+        crosses the gates on one day's noise and closes the next raises nothing).
     """
 
     max_sensitivity_gap: float = 0.15
@@ -180,6 +186,7 @@ class FairnessPolicy:
     max_calibration_ratio_by_attribute: tuple[tuple[str, float], ...] = ()
     z: float = 1.96
     inherent_gaps: tuple[tuple[str, str], ...] = (("news2", "age_band"),)
+    confirm_checks: int = 2
 
     def calibration_limit(self, attribute: str) -> float:
         """The E/O ratio limit of ``attribute``."""
@@ -195,6 +202,8 @@ class FairnessPolicy:
             raise ValueError(f"unknown attributes {sorted(unknown)}; known: {ATTRIBUTES}")
         if self.min_episodes < 1:
             raise ValueError(f"min_episodes must be at least 1, got {self.min_episodes}")
+        if self.confirm_checks < 1:
+            raise ValueError(f"confirm_checks must be at least 1, got {self.confirm_checks}")
         if not self.z >= 0:
             raise ValueError(f"z must be zero or more, got {self.z}")
         unknown = {a for _, a in self.inherent_gaps} - set(ATTRIBUTES)
@@ -254,6 +263,7 @@ class FairnessMonitor:
     model: str = "model"
     _sketches: dict[tuple[str, str, str], ScoreSketch] = field(default_factory=dict)
     _open: dict[tuple[str, str, str], frozenset[str]] = field(default_factory=dict)
+    _streak: dict[tuple[str, str, str], dict[str, int]] = field(default_factory=dict)  # checks flagged in a row
     _positive_patients: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     _detected: dict[str, set[str]] = field(default_factory=dict)
 
@@ -430,17 +440,25 @@ class FairnessMonitor:
 
     def check(self, ts_ms: int) -> list[OpsEvent]:
         """Ops events for gaps that opened since the last check, or that now name a group they
-        did not (closed gaps may open again)."""
+        did not (closed gaps may open again). A group counts once it has been flagged on
+        ``policy.confirm_checks`` consecutive checks."""
         events = []
         now_open: dict[tuple[str, str, str], frozenset[str]] = {}
+        streaks: dict[tuple[str, str, str], dict[str, int]] = {}
         for gap in self.gaps():
+            if not gap["flagged"]:
+                continue
             key = (str(gap["scorer"]), str(gap["metric"]), str(gap["attribute"]))
-            if gap["flagged"]:
-                named = frozenset(gap["low_groups"])  # type: ignore[arg-type]
-                before = self._open.get(key)
-                now_open[key] = named | (before or frozenset())
-                if before is None or not named <= before:
-                    events.append(OpsEvent("fairness", ts_ms, self.model, dict(gap)))
+            before_counts = self._streak.get(key, {})
+            counts = {g: before_counts.get(g, 0) + 1 for g in gap["low_groups"]}  # type: ignore[attr-defined]
+            streaks[key] = counts
+            confirmed = frozenset(g for g, n in counts.items() if n >= self.policy.confirm_checks)
+            before = self._open.get(key)
+            if before is not None or confirmed:
+                now_open[key] = confirmed | (before or frozenset())
+            if confirmed and (before is None or not confirmed <= before):
+                events.append(OpsEvent("fairness", ts_ms, self.model, dict(gap)))
+        self._streak = streaks
         self._open = now_open
         return events
 

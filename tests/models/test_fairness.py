@@ -80,14 +80,45 @@ def test_an_under_predicted_group_is_flagged_and_a_fair_scorer_is_not(seed: int)
 def test_events_are_raised_once_per_open_gap_and_again_when_it_names_a_new_group() -> None:
     groups = _groups(1_500)
     mon = _monitor(groups, *_episodes(groups, 1, {"V-VI": 0.5}))
+    assert mon.check(100) == []  # flagged once: not yet confirmed
     events = mon.check(123)
     assert {e.kind for e in events} == {"fairness"} and len(events) == 2 and events[0].ts_ms == 123
     assert mon.check(456) == []  # still open: raised once
     pids, y, p = _episodes(groups, 8, {"III-IV": 0.3, "V-VI": 0.5})
     mon.update_many(pids, y, {"model": p})
-    again = mon.check(789)
+    assert mon.check(789) == []  # III-IV flagged once: not yet confirmed
+    again = mon.check(790)
     assert again and all("III-IV" in e.detail["low_groups"] for e in again)  # type: ignore[operator]
     assert mon.check(999) == []
+
+
+class _Scripted(FairnessMonitor):
+    """A monitor whose gaps at each check are scripted: the hysteresis alone under test."""
+
+    script: list[list[str]] = []
+
+    def gaps(self) -> list[dict[str, object]]:
+        named = self.script.pop(0)
+        return [{"scorer": "model", "metric": "calibration", "attribute": "skin_tone", "low_groups": named,
+                 "flagged": bool(named)}]
+
+
+@pytest.mark.parametrize(("flagged", "raised"), [
+    ([["V-VI"], [], ["V-VI"], []], []),  # blips on single checks: nothing
+    ([["V-VI"], ["V-VI"], ["V-VI"]], [1]),  # confirmed on the second check, raised once
+    ([["V-VI"], ["V-VI", "III-IV"], ["V-VI", "III-IV"], ["III-IV"]], [1, 2]),  # a new group, once confirmed
+    ([["V-VI"], ["V-VI"], [], ["V-VI"], ["V-VI"]], [1, 4]),  # closed, then opened again
+])
+def test_a_gap_raises_an_event_once_flagged_on_consecutive_checks(flagged: list[list[str]], raised: list[int]) -> None:
+    """Hysteresis against repeated looks: a group must be flagged on ``confirm_checks`` checks in a row."""
+    mon = _Scripted({}, ("model",), {"model": 0.5})
+    mon.script = [list(f) for f in flagged]
+    assert [t for t in range(len(flagged)) if mon.check(t)] == raised
+    once = _Scripted({}, ("model",), {"model": 0.5}, policy=FairnessPolicy(confirm_checks=1))
+    once.script = [["V-VI"]]
+    assert len(once.check(0)) == 1
+    with pytest.raises(ValueError, match="confirm_checks"):
+        FairnessPolicy(confirm_checks=0)
 
 
 def test_a_group_is_named_for_fewer_predicted_events_not_more() -> None:
