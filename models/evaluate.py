@@ -49,7 +49,7 @@ from models.evaluation import Metrics, OpsEvent, PrequentialEvaluator, ScoreSket
 from models.fairness import FairnessMonitor, FairnessPolicy, GroupMetrics, subgroups
 from models.labelling import ANY, DEFAULT_HORIZON_MS, DelayedLabeller, Outcome
 from models.news2 import MAX_TOTAL
-from models.patient_context import PATIENT_FEATURES, PatientContext, patient_matrix
+from models.patient_context import DEFAULT_INPUTS, PatientContext, parse_inputs, patient_columns, patient_matrix
 from models.risk import CONDITIONS, DEFAULT_NEGATIVE_RATE, RiskModel
 from models import news2 as _news2
 from models.scorer import NEWS2_FEATURES, FeatureSpace, News2RowScorer, Scorer
@@ -105,8 +105,8 @@ class EvaluateOptions:
     example_patients
         Patients with an outcome drawn in the trajectory plot.
     patient_inputs
-        Give the model each patient's enrolment diagnoses and age band as inputs, as the
-        trainer and the worker do (:mod:`models.patient_context`); ``False`` for vitals alone.
+        What the model learns of each patient besides the vitals, as the trainer and the
+        workers do (:mod:`models.patient_context`); ``()`` for vitals alone.
     """
 
     model: str = "logreg"
@@ -124,7 +124,7 @@ class EvaluateOptions:
     """Extra keyword arguments of :func:`models.risk.make_risk_model`, e.g. ``(("learning_rate", 0.02),)``."""
     burden_thresholds: tuple[float, ...] = (0.3, 0.15)
     """Model risk entry thresholds replayed besides the default policy's (exit at 70 % of entry)."""
-    patient_inputs: bool = True
+    patient_inputs: tuple[str, ...] = DEFAULT_INPUTS
 
 
 @dataclass(slots=True)
@@ -781,9 +781,9 @@ def _evaluate_arrays(config: Any, options: EvaluateOptions, settings: Settings, 
     columns: tuple[str, ...] = feature_columns()
     inputs = None
     if options.patient_inputs:
-        inputs = patient_matrix(PatientRecord(p.patient_id, groups[p.patient_id], tuple(p.conditions))
-                                for p in patients)
-        columns = (*columns, *PATIENT_FEATURES)
+        inputs = patient_matrix((PatientRecord(p.patient_id, groups[p.patient_id], tuple(p.conditions))
+                                 for p in patients), options.patient_inputs)
+        columns = (*columns, *patient_columns(options.patient_inputs))
     # Outcome events in the order simulate() sends them (by send time; ties in plan order).
     sent = sorted(((e.onset_ms + config.outcome_delay_ms, i, Outcome.from_wire(out))
                    for i, e in enumerate(episodes(config)) if (out := e.outcome()) is not None),
@@ -820,7 +820,7 @@ def _evaluate_messages(config: Any, options: EvaluateOptions, settings: Settings
     started = time.monotonic()
     patients = population(config)
     groups = {p.patient_id: subgroups(p.sex, p.age_years, p.skin_tone) for p in patients}
-    context = PatientContext()
+    context = PatientContext(options.patient_inputs)
     if options.patient_inputs:
         for p in patients:
             context.update(PatientRecord(p.patient_id, groups[p.patient_id], tuple(p.conditions)))
@@ -1027,7 +1027,8 @@ def run_evaluate(settings: Settings, patients: int, days: float, seed: int, mode
         return 2
     duration_ms = int(round(days * MS_PER_DAY / 60_000)) * 60_000
     config = CohortConfig(patients=patients, seed=seed, duration_ms=duration_ms)
-    options = EvaluateOptions(model=model, warmup_ms=min(3 * MS_PER_DAY, duration_ms // 2))
+    options = EvaluateOptions(model=model, warmup_ms=min(3 * MS_PER_DAY, duration_ms // 2),
+                              patient_inputs=parse_inputs(settings.model_patient_inputs))
     result = evaluate_cohort(config, options, settings, progress=_progress_bar(err))
     err.write("\n")
     paths = write_plots(result, Path(out_dir)) if out_dir is not None else []

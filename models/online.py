@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ from models.evaluation import OpsEvent, PrequentialEvaluator
 from models.fairness import FairnessMonitor
 from models.labelling import ANY, DelayedLabeller, Outcome
 from models.news2 import MAX_TOTAL
-from models.patient_context import PatientContext
+from models.patient_context import DEFAULT_INPUTS, PatientContext
 from models.risk import RiskModel
 from models.scorer import FeatureSpace, News2RowScorer
 from models.snapshots import Snapshot
@@ -97,12 +97,15 @@ class OnlineLearner:
         How long NEWS2 carries a patient's blood pressure forward.
     alert_threshold
         The model's paging threshold, at which the fairness monitor compares sensitivity.
+    patient_inputs
+        What the model learns of each patient from their record (:mod:`models.patient_context`).
     """
 
     def __init__(self, model: RiskModel, *, name: str, horizon_ms: int, outcome_grace_ms: int,
                  snapshot_every: int | None, snapshot_every_ms: int | None, first_version: int = 1,
                  learned_before_ms: int | None = None, resumed_at_ms: int | None = None,
-                 news2_carry_ms: int = 12 * 3_600_000, alert_threshold: float = 0.7) -> None:
+                 news2_carry_ms: int = 12 * 3_600_000, alert_threshold: float = 0.7,
+                 patient_inputs: Collection[str] = DEFAULT_INPUTS) -> None:
         self.model = model
         self.conditions = model.conditions
         self.space = FeatureSpace()
@@ -116,7 +119,7 @@ class OnlineLearner:
             to_x=lambda held: self.space.to_dict(held.x), metrics=self._snapshot_metrics,
             first_version=first_version)
         self.groups: dict[str, dict[str, str]] = {}
-        self.context = PatientContext()
+        self.context = PatientContext(patient_inputs)
         self.fairness = FairnessMonitor(self.groups, (MODEL, NEWS2),
                                         {MODEL: alert_threshold, NEWS2: NEWS2_ALERT_TOTAL / MAX_TOTAL},
                                         model=name)

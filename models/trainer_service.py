@@ -42,6 +42,7 @@ from sinks.timescale import INSERT_OPS_EVENT, utc
 from stream.errors import InvalidMessage, VitalsError
 from stream.features import FeatureRow
 from stream.settings import Settings
+from models.patient_context import parse_inputs
 from stream.wire import decode_feature_row, decode_patient
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class TrainerService:
             first_version=latest.version + 1 if latest is not None else 1, alert_threshold=s.alert_risk_enter,
             learned_before_ms=latest.resume.get("learned_before_ms") if latest is not None else None,
             resumed_at_ms=latest.created_at_ms if latest is not None else None,
-            news2_carry_ms=s.news2_carry_ms)
+            news2_carry_ms=s.news2_carry_ms, patient_inputs=parse_inputs(s.model_patient_inputs))
         if latest is not None:
             self.resumed_from = latest.label
             logger.info("resuming %s from %s (%d examples seen)", self.name, latest.label, latest.examples_seen)

@@ -30,7 +30,7 @@ import faust
 from faust.types import TP, EventT
 
 from models.scorer import Scorer
-from models.patient_context import PatientContext
+from models.patient_context import PatientContext, parse_inputs
 from models.patient_topic import PatientFeed, read_patients
 from models.snapshot_topic import SnapshotFeed, model_name, read_latest
 from models.snapshots import Snapshot
@@ -291,7 +291,7 @@ def model_scoring(settings: Settings, model_metrics: ModelMetrics | None
         return None, []
     name = model_name(settings)
     latest, next_offset = read_latest(settings, name)
-    context = PatientContext()
+    context = PatientContext(parse_inputs(settings.model_patient_inputs))
     patient_offsets = read_patients(settings, context)
     scoring = ModelScoring(Scorer(top_features=5), news2_carry_ms=settings.news2_carry_ms, context=context)
 

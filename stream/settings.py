@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     )
     model: str = Field("logreg", pattern="^(logreg|hat)$", description="risk model: logreg or hat")
     model_seed: int = Field(42, description="seed of the model's initial weights and negative sampling")
+    model_patient_inputs: str = Field(
+        "age_band", pattern="^(none|age_band|diagnoses|age_band,diagnoses)$",
+        description="what the model knows of a patient besides the vitals: age_band, diagnoses, both "
+        "(age_band,diagnoses) or none; trainer and workers must agree"
+    )
     label_horizon_ms: int = Field(
         12 * 3_600_000, gt=0, description="an outcome this soon after a scored window makes it positive"
     )

@@ -10,7 +10,7 @@ the workers score. The test shows:
   trainer resumes from its newest snapshot (next version, examples seen keep counting);
 - a restarted worker scores with the newest snapshot from its first score;
 - outcomes land in the ``outcomes`` table (the patient board's annotations);
-- scores use each patient's enrolment diagnoses from the patients topic, known at the worker's
+- scores use each patient's record (age band) from the patients topic, known at the worker's
   start or published while it runs.
 """
 
@@ -61,9 +61,9 @@ def _model_scores(settings: Settings) -> list[tuple[int, int]]:
 
 
 def _diagnosed(settings: Settings) -> dict[str, list[bool]]:
-    """Per patient, in window order, whether each model score had the diagnosis inputs."""
+    """Per patient, in window order, whether each model score had the patient inputs (age band)."""
     with psycopg.connect(settings.database_url) as conn:
-        rows = conn.execute("SELECT patient_id, inputs ? 'dx_copd' FROM risk_scores WHERE model_name = %s "
+        rows = conn.execute("SELECT patient_id, inputs ? 'age_75+' FROM risk_scores WHERE model_name = %s "
                             "ORDER BY patient_id, window_start", (MODEL,)).fetchall()
     return {pid: [bool(d) for _, d in group] for pid, group in groupby(rows, key=lambda r: r[0])}
 
@@ -147,14 +147,14 @@ def test_scores_hot_swap_and_survive_trainer_and_worker_restarts(isolated: Setti
     _wait(f"{published} outcomes in the database", lambda: outcomes_stored() == published)
     producer.close()
 
-    # Diagnoses: known from the first score for patients published before the worker started,
+    # Patient inputs: known from the first score for patients published before the worker started,
     # and from some point on for those published while it ran (never lost again after).
     diagnosed = _diagnosed(settings)
     assert all(all(diagnosed[p.patient_id]) for p in early if p.patient_id in diagnosed)
     for p in late:
         flags = diagnosed.get(p.patient_id, [])
-        assert flags and flags[-1], f"{p.patient_id}: the feed never delivered its diagnoses"
-        assert flags == sorted(flags), f"{p.patient_id}: diagnoses came and went"
+        assert flags and flags[-1], f"{p.patient_id}: the feed never delivered its record"
+        assert flags == sorted(flags), f"{p.patient_id}: patient inputs came and went"
 
 
 def test_only_snapshots_signed_with_the_key_are_ever_loaded(isolated: Settings) -> None:

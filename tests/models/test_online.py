@@ -55,12 +55,13 @@ def _stream(seed: int, patients: int = 6, hours: int = 12) -> list[Record]:
     return out
 
 
-def _learner(model: RiskModel | None = None, *, first_version: int = 1,
-             learned_before_ms: int | None = None, resumed_at_ms: int | None = None) -> OnlineLearner:
+def _learner(model: RiskModel | None = None, *, first_version: int = 1, learned_before_ms: int | None = None,
+             resumed_at_ms: int | None = None, patient_inputs: tuple[str, ...] = ("age_band",)) -> OnlineLearner:
     return OnlineLearner(model or RiskModel(conditions=("any", "infection"), negative_rate=0.5),
                          name="risk-logreg", horizon_ms=HORIZON, outcome_grace_ms=30 * 60_000,
                          snapshot_every=40, snapshot_every_ms=None, first_version=first_version,
-                         learned_before_ms=learned_before_ms, resumed_at_ms=resumed_at_ms)
+                         learned_before_ms=learned_before_ms, resumed_at_ms=resumed_at_ms,
+                         patient_inputs=patient_inputs)
 
 
 def _feed(learner: OnlineLearner, records: list[Record], lag: int = 0) -> list[Snapshot]:
@@ -193,20 +194,24 @@ def test_the_trainer_records_drift_and_fairness_events_one_row_per_gap() -> None
     assert registry.get_sample_value("vitals_ops_events_total", {"kind": "fairness"}) == 2
 
 
-def test_the_model_learns_from_the_patients_diagnoses() -> None:
-    """A patient's enrolment diagnoses join every row of theirs as model inputs; a patient
-    whose record has not arrived (or who left) is scored from the vitals alone."""
-    learner = _learner()
+@pytest.mark.parametrize("inputs", [("age_band",), ("age_band", "diagnoses")])
+def test_the_model_learns_from_what_the_patients_records_say(inputs: tuple[str, ...]) -> None:
+    """A patient's age band (and, when configured, enrolment diagnoses) join every row of theirs
+    as model inputs; a patient whose record has not arrived (or who left) is scored from the
+    vitals alone; sex and skin tone are never inputs."""
+    learner = _learner(patient_inputs=inputs)
     for p in range(0, 6, 2):
-        learner.on_patient(PatientRecord(f"pt-{p}", {}, ("copd",) if p == 0 else ()))
+        learner.on_patient(PatientRecord(f"pt-{p}", {"age_band": ("<65", "75+")[p == 0], "skin_tone": "V-VI"},
+                                         ("copd",) if p == 0 else ()))
     learner.forget_patient("pt-4")
     _feed(learner, _stream(3))
     learner.advance(T0 + 20 * H)
-    assert {"dx_copd", "dx_heart_failure"} <= set(learner.space.columns)
     parts = _linear_parts(learner.model.heads["any"])
     assert parts is not None
     _, _, regression, _ = parts
-    assert regression.weights.get("dx_copd", 0.0) != 0.0  # learnt a weight for the diagnosis
-    assert learner.context.inputs("pt-0")["dx_copd"] == 1.0
-    assert learner.context.inputs("pt-2")["dx_copd"] == 0.0
+    assert regression.weights.get("age_75+", 0.0) != 0.0  # learnt a weight for the band
+    assert ("dx_copd" in learner.space.columns) == ("diagnoses" in inputs)
+    assert not any("skin" in c or "sex" in c for c in learner.space.columns)
+    assert learner.context.inputs("pt-0")["age_75+"] == 1.0
+    assert learner.context.inputs("pt-2")["age_75+"] == 0.0
     assert learner.context.inputs("pt-4") == {} and learner.context.inputs("pt-1") == {}
