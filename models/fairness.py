@@ -63,14 +63,15 @@ Switching its SpO2 over-reading on (a paired counterfactual, seeds 42, 7 and 1) 
 NEWS2's E/O for Fitzpatrick V-VI by 0.78-0.79 and lowers its episode sensitivity by 0.12-0.16;
 the personalised model does not under-predict V-VI with it, its SpO2 signal being a deviation
 from the patient's own baseline, which a constant offset cancels. At the end of the run the
-monitor flags NEWS2 on skin tone naming V-VI (with III-IV, biased by 1 point) with the bias on, on all three seeds
-(calibration, sensitivity or both), and nothing on skin tone with it off. On seed 1 it also
-flags the model's calibration by age band (over-75s under-predicted, ratio 1.57) in both runs:
-a model gap, not the bias's, so issue 5's "off flags nothing" holds on seeds 42 and 7 only. The
+monitor flags NEWS2 on skin tone naming V-VI (with III-IV, biased by 1 point) with the bias on,
+on all three seeds (calibration, sensitivity or both), and nothing with it off. The model sees
+each patient's age band (:mod:`models.patient_context`): on vitals alone it was flagged on
+calibration by age band on seed 1 (over-75s under-predicted, ratio 1.57), in both runs. The
 margins are thin: the bias's own effect on the V-VI : I-II E/O ratio is about 1.5, the limit
-itself, and the daily checks are repeated tests at ``z`` each, with no correction for the
-repeated looks or the ~16 comparisons, so an early gap on ~30 episodes can open an event that
-closes again (bias off: one on seed 42, two on seed 1).
+itself. The daily checks are repeated tests at ``z`` each, with no correction for the repeated
+looks or the ~16 comparisons, so an event needs the gap on ``confirm_checks`` (2) consecutive
+checks: with the bias off, seeds 42 and 7 raise none; seed 1 raises one (NEWS2 episode
+sensitivity by sex, on two days in both runs, closed by the end).
 
 Examples
 --------
