@@ -36,6 +36,18 @@ def apply_records(context: PatientContext, records: Iterable[Any]) -> int:
     return rejected
 
 
+def topic_partitions(settings: Settings) -> list[int]:
+    """The patients topic's partitions; empty while it does not exist."""
+    from kafka import KafkaConsumer  # type: ignore[import-untyped]
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                             client_id="vitalrisk-patients")
+    try:
+        return sorted(consumer.partitions_for_topic(settings.patients_topic) or ())
+    finally:
+        consumer.close()
+
+
 def read_patients(settings: Settings, context: PatientContext, *, timeout_s: float = 30.0) -> dict[int, int]:
     """Read the whole patients topic into ``context``; return each partition's next offset.
 
@@ -82,14 +94,19 @@ class PatientFeed:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         topic = self.settings.patients_topic
+        # The partitions read at start; a topic created later is looked up (an assigned
+        # consumer's own metadata never learns of a topic it does not already know).
+        partitions = sorted(self.start_offsets)
+        while not partitions:
+            partitions = await asyncio.to_thread(topic_partitions, self.settings)
+            if not partitions:
+                await asyncio.sleep(5.0)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     client_id="vitalrisk-patient-feed")
         await consumer.start()
         try:
-            while topic not in await consumer.topics():  # fetches fresh metadata
-                await asyncio.sleep(5.0)
-            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
             for tp in tps:
                 if tp.partition in self.start_offsets:
