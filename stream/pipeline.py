@@ -164,18 +164,24 @@ class VitalsPipeline:
         Take it together with the outputs it produced, and :meth:`save` it only once those
         outputs are committed: the saved state then never runs ahead of the database. A value
         of ``None`` deletes the key (an expired patient).
+
+        The partition's watermark record comes last. A changelog partition keeps its records in
+        order, so a worker killed while the writes are on their way restores either the new
+        watermark with every patient state it belongs with, or the old watermark (and replays
+        more): never windows marked closed whose patients' states were lost.
         """
         part = self._partitions.get(partition)
         if part is None:
             return []
-        w = part.windows
-        writes: list[tuple[str, bytes | None]] = [(f"w:{partition}", _CHECKPOINT.pack(
-            _NONE if w.max_event_ms is None else w.max_event_ms,
-            _NONE if w.closed_before_ms is None else w.closed_before_ms, part.last_offset))]
+        writes: list[tuple[str, bytes | None]] = []
         for patient_id in part.dirty:
             state = self.features.patients.get(patient_id)
             writes.append((f"p:{patient_id}", None if state is None else state.to_bytes()))
         part.dirty.clear()
+        w = part.windows
+        writes.append((f"w:{partition}", _CHECKPOINT.pack(
+            _NONE if w.max_event_ms is None else w.max_event_ms,
+            _NONE if w.closed_before_ms is None else w.closed_before_ms, part.last_offset)))
         return writes
 
     def unsave(self, partition: int, writes: list[tuple[str, bytes | None]]) -> None:
