@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.evaluation import Metrics, OpsEvent, PrequentialEvaluator, ScoreSketch, N_BINS, LOGIT_RANGE
-from models.fairness import FairnessMonitor, FairnessPolicy, GroupMetrics, subgroups
+from models.fairness import FairnessMonitor, FairnessPolicy, GroupMetrics, patient_record
 from models.labelling import ANY, DEFAULT_HORIZON_MS, DelayedLabeller, Outcome
 from models.news2 import MAX_TOTAL
 from models.patient_context import DEFAULT_INPUTS, PatientContext, parse_inputs, patient_columns, patient_matrix
@@ -57,7 +57,6 @@ from models.trainer import Trainer
 from stream.events import RiskScore
 from stream.features import HOP_MS, FeatureEngine, FeatureRow
 from stream.settings import Settings
-from stream.wire import PatientRecord
 
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 24 * MS_PER_HOUR
@@ -775,14 +774,14 @@ def _evaluate_arrays(config: Any, options: EvaluateOptions, settings: Settings, 
 
     started = time.monotonic()
     patients = population(config)
-    groups = {p.patient_id: subgroups(p.sex, p.age_years, p.skin_tone) for p in patients}
+    records = [patient_record(p) for p in patients]
+    groups = {r.patient_id: r.groups for r in records}
     core = EvaluationCore(options, start_ms=config.start_ms, groups=groups, news2_carry_ms=settings.news2_carry_ms)
     end_ms = config.start_ms + config.duration_ms
     columns: tuple[str, ...] = feature_columns()
     inputs = None
     if options.patient_inputs:
-        inputs = patient_matrix((PatientRecord(p.patient_id, groups[p.patient_id], tuple(p.conditions))
-                                 for p in patients), options.patient_inputs)
+        inputs = patient_matrix(records, options.patient_inputs)
         columns = (*columns, *patient_columns(options.patient_inputs))
     # Outcome events in the order simulate() sends them (by send time; ties in plan order).
     sent = sorted(((e.onset_ms + config.outcome_delay_ms, i, Outcome.from_wire(out))
@@ -819,11 +818,11 @@ def _evaluate_messages(config: Any, options: EvaluateOptions, settings: Settings
 
     started = time.monotonic()
     patients = population(config)
-    groups = {p.patient_id: subgroups(p.sex, p.age_years, p.skin_tone) for p in patients}
+    records = [patient_record(p) for p in patients]
+    groups = {r.patient_id: r.groups for r in records}
     context = PatientContext(options.patient_inputs)
-    if options.patient_inputs:
-        for p in patients:
-            context.update(PatientRecord(p.patient_id, groups[p.patient_id], tuple(p.conditions)))
+    for record in records:
+        context.update(record)
     core = EvaluationCore(options, start_ms=config.start_ms, groups=groups, news2_carry_ms=settings.news2_carry_ms,
                           context=context)
     pipeline = VitalsPipeline.from_settings(settings)

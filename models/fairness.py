@@ -97,12 +97,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from models.evaluation import OpsEvent, ScoreSketch
-from stream.wire import PATIENT_ATTRIBUTES
+from stream.wire import PATIENT_ATTRIBUTES, PatientRecord
 
 #: Attributes monitored, in report order.
 ATTRIBUTES: tuple[str, ...] = ("sex", "age_band", "skin_tone")
@@ -137,6 +138,19 @@ def subgroups(sex: str, age_years: int, skin_tone: int) -> dict[str, str]:
     {'sex': 'F', 'age_band': '75+', 'skin_tone': 'V-VI'}
     """
     return {"sex": sex, "age_band": age_band(age_years), "skin_tone": skin_tone_group(skin_tone)}
+
+
+def patient_record(patient: Any) -> PatientRecord:
+    """A simulated patient (:class:`simulators.population.Patient`) as the programme records them:
+    coarse subgroups and enrolment diagnoses, nothing more.
+
+    >>> from simulators.cohort import CohortConfig, population
+    >>> record = patient_record(population(CohortConfig(patients=1, seed=3))[0])
+    >>> sorted(record.groups), record.conditions is not None
+    (['age_band', 'sex', 'skin_tone'], True)
+    """
+    return PatientRecord(patient.patient_id, subgroups(patient.sex, patient.age_years, patient.skin_tone),
+                         tuple(patient.conditions))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,39 +1,42 @@
 """Patient records on Kafka, for the worker's scorer: the compacted ``patients_topic``, followed.
 
 Adapter module (Kafka I/O). At start the worker reads every partition to its end, so its first
-scores already know each patient's diagnoses (:func:`read_patients`), then follows the tail
+scores already know each patient's inputs (:func:`read_patients`), then follows the tail
 (:class:`PatientFeed`). No consumer group: every worker needs every patient, whatever readings
-partitions it owns. The trainer reads the same topic with its own consumer.
+partitions it owns. The trainer reads the same topic with its own consumer and the same
+:func:`apply_records`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from models.patient_context import PatientContext
 from stream.errors import InvalidMessage
 from stream.settings import Settings
-from stream.wire import decode_patient
+from stream.wire import PatientRecord, decode_patient
 
 logger = logging.getLogger(__name__)
 
 
-def apply_records(context: PatientContext, records: Iterable[Any]) -> int:
-    """Apply patient records (tombstones: the patient left) to ``context``; return how many were rejected."""
-    rejected = 0
+def apply_records(records: Iterable[Any], update: Callable[[PatientRecord], None],
+                  forget: Callable[[str], None]) -> None:
+    """Hand each decoded patient record to ``update`` and each tombstone's patient id (the patient
+    left the programme) to ``forget``; unreadable records are logged and skipped."""
     for record in records:
         if record.value is None:
-            context.forget(record.key.decode() if record.key else "")
+            forget(record.key.decode() if record.key else "")
             continue
         try:
-            context.update(decode_patient(record.value))
+            patient = decode_patient(record.value)
         except InvalidMessage as exc:
-            rejected += 1
             logger.warning("patient record at offset %d rejected: %s", record.offset, exc)
-    return rejected
+            continue
+        update(patient)
 
 
 def topic_partitions(settings: Settings) -> list[int]:
@@ -72,7 +75,7 @@ def read_patients(settings: Settings, context: PatientContext, *, timeout_s: flo
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {settings.patients_topic} took over {timeout_s:.0f} s")
             for records in consumer.poll(timeout_ms=1000).values():
-                apply_records(context, records)
+                apply_records(records, context.update, context.forget)
         logger.info("%d patients' diagnoses known", len(context))
         return {tp.partition: ends[tp] for tp in tps}
     finally:
@@ -89,8 +92,6 @@ class PatientFeed:
 
     async def run(self) -> None:
         """Follow every partition until cancelled; a topic created later is read from its start."""
-        import asyncio
-
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         topic = self.settings.patients_topic
@@ -115,6 +116,6 @@ class PatientFeed:
                     await consumer.seek_to_beginning(tp)
             while True:
                 for records in (await consumer.getmany(timeout_ms=1000)).values():
-                    apply_records(self.context, records)
+                    apply_records(records, self.context.update, self.context.forget)
         finally:
             await consumer.stop()

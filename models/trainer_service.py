@@ -43,7 +43,8 @@ from stream.errors import InvalidMessage, VitalsError
 from stream.features import FeatureRow
 from stream.settings import Settings
 from models.patient_context import parse_inputs
-from stream.wire import decode_feature_row, decode_patient
+from models.patient_topic import apply_records
+from stream.wire import decode_feature_row
 
 logger = logging.getLogger(__name__)
 
@@ -250,16 +251,7 @@ class TrainerService:
         if topic == self.settings.outcomes_topic:
             self._outcomes(records)
             return
-        for record in records:
-            if record.value is None:  # a tombstone: the patient left the programme
-                self.learner.forget_patient(record.key.decode() if record.key else "")
-                continue
-            try:
-                patient = decode_patient(record.value)
-            except InvalidMessage as exc:
-                logger.warning("patient record at offset %d rejected: %s", record.offset, exc)
-                continue
-            self.learner.on_patient(patient)
+        apply_records(records, self.learner.on_patient, self.learner.forget_patient)
 
     def _outcomes(self, records: Iterable[Any]) -> None:
         for record in records:

@@ -266,14 +266,13 @@ def publish_patients(patients: Iterable[Any], *, settings: Settings, producer: A
     :func:`models.fairness.subgroups`) for the fairness monitor, and the enrolment diagnoses
     the risk model uses — no birth date, no name.
     """
-    from models.fairness import subgroups
-    from stream.wire import PatientRecord, encode_patient
+    from models.fairness import patient_record
+    from stream.wire import encode_patient
 
     count = 0
     for patient in patients:
-        record = PatientRecord(patient.patient_id, subgroups(patient.sex, patient.age_years, patient.skin_tone),
-                               tuple(patient.conditions))
-        producer.send(settings.patients_topic, key=patient.patient_id.encode(), value=encode_patient(record))
+        producer.send(settings.patients_topic, key=patient.patient_id.encode(),
+                      value=encode_patient(patient_record(patient)))
         count += 1
     producer.flush()
     return count
