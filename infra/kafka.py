@@ -108,6 +108,16 @@ class LocalKafka:
     def stop(self) -> bool:
         return terminate(self.paths.pid, name="kafka")
 
+    def discard_storage(self) -> None:
+        """Delete the stopped broker's logs, so the next start formats a fresh cluster.
+
+        For throwaway brokers (the tests'): a log left by a machine that stopped mid-write can
+        hold a torn record that makes the broker exit at start.
+        """
+        if self.running():
+            raise ServiceFailed("kafka is running; stop it before discarding its storage")
+        shutil.rmtree(self.paths.data, ignore_errors=True)
+
     def status(self) -> str:
         state = "healthy" if self.healthy() else ("starting" if self.running() else "stopped")
         return f"kafka {KAFKA_VERSION} on 127.0.0.1:{self.port}: {state}"

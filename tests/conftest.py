@@ -52,6 +52,9 @@ def services() -> Iterator[Services]:
     postgres = LocalPostgres(base)
     kafka = LocalKafka(base)
     started = [svc for svc in (postgres, kafka) if not svc.healthy()]
+    if kafka in started:
+        kafka.stop()  # a broker that is starting or hung: its storage is the tests' to discard
+        kafka.discard_storage()  # every test makes its own topics; a stale log only risks a torn record
     postgres.start()
     kafka.start()
     yield Services(base, postgres.superuser_url)
