@@ -167,8 +167,11 @@ class VitalsPipeline:
 
         The partition's watermark record comes last. A changelog partition keeps its records in
         order, so a worker killed while the writes are on their way restores either the new
-        watermark with every patient state it belongs with, or the old watermark (and replays
-        more): never windows marked closed whose patients' states were lost.
+        watermark with every patient state it belongs with, or the old watermark with some
+        patients' states newer than it: never windows marked closed whose patients' states were
+        lost. The replay from the old watermark closes again windows that a newer patient state
+        already holds; they are skipped (a patient's windows close in time order, so its state's
+        last window end says which it holds).
         """
         part = self._partitions.get(partition)
         if part is None:
@@ -234,6 +237,11 @@ class VitalsPipeline:
         before = part.windows.closed_before_ms
         for window in closed:
             state = self._patient(window.patient_id, partition)
+            if window.end_ms <= state.last_reading_ms:
+                # A replay after a restart: the patient's restored state already holds this
+                # window (its checkpoint was saved after these outputs were durable), so
+                # folding it in again would count it twice in the panes and the baseline.
+                continue
             out = self.features.on_window(window, partition=partition)
             part.dirty.add(window.patient_id)
             enriched = WindowFeatures(window.patient_id, window.start_ms, window.end_ms, window.metrics,
