@@ -41,6 +41,9 @@ class PipelineMetrics:
         self.duplicates = Counter("vitals_duplicate_messages",
                                   "Device messages dropped as resends of a (device, seq) already seen",
                                   registry=registry)
+        self.skipped_records = Counter("vitals_consumer_skipped_records",
+                                       "Records the Faust consumer skipped, read straight from the broker instead",
+                                       ["partition"], registry=registry)
         self.feature_rows = Counter("vitals_feature_rows", "Hopping-window feature rows emitted",
                                     registry=registry)
         self.data_stopped = Counter("vitals_data_stopped", "Patients whose data stopped arriving",

@@ -22,12 +22,12 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from faust.types import TP, EventT
+from faust.types import TP, EventT, Message
 
 from models.scorer import Scorer
 from models.patient_context import PatientContext, parse_inputs
@@ -38,6 +38,7 @@ from sinks.metrics import ModelMetrics, PipelineMetrics
 from sinks.timescale import TimescaleWriter
 from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.model_scoring import ModelScoring
+from stream.offsets import OffsetSequencer
 from stream.pipeline import StepResult, VitalsPipeline
 from stream.settings import Settings
 from stream.wire import encode_feature_row, encode_score
@@ -98,6 +99,78 @@ class _Held:
     last_offset: int = -1
 
 
+async def _cannot_read(topic: str, partition: int, offsets: range) -> list[EventT]:
+    raise RuntimeError(f"{topic}/{partition}: offsets {offsets.start}-{offsets.stop - 1} were skipped by the "
+                       "consumer and no reader of skipped records is wired")
+
+
+class SkippedRecords:
+    """Reads records the Faust consumer skipped straight from the broker, with an aiokafka
+    consumer of its own (assigned, no group), as events whose ack goes to Faust's consumer —
+    so its commits stay an unbroken run of offsets."""
+
+    TIMEOUT_S = 30.0
+
+    def __init__(self, settings: Settings, app: faust.App) -> None:
+        self.settings = settings
+        self.app = app
+        self._consumer: Any = None
+
+    async def read(self, topic: str, partition: int, offsets: range) -> list[EventT]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                              enable_auto_commit=False, client_id=f"{self.settings.app_id}-refetch")
+            await self._consumer.start()
+        tp = TopicPartition(topic, partition)
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, offsets.start)
+        records: dict[int, Any] = {}
+        deadline = time.monotonic() + self.TIMEOUT_S
+        while len(records) < len(offsets):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{topic}/{partition}: could not read skipped offsets "
+                                   f"{offsets.start}-{offsets.stop - 1} within {self.TIMEOUT_S:.0f} s")
+            batch = await self._consumer.getmany(tp, timeout_ms=500, max_records=len(offsets))
+            for record in batch.get(tp, []):
+                if record.offset in offsets:
+                    records[record.offset] = record
+                elif record.offset >= offsets.stop and len(records) < len(offsets):
+                    missing = sorted(set(offsets) - set(records))
+                    raise RuntimeError(f"{topic}/{partition}: offsets {missing} are gone from the log")
+        return [_SkippedEvent(self.app.consumer, records[o]) for o in offsets]
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+class _SkippedEvent:
+    """A record read by :class:`SkippedRecords`, shaped like the Faust event the runtime holds."""
+
+    __slots__ = ("message", "_consumer")
+
+    def __init__(self, consumer: Any, record: Any) -> None:
+        tp = TP(record.topic, record.partition)
+        self.message = Message(record.topic, record.partition, record.offset, record.timestamp / 1000,
+                               record.timestamp_type, record.headers, record.key, record.value, record.checksum,
+                               tp=tp)
+        self._consumer = consumer
+
+    def ack(self) -> bool:
+        return bool(self._consumer.ack(self.message))
+
+
+def committed_offset(consumer: Any, tp: TP) -> int | None:
+    """The offset ``tp``'s consumption resumed at, as Faust read it from the broker when the
+    partition was assigned (``None`` when nothing was committed). Faust keeps it in a private
+    mapping; without it the sequencer takes the first record as it comes."""
+    offsets = getattr(consumer, "_committed_offset", None)
+    offset = offsets.get(tp) if offsets is not None else None
+    return offset if isinstance(offset, int) and offset > 0 else None
+
+
 class WorkerRuntime:
     """State of one worker process between Faust and the core: held events and the sink buffer.
 
@@ -107,8 +180,13 @@ class WorkerRuntime:
 
     def __init__(self, settings: Settings, *, pipeline: VitalsPipeline, writer: TimescaleWriter,
                  topics: dict[str, faust.TopicT], metrics: PipelineMetrics,
-                 scoring: ModelScoring | None = None, model_metrics: ModelMetrics | None = None) -> None:
+                 scoring: ModelScoring | None = None, model_metrics: ModelMetrics | None = None,
+                 committed: Callable[[int], int | None] = lambda partition: None,
+                 read_skipped: Callable[[str, int, range], Awaitable[list[EventT]]] | None = None) -> None:
         self.settings = settings
+        self.sequencer = OffsetSequencer()
+        self._committed = committed  # the partition's committed offset, where its consumption resumes
+        self._read_skipped = read_skipped or _cannot_read
         self.pipeline = pipeline
         self.scoring = scoring
         self.model_metrics = model_metrics
@@ -125,25 +203,61 @@ class WorkerRuntime:
         self._last_flush = time.monotonic()
         self._lock = asyncio.Lock()  # the core and the buffers: one record (or idle close) at a time
         self._flush_lock = asyncio.Lock()  # one flush at a time
+        self._flush_task: asyncio.Task[None] | None = None
 
     async def handle(self, event: EventT) -> None:
-        """Process one record; when the buffer is full, wait for a flush (backpressure)."""
+        """Process one record; flush a full buffer beside it, and wait for the flush when twice full
+        (backpressure)."""
+        message = event.message
+        partition = message.partition
         async with self._lock:
-            message = event.message
-            started = time.perf_counter()
-            timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
-            step = self.pipeline.on_message(message.value, partition=message.partition, offset=message.offset,
-                                            record_ts_ms=timestamp_ms)
-            self.metrics.processing_seconds.observe(time.perf_counter() - started)
-            held = self._held.setdefault(message.partition, _Held())
-            held.events.append(event)
-            held.last_seen = time.monotonic()
-            held.last_offset = message.offset
-            self.metrics.messages.inc()
-            await self._absorb(step, message.topic, message.partition, message.offset)
-            full = len(self._windows) + len(self._scores) >= self.settings.sink_batch_rows
-        if full:
+            if partition not in self._held:  # the first record since the partition was assigned
+                self._held[partition] = _Held()
+                self.sequencer.assigned(partition, committed=self._committed(partition))
+            missed = self.sequencer.admit(partition, message.offset)
+            if missed is None:
+                return  # a re-read of a record already processed
+            if missed:
+                logger.warning("partition %d: the consumer skipped offsets %d-%d; reading them from the broker",
+                               partition, missed.start, missed.stop - 1)
+                self.metrics.skipped_records.labels(str(partition)).inc(len(missed))
+                for skipped in await self._read_skipped(message.topic, partition, missed):
+                    await self._process(skipped)
+            await self._process(event)
+            buffered = len(self._windows) + len(self._scores)
+        if buffered >= self.settings.sink_batch_rows:
+            self._flush_soon()
+            if buffered >= 2 * self.settings.sink_batch_rows:
+                # Backpressure: the database is not keeping up (or is down), so stop consuming
+                # until a flush has gone through.
+                await self.flush()
+
+    async def _process(self, event: EventT) -> None:
+        """Feed one record to the core and hold it until its windows are committed (under the lock)."""
+        message = event.message
+        started = time.perf_counter()
+        timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
+        step = self.pipeline.on_message(message.value, partition=message.partition, offset=message.offset,
+                                        record_ts_ms=timestamp_ms)
+        self.metrics.processing_seconds.observe(time.perf_counter() - started)
+        held = self._held[message.partition]
+        held.events.append(event)
+        held.last_seen = time.monotonic()
+        held.last_offset = message.offset
+        self.metrics.messages.inc()
+        await self._absorb(step, message.topic, message.partition, message.offset)
+
+    def _flush_soon(self) -> None:
+        """Start a flush beside the agent, unless one is running: records keep being processed
+        while the database and the broker take the batch."""
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush_logged())
+
+    async def _flush_logged(self) -> None:
+        try:
             await self.flush()
+        except Exception:  # the batch went back to the buffer; the next flush retries it
+            logger.exception("sink flush failed; its rows stay buffered")
 
     async def tick(self, caught_up: Callable[[int], bool] = lambda partition: True) -> None:
         """Close idle partitions' windows and flush when due.
@@ -223,24 +337,32 @@ class WorkerRuntime:
                 self.metrics.sink_rows.labels("risk_scores").inc(len(scores))
                 logger.debug("sink committed %d windows, %d scores (%d new rows)", len(windows), len(scores),
                              inserted)
+            # The scores, features and dead letters of the batch go on the broker before the
+            # state that produced them: a restart that restores a patient's newer state skips
+            # the windows it holds, so their outputs must not be lost with the process.
+            await self._drain_producer()
             for partition, writes in checkpoints.items():
                 self.pipeline.save(partition, writes)
             if to_ack:
-                # Changelog, dead letters, scores and features must be on the broker before the
-                # offsets of the records that caused them may be committed. Faust's buffer flush
-                # gives up after 0.1 s without progress, so drain it until it is empty.
-                while self._producer.buffer.size:
-                    await self._producer.flush()
-                await self._producer.flush()
+                # The changelog must be on the broker before the offsets of the records that
+                # caused it may be committed.
+                await self._drain_producer()
                 for event in to_ack:
                     event.ack()
             self.metrics.open_windows.set(open_windows)
+
+    async def _drain_producer(self) -> None:
+        # Faust's buffer flush gives up after 0.1 s without progress, so drain it until it is empty.
+        while self._producer.buffer.size:
+            await self._producer.flush()
+        await self._producer.flush()
 
     def revoke(self, partitions: set[int]) -> None:
         """Forget partitions handed to another worker, without acking: their new owner replays them."""
         for partition in partitions:
             self.pipeline.drop_partition(partition)
             self._held.pop(partition, None)
+            self.sequencer.forget(partition)
 
     async def _absorb(self, step: StepResult, topic: str, partition: int, offset: int) -> None:
         m = self.metrics
@@ -345,8 +467,12 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
     pipeline = VitalsPipeline.from_settings(settings, store=FaustTableStore(table))
     writer = TimescaleWriter.from_settings(settings, metrics=metrics)
     scoring, feeds = model_scoring(settings, model_metrics)
+    skipped_reader = SkippedRecords(settings, app)
     runtime = WorkerRuntime(settings, pipeline=pipeline, writer=writer, topics=topics, metrics=metrics,
-                            scoring=scoring, model_metrics=model_metrics)
+                            scoring=scoring, model_metrics=model_metrics,
+                            committed=lambda partition: committed_offset(
+                                app.consumer, TP(settings.readings_topic, partition)),
+                            read_skipped=skipped_reader.read)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tests and the CLI
 
     for feed in feeds:
@@ -382,5 +508,6 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
     async def on_shutdown(app: faust.App, **_: Any) -> None:
         await runtime.flush()
         await writer.close()
+        await skipped_reader.close()
 
     return app

@@ -86,6 +86,8 @@ def test_sigkill_mid_stream_writes_every_window_once_with_the_same_values(servic
 
     expected_features, expected_scores = _rows(isolated)
     got_features, got_scores = _rows(crashed)
+    missing, extra = sorted(set(expected_features) - set(got_features)), sorted(set(got_features) - set(expected_features))
+    assert not missing and not extra, f"{len(missing)} rows missing, e.g. {missing[:6]}; {len(extra)} extra, e.g. {extra[:6]}"
     assert len(got_features) == len(expected_features) > 0
     assert got_features == expected_features
     assert got_scores == expected_scores

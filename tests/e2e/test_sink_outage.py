@@ -142,11 +142,6 @@ def _unblock(services: Services, settings: Settings) -> None:
         conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(dbname)))
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known intermittent loss (about 1 run in 5 here): after a SIGKILL during a database outage the "
-    "restarted worker sometimes writes every window but one patient-minute; committed offsets stay "
-    "behind the database (asserted above the restart), so the fault is in restoring or replaying "
-    "state — open issue, see the issue note"))
 def test_worker_killed_while_the_database_is_down_resumes_from_committed_offsets(
         services: Services, isolated: Settings, start_worker: Callable[[Settings], WorkerProcess]) -> None:
     settings = isolated.model_copy(update={"sink_batch_rows": 5})
