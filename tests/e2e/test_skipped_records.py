@@ -1,0 +1,67 @@
+"""Records the Faust consumer skipped, read back from the real broker in offset order and acked through Faust."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from kafka import KafkaProducer  # type: ignore[import-untyped]
+
+from stream.app import SkippedRecords
+from stream.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+class _AckLog:
+    """Stands in for Faust's consumer as the target of acks only; the records come from the broker."""
+
+    def __init__(self) -> None:
+        self.acked: list[tuple[str, int, int]] = []
+
+    def ack(self, message) -> bool:
+        self.acked.append((message.tp.topic, message.tp.partition, message.offset))
+        return True
+
+
+def test_skipped_offsets_are_read_in_order_with_their_values_and_acked_through_the_consumer(
+        isolated: Settings) -> None:
+    producer = KafkaProducer(bootstrap_servers=isolated.kafka_bootstrap)
+    for i in range(12):
+        producer.send(isolated.readings_topic, key=b"pt-1", value=f"record-{i}".encode(), partition=1,
+                      timestamp_ms=1_767_571_200_000 + i)
+    producer.flush()
+    producer.close()
+    acks = _AckLog()
+    reader = SkippedRecords(isolated, SimpleNamespace(consumer=acks))  # type: ignore[arg-type]
+
+    async def read() -> list:
+        try:
+            first = await reader.read(isolated.readings_topic, 1, range(3, 7))
+            again = await reader.read(isolated.readings_topic, 1, range(10, 11))  # the same reader, re-seeked
+            return first + again
+        finally:
+            await reader.close()
+
+    events = asyncio.run(read())
+    assert [(e.message.offset, e.message.value) for e in events] == [
+        (o, f"record-{o}".encode()) for o in (3, 4, 5, 6, 10)]
+    assert events[0].message.timestamp == pytest.approx(1_767_571_200.003)
+    for event in events:
+        event.ack()
+    assert acks.acked == [(isolated.readings_topic, 1, o) for o in (3, 4, 5, 6, 10)]
+
+
+def test_offsets_the_log_does_not_hold_are_an_error_not_a_silent_gap(isolated: Settings) -> None:
+    reader = SkippedRecords(isolated, SimpleNamespace(consumer=_AckLog()))  # type: ignore[arg-type]
+    reader.TIMEOUT_S = 3.0
+
+    async def read() -> None:
+        try:
+            await reader.read(isolated.readings_topic, 2, range(0, 2))  # nothing was ever written there
+        finally:
+            await reader.close()
+
+    with pytest.raises(RuntimeError, match="could not read skipped offsets"):
+        asyncio.run(read())
