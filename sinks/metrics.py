@@ -118,6 +118,9 @@ class AlertMetrics:
                             registry=registry)
         self.transitions = Counter("vitals_alert_transitions", "Alert state changes", ["kind", "to_state"],
                                    registry=registry)
+        self.skipped_records = Counter("vitals_alerter_skipped_records",
+                                       "Scores the Faust consumer skipped, read straight from the broker instead",
+                                       ["partition"], registry=registry)
         self.pages = Counter("vitals_pages", "Notifications handed to delivery", ["receiver", "severity"],
                              registry=registry)
         self.deliveries = Counter("vitals_webhook_deliveries", "Webhook delivery attempts by outcome",

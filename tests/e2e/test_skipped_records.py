@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 
-from stream.app import SkippedRecords
+from stream.skipped import SkippedRecords
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,94 @@
+"""Records the Faust consumer skipped, read straight from the broker (see :mod:`stream.offsets`).
+
+Both Faust apps (the worker and the alerter) check their records' offsets with an
+:class:`~stream.offsets.OffsetSequencer`; the offsets it reports skipped are read here, with an
+aiokafka consumer of this module's own (assigned, no consumer group), and handed back shaped
+like Faust's events, whose ``ack`` goes to Faust's consumer so its commits stay an unbroken run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from stream.settings import Settings
+
+if TYPE_CHECKING:  # Faust is imported where an app is built: the CLI's other commands stay light
+    import faust
+    from faust.types import TP, EventT
+
+
+async def cannot_read(topic: str, partition: int, offsets: range) -> list["EventT"]:
+    raise RuntimeError(f"{topic}/{partition}: offsets {offsets.start}-{offsets.stop - 1} were skipped by the "
+                       "consumer and no reader of skipped records is wired")
+
+
+class SkippedRecords:
+    """Reads records the Faust consumer skipped straight from the broker, with an aiokafka
+    consumer of its own (assigned, no group), as events whose ack goes to Faust's consumer —
+    so its commits stay an unbroken run of offsets."""
+
+    TIMEOUT_S = 30.0
+
+    def __init__(self, settings: Settings, app: "faust.App") -> None:
+        self.settings = settings
+        self.app = app
+        self._consumer: Any = None
+
+    async def read(self, topic: str, partition: int, offsets: range) -> list["EventT"]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                              enable_auto_commit=False, client_id=f"{self.settings.app_id}-refetch")
+            await self._consumer.start()
+        tp = TopicPartition(topic, partition)
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, offsets.start)
+        records: dict[int, Any] = {}
+        deadline = time.monotonic() + self.TIMEOUT_S
+        while len(records) < len(offsets):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{topic}/{partition}: could not read skipped offsets "
+                                   f"{offsets.start}-{offsets.stop - 1} within {self.TIMEOUT_S:.0f} s")
+            batch = await self._consumer.getmany(tp, timeout_ms=500, max_records=len(offsets))
+            for record in batch.get(tp, []):
+                if record.offset in offsets:
+                    records[record.offset] = record
+                elif record.offset >= offsets.stop and len(records) < len(offsets):
+                    missing = sorted(set(offsets) - set(records))
+                    raise RuntimeError(f"{topic}/{partition}: offsets {missing} are gone from the log")
+        return [_SkippedEvent(self.app.consumer, records[o]) for o in offsets]
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+class _SkippedEvent:
+    """A record read by :class:`SkippedRecords`, shaped like the Faust event the runtime holds."""
+
+    __slots__ = ("message", "_consumer")
+
+    def __init__(self, consumer: Any, record: Any) -> None:
+        from faust.types import TP, Message
+
+        tp = TP(record.topic, record.partition)
+        self.message = Message(record.topic, record.partition, record.offset, record.timestamp / 1000,
+                               record.timestamp_type, record.headers, record.key, record.value, record.checksum,
+                               tp=tp)
+        self._consumer = consumer
+
+    def ack(self) -> bool:
+        return bool(self._consumer.ack(self.message))
+
+
+def committed_offset(consumer: Any, tp: "TP") -> int | None:
+    """The offset ``tp``'s consumption resumed at, as Faust read it from the broker when the
+    partition was assigned (``None`` when nothing was committed). Faust keeps it in a private
+    mapping; without it the sequencer takes the first record as it comes."""
+    offsets = getattr(consumer, "_committed_offset", None)
+    offset = offsets.get(tp) if offsets is not None else None
+    return offset if isinstance(offset, int) and offset > 0 else None
+
+
