@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +38,7 @@ from sinks.metrics import ModelMetrics, PipelineMetrics
 from sinks.timescale import TimescaleWriter
 from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.model_scoring import ModelScoring
-from stream.offsets import OffsetSequencer
-from stream.skipped import SkippedRecords, cannot_read, committed_offset
+from stream.skipped import OrderedIntake, SkippedRecords, committed_offset
 from stream.pipeline import StepResult, VitalsPipeline
 from stream.settings import Settings
 from stream.wire import encode_feature_row, encode_score
@@ -110,12 +109,9 @@ class WorkerRuntime:
     def __init__(self, settings: Settings, *, pipeline: VitalsPipeline, writer: TimescaleWriter,
                  topics: dict[str, faust.TopicT], metrics: PipelineMetrics,
                  scoring: ModelScoring | None = None, model_metrics: ModelMetrics | None = None,
-                 committed: Callable[[int], int | None] = lambda partition: None,
-                 read_skipped: Callable[[str, int, range], Awaitable[list[EventT]]] | None = None) -> None:
+                 intake: OrderedIntake | None = None) -> None:
         self.settings = settings
-        self.sequencer = OffsetSequencer()
-        self._committed = committed  # the partition's committed offset, where its consumption resumes
-        self._read_skipped = read_skipped or cannot_read
+        self.intake = intake or OrderedIntake()  # records in unbroken offset order (stream.offsets)
         self.pipeline = pipeline
         self.scoring = scoring
         self.model_metrics = model_metrics
@@ -142,17 +138,9 @@ class WorkerRuntime:
         async with self._lock:
             if partition not in self._held:  # the first record since the partition was assigned
                 self._held[partition] = _Held()
-                self.sequencer.assigned(partition, committed=self._committed(partition))
-            missed = self.sequencer.admit(partition, message.offset)
-            if missed is None:
-                return  # a re-read of a record already processed
-            if missed:
-                logger.warning("partition %d: the consumer skipped offsets %d-%d; reading them from the broker",
-                               partition, missed.start, missed.stop - 1)
-                self.metrics.skipped_records.labels(str(partition)).inc(len(missed))
-                for skipped in await self._read_skipped(message.topic, partition, missed):
-                    await self._process(skipped)
-            await self._process(event)
+                self.intake.assigned(partition)
+            for each in await self.intake.events(event):
+                await self._process(each)
             buffered = len(self._windows) + len(self._scores)
         if buffered >= self.settings.sink_batch_rows:
             self._flush_soon()
@@ -291,7 +279,7 @@ class WorkerRuntime:
         for partition in partitions:
             self.pipeline.drop_partition(partition)
             self._held.pop(partition, None)
-            self.sequencer.forget(partition)
+            self.intake.forget(partition)
 
     async def _absorb(self, step: StepResult, topic: str, partition: int, offset: int) -> None:
         m = self.metrics
@@ -399,9 +387,11 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
     skipped_reader = SkippedRecords(settings, app)
     runtime = WorkerRuntime(settings, pipeline=pipeline, writer=writer, topics=topics, metrics=metrics,
                             scoring=scoring, model_metrics=model_metrics,
-                            committed=lambda partition: committed_offset(
-                                app.consumer, TP(settings.readings_topic, partition)),
-                            read_skipped=skipped_reader.read)
+                            intake=OrderedIntake(
+                                committed=lambda partition: committed_offset(
+                                    app.consumer, TP(settings.readings_topic, partition)),
+                                read_skipped=skipped_reader.read,
+                                on_skipped=lambda partition, n: metrics.skipped_records.labels(str(partition)).inc(n)))
     app.runtime = runtime  # type: ignore[attr-defined]  # for tests and the CLI
 
     for feed in feeds:

@@ -8,14 +8,64 @@ like Faust's events, whose ``ack`` goes to Faust's consumer so its commits stay 
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from stream.offsets import OffsetSequencer
 from stream.settings import Settings
 
 if TYPE_CHECKING:  # Faust is imported where an app is built: the CLI's other commands stay light
     import faust
     from faust.types import TP, EventT
+
+
+logger = logging.getLogger(__name__)
+
+
+class OrderedIntake:
+    """A Faust app's records in unbroken offset order per partition: the sequencer, where each
+    partition's consumption resumed, and the reader of records the consumer skipped.
+
+    Parameters
+    ----------
+    committed
+        A partition's committed offset (``None`` when unknown).
+    read_skipped
+        Reads the given offsets of a partition from the broker (:meth:`SkippedRecords.read`).
+    on_skipped
+        Called with the partition and how many records were skipped (a metric).
+    """
+
+    def __init__(self, *, committed: Callable[[int], int | None] = lambda partition: None,
+                 read_skipped: Callable[[str, int, range], Awaitable[list[Any]]] | None = None,
+                 on_skipped: Callable[[int, int], None] = lambda partition, n: None) -> None:
+        self.sequencer = OffsetSequencer()
+        self._committed = committed
+        self._read_skipped = read_skipped or cannot_read
+        self._on_skipped = on_skipped
+
+    def assigned(self, partition: int) -> None:
+        """Call before the first record of a partition since it was assigned."""
+        self.sequencer.assigned(partition, committed=self._committed(partition))
+
+    def forget(self, partition: int) -> None:
+        self.sequencer.forget(partition)
+
+    async def events(self, event: Any) -> list[Any]:
+        """The events to process for ``event``: any the consumer skipped before it, read from the
+        broker, then itself; none when it is a re-read of one already processed."""
+        message = event.message
+        missed = self.sequencer.admit(message.partition, message.offset)
+        if missed is None:
+            return []
+        if not missed:
+            return [event]
+        logger.warning("%s partition %d: the consumer skipped offsets %d-%d; reading them from the broker",
+                       message.topic, message.partition, missed.start, missed.stop - 1)
+        self._on_skipped(message.partition, len(missed))
+        return [*await self._read_skipped(message.topic, message.partition, missed), event]
 
 
 async def cannot_read(topic: str, partition: int, offsets: range) -> list["EventT"]:

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from sinks.metrics import AlertMetrics
@@ -35,9 +35,8 @@ from stream.alerts.errors import AlertNotFiring, AlertStoreUnavailable, UnknownA
 from stream.alerts.rules import AlertPolicy, Threshold, Timers
 from stream.alerts.store import AlertStore, AuditBuffer, Batch, alert_row
 from stream.errors import ConfigurationError, InvalidMessage
-from stream.offsets import OffsetSequencer
 from stream.settings import Settings
-from stream.skipped import SkippedRecords, cannot_read, committed_offset
+from stream.skipped import OrderedIntake, SkippedRecords, committed_offset
 from stream.wire import decode_score
 
 logger = logging.getLogger(__name__)
@@ -90,12 +89,9 @@ class AlerterRuntime:
 
     def __init__(self, settings: Settings, *, engine: AlertEngine, store: AlertStore, dispatcher: Dispatcher,
                  router: Router, metrics: AlertMetrics, clock: Callable[[], float] = time.time,
-                 committed: Callable[[int], int | None] = lambda partition: None,
-                 read_skipped: Callable[[str, int, range], Awaitable[list[Any]]] = cannot_read) -> None:
+                 intake: OrderedIntake | None = None) -> None:
         self.settings = settings
-        self.sequencer = OffsetSequencer()  # scores in unbroken offset order (see stream.offsets)
-        self._committed = committed
-        self._read_skipped = read_skipped
+        self.intake = intake or OrderedIntake()  # scores in unbroken offset order (see stream.offsets)
         self.engine = engine
         self.store = store
         self.dispatcher = dispatcher
@@ -123,20 +119,11 @@ class AlerterRuntime:
         """Run one ``risk.scores`` record (and any the consumer skipped before it) through the engine."""
         self._raise_if_failed()
         message = event.message
-        partition = message.partition
-        if partition not in self._held:  # the first record since the partition was assigned
-            self._held[partition] = deque()
-            self.sequencer.assigned(partition, committed=self._committed(partition))
-        missed = self.sequencer.admit(partition, message.offset)
-        if missed is None:
-            return  # a re-read of a record already handled
-        if missed:
-            logger.warning("partition %d: the consumer skipped offsets %d-%d; reading them from the broker",
-                           partition, missed.start, missed.stop - 1)
-            self.metrics.skipped_records.labels(str(partition)).inc(len(missed))
-            for skipped in await self._read_skipped(message.topic, partition, missed):
-                await self._handle_one(skipped)
-        await self._handle_one(event)
+        if message.partition not in self._held:  # the first record since the partition was assigned
+            self._held[message.partition] = deque()
+            self.intake.assigned(message.partition)
+        for each in await self.intake.events(event):
+            await self._handle_one(each)
 
     async def _handle_one(self, event: Any) -> None:
         """Run one record through the engine; a page wakes the flusher."""
@@ -235,7 +222,7 @@ class AlerterRuntime:
             self._partition_of.pop(pid, None)
         for partition in partitions:
             self._held.pop(partition, None)
-            self.sequencer.forget(partition)
+            self.intake.forget(partition)
         self._loaded -= partitions
 
     # -- internals -------------------------------------------------------------------------------
@@ -349,9 +336,12 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> Any:
                 skipped = SkippedRecords(settings, app)
                 rt = AlerterRuntime(settings, engine=AlertEngine(policy), store=store, dispatcher=dispatcher,
                                     router=router, metrics=metrics,
-                                    committed=lambda partition: committed_offset(
-                                        app.consumer, TP(settings.scores_topic, partition)),
-                                    read_skipped=skipped.read)
+                                    intake=OrderedIntake(
+                                        committed=lambda partition: committed_offset(
+                                            app.consumer, TP(settings.scores_topic, partition)),
+                                        read_skipped=skipped.read,
+                                        on_skipped=lambda partition, n: metrics.skipped_records.labels(
+                                            str(partition)).inc(n)))
                 loop = asyncio.get_running_loop()
                 holder.update(runtime=rt, store=store, sender=sender, audit=audit, skipped=skipped,
                               flusher=loop.create_task(rt.run_flusher()), auditor=loop.create_task(audit.run()))
