@@ -11,7 +11,9 @@ each patient's baseline and panes, each partition's watermark — goes to a Faus
 changelog topic restores it on restart and moves it with its partition on rebalance. A worker
 that dies, even by SIGKILL, restarts from an offset whose windows are not yet written, with the
 state that produced the windows that are; the replay rebuilds the rest and the idempotent
-writes add nothing twice.
+writes add nothing twice. Records reach the core in unbroken offset order per partition:
+what Faust's consumer skips around a restart is read from the broker first
+(:mod:`stream.skipped`).
 """
 
 from __future__ import annotations
