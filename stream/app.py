@@ -40,7 +40,7 @@ from sinks.metrics import ModelMetrics, PipelineMetrics
 from sinks.timescale import TimescaleWriter
 from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.model_scoring import ModelScoring
-from stream.skipped import OrderedIntake, SkippedRecords, committed_offset
+from stream.skipped import OrderedIntake, ordered_intake
 from stream.pipeline import StepResult, VitalsPipeline
 from stream.settings import Settings
 from stream.wire import encode_feature_row, encode_score
@@ -386,14 +386,9 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
     pipeline = VitalsPipeline.from_settings(settings, store=FaustTableStore(table))
     writer = TimescaleWriter.from_settings(settings, metrics=metrics)
     scoring, feeds = model_scoring(settings, model_metrics)
-    skipped_reader = SkippedRecords(settings, app)
+    intake, skipped_reader = ordered_intake(settings, app, settings.readings_topic, metrics.skipped_records)
     runtime = WorkerRuntime(settings, pipeline=pipeline, writer=writer, topics=topics, metrics=metrics,
-                            scoring=scoring, model_metrics=model_metrics,
-                            intake=OrderedIntake(
-                                committed=lambda partition: committed_offset(
-                                    app.consumer, TP(settings.readings_topic, partition)),
-                                read_skipped=skipped_reader.read,
-                                on_skipped=lambda partition, n: metrics.skipped_records.labels(str(partition)).inc(n)))
+                            scoring=scoring, model_metrics=model_metrics, intake=intake)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tests and the CLI
 
     for feed in feeds:

@@ -142,3 +142,15 @@ def committed_offset(consumer: Any, tp: "TP") -> int | None:
     return offset if isinstance(offset, int) and offset > 0 else None
 
 
+def ordered_intake(settings: Settings, app: "faust.App", topic: str,
+                   skipped_counter: Any) -> tuple[OrderedIntake, SkippedRecords]:
+    """The intake of ``topic``'s records in a Faust ``app``, resuming at Faust's committed offsets,
+    counting skipped records per partition in ``skipped_counter`` (a Prometheus counter labelled
+    by partition); close the returned reader at shutdown."""
+    from faust.types import TP
+
+    reader = SkippedRecords(settings, app)
+    intake = OrderedIntake(committed=lambda partition: committed_offset(app.consumer, TP(topic, partition)),
+                           read_skipped=reader.read,
+                           on_skipped=lambda partition, n: skipped_counter.labels(str(partition)).inc(n))
+    return intake, reader

@@ -36,7 +36,7 @@ from stream.alerts.rules import AlertPolicy, Threshold, Timers
 from stream.alerts.store import AlertStore, AuditBuffer, Batch, alert_row
 from stream.errors import ConfigurationError, InvalidMessage
 from stream.settings import Settings
-from stream.skipped import OrderedIntake, SkippedRecords, committed_offset
+from stream.skipped import OrderedIntake, ordered_intake
 from stream.wire import decode_score
 
 logger = logging.getLogger(__name__)
@@ -333,15 +333,9 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> Any:
                 await sender.__aenter__()
                 dispatcher = Dispatcher(sender, receivers=receivers, grafana_url=settings.alert_grafana_url,
                                         external_url=settings.alert_external_url, metrics=metrics)
-                skipped = SkippedRecords(settings, app)
+                intake, skipped = ordered_intake(settings, app, settings.scores_topic, metrics.skipped_records)
                 rt = AlerterRuntime(settings, engine=AlertEngine(policy), store=store, dispatcher=dispatcher,
-                                    router=router, metrics=metrics,
-                                    intake=OrderedIntake(
-                                        committed=lambda partition: committed_offset(
-                                            app.consumer, TP(settings.scores_topic, partition)),
-                                        read_skipped=skipped.read,
-                                        on_skipped=lambda partition, n: metrics.skipped_records.labels(
-                                            str(partition)).inc(n)))
+                                    router=router, metrics=metrics, intake=intake)
                 loop = asyncio.get_running_loop()
                 holder.update(runtime=rt, store=store, sender=sender, audit=audit, skipped=skipped,
                               flusher=loop.create_task(rt.run_flusher()), auditor=loop.create_task(audit.run()))
