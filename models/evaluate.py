@@ -45,7 +45,7 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from models.evaluation import Metrics, OpsEvent, PrequentialEvaluator, ScoreSketch, N_BINS, LOGIT_RANGE
+from models.evaluation import Metrics, OpsEvent, PrequentialEvaluator, ScoreSketch, N_BINS, LOGIT_RANGE, wilson_interval
 from models.fairness import FairnessMonitor, FairnessPolicy, GroupMetrics, patient_record
 from models.labelling import ANY, DEFAULT_HORIZON_MS, DelayedLabeller, Outcome
 from models.news2 import MAX_TOTAL
@@ -198,6 +198,8 @@ class Burden:
     scorer: str
     kinds: tuple[str, ...]
     pages: int
+    true_pages: int
+    """Pages followed by an onset within the horizon (PPV's numerator)."""
     pages_per_patient_day: float
     ppv: float
     sensitivity: float
@@ -211,12 +213,28 @@ class Burden:
     ``median_delay_h`` (onset to that page). Late pages are not detections."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: _json_safe(getattr(self, k)) for k in self.__slots__}  # type: ignore[attr-defined]
+        out = {k: _json_safe(getattr(self, k)) for k in self.__slots__}  # type: ignore[attr-defined]
+        out["ppv_ci95"] = _json_safe(list(self.ppv_interval()))
+        out["sensitivity_ci95"] = _json_safe(list(self.sensitivity_interval()))
+        return out
+
+    def ppv_interval(self) -> tuple[float, float]:
+        """95 % Wilson interval of the PPV: tens of pages make it wide, and a target judged on
+        the point estimate alone would be judged on noise.
+
+        >>> [round(v, 2) for v in Burden("model", (), 40, 20, 0.1, 0.5, 0.5, 4, 2, 6.0).ppv_interval()]
+        [0.35, 0.65]
+        """
+        return wilson_interval(self.true_pages, self.pages)
+
+    def sensitivity_interval(self) -> tuple[float, float]:
+        """95 % Wilson interval of the episode sensitivity (onsets are few: 43 on the default cohort)."""
+        return wilson_interval(self.detected, self.outcomes)
 
     def sensitivity_without(self, kind: str) -> float:
         """Episode sensitivity over the onsets of every other outcome kind.
 
-        >>> b = Burden("model", (), 4, 0.1, 0.5, 0.5, 4, 2, 6.0,
+        >>> b = Burden("model", (), 4, 2, 0.1, 0.5, 0.5, 4, 2, 6.0,
         ...            {"af_episode": {"outcomes": 2, "detected": 0}, "infection": {"outcomes": 2, "detected": 2}})
         >>> b.sensitivity_without("af_episode")
         1.0
@@ -522,7 +540,7 @@ class EvaluationCore:
                     if after:
                         k["delays"].append((min(after) - onset) / MS_PER_HOUR)  # type: ignore[union-attr]
             by_kind = {kind: _kind_burden(v) for kind, v in sorted(per_kind.items())}
-            out.append(Burden(scorer + (suffix if scorer == MODEL else ""), kinds_of[scorer], n_pages,
+            out.append(Burden(scorer + (suffix if scorer == MODEL else ""), kinds_of[scorer], n_pages, true_pages,
                               n_pages / (patients * report_days) if report_days > 0 else math.nan,
                               true_pages / n_pages if n_pages else math.nan,
                               len(leads) / n_outcomes if n_outcomes else math.nan, n_outcomes, len(leads),
@@ -911,9 +929,11 @@ def format_report(result: EvaluationResult) -> str:
     lines += ["", "  alert burden (alert policy replayed over the report period; model: every risk head, as the "
               "alerter pages;", "  model:any: the \"any\" head only; model@T: every head at entry T, exit 0.7 T; "
               f"sens-AF: without {SUDDEN_KIND})",
-              f"  {'scorer':<12}{'pages':>7}{'/pt-day':>9}{'PPV':>7}{'sens':>7}{'sens-AF':>8}{'lead h':>8}"]
+              f"  {'scorer':<12}{'pages':>7}{'/pt-day':>9}{'PPV':>7}{'(95% CI)':>13}{'sens':>7}{'(95% CI)':>13}"
+              f"{'sens-AF':>8}{'lead h':>8}"]
     for b in result.burden:
-        lines.append(f"  {b.scorer:<12}{b.pages:>7}{b.pages_per_patient_day:9.3f}{b.ppv:7.3f}{b.sensitivity:7.3f}"
+        lines.append(f"  {b.scorer:<12}{b.pages:>7}{b.pages_per_patient_day:9.3f}{b.ppv:7.3f}{_span(b.ppv_interval()):>13}"
+                     f"{b.sensitivity:7.3f}{_span(b.sensitivity_interval()):>13}"
                      f"{b.sensitivity_without(SUDDEN_KIND):8.3f}{b.median_lead_h:8.1f}")
     lines.append("  by outcome kind: detected/onsets (median lead h); of the missed, paged within the horizon "
                  "after onset (median delay h) — late pages are not detections")
@@ -923,6 +943,11 @@ def format_report(result: EvaluationResult) -> str:
         lines.append(f"  {b.scorer:<12}" + ("; ".join(parts) or "no onset in the report period"))
     lines.append(f"\n  {result.seconds:.0f} s. Simulated cohorts prove the machinery, not clinical validity.")
     return "\n".join(lines)
+
+
+def _span(interval: tuple[float, float]) -> str:
+    lo, hi = interval
+    return "-" if math.isnan(lo) else f"{lo:.2f}-{hi:.2f}"
 
 
 def _hours(value: float | None) -> str:

@@ -111,6 +111,31 @@ class Metrics:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
+def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a proportion (default 95 %); ``(nan, nan)`` without trials.
+
+    Alert burden counts are small (tens of onsets, tens of pages), where the normal
+    approximation's interval leaves [0, 1] or collapses at 0 and 1; Wilson's does not.
+
+    Examples
+    --------
+    >>> [round(v, 3) for v in wilson_interval(31, 43)]
+    [0.573, 0.833]
+    >>> wilson_interval(0, 10)[0], round(wilson_interval(0, 10)[1], 3)
+    (0.0, 0.278)
+    """
+    if trials <= 0:
+        return math.nan, math.nan
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be within 0..{trials}, got {successes}")
+    p = successes / trials
+    z2 = z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z / (1 + z2 / trials) * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+    # At 0 and at every trial a bound is exactly 0 or 1; the subtraction leaves a rounding residue.
+    return (0.0 if successes == 0 else centre - half), (1.0 if successes == trials else centre + half)
+
+
 def _score_bins(p: FloatVector) -> npt.NDArray[np.intp]:
     with np.errstate(divide="ignore"):
         logit = np.log(p) - np.log1p(-p)

@@ -28,7 +28,7 @@ def test_run_evaluate_json_has_the_promised_keys(tmp_path: Path) -> None:
                 "fairness_flags", "drift_events", "metrics"):
         assert key in summary
     assert summary["windows_scored"] > 0 and summary["patients"] == 12
-    assert all("by_kind" in b for b in summary["alert_burden"])
+    assert all("by_kind" in b and "ppv_ci95" in b and "sensitivity_ci95" in b for b in summary["alert_burden"])
     assert {(r["attribute"], r["group"]) for r in summary["subgroups"]} >= {("skin_tone", "V-VI"), ("sex", "F")}
     assert "%" in err.getvalue()  # the progress bar went to stderr
     assert all(Path(p).exists() for p in summary["plots"])
@@ -38,7 +38,7 @@ def test_run_evaluate_text_report(tmp_path: Path) -> None:
     out = io.StringIO()
     assert run_evaluate(Settings(), 5, 0.1, 1, "logreg", False, None, stdout=out, stderr=io.StringIO()) == 0
     text = out.getvalue()
-    assert "AUROC" in text and "alert burden" in text and "not clinical validity" in text
+    assert "AUROC" in text and "alert burden" in text and "95% CI" in text and "not clinical validity" in text
 
 
 def test_bad_arguments_exit_2() -> None:
@@ -194,6 +194,10 @@ def test_alert_burden_by_outcome_kind_counts_heads_and_late_pages_apart() -> Non
     assert every_head.kinds == ("risk_high:any", "risk_high:hf_decompensation", "risk_high:copd_exacerbation",
                                 "risk_high:infection")
     assert (every_head.pages, every_head.detected, every_head.outcomes) == (2, 2, 3)
+    assert every_head.true_pages == 2 and every_head.ppv == 1.0
+    summary = every_head.as_dict()  # the report carries 95 % Wilson intervals of its two proportions
+    assert summary["ppv_ci95"] == [pytest.approx(0.342, abs=1e-3), pytest.approx(1.0)]
+    assert summary["sensitivity_ci95"] == [pytest.approx(0.208, abs=1e-3), pytest.approx(0.939, abs=1e-3)]
     kinds = every_head.as_dict()["by_kind"]
     assert set(kinds) == {"infection", "af_episode", "hf_decompensation"}
     # the alert enters at the first score >= 0.6 and fires at the next (held for 2 min): 6 h - 5 min

@@ -8,9 +8,12 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from river import evaluate, metrics
+from scipy.stats import binomtest
 
-from models.evaluation import PrequentialEvaluator, RollingSketch, ScoreSketch
+from models.evaluation import PrequentialEvaluator, RollingSketch, ScoreSketch, wilson_interval
 from models.labelling import DelayedLabeller, Outcome
 from models.risk import RiskModel, make_risk_model
 from models.scorer import Scorer
@@ -229,3 +232,18 @@ def test_metrics_are_published_on_the_model_gauges() -> None:
     mon.publish(gauges)
     assert registry.get_sample_value("vitals_subgroup_auroc",
                                      {"model": "model", "attribute": "sex", "group": "F"}) is not None
+
+
+@given(st.integers(1, 2_000).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
+def test_wilson_interval_matches_scipy_and_holds_the_estimate(counts: tuple[int, int]) -> None:
+    k, n = counts
+    lo, hi = wilson_interval(k, n)
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert (lo, hi) == (pytest.approx(ref.low, abs=1e-9), pytest.approx(ref.high, abs=1e-9))
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
+def test_wilson_interval_without_trials_is_undefined_and_rejects_impossible_counts() -> None:
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    with pytest.raises(ValueError, match="within 0..5"):
+        wilson_interval(6, 5)
