@@ -1,8 +1,8 @@
 """Risk of deterioration per condition: River classifiers for rare events, and their explanations.
 
 One population model, one binary *head* per condition (:data:`CONDITIONS`): ``"any"``
-deterioration, heart-failure decompensation, COPD exacerbation and infection. Every head is a
-River classifier (``learn_one`` / ``predict_proba_one``) made by :func:`make_risk_model`:
+deterioration, heart-failure decompensation, COPD exacerbation, infection and AF episode. Every
+head is a River classifier (``learn_one`` / ``predict_proba_one``) made by :func:`make_risk_model`:
 
 ``"logreg"`` (default)
     ``StandardScaler | Clip | LogisticRegression``: scaled features, clipped at
@@ -11,6 +11,13 @@ River classifier (``learn_one`` / ``predict_proba_one``) made by :func:`make_ris
 ``"hat"``
     A Hoeffding adaptive tree (``river.tree.HoeffdingAdaptiveTreeClassifier``): non-linear,
     replaces its branches when they drift. About ten times slower to learn.
+
+**The AF head is clipped wider** (:data:`HEAD_CLIP_SD`). An AF episode's one warning is beat-to-beat
+irregularity: over the hours before onset the heart rate's RMSSD climbs 7–25 population standard
+deviations above its usual spread, where no other deterioration takes it. Clipped at 5 like the
+other heads, that evidence was capped at a fifth of its size, and the "any" head paged 4 of the
+default cohort's 10 AF onsets before onset; a head of its own clipped at 25 pages 7 (README, "Alerting").
+Clipping every head at 25 instead cost heart-failure onsets, so the other heads keep 5.
 
 **Rare events.** Deterioration is rare (well under 1 % of scored windows precede an onset
 within 12 h), so a head learns every positive window and only a share ``negative_rate`` of
@@ -40,6 +47,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -50,7 +58,9 @@ from models.errors import UnknownModel
 from models.labelling import ANY
 
 #: Conditions with a head in the default risk model, ``"any"`` first.
-CONDITIONS: tuple[str, ...] = (ANY, "hf_decompensation", "copd_exacerbation", "infection")
+CONDITIONS: tuple[str, ...] = (ANY, "hf_decompensation", "copd_exacerbation", "infection", "af_episode")
+#: Feature clip of the heads whose evidence lies far out in the tail, by condition (others: the default).
+HEAD_CLIP_SD: Mapping[str, float] = MappingProxyType({"af_episode": 25.0})
 #: Model names :func:`make_risk_model` builds.
 MODEL_NAMES: tuple[str, ...] = ("logreg", "hat")
 #: Default share of negative windows a head learns from.
@@ -223,7 +233,8 @@ class RiskModel(base.MultiLabelClassifier):
     conditions
         Conditions with a head.
     **params
-        Passed to :func:`make_risk_model`.
+        Passed to :func:`make_risk_model`; a ``clip_sd`` given here applies to every head,
+        else a head in :data:`HEAD_CLIP_SD` takes its clip from there.
 
     Examples
     --------
@@ -242,7 +253,8 @@ class RiskModel(base.MultiLabelClassifier):
         self.conditions = tuple(conditions)
         self.params = dict(params)
         self.heads: dict[str, NegativeSampling] = {
-            c: make_risk_model(name, seed + i, **params) for i, c in enumerate(self.conditions)}
+            c: make_risk_model(name, seed + i, **({"clip_sd": HEAD_CLIP_SD[c]} if c in HEAD_CLIP_SD else {}) | params)
+            for i, c in enumerate(self.conditions)}
         self.examples_seen = 0
         self._compiled: dict[tuple[str, ...], _LinearBatch | None] = {}
 

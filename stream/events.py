@@ -82,7 +82,7 @@ class RiskScore:
     inputs: dict[str, float]
     contributions: dict[str, float]
     missing_inputs: tuple[str, ...] = ()
-    #: Risk per condition (``any``, ``hf_decompensation``, ``copd_exacerbation``, ``infection``),
+    #: Risk per condition (``any``, ``hf_decompensation``, ``copd_exacerbation``, ``infection``, ``af_episode``),
     #: probabilities in [0, 1]; empty for NEWS2, which scores no condition in particular.
     risks: dict[str, float] = field(default_factory=dict)
     #: NEWS2 points per parameter for the same window (the RCP's "single parameter scoring 3").

@@ -185,14 +185,14 @@ def test_alert_burden_by_outcome_kind_counts_heads_and_late_pages_apart() -> Non
     # (patient, kind, "any" head, hf head, in episode after onset?)
     for pid, kind, any_risk, hf_risk in (("pt-inf", "infection", rising, low), ("pt-af", "af_episode", sudden, low),
                                          ("pt-hf", "hf_decompensation", low, rising)):
-        core.series.add([pid] * steps, ts, any_risk, zeros, zeros, after, [hf_risk, low, low])
+        core.series.add([pid] * steps, ts, any_risk, zeros, zeros, after, [hf_risk, low, low, low])
         core.outcomes.append(Outcome(pid, kind, onset_ms=onset, t_ms=onset))
     end = int(ts[-1]) + step
     burden = {b.scorer: b for b in core._burden(3, end / 86_400_000, end)}
 
     every_head, any_head = burden["model"], burden["model:any"]
     assert every_head.kinds == ("risk_high:any", "risk_high:hf_decompensation", "risk_high:copd_exacerbation",
-                                "risk_high:infection")
+                                "risk_high:infection", "risk_high:af_episode")
     assert (every_head.pages, every_head.detected, every_head.outcomes) == (2, 2, 3)
     assert every_head.true_pages == 2 and every_head.ppv == 1.0
     summary = every_head.as_dict()  # the report carries 95 % Wilson intervals of its two proportions

@@ -11,7 +11,8 @@ from river import base
 
 from models.errors import UnknownModel
 from models.news2 import News2Scorer
-from models.risk import CONDITIONS, MODEL_NAMES, NegativeSampling, RiskModel, correct_prior, explain, make_risk_model
+from models.risk import (CONDITIONS, DEFAULT_CLIP_SD, HEAD_CLIP_SD, MODEL_NAMES, NegativeSampling, RiskModel,
+                         correct_prior, explain, make_risk_model)
 
 
 def _rare_stream(n: int, seed: int) -> list[tuple[dict[str, float], bool]]:
@@ -135,3 +136,25 @@ def test_learn_lazy_builds_features_only_when_a_head_keeps_the_window() -> None:
 def test_negative_rate_must_be_a_share() -> None:
     with pytest.raises(ValueError, match="negative_rate"):
         NegativeSampling(make_risk_model().classifier, negative_rate=0.0)
+
+
+def _clip_of(model: RiskModel) -> dict[str, float]:
+    return {c: head.classifier.steps["clip"].limit for c, head in model.heads.items()}  # type: ignore[attr-defined]
+
+
+def test_the_af_head_keeps_far_tail_evidence_that_the_other_heads_clip() -> None:
+    """Irregularity before AF sits 7-25 SD out: the AF head sees it whole, the others at most 5 SD."""
+    model = RiskModel("logreg", seed=3, negative_rate=1.0)
+    assert _clip_of(model) == {c: HEAD_CLIP_SD.get(c, DEFAULT_CLIP_SD) for c in CONDITIONS}
+    assert _clip_of(model)["af_episode"] == 25.0 and _clip_of(model)["any"] == DEFAULT_CLIP_SD
+    rng = random.Random(5)
+    for _ in range(500):
+        model.learn_one({"rmssd": rng.gauss(2.8, 0.2)}, {c: False for c in CONDITIONS})
+    far = {"rmssd": 2.8 + 15 * 0.2}
+    scaled = {c: head.classifier.steps["clip"].transform_one(head.classifier.steps["scale"].transform_one(far))["rmssd"]
+              for c, head in model.heads.items()}  # type: ignore[attr-defined]
+    assert scaled["any"] == DEFAULT_CLIP_SD and 13 < scaled["af_episode"] < 17
+
+
+def test_an_explicit_clip_applies_to_every_head() -> None:
+    assert set(_clip_of(RiskModel("logreg", seed=3, clip_sd=3.0)).values()) == {3.0}
