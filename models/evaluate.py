@@ -19,8 +19,9 @@ AUROC, AUPRC, Brier score and ECE of the model and NEWS2 per condition; the subg
 fairness flags; ADWIN drift events; and the alert burden of the default alert policy replayed
 over the scores (:func:`stream.alerts.replay.replay_pages`; every model risk head pages, as in
 the alerter): pages per patient-day, page PPV (a firing page followed by an onset within the
-horizon), episode sensitivity (an onset preceded by a firing page within the horizon) and median
-lead time, overall and per outcome kind (``by_kind``), where the onsets no page preceded are
+horizon), episode sensitivity (an onset preceded by a firing page within the horizon; an onset
+whose whole horizon lay inside an earlier episode is counted apart, since every score that could
+have warned of it is excluded as that episode's aftermath) and median lead time, overall and per outcome kind (``by_kind``), where the onsets no page preceded are
 also timed to their first page after onset (reported apart, never counted as detections).
 Plots (ROC, calibration, example trajectories) go to ``out_dir`` when matplotlib is installed.
 
@@ -210,7 +211,13 @@ class Burden:
     """Per outcome kind: ``outcomes``, ``detected`` (a page within the horizon before onset),
     ``sensitivity``, ``median_lead_h``; and, of the onsets no page preceded, ``late_detected``
     (a first page within the horizon after onset, scores in the episode included) and
-    ``median_delay_h`` (onset to that page). Late pages are not detections."""
+    ``median_delay_h`` (onset to that page). Late pages are not detections. ``in_episode``:
+    onsets left out of ``outcomes``, as in :attr:`in_episode`."""
+    in_episode: int = 0
+    """Onsets in the report period whose whole horizon lay inside the patient's earlier episodes:
+    every score that could have warned of them was excluded as that episode's aftermath (as the
+    labeller excludes it from training and the window metrics), so no scorer could page before
+    them. They are not in ``outcomes``; counting them as misses is ``detected / (outcomes + in_episode)``."""
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: _json_safe(getattr(self, k)) for k in self.__slots__}  # type: ignore[attr-defined]
@@ -506,18 +513,24 @@ class EvaluationCore:
         Scores in an episode (the labeller's exclusion after an onset) are left out of the
         burden replay. A second replay keeps them, only to time the first page *after* an
         onset that no page preceded (``by_kind``: ``late_detected``, ``median_delay_h``);
-        those late pages never count toward sensitivity.
+        those late pages never count toward sensitivity. An onset whose whole horizon the
+        exclusion covers is therefore out of every scorer's reach: it is counted in
+        ``in_episode``, not in ``outcomes``.
         """
         onsets: dict[str, list[tuple[int, str]]] = {}
+        horizon = self.options.horizon_ms
+        in_episode: dict[str, int] = {}
         for o in self.outcomes:
             if self.report_from_ms <= o.onset_ms < end_ms:
-                onsets.setdefault(o.patient_id, []).append((o.onset_ms, o.kind))
+                if self.labeller.covered(o.patient_id, o.onset_ms - horizon, o.onset_ms):
+                    in_episode[o.kind] = in_episode.get(o.kind, 0) + 1
+                else:
+                    onsets.setdefault(o.patient_id, []).append((o.onset_ms, o.kind))
         any_c = ANY if ANY in self.conditions else self.conditions[0]
         names = (any_c, *self.series.heads) if heads is None else heads
         firing = self._replay(policy, scorers, names, in_episode=False)
         late = self._replay(policy, scorers, names, in_episode=True)
         out = []
-        horizon = self.options.horizon_ms
         n_outcomes = sum(len(v) for v in onsets.values())
         kinds_of = {MODEL: tuple(_risk_kind(c) for c in names), NEWS2: _NEWS2_KINDS}
         for scorer in scorers:
@@ -526,10 +539,11 @@ class EvaluationCore:
             true_pages = sum(1 for pid, times in pages.items() for t in times
                              if any(t < onset <= t + horizon for onset, _ in onsets.get(pid, ())))
             leads: list[float] = []
-            per_kind: dict[str, dict[str, list[float] | int]] = {}
+            per_kind: dict[str, dict[str, list[float] | int]] = {
+                kind: {"outcomes": 0, "leads": [], "delays": [], "in_episode": n} for kind, n in in_episode.items()}
             for pid, times in onsets.items():
                 for onset, kind in times:
-                    k = per_kind.setdefault(kind, {"outcomes": 0, "leads": [], "delays": []})
+                    k = per_kind.setdefault(kind, {"outcomes": 0, "leads": [], "delays": [], "in_episode": 0})
                     k["outcomes"] += 1  # type: ignore[operator]
                     before = [t for t in pages.get(pid, ()) if onset - horizon <= t < onset]
                     if before:
@@ -544,7 +558,7 @@ class EvaluationCore:
                               n_pages / (patients * report_days) if report_days > 0 else math.nan,
                               true_pages / n_pages if n_pages else math.nan,
                               len(leads) / n_outcomes if n_outcomes else math.nan, n_outcomes, len(leads),
-                              float(np.median(leads)) if leads else math.nan, by_kind))
+                              float(np.median(leads)) if leads else math.nan, by_kind, sum(in_episode.values())))
         return out
 
     def _replay(self, policy: Any, scorers: tuple[str, ...], heads: tuple[str, ...], *,
@@ -668,7 +682,8 @@ def _kind_burden(v: dict[str, Any]) -> dict[str, Any]:
     n, leads, delays = v["outcomes"], v["leads"], v["delays"]
     return {"outcomes": n, "detected": len(leads), "sensitivity": len(leads) / n if n else math.nan,
             "median_lead_h": float(np.median(leads)) if leads else math.nan,
-            "late_detected": len(delays), "median_delay_h": float(np.median(delays)) if delays else math.nan}
+            "late_detected": len(delays), "median_delay_h": float(np.median(delays)) if delays else math.nan,
+            "in_episode": v["in_episode"]}
 
 
 def _transitions(ts: npt.NDArray[np.int64], value: npt.NDArray[Any], threshold: Any) -> npt.NDArray[np.bool_]:
@@ -941,6 +956,11 @@ def format_report(result: EvaluationResult) -> str:
         parts = [f"{kind} {k['detected']}/{k['outcomes']} ({_hours(k['median_lead_h'])}), late {k['late_detected']} "
                  f"({_hours(k['median_delay_h'])})" for kind, k in b.by_kind.items()]
         lines.append(f"  {b.scorer:<12}" + ("; ".join(parts) or "no onset in the report period"))
+    skipped = {kind: k["in_episode"] for kind, k in (result.burden[0].by_kind if result.burden else {}).items()
+               if k["in_episode"]}
+    if skipped:
+        lines.append("  not counted: onsets whose whole horizon lay inside an earlier episode (no score could warn): "
+                     + ", ".join(f"{kind} {n}" for kind, n in skipped.items()))
     lines.append(f"\n  {result.seconds:.0f} s. Simulated cohorts prove the machinery, not clinical validity.")
     return "\n".join(lines)
 

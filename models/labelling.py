@@ -237,6 +237,27 @@ class DelayedLabeller(Generic[T]):
             return False
         return any(start <= ts_ms < until for start, until in episodes)
 
+    def covered(self, patient_id: str, start_ms: int, end_ms: int) -> bool:
+        """Whether ``[start_ms, end_ms)`` lies wholly inside the patient's known episodes (one or several).
+
+        An onset whose whole horizon is covered had no window that could warn of it: all were
+        excluded as the aftermath of an earlier event.
+
+        >>> lab = DelayedLabeller(horizon_ms=2, episode_ms={"infection": 10})
+        >>> lab.on_outcome(Outcome("pt-1", "infection", onset_ms=0, t_ms=0))
+        >>> lab.on_outcome(Outcome("pt-1", "infection", onset_ms=8, t_ms=8))
+        >>> lab.covered("pt-1", 6, 8), lab.covered("pt-1", 9, 18), lab.covered("pt-1", 16, 19), lab.covered("pt-2", 0, 1)
+        (True, True, False, False)
+        """
+        reached = start_ms
+        for start, until in sorted(self._episodes.get(patient_id, ())):
+            if start > reached:
+                break
+            reached = max(reached, until)
+            if reached >= end_ms:
+                return True
+        return False
+
     def add(self, patient_id: str, ts_ms: int, item: T) -> bool:
         """Hold a window scored at ``ts_ms``; ``False`` if it is excluded, out of order or over the bound."""
         episodes = self._episodes.get(patient_id)

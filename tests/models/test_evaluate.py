@@ -203,7 +203,7 @@ def test_alert_burden_by_outcome_kind_counts_heads_and_late_pages_apart() -> Non
     # the alert enters at the first score >= 0.6 and fires at the next (held for 2 min): 6 h - 5 min
     assert kinds["infection"] == {"outcomes": 1, "detected": 1, "sensitivity": 1.0,
                                   "median_lead_h": pytest.approx(6.0 - 5 / 60),
-                                  "late_detected": 0, "median_delay_h": None}
+                                  "late_detected": 0, "median_delay_h": None, "in_episode": 0}
     # AF: no page before onset; the page 1 h after it (in the episode) is late, not a detection
     assert kinds["af_episode"]["detected"] == 0 and kinds["af_episode"]["sensitivity"] == 0.0
     assert kinds["af_episode"]["late_detected"] == 1
@@ -213,3 +213,22 @@ def test_alert_burden_by_outcome_kind_counts_heads_and_late_pages_apart() -> Non
     assert any_head.by_kind["hf_decompensation"]["detected"] == 0
     assert any_head.by_kind["infection"]["detected"] == 1 and any_head.pages == 1
     assert {b.scorer for b in burden.values()} == {"model", "model:any", "news2"}
+
+
+def test_an_onset_whose_horizon_lies_inside_an_earlier_episode_is_counted_apart() -> None:
+    """Every score before the second onset is the first episode's aftermath: no scorer could warn of it."""
+    groups = {"pt-hf": {"sex": "M", "age_band": "75+", "skin_tone": "III-IV"}}
+    core = EvaluationCore(EvaluateOptions(warmup_ms=0, burden_thresholds=()), start_ms=0, groups=groups)
+    step, steps = 300_000, 2 * 24 * 12  # two days of 5-minute scores
+    ts = np.arange(1, steps + 1) * step
+    first, second = 12 * H, 24 * H  # the second inside the first's 5-day heart-failure episode
+    rising = np.where((ts >= first - 6 * H) & (ts < first), 0.9, 0.05)
+    low, zeros = np.full(steps, 0.05), np.zeros(steps)
+    core.series.add(["pt-hf"] * steps, ts, rising, zeros, zeros, ts >= first, [low, low, low, low])
+    for onset in (first, second):
+        core.add_outcome(Outcome("pt-hf", "hf_decompensation", onset_ms=onset, t_ms=onset))
+    end = int(ts[-1]) + step
+    model = next(b for b in core._burden(1, end / 86_400_000, end) if b.scorer == "model")
+    assert (model.outcomes, model.detected, model.in_episode, model.sensitivity) == (1, 1, 1, 1.0)
+    assert model.by_kind["hf_decompensation"]["in_episode"] == 1
+    assert model.as_dict()["in_episode"] == 1
