@@ -48,7 +48,7 @@ import numpy.typing as npt
 
 from models.evaluation import Metrics, OpsEvent, PrequentialEvaluator, ScoreSketch, N_BINS, LOGIT_RANGE, wilson_interval
 from models.fairness import FairnessMonitor, FairnessPolicy, GroupMetrics, patient_record
-from models.labelling import ANY, DEFAULT_HORIZON_MS, DelayedLabeller, Outcome
+from models.labelling import ANY, DEFAULT_HORIZON_MS, DelayedLabeller, Outcome, covered
 from models.news2 import MAX_TOTAL
 from models.patient_context import DEFAULT_INPUTS, PatientContext, parse_inputs, patient_columns, patient_matrix
 from models.risk import CONDITIONS, DEFAULT_NEGATIVE_RATE, RiskModel
@@ -520,9 +520,12 @@ class EvaluationCore:
         onsets: dict[str, list[tuple[int, str]]] = {}
         horizon = self.options.horizon_ms
         in_episode: dict[str, int] = {}
+        episodes: dict[str, list[tuple[int, int]]] = {}  # the labeller's exclusions (it forgets past ones)
+        for o in self.outcomes:
+            episodes.setdefault(o.patient_id, []).append((o.onset_ms, o.onset_ms + self.labeller.episode_ms.get(o.kind, 0)))
         for o in self.outcomes:
             if self.report_from_ms <= o.onset_ms < end_ms:
-                if self.labeller.covered(o.patient_id, o.onset_ms - horizon, o.onset_ms):
+                if covered(episodes[o.patient_id], o.onset_ms - horizon, o.onset_ms):
                     in_episode[o.kind] = in_episode.get(o.kind, 0) + 1
                 else:
                     onsets.setdefault(o.patient_id, []).append((o.onset_ms, o.kind))

@@ -58,7 +58,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -91,6 +91,27 @@ DEFAULT_EPISODE_MS: Mapping[str, int] = MappingProxyType({
     "infection": 5 * MS_PER_DAY,
     "af_episode": 1 * MS_PER_DAY,
 })
+
+
+def covered(episodes: Iterable[tuple[int, int]], start_ms: int, end_ms: int) -> bool:
+    """Whether ``[start_ms, end_ms)`` lies wholly inside the union of ``episodes`` (``(start, until)`` each).
+
+    An onset whose whole horizon is covered had no window that could warn of it: all were
+    excluded as the aftermath of earlier events.
+
+    >>> covered([(0, 10), (8, 18)], 6, 8), covered([(0, 10), (8, 18)], 9, 18), covered([(0, 10)], 9, 11)
+    (True, True, False)
+    >>> covered([], 0, 1)
+    False
+    """
+    reached = start_ms
+    for start, until in sorted(episodes):
+        if start > reached:
+            break
+        reached = max(reached, until)
+        if reached >= end_ms:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,27 +257,6 @@ class DelayedLabeller(Generic[T]):
         if not episodes:  # most patients, most of the time: no generator to set up
             return False
         return any(start <= ts_ms < until for start, until in episodes)
-
-    def covered(self, patient_id: str, start_ms: int, end_ms: int) -> bool:
-        """Whether ``[start_ms, end_ms)`` lies wholly inside the patient's known episodes (one or several).
-
-        An onset whose whole horizon is covered had no window that could warn of it: all were
-        excluded as the aftermath of an earlier event.
-
-        >>> lab = DelayedLabeller(horizon_ms=2, episode_ms={"infection": 10})
-        >>> lab.on_outcome(Outcome("pt-1", "infection", onset_ms=0, t_ms=0))
-        >>> lab.on_outcome(Outcome("pt-1", "infection", onset_ms=8, t_ms=8))
-        >>> lab.covered("pt-1", 6, 8), lab.covered("pt-1", 9, 18), lab.covered("pt-1", 16, 19), lab.covered("pt-2", 0, 1)
-        (True, True, False, False)
-        """
-        reached = start_ms
-        for start, until in sorted(self._episodes.get(patient_id, ())):
-            if start > reached:
-                break
-            reached = max(reached, until)
-            if reached >= end_ms:
-                return True
-        return False
 
     def add(self, patient_id: str, ts_ms: int, item: T) -> bool:
         """Hold a window scored at ``ts_ms``; ``False`` if it is excluded, out of order or over the bound."""

@@ -227,6 +227,7 @@ def test_an_onset_whose_horizon_lies_inside_an_earlier_episode_is_counted_apart(
     core.series.add(["pt-hf"] * steps, ts, rising, zeros, zeros, ts >= first, [low, low, low, low])
     for onset in (first, second):
         core.add_outcome(Outcome("pt-hf", "hf_decompensation", onset_ms=onset, t_ms=onset))
+    core.labeller.add("pt-hf", second + 6 * 24 * H, None)  # a window after both episodes: the labeller forgets them
     end = int(ts[-1]) + step
     model = next(b for b in core._burden(1, end / 86_400_000, end) if b.scorer == "model")
     assert (model.outcomes, model.detected, model.in_episode, model.sensitivity) == (1, 1, 1, 1.0)
