@@ -143,7 +143,7 @@ def _clip_of(model: RiskModel) -> dict[str, float]:
 
 
 def test_the_af_head_keeps_far_tail_evidence_that_the_other_heads_clip() -> None:
-    """Irregularity before AF sits 7-25 SD out: the AF head sees it whole, the others at most 5 SD."""
+    """Irregularity before AF sits 4-25 SD out: the AF head sees it whole, the others at most 5 SD."""
     model = RiskModel("logreg", seed=3, negative_rate=1.0)
     assert _clip_of(model) == {c: HEAD_CLIP_SD.get(c, DEFAULT_CLIP_SD) for c in CONDITIONS}
     assert _clip_of(model)["af_episode"] == 25.0 and _clip_of(model)["any"] == DEFAULT_CLIP_SD
