@@ -127,6 +127,12 @@ class TrainerService:
         self._replay_outcomes(outcomes + patients)
         self.db = psycopg.connect(s.database_url, autocommit=True, connect_timeout=10,
                                   application_name=f"vitalrisk-trainer-{self.name}")
+        if latest is not None and latest.version not in {v.version for v in registry.versions(self.db, self.name)}:
+            # Killed between its two writes, the last trainer left this version on the topic, where
+            # scorers swap to it, but not in the registry: register it, or its scores name a model
+            # nobody can look up.
+            logger.info("registering %s, which is on the topic but not in the registry", latest.label)
+            self._unregistered.insert(0, latest)
 
     def _latest_snapshot(self) -> Snapshot | None:
         latest, _ = read_latest(self.settings, self.name)

@@ -7,7 +7,8 @@ the workers score. The test shows:
 
 - the worker hot-swaps: its model scores name several snapshot versions without a restart;
 - scores keep flowing while the trainer is down (killed with SIGKILL), and the restarted
-  trainer resumes from its newest snapshot (next version, examples seen keep counting);
+  trainer resumes from its newest snapshot (next version, examples seen keep counting) and
+  registers it if the killed trainer published it to the topic but not yet to the registry;
 - a restarted worker scores with the newest snapshot from its first score;
 - outcomes land in the ``outcomes`` table (the patient board's annotations);
 - scores use each patient's record (age band) from the patients topic, known at the worker's
@@ -25,6 +26,7 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
+from models.snapshot_topic import read_latest
 from simulators.cohort import CohortConfig, population, simulate
 from simulators.deterioration import Incidence
 from simulators.kafka_publisher import make_producer, publish, publish_patients
@@ -101,19 +103,25 @@ def test_scores_hot_swap_and_survive_trainer_and_worker_restarts(isolated: Setti
     _wait("model scores", lambda: len(_model_scores(settings)) > 0)
     publish_patients(late, settings=settings, producer=producer)  # the worker's feed picks them up
 
-    # The trainer dies; the worker keeps scoring with the snapshot it holds.
+    # The trainer dies; the worker keeps scoring with the snapshot it holds. A trainer writes each
+    # snapshot to the topic, then to the registry: killed between the two, its newest is on the
+    # topic only, and the restarted trainer must register it.
     trainer.stop(signal.SIGKILL)
     before_restart = _registry(settings)
+    newest, _ = read_latest(settings, MODEL)
+    assert newest is not None and newest.version - before_restart[-1][0] in (0, 1)
     scores_before = len(_model_scores(settings))
     publish_hours(4)
     _wait("scores while the trainer is down", lambda: len(_model_scores(settings)) > scores_before + PATIENTS)
     assert _registry(settings) == before_restart, "no trainer, no new snapshot"
 
     # The restarted trainer resumes from its newest snapshot: next version, examples keep counting.
-    last_version, last_seen = before_restart[-1]
+    last_version, last_seen = newest.version, newest.examples_seen
     restarted = start_trainer(settings)
     _wait("a snapshot from the restarted trainer", lambda: _registry(settings)[-1][0] > last_version, timeout_s=180)
-    resumed = [(v, n) for v, n in _registry(settings) if v > last_version]
+    registered = _registry(settings)
+    assert [v for v, _ in registered] == list(range(1, registered[-1][0] + 1)), "a version missing from the registry"
+    resumed = [(v, n) for v, n in registered if v > last_version]
     assert resumed[0][0] == last_version + 1
     assert resumed[0][1] > last_seen, "the restarted trainer started from zero"
     assert restarted.log.read_text().count(f"resuming {MODEL} from {MODEL}-v{last_version}") == 1
@@ -179,3 +187,27 @@ def test_only_snapshots_signed_with_the_key_are_ever_loaded(isolated: Settings) 
     latest, end = read_latest(settings, MODEL)
     assert latest is not None and latest.label == f"{MODEL}-v3"
     assert end == 4
+
+
+def test_a_restarted_trainer_registers_a_snapshot_left_on_the_topic_only(isolated: Settings) -> None:
+    """Killed between its two writes, a trainer leaves its newest snapshot on the topic (scorers swap
+    to it) but not in the registry; the next trainer resumes from it and registers it."""
+    from kafka import KafkaProducer  # type: ignore[import-untyped]
+
+    from models.risk import RiskModel
+    from models.snapshot_topic import MAX_SNAPSHOT_BYTES, ensure_topic
+    from models.snapshots import Snapshot
+    from models.trainer_service import TrainerService
+
+    settings = _topology_settings(isolated)
+    orphan = Snapshot(MODEL, 3, 1_767_225_600_000, 450, {}, RiskModel(seed=1))
+    ensure_topic(settings)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=MAX_SNAPSHOT_BYTES)
+    producer.send(settings.snapshots_topic, key=MODEL.encode(), value=orphan.to_bytes(settings.snapshot_key)).get(30)
+    producer.close()
+    assert _registry(settings) == []
+    service = TrainerService(settings)
+    service.start()
+    service.close()
+    assert service.resumed_from == orphan.label
+    assert _registry(settings) == [(3, 450)]
