@@ -21,8 +21,9 @@ over the scores (:func:`stream.alerts.replay.replay_pages`; every model risk hea
 the alerter): pages per patient-day, page PPV (a firing page followed by an onset within the
 horizon), episode sensitivity (an onset preceded by a firing page within the horizon; an onset
 whose whole horizon lay inside an earlier episode is counted apart, since every score that could
-have warned of it is excluded as that episode's aftermath) and median lead time, overall and per outcome kind (``by_kind``), where the onsets no page preceded are
-also timed to their first page after onset (reported apart, never counted as detections).
+have warned of it is excluded as that episode's aftermath) and median lead time, overall and per
+outcome kind (``by_kind``), where the onsets no page preceded are also timed to their first
+page after onset (reported apart, never counted as detections).
 Plots (ROC, calibration, example trajectories) go to ``out_dir`` when matplotlib is installed.
 
 Simulated cohorts prove the machinery, not clinical validity: the simulator's physiology and
@@ -522,7 +523,7 @@ class EvaluationCore:
         in_episode: dict[str, int] = {}
         episodes: dict[str, list[tuple[int, int]]] = {}  # the labeller's exclusions (it forgets past ones)
         for o in self.outcomes:
-            episodes.setdefault(o.patient_id, []).append((o.onset_ms, o.onset_ms + self.labeller.episode_ms.get(o.kind, 0)))
+            episodes.setdefault(o.patient_id, []).append(self.labeller.exclusion(o))
         for o in self.outcomes:
             if self.report_from_ms <= o.onset_ms < end_ms:
                 if covered(episodes[o.patient_id], o.onset_ms - horizon, o.onset_ms):
@@ -542,11 +543,10 @@ class EvaluationCore:
             true_pages = sum(1 for pid, times in pages.items() for t in times
                              if any(t < onset <= t + horizon for onset, _ in onsets.get(pid, ())))
             leads: list[float] = []
-            per_kind: dict[str, dict[str, list[float] | int]] = {
-                kind: {"outcomes": 0, "leads": [], "delays": [], "in_episode": n} for kind, n in in_episode.items()}
+            per_kind: dict[str, dict[str, list[float] | int]] = {}
             for pid, times in onsets.items():
                 for onset, kind in times:
-                    k = per_kind.setdefault(kind, {"outcomes": 0, "leads": [], "delays": [], "in_episode": 0})
+                    k = per_kind.setdefault(kind, _kind_counts())
                     k["outcomes"] += 1  # type: ignore[operator]
                     before = [t for t in pages.get(pid, ()) if onset - horizon <= t < onset]
                     if before:
@@ -556,7 +556,8 @@ class EvaluationCore:
                     after = [t for t in late[scorer].get(pid, ()) if onset <= t < onset + horizon]
                     if after:
                         k["delays"].append((min(after) - onset) / MS_PER_HOUR)  # type: ignore[union-attr]
-            by_kind = {kind: _kind_burden(v) for kind, v in sorted(per_kind.items())}
+            by_kind = {kind: _kind_burden(per_kind.get(kind) or _kind_counts(), in_episode.get(kind, 0))
+                       for kind in sorted(per_kind.keys() | in_episode.keys())}
             out.append(Burden(scorer + (suffix if scorer == MODEL else ""), kinds_of[scorer], n_pages, true_pages,
                               n_pages / (patients * report_days) if report_days > 0 else math.nan,
                               true_pages / n_pages if n_pages else math.nan,
@@ -680,13 +681,19 @@ def _risk_kind(condition: str) -> str:
     return f"risk_high:{condition}"
 
 
-def _kind_burden(v: dict[str, Any]) -> dict[str, Any]:
-    """One outcome kind's entry of :attr:`Burden.by_kind` from its counts, lead and delay lists."""
+def _kind_counts() -> dict[str, Any]:
+    """An outcome kind's tally while the burden is counted: onsets, and the leads and delays of its pages."""
+    return {"outcomes": 0, "leads": [], "delays": []}
+
+
+def _kind_burden(v: dict[str, Any], in_episode: int) -> dict[str, Any]:
+    """One outcome kind's entry of :attr:`Burden.by_kind` from its counts, lead and delay lists,
+    and its onsets counted apart."""
     n, leads, delays = v["outcomes"], v["leads"], v["delays"]
     return {"outcomes": n, "detected": len(leads), "sensitivity": len(leads) / n if n else math.nan,
             "median_lead_h": float(np.median(leads)) if leads else math.nan,
             "late_detected": len(delays), "median_delay_h": float(np.median(delays)) if delays else math.nan,
-            "in_episode": v["in_episode"]}
+            "in_episode": in_episode}
 
 
 def _transitions(ts: npt.NDArray[np.int64], value: npt.NDArray[Any], threshold: Any) -> npt.NDArray[np.bool_]:

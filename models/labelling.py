@@ -336,12 +336,20 @@ class DelayedLabeller(Generic[T]):
         self._count += added
         return flags
 
+    def exclusion(self, outcome: Outcome) -> tuple[int, int]:
+        """``(start, until)``: when the patient's windows are excluded as ``outcome``'s episode.
+
+        >>> DelayedLabeller(episode_ms={"infection": 10}).exclusion(Outcome("pt-1", "infection", 5, 5))
+        (5, 15)
+        """
+        return outcome.onset_ms, outcome.onset_ms + self.episode_ms.get(outcome.kind, 0)
+
     def on_outcome(self, outcome: Outcome) -> None:
         """Label the patient's pending windows before the onset; drop those after it; start an exclusion."""
         onset, kind, pid = outcome.onset_ms, outcome.kind, outcome.patient_id
         if kind not in OUTCOME_KINDS:
             raise ValueError(f"unknown outcome kind {kind!r}; known: {OUTCOME_KINDS}")
-        excluded_until = onset + self.episode_ms.get(kind, 0)
+        excluded_until = self.exclusion(outcome)[1]
         if excluded_until > onset:
             self._episodes.setdefault(pid, []).append((onset, excluded_until))
         if onset - self.horizon_ms <= self._released_through.get(pid, onset - self.horizon_ms - 1):
