@@ -253,7 +253,7 @@ class RiskModel(base.MultiLabelClassifier):
         self.conditions = tuple(conditions)
         self.params = dict(params)
         self.heads: dict[str, NegativeSampling] = {
-            c: make_risk_model(name, seed + i, **({"clip_sd": HEAD_CLIP_SD[c]} if c in HEAD_CLIP_SD else {}) | params)
+            c: make_risk_model(name, seed + i, **{"clip_sd": HEAD_CLIP_SD.get(c, DEFAULT_CLIP_SD), **params})
             for i, c in enumerate(self.conditions)}
         self.examples_seen = 0
         self._compiled: dict[tuple[str, ...], _LinearBatch | None] = {}
