@@ -30,6 +30,8 @@ def serve(settings: Settings, build: Callable[[CollectorRegistry], "faust.App"])
         applied = migrate(settings.admin_database_url, policies=SinkPolicies.from_settings(settings))
         if applied:
             logger.info("applied migrations %s", applied)
+    # Faust creates only the last folder of its datadir; a fresh clone has none of its parents.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = CollectorRegistry()
     app = build(registry)
     if settings.metrics_port:
