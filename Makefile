@@ -1,40 +1,50 @@
 # vitalrisk: set-up, demo and tests on this machine, no Docker needed.
-#   make system-deps   Debian packages (Java 17, Maven, PostgreSQL server, docker-compose, Prometheus); needs root
-#   make setup         local virtual environment + the Kafka jars from Maven Central
-#   make demo          stream a simulated cohort through Kafka -> Faust -> PostgreSQL and print a summary
-#   make test          the whole test suite; starts and stops its own Kafka and PostgreSQL
+#   make demo          set up what is missing, stream a simulated cohort through Kafka -> Faust ->
+#                      PostgreSQL/TimescaleDB, print a summary, stop what it started
+#   make test          set up what is missing, then the whole suite; it starts and stops its own
+#                      Kafka and PostgreSQL
+# Set-up apart, for those who want it (each step is idempotent and says what it did):
+#   make system-deps   Debian packages (Java 17, Maven, PostgreSQL server and headers, cmake,
+#                      Prometheus tools, docker-compose); installs only as root
+#   make setup         system-deps, the virtual environment, the Kafka jars and TimescaleDB
+#   make timescaledb   build TimescaleDB from ../shared/vendor when present and not installed
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBIAN_PACKAGES := openjdk-17-jre-headless maven postgresql docker-compose prometheus prometheus-alertmanager
+DEMO_ARGS ?=
 
-.PHONY: system-deps setup demo test services-start services-stop services-status clean
+.PHONY: system-deps venv kafka-jars timescaledb setup demo test services-start services-stop services-status clean
 
 system-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	else echo "system packages present"; fi
+	@bash infra/scripts/system-deps.sh
 
 $(STAMP): pyproject.toml
+	@echo "setup: creating the virtual environment in $(VENV) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-setup: $(STAMP)
-	$(BIN)/python -c "from infra.kafka import LocalKafka; from stream.settings import Settings; LocalKafka(Settings())._classpath()"
+venv: $(STAMP)
+	@echo "setup: virtual environment $(VENV) ready"
 
-demo: $(STAMP)
-	$(BIN)/vitalrisk demo
+kafka-jars: $(STAMP)
+	@$(BIN)/python -m infra.kafka
 
-test: $(STAMP)
+timescaledb:
+	@bash infra/scripts/timescaledb.sh
+
+setup: system-deps venv kafka-jars timescaledb
+
+demo: setup
+	$(BIN)/vitalrisk demo $(DEMO_ARGS)
+
+test: setup
 	$(BIN)/pytest
 
-services-start: $(STAMP)
+services-start: setup
 	$(BIN)/vitalrisk infra start
 
 services-stop: $(STAMP)

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import shutil
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,3 +242,18 @@ def _require(tool: str) -> str:
 
 
 __all__ = ["KAFKA_VERSION", "LocalKafka", "bootstrap_address", "tail"]
+
+
+def _resolve_jars() -> int:
+    """``python -m infra.kafka``: fetch the broker's jars into the Maven cache (set-up step)."""
+    try:
+        classpath = LocalKafka(Settings())._classpath()
+    except (ServiceFailed, ToolMissing) as exc:
+        print(f"setup: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print(f"setup: Kafka {KAFKA_VERSION} jars ready ({len(classpath.split(':'))} jars in the local Maven cache)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_resolve_jars())

@@ -1,7 +1,14 @@
 """The local PostgreSQL: a throwaway cluster from Debian's server binaries, on 127.0.0.1.
 
 ``initdb`` refuses to run as root, so when we are root (as CI is) the cluster belongs to the
-unprivileged ``nobody`` user and every server binary runs under it. Authentication is ``trust``
+unprivileged ``nobody`` user and every server binary runs under it. ``nobody`` must be able to
+enter every folder above the data directory; a clone inside root's home folder (mode 0700) or a
+``mktemp -d`` folder is not, so there the data directory moves to
+``/var/tmp/vitalrisk-postgres-<hash of the state folder>/`` instead of ``<state_dir>/postgres/``
+(the pid file and log stay where they were). The user's own folders are never loosened.
+
+When the TimescaleDB extension is installed on this machine the server preloads it (and turns
+its telemetry off: these machines reach no network). Authentication is ``trust``
 on loopback: the cluster is disposable, listens on 127.0.0.1 only and holds simulated data.
 Roles still matter: the pipeline writes as ``vitalrisk_writer`` and Grafana reads as
 ``vitalrisk_reader`` (created by the migrations), never as the superuser.
@@ -10,10 +17,12 @@ Roles still matter: the pipeline writes as ``vitalrisk_writer`` and Grafana read
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 import pwd
 import signal
+import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +37,8 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
 SUPERUSER = "postgres"
 UNPRIVILEGED_USER = "nobody"
+#: Where a root-run cluster keeps its data when ``nobody`` cannot reach the state folder.
+SHARED_TMP = Path("/var/tmp")
 
 
 def server_bin_dir() -> Path:
@@ -38,6 +49,35 @@ def server_bin_dir() -> Path:
         raise ToolMissing("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin "
                           "(install Debian's postgresql package)")
     return Path(found[-1]).parent
+
+
+def timescale_installed(bin_dir: Path) -> bool:
+    """Whether the TimescaleDB extension's library sits beside this server's other modules."""
+    return (bin_dir.parent / "lib" / "timescaledb.so").exists()
+
+
+def reachable_by(path: Path, uid: int, gids: set[int]) -> bool:
+    """Whether a process of ``uid`` (member of ``gids``) may enter every existing folder down to ``path``.
+
+    Judged from the mode bits (ACLs aside), owner first, then group, then others, as the kernel does.
+
+    >>> reachable_by(Path("/"), 65534, {65534})
+    True
+    """
+    for folder in [*reversed(path.parents), path]:
+        try:
+            st = folder.stat()
+        except FileNotFoundError:
+            break
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in gids:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +105,19 @@ class PostgresTarget:
 class LocalPostgres:
     """Start, stop and inspect the throwaway PostgreSQL cluster under ``<state_dir>/postgres``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, timescale: bool | None = None) -> None:
+        """``timescale``: preload TimescaleDB; ``None`` preloads it when it is installed."""
         self.settings = settings
         self.root = settings.state_dir.resolve() / "postgres"
-        self.data = self.root / "data"
         self.pid_file = self.root / "pid"
         self.log = self.root / "postgres.log"
         self.target = PostgresTarget.from_url(settings.database_url)
         if self.target.host not in ("127.0.0.1", "localhost"):
             raise ValueError(f"the local PostgreSQL listens on 127.0.0.1 only, not {self.target.host!r}")
         self.bin = server_bin_dir()
+        self.timescale = timescale_installed(self.bin) if timescale is None else timescale
+        self.home = self.root  # where the data directory and socket live; settled by start()
+        self.data = self.home / "data"
 
     @property
     def superuser_url(self) -> str:
@@ -97,13 +140,29 @@ class LocalPostgres:
             logger.info("postgres already running on 127.0.0.1:%d", self.target.port)
         else:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._hand_over(self.root)
+            self.home = self._server_home()
+            self.data = self.home / "data"
+            if self.home != self.root:
+                logger.info("%s cannot enter %s: the PostgreSQL data folder is %s", UNPRIVILEGED_USER,
+                            self.root, self.data)
+                self.home.mkdir(mode=0o700, exist_ok=True)
+                owner = self.home.lstat()
+                if not stat.S_ISDIR(owner.st_mode) or owner.st_uid not in (0, pwd.getpwnam(UNPRIVILEGED_USER).pw_uid):
+                    # /var/tmp is world-writable: refuse a folder (or link) someone else planted there.
+                    raise ServiceFailed(f"{self.home} exists but is not a folder of root or {UNPRIVILEGED_USER}; "
+                                        "remove it and start again")
+            self._hand_over(self.home)
             if not (self.data / "PG_VERSION").exists():
                 self._initdb()
             argv = [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.target.port),
-                    "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
+                    "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.home}",
                     "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                     "-c", "max_connections=200", "-c", "shared_buffers=256MB"]
+            if self.timescale:
+                # Room for TimescaleDB's scheduler and its policy jobs (each job is a background
+                # worker; with PostgreSQL's default of 8, jobs due together fail to start).
+                argv += ["-c", "shared_preload_libraries=timescaledb", "-c", "timescaledb.telemetry_level=off",
+                         "-c", "max_worker_processes=32", "-c", "timescaledb.max_background_workers=16"]
             spawn(argv, log_file=self.log, pid_file=self.pid_file, preexec=self._demote())
             wait_until(self.healthy, timeout_s=START_TIMEOUT_S, what="PostgreSQL", log_file=self.log,
                        pid_file=self.pid_file)
@@ -116,7 +175,19 @@ class LocalPostgres:
 
     def status(self) -> str:
         state = "healthy" if self.healthy() else ("starting" if self.running() else "stopped")
-        return f"postgres ({self.bin.parent.name}) on 127.0.0.1:{self.target.port}: {state}"
+        flavour = " + timescaledb" if self.timescale else ""
+        return f"postgres ({self.bin.parent.name}{flavour}) on 127.0.0.1:{self.target.port}: {state}"
+
+    def _server_home(self) -> Path:
+        """The folder holding the data directory and socket: ``self.root`` unless ``nobody`` cannot reach it."""
+        if os.geteuid() != 0:
+            return self.root
+        user = pwd.getpwnam(UNPRIVILEGED_USER)
+        gids = {user.pw_gid, *os.getgrouplist(user.pw_name, user.pw_gid)}
+        if reachable_by(self.root.parent, user.pw_uid, gids):
+            return self.root
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return SHARED_TMP / f"vitalrisk-postgres-{digest}"
 
     def _initdb(self) -> None:
         argv = [str(self.bin / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",

@@ -217,31 +217,62 @@ def _has_code(statement: str) -> bool:
     return bool(without_comments.strip())
 
 
-def timescale_available(conn: psycopg.Connection) -> bool:
-    """Whether TimescaleDB is installed in this database, creating it when the server offers it.
+#: How migrations choose between TimescaleDB and plain PostgreSQL (``VITALS_SINK_TIMESCALE``).
+TIMESCALE_MODES = ("auto", "on", "off")
 
-    A server that offers the extension to a migrator who may not create it counts as plain
-    PostgreSQL (logged as a warning).
+
+def timescale_available(conn: psycopg.Connection, mode: str = "auto") -> bool:
+    """Whether to build the TimescaleDB schema, creating the extension when the server offers it.
+
+    ``auto`` uses TimescaleDB when the server can load it and plain PostgreSQL otherwise, with
+    one warning line when the extension is installed but unusable (not preloaded, or the
+    migrator may not create it); ``on`` makes those cases errors; ``off`` never creates it.
+
+    Raises
+    ------
+    MigrationFailed
+        ``on`` and the extension cannot be used; ``off`` and the database already has it.
     """
+    if mode not in TIMESCALE_MODES:
+        raise ValueError(f"mode must be one of {TIMESCALE_MODES}, got {mode!r}")
     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
+        if mode == "off":
+            raise MigrationFailed(f"database {conn.info.dbname!r} already has the timescaledb extension; "
+                                  "VITALS_SINK_TIMESCALE=off cannot undo that")
         return True
-    if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone():
+    if mode == "off":
         return False
-    try:
-        with conn.transaction():
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except psycopg.Error as exc:
-        logger.warning("timescaledb is offered but could not be created (%s): using plain PostgreSQL",
-                       str(exc).strip())
-        return False
-    return True
+    offered = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+    preloaded = "timescaledb" in str(conn.execute("SHOW shared_preload_libraries").fetchone())
+    reason = None
+    if not offered:
+        reason = "the server does not offer the timescaledb extension"
+    elif not preloaded:
+        # CREATE EXTENSION would end the session with FATAL "must be preloaded".
+        reason = ("timescaledb is installed on the server but not in shared_preload_libraries "
+                  "(add shared_preload_libraries = 'timescaledb' to postgresql.conf and restart to use it)")
+    else:
+        try:
+            with conn.transaction():
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        except psycopg.Error as exc:
+            reason = f"timescaledb is offered but could not be created ({str(exc).strip()})"
+    if reason is None:
+        return True
+    if mode == "on":
+        raise MigrationFailed(f"VITALS_SINK_TIMESCALE=on, but {reason}")
+    if offered:
+        logger.warning("%s: using plain PostgreSQL", reason)
+    return False
 
 
-def migrate(url: str, *, folder: Path = MIGRATIONS_DIR, policies: SinkPolicies | None = None) -> list[int]:
+def migrate(url: str, *, folder: Path = MIGRATIONS_DIR, policies: SinkPolicies | None = None,
+            timescale: str = "auto") -> list[int]:
     """Apply every pending migration to the database at ``url``; return the versions applied.
 
     Run it as the schema owner (never the pipeline's writer role). Re-running is a no-op apart
     from re-applying ``policies`` (when given; otherwise the stored ones stay) and the grants.
+    ``timescale`` is ``auto``, ``on`` or ``off`` (:func:`timescale_available`).
 
     Raises
     ------
@@ -261,7 +292,15 @@ def migrate(url: str, *, folder: Path = MIGRATIONS_DIR, policies: SinkPolicies |
                                         timescale  boolean NOT NULL,
                                         applied_at timestamptz NOT NULL DEFAULT now())""")
                     conn.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text")
-                timescale = timescale_available(conn)
+                history = conn.execute("SELECT bool_and(timescale) FROM schema_migrations").fetchone()
+                if history is not None and history[0] is False:
+                    # Built plain: TimescaleDB's companions would not fit these tables.
+                    if timescale == "on":
+                        raise MigrationFailed("VITALS_SINK_TIMESCALE=on, but this database was migrated as plain "
+                                              "PostgreSQL; migrate a new database to use TimescaleDB")
+                    use_timescale = False
+                else:
+                    use_timescale = timescale_available(conn, timescale)
                 done = {int(row[0]): row[1] for row in
                         conn.execute("SELECT version, checksum FROM schema_migrations")}
                 for migration in discover(folder):
@@ -270,12 +309,12 @@ def migrate(url: str, *, folder: Path = MIGRATIONS_DIR, policies: SinkPolicies |
                             logger.warning("migration %04d_%s changed after it was applied; not re-run",
                                            migration.version, migration.name)
                         continue
-                    _apply(conn, migration, timescale)
+                    _apply(conn, migration, use_timescale)
                     applied_now.append(migration.version)
                 with conn.transaction():
                     if policies is not None:
                         _store_policies(conn, policies)
-                    if timescale:
+                    if use_timescale:
                         _apply_timescale_policies(conn)
                     grant(conn)
             finally:

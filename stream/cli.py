@@ -160,7 +160,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from sinks.migrations import SinkPolicies, migrate
 
         url = args.url or settings.admin_database_url or LocalPostgres(settings).superuser_url
-        applied = migrate(url, policies=SinkPolicies.from_settings(settings))
+        applied = migrate(url, policies=SinkPolicies.from_settings(settings), timescale=settings.sink_timescale)
         print(f"applied migrations: {applied}" if applied else "database schema is up to date")
         return 0
     if args.command == "worker":

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -30,6 +31,8 @@ from stream.settings import Settings
 DEMO_DATABASE = "vitalrisk_demo"
 WORKER_START_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 300.0
+#: How much of a dead worker's log the demo shows.
+LOG_EXCERPT_LINES = 8
 
 
 def run_demo(settings: Settings, *, patients: int, minutes: int, seed: int) -> int:
@@ -40,6 +43,7 @@ def run_demo(settings: Settings, *, patients: int, minutes: int, seed: int) -> i
     worker: subprocess.Popen[bytes] | None = None
     run_id = uuid.uuid4().hex[:8]
     try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
         _say(f"starting PostgreSQL and Kafka under {settings.state_dir}/ ...")
         postgres.start()
         kafka.start()
@@ -86,7 +90,7 @@ def _fresh_demo_settings(settings: Settings, postgres: LocalPostgres, run_id: st
     with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DATABASE)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DATABASE)))
-    migrate(f"{admin}/{DEMO_DATABASE}")
+    migrate(f"{admin}/{DEMO_DATABASE}", timescale=settings.sink_timescale)
     prefix = f"demo-{run_id}"
     return settings.model_copy(update={
         "app_id": f"vitalrisk-{prefix}",
@@ -99,34 +103,68 @@ def _fresh_demo_settings(settings: Settings, postgres: LocalPostgres, run_id: st
     })
 
 
-def _wait_for_worker(worker: subprocess.Popen[bytes], settings: Settings, log_path: object) -> None:
+def log_excerpt(log_path: Path, lines: int = LOG_EXCERPT_LINES) -> str:
+    """The last ``lines`` lines of a log, traceback frames left out, each indented.
+
+    A user reads what went wrong (the log lines and the exception's own line); the frames stay
+    in the log for a developer.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as f:
+    ...     _ = f.write("INFO starting\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+    ...                 "    boom()\nOSError: [Errno 98] Address already in use\n")
+    >>> print(log_excerpt(Path(f.name)))
+        INFO starting
+        OSError: [Errno 98] Address already in use
+    """
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return f"    (no log at {log_path})"
+    kept = [line for line in text.splitlines()
+            if line.strip() and not line.startswith((" ", "\t", "Traceback (most recent call last)"))]
+    return "\n".join(f"    {line[:200]}" for line in kept[-lines:])
+
+
+def _worker_died(worker: subprocess.Popen[bytes], log_path: Path) -> VitalsError:
+    return VitalsError(f"the worker exited with status {worker.returncode}; last lines of {log_path}:\n"
+                       f"{log_excerpt(log_path)}")
+
+
+def _wait_for_worker(worker: subprocess.Popen[bytes], settings: Settings, log_path: Path) -> None:
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if worker.poll() is not None:
-            raise VitalsError(f"the worker exited with status {worker.returncode}; see {log_path}")
+            raise _worker_died(worker, log_path)
         if port_open("127.0.0.1", settings.metrics_port):
             return
         time.sleep(0.25)
-    raise VitalsError(f"the worker did not start within {WORKER_START_TIMEOUT_S:.0f} s; see {log_path}")
+    raise VitalsError(f"the worker did not start within {WORKER_START_TIMEOUT_S:.0f} s; last lines of {log_path}:\n"
+                      f"{log_excerpt(log_path)}")
 
 
-def _drain(worker: subprocess.Popen[bytes], metrics_url: str, device_messages: int, log_path: object) -> None:
+def _drain(worker: subprocess.Popen[bytes], metrics_url: str, device_messages: int, log_path: Path) -> None:
     """Wait until the worker has read every device message and written every window."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
         if worker.poll() is not None:
-            raise VitalsError(f"the worker exited with status {worker.returncode}; see {log_path}")
-        consumed = scrape(metrics_url, "vitals_messages_total")
-        emitted = scrape(metrics_url, "vitals_windows_emitted_total")
-        open_windows = scrape(metrics_url, "vitals_open_windows")
-        rows = scrape(metrics_url, "vitals_sink_rows_total")
+            raise _worker_died(worker, log_path)
+        try:
+            consumed = scrape(metrics_url, "vitals_messages_total")
+            emitted = scrape(metrics_url, "vitals_windows_emitted_total")
+            open_windows = scrape(metrics_url, "vitals_open_windows")
+            rows = scrape(metrics_url, "vitals_sink_rows_total")
+        except OSError:  # the worker is going down (its exit is reported above) or busy; look again
+            time.sleep(0.5)
+            continue
         _progress(f"worker: {consumed:,.0f}/{device_messages:,} messages, {emitted:,.0f} windows closed, "
                   f"{open_windows:,.0f} open, {rows:,.0f} rows written")
         if consumed >= device_messages and open_windows == 0 and emitted > 0:
             print(file=sys.stderr)
             return
         time.sleep(1.0)
-    raise VitalsError(f"the worker did not finish within {DRAIN_TIMEOUT_S:.0f} s; see {log_path}")
+    raise VitalsError(f"the worker did not finish within {DRAIN_TIMEOUT_S:.0f} s; last lines of {log_path}:\n"
+                      f"{log_excerpt(log_path)}")
 
 
 def _summary(settings: Settings, *, readings: int, seconds: float) -> None:
@@ -137,6 +175,9 @@ def _summary(settings: Settings, *, readings: int, seconds: float) -> None:
         feature_rows = conn.execute("SELECT count(*) FROM features").fetchone()
         scores = conn.execute("SELECT count(*) FROM risk_scores").fetchone()
         bands = conn.execute("SELECT news2_band, count(*) FROM risk_scores GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        server, timescale = conn.execute(
+            "SELECT current_setting('server_version'), "
+            "(SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')").fetchone() or ("?", None)
         top = conn.execute("""
             SELECT DISTINCT ON (patient_id) patient_id, window_start, news2_total, news2_band, inputs
             FROM risk_scores ORDER BY patient_id, window_start DESC""").fetchall()
@@ -149,6 +190,9 @@ def _summary(settings: Settings, *, readings: int, seconds: float) -> None:
     print(f"  windows (1 min)      {windows:>10,}   ({(feature_rows or (0,))[0]:,} feature rows)")
     print(f"  NEWS2 scores         {(scores or (0,))[0]:>10,}   "
           + ", ".join(f"{band}: {n:,}" for band, n in bands))
+    print(f"  stored in            PostgreSQL {server.split()[0]}"
+          + (f" + TimescaleDB {timescale} (hypertables, continuous aggregates)" if timescale else
+             " (plain tables and views; TimescaleDB not installed)"))
     print()
     print("  highest-risk patients (latest window)")
     print(f"  {'patient':<16}{'window start (UTC)':<22}{'NEWS2':>6}  {'band':<11}"

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     admin_database_url: str | None = Field(
         None, description="URL of the schema owner; when set, the worker applies migrations at start"
     )
+    sink_timescale: str = Field(
+        "auto", pattern="^(auto|on|off)$",
+        description="migrations: use TimescaleDB when the server offers it (auto), require it (on) or never (off)",
+    )
     sink_batch_rows: int = Field(5_000, gt=0, description="flush the sink after this many rows")
     sink_flush_s: float = Field(1.0, gt=0, description="flush the sink at least this often")
     sink_raw_retention_days: int = Field(

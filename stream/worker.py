@@ -27,7 +27,8 @@ def serve(settings: Settings, build: Callable[[CollectorRegistry], "faust.App"])
     if settings.admin_database_url:
         from sinks.migrations import SinkPolicies, migrate
 
-        applied = migrate(settings.admin_database_url, policies=SinkPolicies.from_settings(settings))
+        applied = migrate(settings.admin_database_url, policies=SinkPolicies.from_settings(settings),
+                          timescale=settings.sink_timescale)
         if applied:
             logger.info("applied migrations %s", applied)
     # Faust creates only the last folder of its datadir; a fresh clone has none of its parents.

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -29,6 +30,24 @@ ROOT = Path(__file__).resolve().parent.parent
 # Apart from the demo's ports; overridable so two checkouts can run their suites side by side.
 TEST_KAFKA = f"127.0.0.1:{os.environ.get('VITALS_TEST_KAFKA_PORT', '29092')}"
 TEST_PG_PORT = int(os.environ.get("VITALS_TEST_PG_PORT", "25432"))
+
+
+def timescale_usable(admin_url: str) -> bool:
+    """Whether the server at ``admin_url`` offers TimescaleDB and has it preloaded."""
+    try:
+        with psycopg.connect(admin_url, connect_timeout=5) as conn:
+            row = conn.execute("SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb') "
+                               "AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'").fetchone()
+            return bool(row and row[0])
+    except psycopg.OperationalError:
+        return False
+
+
+def skip_without_timescale(reason: str) -> NoReturn:
+    """Skip a TimescaleDB test, or fail it where CI says the extension must be there."""
+    if os.environ.get("VITALS_TEST_REQUIRE_TIMESCALE") == "1":
+        pytest.fail(f"{reason}, but VITALS_TEST_REQUIRE_TIMESCALE=1: run `make timescaledb`")
+    pytest.skip(reason)
 
 
 @dataclass
@@ -48,7 +67,8 @@ def services() -> Iterator[Services]:
     from infra.postgres import LocalPostgres
 
     base = Settings(state_dir=ROOT / ".local" / "test", kafka_bootstrap=TEST_KAFKA,
-                    database_url=f"postgresql://vitalrisk_writer@127.0.0.1:{TEST_PG_PORT}/vitalrisk")
+                    database_url=f"postgresql://vitalrisk_writer@127.0.0.1:{TEST_PG_PORT}/vitalrisk",
+                    sink_timescale="off")  # plain PostgreSQL unless a test asks for TimescaleDB
     postgres = LocalPostgres(base)
     kafka = LocalKafka(base)
     started = [svc for svc in (postgres, kafka) if not svc.healthy()]
@@ -64,8 +84,16 @@ def services() -> Iterator[Services]:
 
 
 @pytest.fixture
-def isolated(services: Services) -> Iterator[Settings]:
-    """Settings with fresh topics, consumer group and a migrated database of their own."""
+def isolated(services: Services, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Settings with fresh topics, consumer group and a migrated database of their own.
+
+    Plain PostgreSQL unless parametrized indirectly with a ``VITALS_SINK_TIMESCALE`` mode
+    (``@pytest.mark.parametrize("isolated", ["on"], indirect=True)``).
+    """
+    timescale = getattr(request, "param", services.base.sink_timescale)
+    admin = services.superuser_url.rsplit("/", 1)[0] + "/postgres"
+    if timescale == "on" and not timescale_usable(admin):
+        skip_without_timescale("the test PostgreSQL has no preloaded TimescaleDB")
     from infra.kafka import LocalKafka
     from sinks.migrations import migrate
 
@@ -75,14 +103,14 @@ def isolated(services: Services) -> Iterator[Settings]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     owner_url = f"{admin.rsplit('/', 1)[0]}/{dbname}"
-    migrate(owner_url)
+    migrate(owner_url, timescale=timescale)
     settings = services.settings(
         app_id=f"vitalrisk-test-{tag}", readings_topic=f"t{tag}.readings", deadletter_topic=f"t{tag}.deadletter",
         outcomes_topic=f"t{tag}.outcomes", scores_topic=f"t{tag}.scores", features_topic=f"t{tag}.features",
         snapshots_topic=f"t{tag}.snapshots", patients_topic=f"t{tag}.patients",
         database_url=f"postgresql://vitalrisk_writer@127.0.0.1:{TEST_PG_PORT}/{dbname}",
         admin_database_url=owner_url, data_dir=ROOT / ".local" / "test" / f"faust-{tag}",
-        idle_timeout_s=2.0, sink_flush_s=0.5)
+        idle_timeout_s=2.0, sink_flush_s=0.5, sink_timescale=timescale)
     LocalKafka(settings).create_topics()
     yield settings
     with psycopg.connect(admin, autocommit=True) as conn:

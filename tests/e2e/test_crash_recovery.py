@@ -29,7 +29,7 @@ def _second_run(settings: Settings, superuser_url: str) -> Settings:
     dbname = f"test_kill_{tag}"
     with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    migrate(f"{admin}/{dbname}")
+    migrate(f"{admin}/{dbname}", timescale=settings.sink_timescale)
     return settings.model_copy(update={
         "app_id": f"{settings.app_id}-kill", "database_url": settings.database_url.rsplit("/", 1)[0] + f"/{dbname}",
         "admin_database_url": f"{admin}/{dbname}", "scores_topic": f"{settings.scores_topic}-kill",

@@ -5,8 +5,10 @@ A simulated cohort goes through Kafka and a real worker into a fresh database. E
 targets, variable queries, annotation queries) is then expanded as Grafana 11 expands it
 (:mod:`tests.grafana.grafana_sql`) and run twice: with the plain-PostgreSQL expansion
 (``timescaledb: false``, ``floor(extract(epoch ...))``), and with the expansion our data source
-really uses (``timescaledb: true``, ``time_bucket``) against a stand-in ``time_bucket`` built on
-``date_bin``, since the local PostgreSQL has no TimescaleDB. Time series results must have a
+really uses (``timescaledb: true``, ``time_bucket``). The whole test runs on two databases: one
+migrated as plain PostgreSQL, where a stand-in ``time_bucket`` built on ``date_bin`` serves the
+second expansion, and one on real TimescaleDB (hypertables, continuous aggregates, its own
+``time_bucket``), which needs the extension preloaded (CI requires it). Time series results must have a
 ``time`` column in order. Queries on tables another issue has not created yet are skipped with
 the reason; tables that exist but that only processes outside this run write (alerts and
 acknowledgements, the model registry, ops events) get a few seeded rows, so their queries
@@ -134,21 +136,27 @@ def _reader_url(settings: Settings) -> str:
     return re.sub(r"^postgresql://[^@]+@", f"postgresql://{READER}@", settings.database_url)
 
 
-def _prepare_database(owner_url: str) -> set[str]:
-    """Install the time_bucket stand-in, seed pending tables that exist; return the tables present."""
+def _prepare_database(owner_url: str, *, shim: bool) -> set[str]:
+    """Install the time_bucket stand-in (plain PostgreSQL), seed pending tables; return the tables present."""
     with psycopg.connect(owner_url, autocommit=True) as conn:
-        conn.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(SHIM_SCHEMA)))
-        conn.execute(pgsql.SQL(
-            "CREATE FUNCTION {}.time_bucket(bucket_width interval, ts timestamptz) RETURNS timestamptz "
-            "LANGUAGE sql IMMUTABLE PARALLEL SAFE "
-            "AS $$ SELECT date_bin(bucket_width, ts, TIMESTAMPTZ '2000-01-03 00:00:00+00') $$"
-        ).format(pgsql.Identifier(SHIM_SCHEMA)))
-        conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-            pgsql.Identifier(SHIM_SCHEMA), pgsql.Identifier(READER)))
+        if shim:
+            _install_time_bucket_shim(conn)
         present = {row[0] for row in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
         _seed_pending(conn, present)
     return present
+
+
+def _install_time_bucket_shim(conn: psycopg.Connection[Any]) -> None:
+    """``time_bucket`` on ``date_bin``, in a schema of its own, for the plain-PostgreSQL run."""
+    conn.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(SHIM_SCHEMA)))
+    conn.execute(pgsql.SQL(
+        "CREATE FUNCTION {}.time_bucket(bucket_width interval, ts timestamptz) RETURNS timestamptz "
+        "LANGUAGE sql IMMUTABLE PARALLEL SAFE "
+        "AS $$ SELECT date_bin(bucket_width, ts, TIMESTAMPTZ '2000-01-03 00:00:00+00') $$"
+    ).format(pgsql.Identifier(SHIM_SCHEMA)))
+    conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+        pgsql.Identifier(SHIM_SCHEMA), pgsql.Identifier(READER)))
 
 
 def _seed_pending(conn: psycopg.Connection[Any], present: set[str]) -> None:
@@ -171,6 +179,7 @@ def reader(isolated: Settings) -> Iterator[psycopg.Connection[Any]]:
 
 
 def _run(conn: psycopg.Connection[Any], text: str, *, timescaledb: bool) -> tuple[list[str], list[tuple[Any, ...]]]:
+    # The stand-in schema exists only in plain-PostgreSQL runs; a real TimescaleDB's time_bucket is in public.
     path = f"public, {SHIM_SCHEMA}" if timescaledb else "public"
     conn.execute(f"SET search_path = {path}")
     cursor = conn.execute(text.encode())
@@ -211,14 +220,17 @@ def _check_result(query: BoardQuery, columns: list[str], rows: list[tuple[Any, .
         assert {"time", "text"} <= set(columns), f"{query.label}: annotations need `time` and `text`"
 
 
+@pytest.mark.parametrize("isolated", ["off", "on"], indirect=True, ids=["postgresql", "timescaledb"])
 def test_every_board_sql_query_returns_rows_after_a_pipeline_run(isolated: Settings, start_worker: Any,
                                                                   reader: psycopg.Connection[Any],
                                                                   subtests: Any) -> None:
+    """On plain PostgreSQL (``time_bucket`` emulated) and on real TimescaleDB (hypertables, continuous aggregates)."""
     device_messages = _publish(isolated)
     worker = start_worker(isolated)
     _wait_until_written(worker, device_messages)
     assert isolated.admin_database_url
-    present = _prepare_database(isolated.admin_database_url)
+    on_timescale = isolated.sink_timescale == "on"
+    present = _prepare_database(isolated.admin_database_url, shim=not on_timescale)
     time_range = _time_range(reader)
 
     checked = 0

@@ -64,7 +64,7 @@ def empty_db(services: Services) -> Iterator[Database]:
 @pytest.fixture
 def db(empty_db: Database) -> Database:
     """A migrated database."""
-    migrate(empty_db.owner_url)
+    migrate(empty_db.owner_url, timescale="off")
     return empty_db
 
 

@@ -87,7 +87,7 @@ def test_policies_reject_negative_days() -> None:
 @pytest.mark.integration
 def test_migrate_from_empty_then_rerun_is_a_noop(empty_db: Database) -> None:
     assert current_version(empty_db.owner_url) == 0
-    applied = migrate(empty_db.owner_url)
+    applied = migrate(empty_db.owner_url, timescale="off")
     assert applied == [m.version for m in discover()]
     assert current_version(empty_db.owner_url) == max(applied)
     with psycopg.connect(empty_db.owner_url) as conn:
@@ -100,8 +100,8 @@ def test_migrate_from_empty_then_rerun_is_a_noop(empty_db: Database) -> None:
     assert recorded == [(v, False, True) for v in applied]
 
     before = _schema(empty_db.owner_url)
-    assert migrate(empty_db.owner_url) == []
-    assert migrate(empty_db.owner_url) == []
+    assert migrate(empty_db.owner_url, timescale="off") == []
+    assert migrate(empty_db.owner_url, timescale="off") == []
     assert _schema(empty_db.owner_url) == before, "a re-run changes nothing"
 
 
@@ -112,7 +112,7 @@ def test_concurrent_migrators_apply_each_version_once(empty_db: Database) -> Non
 
     def run() -> None:
         try:
-            results.append(migrate(empty_db.owner_url))
+            results.append(migrate(empty_db.owner_url, timescale="off"))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -135,7 +135,7 @@ def test_no_transaction_files_run_statement_by_statement_and_resume(empty_db: Da
         "CREATE TABLE IF NOT EXISTS after_index (y integer);\nSELECT no_such_function();\n")
     (tmp_path / "0002_index.timescale.sql").write_text("SELECT this_would_fail_on_plain_postgres();")
     with pytest.raises(MigrationFailed, match="0002_index"):
-        migrate(empty_db.owner_url, folder=tmp_path)
+        migrate(empty_db.owner_url, folder=tmp_path, timescale="off")
     with psycopg.connect(empty_db.owner_url) as conn:
         assert conn.execute("SELECT to_regclass('t_x') IS NOT NULL, to_regclass('after_index') IS NOT NULL"
                             ).fetchone() == (True, True), "statements before the failure stay applied"
@@ -145,8 +145,8 @@ def test_no_transaction_files_run_statement_by_statement_and_resume(empty_db: Da
     (tmp_path / "0002_index.sql").write_text(
         f"{NO_TRANSACTION}\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_x ON t (x);\n"
         "CREATE TABLE IF NOT EXISTS after_index (y integer);\n")
-    assert migrate(empty_db.owner_url, folder=tmp_path) == [2]
-    assert migrate(empty_db.owner_url, folder=tmp_path) == []
+    assert migrate(empty_db.owner_url, folder=tmp_path, timescale="off") == [2]
+    assert migrate(empty_db.owner_url, folder=tmp_path, timescale="off") == []
 
 
 @pytest.mark.integration
@@ -155,7 +155,7 @@ def test_a_failing_transactional_migration_leaves_nothing(empty_db: Database, tm
     (tmp_path / "0002_bad.sql").write_text("CREATE TABLE two (x integer);\nSELECT 1/0;")
     (tmp_path / "0002_bad.plain.sql").write_text("CREATE TABLE two_plain (x integer);")
     with pytest.raises(MigrationFailed, match=r"0002_bad failed: division by zero"):
-        migrate(empty_db.owner_url, folder=tmp_path)
+        migrate(empty_db.owner_url, folder=tmp_path, timescale="off")
     assert current_version(empty_db.owner_url) == 1
     with psycopg.connect(empty_db.owner_url) as conn:
         assert conn.execute("SELECT to_regclass('two'), to_regclass('two_plain')").fetchone() == (None, None)
@@ -163,7 +163,7 @@ def test_a_failing_transactional_migration_leaves_nothing(empty_db: Database, tm
 
 @pytest.mark.integration
 def test_policies_are_stored_and_enforced_on_plain_postgres(db: Database) -> None:
-    assert migrate(db.owner_url, policies=SinkPolicies(raw_retention_days=30, scores_retention_days=60)) == []
+    assert migrate(db.owner_url, timescale="off", policies=SinkPolicies(raw_retention_days=30, scores_retention_days=60)) == []
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     old, recent = now - timedelta(days=45), now - timedelta(days=1)
     with psycopg.connect(db.owner_url) as conn:
@@ -186,9 +186,9 @@ def test_policies_are_stored_and_enforced_on_plain_postgres(db: Database) -> Non
     assert len(rollup) == 1, "plain PostgreSQL rollups follow the raw tables"
 
     # stored policies survive a migrate that names none, and change when named
-    migrate(db.owner_url)
+    migrate(db.owner_url, timescale="off")
     with psycopg.connect(db.owner_url) as conn:
         assert stored_policies(conn).raw_retention_days == 30
-    migrate(db.owner_url, policies=SinkPolicies())
+    migrate(db.owner_url, timescale="off", policies=SinkPolicies())
     with psycopg.connect(db.owner_url) as conn:
         assert stored_policies(conn) == SinkPolicies()
