@@ -104,7 +104,7 @@ def _fresh_demo_settings(settings: Settings, postgres: LocalPostgres, run_id: st
 
 
 def log_excerpt(log_path: Path, lines: int = LOG_EXCERPT_LINES) -> str:
-    """The last ``lines`` lines of a log, traceback frames left out, each indented.
+    r"""The last ``lines`` lines of a log, traceback frames left out, each indented.
 
     A user reads what went wrong (the log lines and the exception's own line); the frames stay
     in the log for a developer.
