@@ -2,13 +2,18 @@
 
 ::
 
-    InfraError
-     ├── ServiceFailed     a service did not start or become healthy
-     └── ToolMissing       a binary it needs (java, mvn, initdb) is not installed
+    VitalsError
+     └── InfraError
+          ├── ServiceFailed     a service did not start or become healthy
+          └── ToolMissing       a binary it needs (java, mvn, initdb) is not installed
+
+Both end ``vitalrisk infra`` (and ``demo``) with one line on stderr and exit status 1.
 """
 
+from stream.errors import VitalsError
 
-class InfraError(Exception):
+
+class InfraError(VitalsError):
     """Root of the local service manager's errors."""
 
 

@@ -107,15 +107,24 @@ def port_open(host: str, port: int, *, timeout_s: float = 0.5) -> bool:
 
 def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str, log_file: Path,
                pid_file: Path | None = None) -> None:
-    """Poll ``check`` until it is true; raise :class:`ServiceFailed` with the log's tail otherwise."""
+    """Poll ``check`` until it is true; raise :class:`ServiceFailed` otherwise.
+
+    The error is one line, as ``vitalrisk`` prints it: the log's last line and where the log is.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
             return
         if pid_file is not None and read_pid(pid_file) is None:
-            raise ServiceFailed(f"{what} exited during start-up; last log lines:\n{tail(log_file)}")
+            raise ServiceFailed(f"{what} exited during start-up ({_last_line(log_file)}); see {log_file}")
         time.sleep(0.25)
-    raise ServiceFailed(f"{what} not healthy after {timeout_s:.0f} s; last log lines:\n{tail(log_file)}")
+    raise ServiceFailed(f"{what} not healthy after {timeout_s:.0f} s ({_last_line(log_file)}); see {log_file}")
+
+
+def _last_line(path: Path) -> str:
+    """The log's last non-empty line, quoted, or a note that there is none."""
+    lines = [line.strip() for line in tail(path, lines=10).splitlines() if line.strip()]
+    return f"last log line: {lines[-1]!r}" if lines else "its log is empty"
 
 
 def tail(path: Path, lines: int = 30) -> str:

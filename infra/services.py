@@ -4,20 +4,57 @@ from __future__ import annotations
 
 from infra.kafka import LocalKafka
 from infra.postgres import LocalPostgres
+from infra.processes import port_open
+from stream.errors import ConfigurationError, PortInUse
 from stream.settings import Settings
 
 
 def run_infra(settings: Settings, action: str, service: str) -> int:
-    """Apply ``action`` to ``service`` ("kafka", "postgres" or "all"); print each one's status."""
+    """Apply ``action`` to ``service`` ("kafka", "postgres" or "all"); print each one's status.
+
+    Raises
+    ------
+    ConfigurationError
+        If the settings point the service at a server that is not the local one.
+    PortInUse
+        If ``start`` finds another process on a port the service would listen on: checked
+        before the start, which would otherwise wait for a server that exits at once.
+    ServiceFailed, ToolMissing
+        If the service did not start, or a program it needs is not installed.
+    """
     chosen: list[LocalKafka | LocalPostgres] = []
     if service in ("postgres", "all"):
-        chosen.append(LocalPostgres(settings))
+        chosen.append(_local(LocalPostgres, settings, "VITALS_DATABASE_URL"))
     if service in ("kafka", "all"):
-        chosen.append(LocalKafka(settings))
+        chosen.append(_local(LocalKafka, settings, "VITALS_KAFKA_BOOTSTRAP"))
     for svc in chosen:
         if action == "start":
+            if not svc.running():
+                _require_ports_free(svc)
             svc.start()
         elif action == "stop":
             svc.stop()
         print(svc.status())
     return 0
+
+
+def _local(kind: type[LocalKafka | LocalPostgres], settings: Settings, setting: str
+           ) -> LocalKafka | LocalPostgres:
+    """The local service manager ``kind`` for ``settings``; a remote address is a bad setting."""
+    try:
+        return kind(settings)
+    except ValueError as exc:  # the address is not 127.0.0.1
+        raise ConfigurationError(f"{exc}; `vitalrisk infra` manages the local services only: point {setting} "
+                                 "at 127.0.0.1") from None
+
+
+def _require_ports_free(svc: LocalKafka | LocalPostgres) -> None:
+    """Raise :class:`PortInUse` if another process listens where ``svc``, not running, would."""
+    if isinstance(svc, LocalKafka):
+        ports = [("Kafka", svc.port, "VITALS_KAFKA_BOOTSTRAP"),
+                 ("Kafka's controller", svc.controller_port, "VITALS_KAFKA_BOOTSTRAP (its port + 1)")]
+    else:
+        ports = [("PostgreSQL", svc.target.port, "VITALS_DATABASE_URL")]
+    for what, port, setting in ports:
+        if port_open("127.0.0.1", port):
+            raise PortInUse(what, "127.0.0.1", port, setting)

@@ -10,11 +10,14 @@
           │    ├── SnapshotKeyMissing   no (or too short a) ``snapshot_key`` is configured
           │    └── SnapshotRejected     bad magic, bad signature or bad payload: never unpickled
           └── RegistryError       the model registry table is missing or a version is absent
+
+``vitalrisk`` exits with status 2 for UnknownModel and SnapshotKeyMissing (a setting to fix), 1 for
+the rest (:attr:`stream.errors.VitalsError.exit_status`).
 """
 
 from __future__ import annotations
 
-from stream.errors import VitalsError
+from stream.errors import EXIT_BAD_INPUT, VitalsError
 
 
 class ModelsError(VitalsError):
@@ -28,6 +31,8 @@ class InvalidOutcome(ModelsError):
 class UnknownModel(ModelsError, ValueError):
     """``make_risk_model`` was asked for a model name it does not know."""
 
+    exit_status = EXIT_BAD_INPUT
+
 
 class SnapshotError(ModelsError):
     """A model snapshot that cannot be written or loaded."""
@@ -35,6 +40,8 @@ class SnapshotError(ModelsError):
 
 class SnapshotKeyMissing(SnapshotError):
     """No ``snapshot_key`` is configured, or it is shorter than the minimum length."""
+
+    exit_status = EXIT_BAD_INPUT
 
 
 class SnapshotRejected(SnapshotError):

@@ -1072,13 +1072,23 @@ def reliability(sketch: ScoreSketch, groups: int = 12) -> tuple[FloatVector, Flo
 def run_evaluate(settings: Settings, patients: int, days: float, seed: int, model: str, as_json: bool,
                  out_dir: Path | str | None = DEFAULT_OUT_DIR, *, stdout: TextIO | None = None,
                  stderr: TextIO | None = None) -> int:
-    """``vitalrisk evaluate``: run, print the report (or one JSON object), write plots; exit status."""
+    """``vitalrisk evaluate``: run, print the report (or one JSON object), write plots; exit status.
+
+    A bad argument, or a plot folder that cannot be made, ends in one line on stderr (exit 2)
+    before the run, not after minutes of it.
+    """
     from simulators.cohort import CohortConfig
 
     out, err = stdout or sys.stdout, stderr or sys.stderr
     if patients < 1 or days <= 0:
         err.write("vitalrisk: evaluate needs --patients >= 1 and --days > 0\n")
         return 2
+    if out_dir is not None:
+        try:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            err.write(f"vitalrisk: cannot make the plot folder --out {out_dir}: {exc.strerror or exc}\n")
+            return 2
     duration_ms = int(round(days * MS_PER_DAY / 60_000)) * 60_000
     config = CohortConfig(patients=patients, seed=seed, duration_ms=duration_ms)
     options = EvaluateOptions(model=model, warmup_ms=min(3 * MS_PER_DAY, duration_ms // 2),

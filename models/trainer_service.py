@@ -37,10 +37,11 @@ from models.online import OnlineLearner
 from models.risk import RiskModel
 from models.snapshot_topic import MAX_SNAPSHOT_BYTES, ensure_topic, model_name, read_latest
 from models.snapshots import Snapshot, signing_key
-from sinks.metrics import ModelMetrics
+from sinks.metrics import ModelMetrics, serve_metrics
 from sinks.timescale import INSERT_OPS_EVENT, utc
-from stream.errors import InvalidMessage, VitalsError
+from stream.errors import InvalidMessage, ServiceUnavailable, VitalsError, first_line
 from stream.features import FeatureRow
+from stream.preflight import require_database, require_kafka
 from stream.settings import Settings
 from models.patient_context import parse_inputs
 from models.patient_topic import apply_records
@@ -336,17 +337,38 @@ class TrainerService:
 
 
 def run_trainer(settings: Settings) -> int:
-    """Block running the trainer until SIGTERM or SIGINT; return its exit status."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    """Block running the trainer until SIGTERM or SIGINT; return its exit status.
+
+    Raises
+    ------
+    SnapshotKeyMissing
+        No usable ``VITALS_SNAPSHOT_KEY``.
+    ServiceUnavailable
+        Kafka or PostgreSQL does not answer before the start, or stops answering while the
+        trainer restores and positions itself (a failure later is retried or ends the run).
+    PortInUse
+        The metrics port is taken.
+    """
+    from kafka.errors import KafkaError
+    from prometheus_client import CollectorRegistry
 
     metrics_registry = CollectorRegistry()
     service = TrainerService(settings, metrics=ModelMetrics(metrics_registry))
-    ensure_topic(settings)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics_registry)
+    serve_metrics(settings, metrics_registry)  # first: a taken port is this machine's to fix, whatever else is down
+    require_kafka(settings)
+    require_database(settings.database_url)
+    try:
+        ensure_topic(settings)
+        service.start()
+    except KafkaError as exc:
+        raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} failed while the trainer started "
+                                 f"({type(exc).__name__}: {first_line(exc)}); "
+                                 "check it with `vitalrisk infra status`") from None
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailable(f"PostgreSQL failed while the trainer started ({first_line(exc)}); "
+                                 "check it with `vitalrisk infra status`") from None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: service.stop())
-    service.start()
     service.run()
     logger.info("trainer stopped after %s", service.snapshots[-1] if service.snapshots else "no snapshot")
     return 0

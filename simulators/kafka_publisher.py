@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stream.errors import VitalsError
+from stream.errors import ServiceUnavailable
+from stream.preflight import require_kafka
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ BATCH_SIZE_BYTES = 512 * 1024
 MAX_IN_FLIGHT_MESSAGES = 16_384
 
 
-class BrokerUnavailable(VitalsError):
+class BrokerUnavailable(ServiceUnavailable):
     """The Kafka broker could not be reached, or stopped acknowledging in time."""
 
 
@@ -69,18 +70,22 @@ def make_producer(settings: Settings, *, compression: str | None = "lz4") -> Any
 
     Raises
     ------
+    ServiceUnavailable
+        If no broker in ``settings.kafka_bootstrap`` accepts a connection: checked first, since
+        kafka-python retries (and logs each retry) for half a minute before it gives up.
     BrokerUnavailable
-        If no broker in ``settings.kafka_bootstrap`` answers.
+        If one accepts the connection but does not answer as a broker.
     """
     from kafka import KafkaProducer
-    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+    from kafka.errors import KafkaError
 
+    require_kafka(settings)
     try:
         return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all",
                              linger_ms=LINGER_MS, batch_size=BATCH_SIZE_BYTES, compression_type=compression,
                              max_request_size=4 * 1024 * 1024,
                              retries=5, client_id="vitalrisk-simulator")
-    except (KafkaTimeoutError, KafkaConnectionError) as exc:  # kafka-python 3: "Unable to bootstrap"
+    except KafkaError as exc:  # kafka-python 3: KafkaTimeoutError "Unable to bootstrap"
         raise BrokerUnavailable(f"no Kafka broker answers at {settings.kafka_bootstrap} ({exc}); "
                                 "start one with: vitalrisk infra start kafka") from None
 

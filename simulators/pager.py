@@ -30,6 +30,7 @@ Examples
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import json
 import logging
@@ -44,7 +45,7 @@ from aiohttp import web
 
 from sinks.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_S, TIMESTAMP_HEADER, verify
 from stream.alerts.errors import SignatureInvalid
-from stream.errors import ConfigurationError
+from stream.errors import ConfigurationError, listen_failed
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -80,11 +81,35 @@ class Pager:
         self.accepted = 0
         self.duplicates = 0
         self.rejected = 0
-        if record_path is not None and record_path.exists():
-            for line in record_path.read_text().splitlines():
-                key = json.loads(line).get("idempotency_key") if line.strip() else None
-                if key:
-                    self.seen.add(key)
+        if record_path is not None:
+            self._load_keys(record_path)
+
+    def _load_keys(self, record_path: Path) -> None:
+        """Remember the keys already recorded, and check now that the file can be appended to.
+
+        Raises
+        ------
+        ConfigurationError
+            If the file cannot be opened for appending, or a line of it is not a record.
+        """
+        try:
+            with record_path.open("a+") as records:
+                records.seek(0)
+                lines = records.read().splitlines()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot append to the pager's record {record_path}: "
+                                     f"{exc.strerror or exc}") from None
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                raise ConfigurationError(f"{record_path}: line {number} is not a JSON record; "
+                                         "pass another --record file") from None
+            key = entry.get("idempotency_key") if isinstance(entry, dict) else None
+            if key:
+                self.seen.add(key)
 
     def accept(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
         """Handle one webhook: ``(status, JSON answer)``."""
@@ -159,7 +184,15 @@ def build_pager_app(pager: Pager, *, grafana_token: str | None = None) -> web.Ap
 
 async def serve_pager(pager: Pager, *, host: str, port: int, grafana_token: str | None = None,
                       stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is ``None``)."""
+    """Serve until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is ``None``).
+
+    Raises
+    ------
+    PortInUse
+        If another process listens on ``port``.
+    ConfigurationError
+        If ``host`` cannot be bound (does not resolve, is not this machine's).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -169,7 +202,12 @@ async def serve_pager(pager: Pager, *, host: str, port: int, grafana_token: str 
             pass
     runner = web.AppRunner(build_pager_app(pager, grafana_token=grafana_token), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:  # a taken port; or a --host that does not resolve or is not this machine's
+        await runner.cleanup()
+        raise listen_failed(exc, what="the pager", host=host, port=port,
+                            setting="--port" if exc.errno == errno.EADDRINUSE else "--host") from None
     print(f"pager listening on http://{host}:{port}/webhook", flush=True)
     try:
         await stop.wait()
@@ -202,7 +240,10 @@ def run_pager(settings: Settings, port: int, *, host: str = "127.0.0.1", secret_
     Raises
     ------
     ConfigurationError
-        No secret, or the named variable is unset.
+        No secret, or the named variable is unset; a ``record_path`` that cannot be appended to;
+        a ``host`` that cannot be bound.
+    PortInUse
+        Another process listens on ``port``.
     """
     if secret_env is not None:
         raw = os.environ.get(secret_env)

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from simulators.kafka_publisher import PublishReport
-from stream.errors import VitalsError
+from stream.errors import EXIT_BAD_INPUT, VitalsError
 from stream.settings import Settings
 from stream.vocabulary import METRICS
 from stream.wire import MAX_READINGS_PER_MESSAGE, encode_device_message
@@ -86,6 +86,8 @@ class InvalidRecording(VitalsError, ValueError):
     detail
         The rule and the offending value.
     """
+
+    exit_status = EXIT_BAD_INPUT
 
     def __init__(self, line: int, detail: str) -> None:
         super().__init__(f"line {line}: {detail}")
@@ -419,8 +421,9 @@ def run_replay(settings: Settings, csv_path: Path, *, patient_id: str, device_id
                producer: Any = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """``vitalrisk replay``: check the recording, then publish it; return the exit status.
 
-    A bad argument or row ends in one line on stderr (exit 2), an unreachable broker too
-    (exit 1). ``producer`` replaces the Kafka producer (tests).
+    A bad argument or row ends in one line on stderr (exit 2); an unreachable broker raises
+    :class:`~stream.errors.ServiceUnavailable` (``vitalrisk`` prints one line, exit 1).
+    ``producer`` replaces the Kafka producer (tests).
     """
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
@@ -446,15 +449,9 @@ def run_replay(settings: Settings, csv_path: Path, *, patient_id: str, device_id
     shift_ms = (int(time.time() * 1000) - summary.first_ms) // batch_ms * batch_ms if shift_to_now else 0
     own_producer = producer is None
     if own_producer:
-        from kafka.errors import KafkaError
-
         from simulators.kafka_publisher import make_producer
 
-        try:
-            producer = make_producer(settings)
-        except KafkaError as exc:
-            err.write(f"vitalrisk: Kafka at {settings.kafka_bootstrap} is not reachable ({type(exc).__name__})\n")
-            return 1
+        producer = make_producer(settings)  # an unreachable broker: ServiceUnavailable, one line and exit 1
     from simulators.run import progress_line
 
     messages = batch_readings(read_recording(csv_path), patient_id=patient_id, device_id=device,

@@ -70,6 +70,7 @@ def run_rate(settings: Settings, *, patients: int, rate: float, seed: int = 42, 
              duration_s: float | None = None) -> int:
     """Hold ``rate`` readings/s into ``settings.readings_topic``; live progress on stderr, report on stdout."""
     cohort = LoadCohort(patients, seed=seed, max_span_ms=max(1, min(settings.grace_ms, MS_PER_MINUTE)))
+    producer = make_producer(settings)  # first: a broker that is down is the run's only line on stderr
     print(f"load: {patients:,} patients ({cohort.natural_rate:,.0f} readings/s in real time), target "
           f"{rate:,.0f} readings/s: simulated time x{rate / cohort.natural_rate:.2f}; "
           f"to {settings.readings_topic} at {settings.kafka_bootstrap}; Ctrl-C stops", file=sys.stderr)
@@ -81,7 +82,6 @@ def run_rate(settings: Settings, *, patients: int, rate: float, seed: int = 42, 
         width = max(width, len(line))
         print("\r" + line.ljust(width), end="", file=sys.stderr, flush=True)
 
-    producer = make_producer(settings)
     try:
         sender = KafkaSender(producer, settings.readings_topic)
         with few_gc_collections():

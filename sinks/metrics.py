@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import urllib.request
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
+
+from stream.errors import listen_failed
+from stream.settings import Settings
 
 #: Sink flush latency buckets, seconds: a COPY of thousands of rows takes tens of milliseconds.
 FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -132,6 +135,26 @@ class AlertMetrics:
         self.delivery_seconds = Histogram("vitals_webhook_delivery_seconds",
                                           "From threshold-crossing score to webhook acknowledged",
                                           ["receiver"], buckets=LATENCY_BUCKETS, registry=registry)
+
+
+def serve_metrics(settings: Settings, registry: CollectorRegistry) -> bool:
+    """Serve ``registry`` on ``/metrics`` at ``metrics_host:metrics_port`` (a daemon thread); ``False`` if port 0.
+
+    Raises
+    ------
+    PortInUse
+        If another process listens on the port.
+    ConfigurationError
+        If the address cannot be bound for another reason (``VITALS_METRICS_HOST``).
+    """
+    if not settings.metrics_port:
+        return False
+    try:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    except OSError as exc:
+        raise listen_failed(exc, what="the metrics endpoint", host=settings.metrics_host, port=settings.metrics_port,
+                            setting="VITALS_METRICS_PORT") from None
+    return True
 
 
 def scrape(url: str, name: str, labels: dict[str, str] | None = None, *, timeout_s: float = 5.0) -> float:

@@ -1,7 +1,9 @@
 """The ``vitalrisk`` command: one entry point, one subcommand per job.
 
-Errors a user can fix (a bad argument, a service that is down) end in one line on stderr and
-exit status 2 or 1, never a traceback.
+Errors a user can fix end in one line on stderr starting ``vitalrisk: `` and never a traceback:
+exit status 2 for a bad argument or setting, 1 for a service that is down, a port that is taken
+or work that failed. The adapters raise :class:`~stream.errors.VitalsError` subclasses where
+the failure happens (each names its exit status); :func:`main` prints them.
 """
 
 from __future__ import annotations
@@ -11,21 +13,27 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, get_args
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from stream.errors import VitalsError
-from stream.settings import Settings
+from stream.errors import EXIT_BAD_INPUT, ConfigurationError, ProcessDied, VitalsError
+from stream.settings import Settings, check_database_url
 
 logger = logging.getLogger(__name__)
 
 
+#: Settings whose values are never echoed in an error: they may hold a password.
+_UNSHOWN_SETTINGS = frozenset({"database_url", "admin_database_url"})
+
+
 class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is a single line: ``vitalrisk: error: ...``."""
+    """argparse, but a usage error is a single line: ``vitalrisk: error: [command: ]...``."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        command = self.prog.removeprefix("vitalrisk").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_BAD_INPUT, f"vitalrisk: error: {where}{message} (see `{self.prog} --help`)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -48,6 +56,23 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port (1-65535), got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port (1-65535), got {value}")
+    return value
+
+
+def _database_url(text: str) -> str:
+    try:
+        return check_database_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="vitalrisk", description="Streaming risk prediction for wearable vital signs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -58,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     infra.add_argument("service", nargs="?", choices=["kafka", "postgres", "all"], default="all")
 
     migrate = sub.add_parser("migrate", help="apply database migrations (as the schema owner)")
-    migrate.add_argument("--url", help="owner URL; default VITALS_ADMIN_DATABASE_URL, or the local cluster's")
+    migrate.add_argument("--url", type=_database_url, help="owner URL; default VITALS_ADMIN_DATABASE_URL, or the local cluster's")
 
     sub.add_parser("worker", help="run a Faust worker: readings -> windows -> NEWS2 -> PostgreSQL")
 
@@ -89,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     silence.add_argument("--by", required=True, help="who silences (staff id)")
     silence.add_argument("--reason", required=True, help="short reason code; no patient details")
     pager = sub.add_parser("pager", help="stand-in paging system: verify, deduplicate, record webhooks")
-    pager.add_argument("--port", type=_positive_int, default=9095)
+    pager.add_argument("--port", type=_port, default=9095)
     pager.add_argument("--host", default="127.0.0.1")
     pager.add_argument("--secret-env", default=None,
                        help="variable holding the signing secret (default VITALS_WEBHOOK_SECRET)")
@@ -100,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--patients", type=_positive_int, default=1000)
     evaluate.add_argument("--days", type=_positive_float, default=14.0)
     evaluate.add_argument("--seed", type=int, default=42)
-    evaluate.add_argument("--model", default="logreg", help="logreg (default) or hat (Hoeffding adaptive tree)")
+    evaluate.add_argument("--model", choices=["logreg", "hat"], default="logreg",
+                          help="logreg (default) or hat (Hoeffding adaptive tree)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     evaluate.add_argument("--out", type=Path, default=Path("docs/img"), help="folder for the PNG plots")
 
@@ -137,17 +163,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        print(f"vitalrisk: bad setting VITALS_{str(first['loc'][0]).upper()}: {first['msg']}", file=sys.stderr)
-        return 2
+        print(f"vitalrisk: {bad_settings_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         return _dispatch(args, settings)
     except VitalsError as exc:
-        print(f"vitalrisk: {exc}", file=sys.stderr)
-        return 1
+        print(f"vitalrisk: {one_line(exc)}", file=sys.stderr)
+        if isinstance(exc, ProcessDied) and exc.excerpt:
+            print(exc.excerpt, file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print("vitalrisk: interrupted", file=sys.stderr)
         return 130
+
+
+def bad_settings_line(exc: ValidationError) -> str:
+    """One line naming the first bad ``VITALS_*`` variable, its rule and value, and how many more.
+
+    Examples
+    --------
+    >>> try:
+    ...     Settings(partitions="abc", model="tree")
+    ... except ValidationError as exc:
+    ...     print(bad_settings_line(exc))
+    bad setting VITALS_PARTITIONS='abc': Input should be a valid integer, unable to parse string as an integer (and 1 more: VITALS_MODEL)
+    """
+    errors = exc.errors(include_url=False)
+    names = [str(error["loc"][0]) if error["loc"] else "" for error in errors]
+    first, name = errors[0], names[0]
+    field = Settings.model_fields.get(name)
+    secret = name in _UNSHOWN_SETTINGS or (field is not None and SecretStr in (field.annotation,
+                                                                                *get_args(field.annotation)))
+    shown = "" if secret or first.get("input") is None else f"={first['input']!r}"
+    rule = str(first["msg"]).removeprefix("Value error, ")
+    line = f"bad setting VITALS_{name.upper()}{shown}: {rule}"
+    if len(errors) > 1:
+        line += f" (and {len(errors) - 1} more: {', '.join(f'VITALS_{n.upper()}' for n in names[1:])})"
+    return line
+
+
+def one_line(exc: VitalsError) -> str:
+    """``exc``'s message as one line: a message that spans lines (a service's log tail) is cut
+    to its first, and the rest is logged at debug level (``vitalrisk -v`` shows it)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    if len(lines) == 1:
+        return lines[0]
+    logger.debug("%s", "\n".join(lines[1:]))
+    return f"{lines[0].rstrip(':; ')} (run with -v for details)"
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -158,8 +220,21 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "migrate":
         from infra.postgres import LocalPostgres
         from sinks.migrations import SinkPolicies, migrate
+        from stream.preflight import require_database
 
-        url = args.url or settings.admin_database_url or LocalPostgres(settings).superuser_url
+        url: str
+        if args.url:
+            url, setting = args.url, "--url"
+        elif settings.admin_database_url:
+            url, setting = settings.admin_database_url, "VITALS_ADMIN_DATABASE_URL"
+        else:
+            try:
+                url = LocalPostgres(settings).superuser_url
+            except ValueError as exc:  # VITALS_DATABASE_URL names a server that is not the local cluster
+                raise ConfigurationError(f"{exc}: give the schema owner's URL with --url or "
+                                         "VITALS_ADMIN_DATABASE_URL") from None
+            setting = "VITALS_DATABASE_URL (the local cluster's port)"
+        require_database(url, setting=setting)
         applied = migrate(url, policies=SinkPolicies.from_settings(settings), timescale=settings.sink_timescale)
         print(f"applied migrations: {applied}" if applied else "database schema is up to date")
         return 0

@@ -25,7 +25,7 @@ from simulators.kafka_publisher import make_producer, publish
 from simulators.run import MS_PER_MINUTE, progress_line
 from sinks.metrics import scrape
 from sinks.migrations import migrate
-from stream.errors import VitalsError
+from stream.errors import ConfigurationError, ProcessDied
 from stream.settings import Settings
 
 DEMO_DATABASE = "vitalrisk_demo"
@@ -37,8 +37,11 @@ LOG_EXCERPT_LINES = 8
 
 def run_demo(settings: Settings, *, patients: int, minutes: int, seed: int) -> int:
     """Run the demo; return the process exit status."""
-    postgres = LocalPostgres(settings)
-    kafka = LocalKafka(settings)
+    try:
+        postgres = LocalPostgres(settings)
+        kafka = LocalKafka(settings)
+    except ValueError as exc:  # an address that is not this machine's: the demo runs its own services
+        raise ConfigurationError(f"the demo starts its own Kafka and PostgreSQL on 127.0.0.1: {exc}") from None
     started = [svc for svc in (postgres, kafka) if not svc.healthy()]
     worker: subprocess.Popen[bytes] | None = None
     run_id = uuid.uuid4().hex[:8]
@@ -126,9 +129,9 @@ def log_excerpt(log_path: Path, lines: int = LOG_EXCERPT_LINES) -> str:
     return "\n".join(f"    {line[:200]}" for line in kept[-lines:])
 
 
-def _worker_died(worker: subprocess.Popen[bytes], log_path: Path) -> VitalsError:
-    return VitalsError(f"the worker exited with status {worker.returncode}; last lines of {log_path}:\n"
-                       f"{log_excerpt(log_path)}")
+def _worker_died(worker: subprocess.Popen[bytes], log_path: Path) -> ProcessDied:
+    return ProcessDied(f"the worker exited with status {worker.returncode}; last lines of {log_path}:",
+                       log_excerpt(log_path))
 
 
 def _wait_for_worker(worker: subprocess.Popen[bytes], settings: Settings, log_path: Path) -> None:
@@ -139,8 +142,8 @@ def _wait_for_worker(worker: subprocess.Popen[bytes], settings: Settings, log_pa
         if port_open("127.0.0.1", settings.metrics_port):
             return
         time.sleep(0.25)
-    raise VitalsError(f"the worker did not start within {WORKER_START_TIMEOUT_S:.0f} s; last lines of {log_path}:\n"
-                      f"{log_excerpt(log_path)}")
+    raise ProcessDied(f"the worker did not start within {WORKER_START_TIMEOUT_S:.0f} s; last lines of {log_path}:",
+                      log_excerpt(log_path))
 
 
 def _drain(worker: subprocess.Popen[bytes], metrics_url: str, device_messages: int, log_path: Path) -> None:
@@ -163,8 +166,8 @@ def _drain(worker: subprocess.Popen[bytes], metrics_url: str, device_messages: i
             print(file=sys.stderr)
             return
         time.sleep(1.0)
-    raise VitalsError(f"the worker did not finish within {DRAIN_TIMEOUT_S:.0f} s; last lines of {log_path}:\n"
-                      f"{log_excerpt(log_path)}")
+    raise ProcessDied(f"the worker did not finish within {DRAIN_TIMEOUT_S:.0f} s; last lines of {log_path}:",
+                      log_excerpt(log_path))
 
 
 def _summary(settings: Settings, *, readings: int, seconds: float) -> None:

@@ -2,17 +2,35 @@
 
 ::
 
-    VitalsError
+    VitalsError                    exit status 1 unless stated
      ├── InvalidMessage     a device message that cannot be decoded or validated
      │                      (``reason`` is a short, low-cardinality code used as a metric label)
-     └── ConfigurationError settings that cannot work together
+     ├── ConfigurationError settings or arguments that cannot work together (exit status 2)
+     ├── ServiceUnavailable Kafka or PostgreSQL does not answer at the configured address
+     ├── PortInUse          a port a service would listen on is taken by another process
+     └── ProcessDied        a process the command started (the demo's worker) exited
+
+Each class carries the ``vitalrisk`` command's exit status for it (:attr:`VitalsError.exit_status`):
+2 when what the user typed or configured must change, 1 when something outside must (a service
+started, a port freed) or the work failed while running. ``vitalrisk`` prints the message as its
+one line on stderr, so a message states the rule, the value and, where there is one, the fix.
 """
 
 from __future__ import annotations
 
+import errno
+
+#: Exit status of a failure outside the user's input: a service down, a port taken, a run that failed.
+EXIT_FAILURE = 1
+#: Exit status of bad input: an argument or setting that breaks a rule.
+EXIT_BAD_INPUT = 2
+
 
 class VitalsError(Exception):
     """Root of vitalrisk's errors."""
+
+    #: The ``vitalrisk`` command's exit status when this error ends it.
+    exit_status: int = EXIT_FAILURE
 
 
 class InvalidMessage(VitalsError):
@@ -34,3 +52,78 @@ class InvalidMessage(VitalsError):
 
 class ConfigurationError(VitalsError):
     """Settings or arguments that cannot work together."""
+
+    exit_status = EXIT_BAD_INPUT
+
+
+class ServiceUnavailable(VitalsError):
+    """Kafka or PostgreSQL does not answer at the configured address (checked before a service starts)."""
+
+
+class PortInUse(VitalsError):
+    """Another process already listens on a port one of ours must bind.
+
+    Parameters
+    ----------
+    what
+        What would listen, e.g. ``"the metrics endpoint"``.
+    host, port
+        The address.
+    setting
+        The variable or option that chooses the port, e.g. ``"VITALS_METRICS_PORT"``.
+
+    Examples
+    --------
+    >>> print(PortInUse("the pager", "127.0.0.1", 9095, "--port"))
+    the pager cannot listen on 127.0.0.1:9095: another process uses the port; stop it or choose another with --port
+    """
+
+    def __init__(self, what: str, host: str, port: int, setting: str) -> None:
+        super().__init__(f"{what} cannot listen on {host}:{port}: another process uses the port; "
+                         f"stop it or choose another with {setting}")
+        self.port = port
+
+
+class ProcessDied(VitalsError):
+    """A process the command started exited; ``excerpt`` holds the last lines of its log.
+
+    ``vitalrisk`` prints the message as its one line, then the excerpt (indented, traceback
+    frames left out), so the user sees why without opening the log.
+    """
+
+    def __init__(self, message: str, excerpt: str) -> None:
+        super().__init__(message)
+        self.excerpt = excerpt
+
+
+def listen_failed(exc: OSError, *, what: str, host: str, port: int, setting: str) -> VitalsError:
+    """The error to raise when binding ``host:port`` failed with ``exc``.
+
+    A taken port is :class:`PortInUse` (exit 1); any other reason (an address that is not this
+    machine's, a host name that does not resolve, a privileged port) is a setting to change.
+
+    Examples
+    --------
+    >>> type(listen_failed(OSError(errno.EADDRINUSE, "in use"), what="x", host="h", port=1, setting="S")).__name__
+    'PortInUse'
+    >>> print(listen_failed(OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address"), what="the pager",
+    ...                     host="10.9.9.9", port=9095, setting="--host"))
+    the pager cannot listen on 10.9.9.9:9095 (Cannot assign requested address); check --host
+    """
+    if exc.errno == errno.EADDRINUSE:
+        return PortInUse(what, host, port, setting)
+    return ConfigurationError(f"{what} cannot listen on {host}:{port} ({exc.strerror or exc}); check {setting}")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its class name when it has none.
+
+    Library errors (libpq's, kafka-python's) often span lines; a one-line report quotes this.
+
+    >>> first_line(OSError("connection refused\\n\\tIs the server running?"))
+    'connection refused'
+    >>> first_line(TimeoutError())
+    'TimeoutError'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__

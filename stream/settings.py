@@ -16,8 +16,70 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream.errors import first_line
+
+
+def kafka_servers(bootstrap: str) -> list[tuple[str, int]]:
+    """The ``(host, port)`` of each server in a ``host:port,host:port`` bootstrap list.
+
+    Raises
+    ------
+    ValueError
+        If a server is not ``host:port`` with a port in 1-65535.
+
+    Examples
+    --------
+    >>> kafka_servers("127.0.0.1:19092, broker-2:9092")
+    [('127.0.0.1', 19092), ('broker-2', 9092)]
+    >>> kafka_servers("127.0.0.1")
+    Traceback (most recent call last):
+    ...
+    ValueError: each Kafka server must be host:port with a port in 1-65535, got '127.0.0.1'
+    """
+    servers = []
+    for server in (part.strip() for part in bootstrap.split(",")):
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"each Kafka server must be host:port with a port in 1-65535, got {server!r}")
+        servers.append((host, int(port)))
+    return servers
+
+
+def check_database_url(url: str) -> str:
+    """``url`` if libpq can parse it as a connection string or URL; the checks that need no server.
+
+    Raises
+    ------
+    ValueError
+        With libpq's reason, e.g. an unknown option or an unterminated IPv6 address.
+
+    Examples
+    --------
+    >>> check_database_url("postgresql://vitalrisk_writer@127.0.0.1:15432/vitalrisk")
+    'postgresql://vitalrisk_writer@127.0.0.1:15432/vitalrisk'
+    >>> check_database_url("127.0.0.1:15432")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be a libpq URL such as postgresql://user@host:port/dbname: missing "=" after the URL in connection info string
+    >>> check_database_url("postgresql://w:pw@[::1/db")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be a libpq URL such as postgresql://user@host:port/dbname: end of string reached when looking for matching "]" in IPv6 host address in URI: the URL
+    """
+    # Imported here, not at the top: every command reads the settings and most never touch the
+    # database; defaults are not validated, so only a URL set in the environment pays ~0.1 s.
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        reason = first_line(exc).replace(f'"{url}"', "the URL")  # libpq quotes it, password and all
+        raise ValueError(f"must be a libpq URL such as postgresql://user@host:port/dbname: {reason}") from None
+    return url
 
 
 class Settings(BaseSettings):
@@ -151,6 +213,17 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(5_000, gt=0, description="the trainer publishes a snapshot after this many "
                                 "labelled windows...")
     snapshot_every_ms: int = Field(3_600_000, gt=0, description="...or this much event time, whichever is first")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_list(cls, value: str) -> str:
+        kafka_servers(value)
+        return value
+
+    @field_validator("database_url", "admin_database_url")
+    @classmethod
+    def _libpq_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_database_url(value)
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``VITALS_*`` variables, for a child process to read back.

@@ -6,9 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
-from sinks.metrics import ModelMetrics, PipelineMetrics
+from models.snapshots import signing_key
+from sinks.metrics import ModelMetrics, PipelineMetrics, serve_metrics
+from stream.errors import ConfigurationError
+from stream.preflight import require_database, require_kafka
 from stream.settings import Settings
 
 if TYPE_CHECKING:
@@ -18,12 +21,36 @@ logger = logging.getLogger(__name__)
 
 
 def serve(settings: Settings, build: Callable[[CollectorRegistry], "faust.App"]) -> int:
-    """Migrate (when given the owner's URL), expose metrics, then block running ``build``'s app.
+    """Expose metrics, check the services, migrate (given the owner's URL), then block running ``build``'s app.
 
     Returns the exit status once SIGTERM or SIGINT has stopped the worker.
+
+    Raises
+    ------
+    ServiceUnavailable
+        Kafka or PostgreSQL does not answer: checked before Faust starts, which would report
+        it with a traceback from its event loop.
+    PortInUse
+        The metrics port is taken.
+    ConfigurationError
+        Faust's state folder cannot be created.
     """
     import faust
 
+    # Faust creates only the last folder of its datadir; a fresh clone has none of its parents.
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create Faust's state folder VITALS_DATA_DIR={settings.data_dir}: "
+                                 f"{exc.strerror or exc}") from None
+    registry = CollectorRegistry()
+    serving = serve_metrics(settings, registry)  # first: a taken port is this machine's to fix, whatever else is down
+    require_kafka(settings)
+    require_database(settings.database_url)
+    if settings.admin_database_url:
+        require_database(settings.admin_database_url, setting="VITALS_ADMIN_DATABASE_URL")
+    if serving:  # logged once the checks passed: a failed start prints its one line only
+        logger.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     if settings.admin_database_url:
         from sinks.migrations import SinkPolicies, migrate
 
@@ -31,21 +58,25 @@ def serve(settings: Settings, build: Callable[[CollectorRegistry], "faust.App"])
                           timescale=settings.sink_timescale)
         if applied:
             logger.info("applied migrations %s", applied)
-    # Faust creates only the last folder of its datadir; a fresh clone has none of its parents.
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    registry = CollectorRegistry()
     app = build(registry)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
-        logger.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     worker.execute_from_commandline()  # exits the process itself when the worker stops
     return 0
 
 
 def run_worker(settings: Settings) -> int:
-    """Block running the pipeline worker until SIGTERM or SIGINT; return its exit status."""
+    """Block running the pipeline worker until SIGTERM or SIGINT; return its exit status.
+
+    Raises
+    ------
+    SnapshotKeyMissing
+        ``VITALS_SNAPSHOT_KEY`` is set but too short: a setting to fix, so reported before any
+        service is checked (unset, the worker scores NEWS2 only).
+    """
     from stream.app import create_app
+
+    if settings.snapshot_key is not None:
+        signing_key(settings.snapshot_key)
 
     return serve(settings, lambda registry: create_app(settings, metrics=PipelineMetrics(registry),
                                                        model_metrics=ModelMetrics(registry)))

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from stream.alerts.errors import AlertNotFiring, AlertStoreUnavailable, UnknownAlert
 from stream.alerts.store import AlertStore
+from stream.errors import listen_failed
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -116,9 +117,20 @@ def build_api(store: AlertStore, *, token: str | None = None, on_change: Callabl
 
 
 async def start_api(store: AlertStore, settings: Settings, *, on_change: Callable[[], None]) -> web.AppRunner:
-    """Serve :func:`build_api` on ``alerter_host:alerter_port``; ``await runner.cleanup()`` stops it."""
+    """Serve :func:`build_api` on ``alerter_host:alerter_port``; ``await runner.cleanup()`` stops it.
+
+    Raises
+    ------
+    PortInUse
+        If another process listens on the port (``vitalrisk alerter`` checks before it starts).
+    """
     token = settings.alerter_api_token.get_secret_value() if settings.alerter_api_token else None
     runner = web.AppRunner(build_api(store, token=token, on_change=on_change), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.alerter_host, settings.alerter_port).start()
+    try:
+        await web.TCPSite(runner, settings.alerter_host, settings.alerter_port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise listen_failed(exc, what="the alerter API", host=settings.alerter_host, port=settings.alerter_port,
+                            setting="VITALS_ALERTER_PORT") from None
     return runner

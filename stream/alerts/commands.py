@@ -2,7 +2,8 @@
 
 Both write straight to the database as the writer role, recording who and when; the alerter
 that owns the patient applies them within a second. Errors a user can fix raise
-:class:`~stream.errors.VitalsError` subclasses (one line on stderr, exit 1).
+:class:`~stream.errors.VitalsError` subclasses (one line on stderr, exit 1 or 2). The database
+is checked first: the store's pool would retry a server that is down for seconds, logging each try.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 from datetime import datetime, timezone
 
 from stream.alerts.store import AlertStore
+from stream.preflight import require_database
 from stream.settings import Settings
 
 
@@ -25,9 +27,11 @@ def run_ack(settings: Settings, alert_id: str, *, by: str) -> int:
     ------
     UnknownAlert, AlertNotFiring
         No such alert, or it is resolved.
-    AlertStoreUnavailable
-        The database is down.
+    ServiceUnavailable, AlertStoreUnavailable
+        The database is down (before the start, or after).
     """
+    require_database(settings.database_url)
+
     async def main() -> tuple[str, int]:
         async with AlertStore(settings.database_url, retry_for_s=10) as store:
             return await store.acknowledge(alert_id, by=by, via="cli")
@@ -45,6 +49,8 @@ def run_silence(settings: Settings, *, patient_id: str | None, kind: str | None,
     ``kind`` may be a prefix (``risk_high`` silences every condition); ``None`` for ``patient_id``
     or ``kind`` matches all of them.
     """
+    require_database(settings.database_url)
+
     async def main() -> tuple[str, int]:
         async with AlertStore(settings.database_url, retry_for_s=10) as store:
             created = await store.add_silence(patient_id=patient_id, kind=kind, minutes=minutes, by=by, reason=reason)

@@ -13,11 +13,14 @@
           └── SignatureInvalid      a webhook's signature is missing, stale or wrong
                                     (``reason`` is a short code: ``missing``, ``malformed``,
                                     ``stale``, ``mismatch``)
+
+``vitalrisk`` exits with status 2 for InvalidPolicy, InvalidRequest and UnknownAlert (the input
+must change), 1 for the rest (:attr:`stream.errors.VitalsError.exit_status`).
 """
 
 from __future__ import annotations
 
-from stream.errors import VitalsError
+from stream.errors import EXIT_BAD_INPUT, VitalsError
 
 
 class AlertError(VitalsError):
@@ -27,13 +30,19 @@ class AlertError(VitalsError):
 class InvalidPolicy(AlertError, ValueError):
     """An alert policy, route table or receiver list that cannot work; the message states the rule."""
 
+    exit_status = EXIT_BAD_INPUT
+
 
 class InvalidRequest(AlertError, ValueError):
     """An acknowledgement or silence with bad fields; the message states the rule and the value."""
 
+    exit_status = EXIT_BAD_INPUT
+
 
 class UnknownAlert(AlertError):
     """No alert has this id (or it belongs to another worker's patients)."""
+
+    exit_status = EXIT_BAD_INPUT
 
 
 class AlertNotFiring(AlertError):

@@ -35,6 +35,7 @@ from stream.alerts.errors import AlertNotFiring, AlertStoreUnavailable, UnknownA
 from stream.alerts.rules import AlertPolicy, Threshold, Timers
 from stream.alerts.store import AlertStore, AuditBuffer, Batch, alert_row
 from stream.errors import ConfigurationError, InvalidMessage
+from stream.preflight import require_free_port
 from stream.settings import Settings
 from stream.skipped import OrderedIntake, ordered_intake
 from stream.wire import decode_score
@@ -400,10 +401,17 @@ def run_alerter(settings: Settings) -> int:
         No webhook secret.
     InvalidPolicy
         Thresholds that cannot work (exit above enter), routes naming unknown receivers.
+    PortInUse
+        The API port is taken: checked here, since the API starts inside the running worker.
+    ServiceUnavailable
+        Kafka or PostgreSQL does not answer (see :func:`stream.worker.serve`).
     """
     from stream.worker import serve
 
     webhook_secret(settings)
     policy_from_settings(settings)
     Router.parse(settings.webhook_routes, frozenset(parse_receivers(settings.webhook_receivers)))
+    if settings.alerter_port:
+        require_free_port(settings.alerter_host, settings.alerter_port, what="the alerter API",
+                          setting="VITALS_ALERTER_PORT")
     return serve(settings, lambda registry: create_alerter_app(settings, metrics=AlertMetrics(registry)))

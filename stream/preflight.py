@@ -1,0 +1,145 @@
+"""Checks a command makes before it starts work: the broker and the database answer, a port is free.
+
+Why before, and not where the libraries fail: Faust reports an unreachable broker with a
+traceback logged from inside its event loop, kafka-python retries for half a minute before it
+gives up, and psycopg's pool logs a warning per attempt. A check made first turns the common
+cases (a service not started, a port another process holds) into one line and exit status 1.
+
+These are checks at one moment: a service lost after them (a broker that stops mid-run) is for
+the running service to handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+
+import psycopg
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
+from psycopg.conninfo import conninfo_to_dict
+
+from stream.errors import ServiceUnavailable, first_line, listen_failed
+from stream.settings import Settings, kafka_servers
+
+#: How long one TCP connection attempt to a broker may take, seconds.
+CONNECT_TIMEOUT_S = 3.0
+#: libpq's connect_timeout for the database check, whole seconds.
+DATABASE_TIMEOUT_S = 5
+# libpq prefixes every connection failure with where it tried; the reason follows.
+_LIBPQ_WHERE = re.compile(r'^(connection failed: )?(connection to server (at|on) .*? failed: )?')
+
+
+def require_kafka(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Return once a server of ``settings.kafka_bootstrap`` accepts a connection and serves metadata.
+
+    Two steps: a TCP connection (fast, and its failure has a plain reason such as "Connection
+    refused"), then aiokafka's bootstrap, the metadata request Faust itself starts with, so that
+    something on the port that is not a working broker fails here too.
+
+    Raises
+    ------
+    ServiceUnavailable
+        If no server does; the message names the address, the reason and how to start the broker.
+    """
+    reasons = []
+    for host, port in kafka_servers(settings.kafka_bootstrap):
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                break
+        except OSError as exc:
+            reasons.append(_reason(exc))
+    else:
+        raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} is not reachable ({'; '.join(reasons)}); "
+                                 "start it with `vitalrisk infra start kafka` or set VITALS_KAFKA_BOOTSTRAP")
+    try:
+        asyncio.run(asyncio.wait_for(_bootstrap(settings.kafka_bootstrap, timeout_s), timeout=2 * timeout_s))
+    except (KafkaError, TimeoutError) as exc:
+        raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} accepts connections but does not answer as a "
+                                 f"broker ({first_line(exc)}); check it with `vitalrisk infra status`") from None
+
+
+async def _bootstrap(bootstrap: str, timeout_s: float) -> None:
+    """One metadata request, as Faust's first; aiokafka's own error log is muted, the error says it all."""
+    library_log = logging.getLogger("aiokafka")
+    level = library_log.level
+    library_log.setLevel(logging.CRITICAL)
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                            client_id="vitalrisk-check")
+    try:
+        await client.bootstrap()
+    finally:
+        await client.close()
+        library_log.setLevel(level)
+
+
+def require_database(url: str, *, setting: str = "VITALS_DATABASE_URL",
+                     timeout_s: int = DATABASE_TIMEOUT_S) -> None:
+    """Return once PostgreSQL at ``url`` accepts a session (then closed again).
+
+    Parameters
+    ----------
+    url
+        A libpq URL, already parsed once (:func:`stream.settings.check_database_url`).
+    setting
+        The variable or option that gave ``url``, named in the message.
+
+    Raises
+    ------
+    ServiceUnavailable
+        If the server cannot be reached or refuses the session (no such database or role).
+    """
+    try:
+        psycopg.connect(url, connect_timeout=timeout_s, application_name="vitalrisk-check").close()
+    except psycopg.OperationalError as exc:
+        where = _database_address(url)
+        detail = _LIBPQ_WHERE.sub("", first_line(exc))
+        if "FATAL" in detail:  # the server answered, and refused
+            raise ServiceUnavailable(f"PostgreSQL at {where} refused the connection ({detail.replace('FATAL:  ', '')}); "
+                                     f"check {setting}, or create the schema with `vitalrisk migrate`") from None
+        raise ServiceUnavailable(f"PostgreSQL at {where} is not reachable ({detail}); start it with "
+                                 f"`vitalrisk infra start postgres` or check {setting}") from None
+
+
+def require_free_port(host: str, port: int, *, what: str, setting: str) -> None:
+    """Return if ``host:port`` could be bound now; for a server that binds later, inside Faust.
+
+    The probe sets ``SO_REUSEADDR`` as aiohttp and ``http.server`` do, so a port with only
+    closing connections on it counts as free; one with a listener does not.
+
+    Raises
+    ------
+    PortInUse
+        If another process listens there.
+    ConfigurationError
+        If the address cannot be bound for another reason (not this machine's, unresolvable).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise listen_failed(exc, what=what, host=host, port=port, setting=setting) from None
+
+
+def _database_address(url: str) -> str:
+    """``host:port/dbname`` of a libpq URL, never its password.
+
+    >>> _database_address("postgresql://w:secret@127.0.0.1:15432/vitalrisk")
+    '127.0.0.1:15432/vitalrisk'
+    """
+    parts = conninfo_to_dict(url)
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+def _reason(exc: OSError) -> str:
+    """``connection refused``, ``timed out``, ... for one failed connection attempt."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host: {exc.strerror}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return exc.strerror or type(exc).__name__
