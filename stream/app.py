@@ -19,8 +19,6 @@ what Faust's consumer skips around a restart is read from the broker first
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import time
 from collections import deque
@@ -38,10 +36,11 @@ from models.snapshot_topic import SnapshotFeed, model_name, read_latest
 from models.snapshots import Snapshot
 from sinks.metrics import ModelMetrics, PipelineMetrics
 from sinks.timescale import TimescaleWriter
+from stream.deadletters import deadletter_headers
 from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.model_scoring import ModelScoring
 from stream.skipped import OrderedIntake, ordered_intake
-from stream.pipeline import StepResult, VitalsPipeline
+from stream.pipeline import StepResult, VitalsPipeline, as_bytes
 from stream.settings import Settings
 from stream.wire import encode_feature_row, encode_score
 
@@ -49,22 +48,6 @@ logger = logging.getLogger(__name__)
 
 #: How often the worker checks for idle partitions, due flushes and lag, seconds.
 TICK_S = 0.5
-
-
-def deadletter_record(letter: DeadLetter, *, topic: str, partition: int, offset: int) -> bytes:
-    """The dead-letter topic's JSON record: reason, detail, source position and the payload.
-
-    >>> rec = deadletter_record(DeadLetter("not_json", "bad", b"\\xff"), topic="t", partition=1, offset=9)
-    >>> json.loads(rec)["payload_base64"]
-    '/w=='
-    """
-    body: dict[str, Any] = {"schema": "vitalrisk.deadletter/1", "reason": letter.reason, "detail": letter.detail,
-                            "source": {"topic": topic, "partition": partition, "offset": offset}}
-    try:
-        body["payload"] = letter.payload.decode()
-    except UnicodeDecodeError:
-        body["payload_base64"] = base64.b64encode(letter.payload).decode()
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 class FaustTableStore:
@@ -156,15 +139,24 @@ class WorkerRuntime:
         message = event.message
         started = time.perf_counter()
         timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
-        step = self.pipeline.on_message(message.value, partition=message.partition, offset=message.offset,
-                                        record_ts_ms=timestamp_ms)
+        try:
+            # The readings topic stamps records with the broker's time (LogAppendTime); the
+            # worker's own clock bounds it too, for a topic created otherwise.
+            step = self.pipeline.on_message(message.value, partition=message.partition, offset=message.offset,
+                                            record_ts_ms=timestamp_ms, now_ms=int(time.time() * 1000))
+        except Exception as exc:  # noqa: BLE001 - a bug of ours must cost one record, never the partition
+            logger.exception("internal error on %s[%d]@%d: dead-lettered", message.topic, message.partition,
+                             message.offset)
+            step = StepResult(dead_letters=[DeadLetter("internal_error", f"{type(exc).__name__} in the core",
+                                                       as_bytes(message.value))])
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         held = self._held[message.partition]
         held.events.append(event)
         held.last_seen = time.monotonic()
         held.last_offset = message.offset
         self.metrics.messages.inc()
-        await self._absorb(step, message.topic, message.partition, message.offset)
+        await self._absorb(step, message.topic, message.partition, message.offset, key=message.key,
+                           record_ts_ms=timestamp_ms)
 
     def _flush_soon(self) -> None:
         """Start a flush beside the agent, unless one is running: records keep being processed
@@ -283,19 +275,24 @@ class WorkerRuntime:
             self._held.pop(partition, None)
             self.intake.forget(partition)
 
-    async def _absorb(self, step: StepResult, topic: str, partition: int, offset: int) -> None:
+    async def _absorb(self, step: StepResult, topic: str, partition: int, offset: int, *,
+                      key: bytes | None = None, record_ts_ms: int | None = None) -> None:
         m = self.metrics
         m.readings.inc(step.readings)
         m.late_readings.inc(step.late)
         m.duplicates.inc(step.duplicates)
+        if step.devices_forgotten:
+            m.devices_forgotten.inc(step.devices_forgotten)
         # The transport producer directly: Topic.send's channel machinery costs more per record
         # than the core does, and these records need no codec.
         producer = self._producer
         for letter in step.dead_letters:
-            m.deadletters.labels(letter.reason).inc()
-            await producer.send(self._deadletter_topic, None,
-                                deadletter_record(letter, topic=topic, partition=partition, offset=offset),
-                                None, None, None)
+            for reason, count in letter.counts.items():
+                m.deadletters.labels(reason).inc(count)
+            # The refused record itself, once, under its own key; why in the headers (stream.deadletters).
+            await producer.send(self._deadletter_topic, key, letter.payload, None, None,
+                                deadletter_headers(letter, topic=topic, partition=partition, offset=offset,
+                                                   record_ts_ms=record_ts_ms))
         if step.windows:
             m.windows.inc(len(step.windows))
             self._windows.extend(step.windows)
