@@ -123,6 +123,9 @@ class AlertMetrics:
                             registry=registry)
         self.transitions = Counter("vitals_alert_transitions", "Alert state changes", ["kind", "to_state"],
                                    registry=registry)
+        self.deadletters = Counter("vitals_alerter_deadletters",
+                                   "Score records the alerter refused, by reason, sent to the dead-letter topic",
+                                   ["reason"], registry=registry)
         self.skipped_records = Counter("vitals_alerter_skipped_records",
                                        "Scores the Faust consumer skipped, read straight from the broker instead",
                                        ["partition"], registry=registry)

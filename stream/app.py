@@ -36,11 +36,11 @@ from models.snapshot_topic import SnapshotFeed, model_name, read_latest
 from models.snapshots import Snapshot
 from sinks.metrics import ModelMetrics, PipelineMetrics
 from sinks.timescale import TimescaleWriter
-from stream.deadletters import deadletter_headers
+from stream.deadletters import as_bytes, deadletter_headers
 from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.model_scoring import ModelScoring
 from stream.skipped import OrderedIntake, ordered_intake
-from stream.pipeline import StepResult, VitalsPipeline, as_bytes
+from stream.pipeline import StepResult, VitalsPipeline
 from stream.settings import Settings
 from stream.wire import encode_feature_row, encode_score
 

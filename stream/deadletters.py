@@ -50,6 +50,15 @@ SINK_SOURCE_PREFIX = "sink:"
 _P = "vitalrisk."
 
 
+def as_bytes(raw: object) -> bytes:
+    """A record value as bytes for its dead letter: ``b""`` for a tombstone or a non-bytes value.
+
+    >>> as_bytes(None), as_bytes(bytearray(b"x")), as_bytes("text")
+    (b'', b'x', b'')
+    """
+    return bytes(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else b""
+
+
 def deadletter_headers(letter: DeadLetter, *, topic: str, partition: int, offset: int,
                        record_ts_ms: int | None) -> list[tuple[str, bytes]]:
     """The Kafka headers of ``letter``'s record (its key and value are the refused record's own)."""

@@ -34,6 +34,7 @@ import struct
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from stream.deadletters import as_bytes
 from stream.errors import InvalidMessage
 from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.features import HOP_MS, FeatureEngine, FeatureRow, PatientState
@@ -279,15 +280,6 @@ class VitalsPipeline:
             step.stopped.extend(self.features.stopped(partition, watermark, after_ms=self.data_stopped_ms))
             for patient_id in self.features.expire(partition, watermark, idle_ms=self.patient_idle_ms):
                 part.dirty.add(patient_id)
-
-
-def as_bytes(raw: object) -> bytes:
-    """A record value as bytes for its dead letter: ``b""`` for a tombstone or a non-bytes value.
-
-    >>> as_bytes(None), as_bytes(bytearray(b"x")), as_bytes("text")
-    (b'', b'x', b'')
-    """
-    return bytes(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else b""
 
 
 def _first_time(seqs: OrderedDict[str, tuple[int, int]], device_id: str, seq: int) -> bool:
