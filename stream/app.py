@@ -34,15 +34,16 @@ from models.patient_context import PatientContext, parse_inputs
 from models.patient_topic import PatientFeed, read_patients
 from models.snapshot_topic import SnapshotFeed, model_name, read_latest
 from models.snapshots import Snapshot
+from sinks.errors import SinkRejected
 from sinks.metrics import ModelMetrics, PipelineMetrics
 from sinks.timescale import TimescaleWriter
-from stream.deadletters import as_bytes, deadletter_headers
+from stream.deadletters import DETAIL_CHARS, SINK_SOURCE_PREFIX, as_bytes, deadletter_headers, replay_of
 from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.model_scoring import ModelScoring
 from stream.skipped import OrderedIntake, ordered_intake
 from stream.pipeline import StepResult, VitalsPipeline
 from stream.settings import Settings
-from stream.wire import encode_feature_row, encode_score
+from stream.wire import encode_feature_row, encode_score, encode_window
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class WorkerRuntime:
         held.last_offset = message.offset
         self.metrics.messages.inc()
         await self._absorb(step, message.topic, message.partition, message.offset, key=message.key,
-                           record_ts_ms=timestamp_ms)
+                           record_ts_ms=timestamp_ms, replay_of=replay_of(message.headers))
 
     def _flush_soon(self) -> None:
         """Start a flush beside the agent, unless one is running: records keep being processed
@@ -226,7 +227,15 @@ class WorkerRuntime:
             if windows or scores:
                 started = time.perf_counter()
                 try:
-                    inserted = await self.writer.write_many(windows, scores)
+                    try:
+                        inserted = await self.writer.write_many(windows, scores)
+                    except SinkRejected as exc:
+                        # The database refuses something in the batch that retrying cannot fix
+                        # (a check, a bad value): find those rows, quarantine them, commit the rest.
+                        logger.warning("sink refused a batch of %d windows and %d scores (%s): bisecting",
+                                       len(windows), len(scores), str(exc).splitlines()[0][:200])
+                        inserted, refused = await self._write_bisecting([*windows, *scores])
+                        await self._quarantine(refused)
                 except BaseException:
                     # Undo the swap, so nothing taken for this batch is lost or acked: the rows
                     # go back in front of the buffer, the state is marked unsaved again and the
@@ -262,6 +271,38 @@ class WorkerRuntime:
                     event.ack()
             self.metrics.open_windows.set(open_windows)
 
+    async def _write_bisecting(self, items: list[WindowFeatures | RiskScore]
+                               ) -> tuple[int, list[tuple[WindowFeatures | RiskScore, str]]]:
+        """Write ``items`` in halves until each refused one stands alone: ``(rows inserted,
+        [(refused item, the database's error)])``. Writes are idempotent, so halves that went in
+        before a failure elsewhere are harmless to write again. Costs about 2 log2(n) batches per
+        refused row."""
+        windows = [i for i in items if isinstance(i, WindowFeatures)]
+        scores = [i for i in items if isinstance(i, RiskScore)]
+        try:
+            return await self.writer.write_many(windows, scores), []
+        except SinkRejected as exc:
+            if len(items) == 1:
+                return 0, [(items[0], str(exc).splitlines()[0][:DETAIL_CHARS] if str(exc) else "refused")]
+        middle = len(items) // 2
+        first, first_refused = await self._write_bisecting(items[:middle])
+        second, second_refused = await self._write_bisecting(items[middle:])
+        return first + second, first_refused + second_refused
+
+    async def _quarantine(self, refused: list[tuple[WindowFeatures | RiskScore, str]]) -> None:
+        """Rows the database refused, each as a dead letter (``sink_rejected``, source ``sink:<table>``)."""
+        for item, error in refused:
+            if isinstance(item, RiskScore):
+                table, payload = "risk_scores", encode_score(item)
+            else:
+                table, payload = "features", encode_window(item)
+            letter = DeadLetter("sink_rejected", error, payload, patient_id=item.patient_id)
+            self.metrics.deadletters.labels(letter.reason).inc()
+            logger.warning("quarantined a %s row of %s the database refused", table, item.patient_id)
+            await self._producer.send(self._deadletter_topic, item.patient_id.encode(), payload, None, None,
+                                      deadletter_headers(letter, topic=SINK_SOURCE_PREFIX + table, partition=0,
+                                                         offset=0, record_ts_ms=None))
+
     async def _drain_producer(self) -> None:
         # Faust's buffer flush gives up after 0.1 s without progress, so drain it until it is empty.
         while self._producer.buffer.size:
@@ -276,7 +317,8 @@ class WorkerRuntime:
             self.intake.forget(partition)
 
     async def _absorb(self, step: StepResult, topic: str, partition: int, offset: int, *,
-                      key: bytes | None = None, record_ts_ms: int | None = None) -> None:
+                      key: bytes | None = None, record_ts_ms: int | None = None,
+                      replay_of: bytes | None = None) -> None:
         m = self.metrics
         m.readings.inc(step.readings)
         m.late_readings.inc(step.late)
@@ -292,7 +334,7 @@ class WorkerRuntime:
             # The refused record itself, once, under its own key; why in the headers (stream.deadletters).
             await producer.send(self._deadletter_topic, key, letter.payload, None, None,
                                 deadletter_headers(letter, topic=topic, partition=partition, offset=offset,
-                                                   record_ts_ms=record_ts_ms))
+                                                   record_ts_ms=record_ts_ms, replay_of=replay_of))
         if step.windows:
             m.windows.inc(len(step.windows))
             self._windows.extend(step.windows)

@@ -60,7 +60,7 @@ def as_bytes(raw: object) -> bytes:
 
 
 def deadletter_headers(letter: DeadLetter, *, topic: str, partition: int, offset: int,
-                       record_ts_ms: int | None) -> list[tuple[str, bytes]]:
+                       record_ts_ms: int | None, replay_of: bytes | None = None) -> list[tuple[str, bytes]]:
     """The Kafka headers of ``letter``'s record (its key and value are the refused record's own)."""
     counts = {reason[:64]: n for reason, n in list(letter.counts.items())[:16]}
     headers = [
@@ -76,7 +76,17 @@ def deadletter_headers(letter: DeadLetter, *, topic: str, partition: int, offset
     for name, value in (("device_id", letter.device_id), ("patient_id", letter.patient_id)):
         if value is not None and valid_id(value):
             headers.append((_P + name, value.encode()))
+    if replay_of is not None and _position(replay_of.decode("ascii", "replace")) is not None:
+        headers.append((_P + "replay_of", replay_of))  # refused again after a replay: not replayed again
     return headers
+
+
+def replay_of(headers: object) -> bytes | None:
+    """The ``vitalrisk.replay_of`` header of a record that ``vitalrisk deadletters replay`` sent."""
+    for item in headers if isinstance(headers, (list, tuple)) else ():
+        if isinstance(item, tuple) and len(item) == 2 and item[0] == _P + "replay_of" and isinstance(item[1], bytes):
+            return item[1][:40]
+    return None
 
 
 def replayed_headers(partition: int, offset: int) -> list[tuple[str, bytes]]:
@@ -106,6 +116,7 @@ class DeadLetterRecord:
     device_id: str | None = None
     patient_id: str | None = None
     replayed: tuple[int, int] | None = None  # set on a replay marker: the dead letter it marks
+    replay_of: tuple[int, int] | None = None  # set when the refused record was itself a replay
 
     @classmethod
     def from_kafka(cls, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None,
@@ -128,13 +139,13 @@ class DeadLetterRecord:
                    detail=found.get("detail", ""), counts=counts or {found.get("reason", "unknown"): 1},
                    accepted=_int(found.get("accepted")) or 0, source=where, source_ms=_int(found.get("source_ms")),
                    device_id=_id(found.get("device_id")), patient_id=_id(found.get("patient_id")),
-                   replayed=replayed)
+                   replayed=replayed, replay_of=_position(found.get("replay_of", "")))
 
     @property
     def replayable(self) -> bool:
         """Whether replaying it cannot duplicate anything: refused whole (no reading of it was
         accepted), read from a topic (not a quarantined database row), with bytes to send."""
-        return (self.replayed is None and self.accepted == 0 and bool(self.value) and self.source is not None
+        return (self.replayed is None and self.replay_of is None and self.accepted == 0 and bool(self.value) and self.source is not None
                 and not self.source[0].startswith(SINK_SOURCE_PREFIX))
 
     def as_json(self) -> dict[str, object]:

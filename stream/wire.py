@@ -48,7 +48,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from stream.errors import InvalidMessage
-from stream.events import RiskScore, VitalReading
+from stream.events import RiskScore, VitalReading, WindowFeatures
 from stream.features import FeatureRow
 from stream.limits import DEFAULT_LIMITS, Limits, check_id, clip, load_json
 from stream.vocabulary import METRICS
@@ -313,6 +313,22 @@ def _epoch_ms(body: dict[str, Any], field: str) -> int:
     if not 0 <= value <= MAX_INT64:
         raise InvalidMessage("impossible_value", f"{field} must be an epoch-ms time, got {clip(value)}")
     return value
+
+
+WINDOW_SCHEMA = "vitalrisk.window/1"
+
+
+def encode_window(window: WindowFeatures) -> bytes:
+    """A closed window as JSON (``vitalrisk.window/1``): how a quarantined ``features`` row is kept.
+
+    >>> from stream.events import MetricStats
+    >>> encode_window(WindowFeatures("pt-1", 0, 60_000, {"heart_rate": MetricStats(2, 71.0, 70.0, 72.0)}))
+    b'{"schema":"vitalrisk.window/1","patient_id":"pt-1","start":0,"end":60000,"metrics":{"heart_rate":[2,71.0,70.0,72.0]}}'
+    """
+    return json.dumps({"schema": WINDOW_SCHEMA, "patient_id": window.patient_id, "start": window.start_ms,
+                       "end": window.end_ms, "metrics": {m: [s.count, s.mean, s.min, s.max]
+                                                         for m, s in window.metrics.items()}},
+                      separators=(",", ":")).encode()
 
 
 FEATURES_SCHEMA = "vitalrisk.features/1"
