@@ -127,7 +127,9 @@ class LocalKafka:
         """Create the pipeline's topics with ``settings.partitions`` partitions; existing ones stay.
 
         The model snapshots' topic has one partition, compacted: its newest record per model
-        name is what every scorer and a restarted trainer start from.
+        name is what every scorer and a restarted trainer start from. The readings topic stamps
+        each record with the broker's time (``LogAppendTime``): the worker bounds event time by
+        it, so a sender cannot move a watermark ahead by forging its record time.
         """
         from kafka.admin import KafkaAdminClient, NewTopic
         from kafka.errors import TopicAlreadyExistsError
@@ -140,7 +142,7 @@ class LocalKafka:
             existing = set(admin.list_topics())
             wanted = [s.readings_topic, s.deadletter_topic, s.outcomes_topic, s.scores_topic, s.features_topic]
             new = [NewTopic(t, num_partitions=s.partitions, replication_factor=1,
-                            topic_configs={"retention.ms": "-1"})
+                            topic_configs={"retention.ms": "-1", **_timestamps(t, s)})
                    for t in wanted if t not in existing]
             if s.snapshots_topic not in existing:
                 new.append(NewTopic(s.snapshots_topic, **SNAPSHOT_TOPIC))
@@ -242,6 +244,15 @@ def _require(tool: str) -> str:
 
 
 __all__ = ["KAFKA_VERSION", "LocalKafka", "bootstrap_address", "tail"]
+
+
+def _timestamps(topic: str, settings: Settings) -> dict[str, str]:
+    """Topic configs for record times: the broker's own on the readings topic, senders' elsewhere.
+
+    >>> _timestamps("vitals.readings", Settings()), _timestamps("risk.scores", Settings())
+    ({'message.timestamp.type': 'LogAppendTime'}, {})
+    """
+    return {"message.timestamp.type": "LogAppendTime"} if topic == settings.readings_topic else {}
 
 
 def _resolve_jars() -> int:

@@ -64,6 +64,8 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from models.errors import InvalidOutcome
+from stream.errors import InvalidMessage
+from stream.limits import DEFAULT_LIMITS, Limits, load_json, valid_id
 
 T = TypeVar("T")
 
@@ -148,13 +150,39 @@ class Outcome:
             raise InvalidOutcome(f"schema must be {OUTCOME_SCHEMA!r}, got {body.get('schema')!r}")
         patient_id, kind, onset, t = (body.get(k) for k in ("patient_id", "kind", "onset", "t"))
         if not isinstance(patient_id, str) or not patient_id:
-            raise InvalidOutcome(f"patient_id must be a non-empty string, got {patient_id!r}")
-        if kind not in kinds:
-            raise InvalidOutcome(f"kind must be one of {kinds}, got {kind!r}")
+            raise InvalidOutcome(f"patient_id must be a non-empty string, got {type(patient_id).__name__}")
+        if not valid_id(patient_id):
+            raise InvalidOutcome(f"patient_id must follow the id rule, got {ascii(patient_id)[:40]}")
+        if type(kind) is not str or kind not in kinds:
+            raise InvalidOutcome(f"kind must be one of {kinds}, got {ascii(kind)[:40]}")
         for name, value in (("onset", onset), ("t", t)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise InvalidOutcome(f"{name} must be a positive epoch-ms integer, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
+                raise InvalidOutcome(f"{name} must be a positive epoch-ms integer, got {ascii(value)[:40]}")
         return cls(patient_id, str(kind), int(onset), int(t))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, *, limits: Limits = DEFAULT_LIMITS,
+                   kinds: tuple[str, ...] = OUTCOME_KINDS) -> Outcome:
+        """Decode and validate one ``vitalrisk.outcome/1`` record: total, like every decoder.
+
+        Raises
+        ------
+        InvalidOutcome
+            For any bytes that are not such a record (beyond a limit, not JSON, not an object,
+            a bad field); nothing else.
+
+        >>> Outcome.from_bytes(b"[" * 5000 + b"]" * 5000)
+        Traceback (most recent call last):
+        ...
+        models.errors.InvalidOutcome: too_deep: JSON nests deeper than 8 levels
+        """
+        try:
+            body = load_json(raw, limits)
+        except InvalidMessage as exc:
+            raise InvalidOutcome(str(exc)) from None
+        if not isinstance(body, dict):
+            raise InvalidOutcome(f"an outcome must be a JSON object, got {type(body).__name__}")
+        return cls.from_wire(body, kinds=kinds)
 
 
 @dataclass(frozen=True, slots=True)

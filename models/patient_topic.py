@@ -18,6 +18,7 @@ from typing import Any
 from models.patient_context import PatientContext
 from stream.errors import InvalidMessage
 from stream.settings import Settings
+from stream.limits import valid_id
 from stream.wire import PatientRecord, decode_patient
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,11 @@ def apply_records(records: Iterable[Any], update: Callable[[PatientRecord], None
     left the programme) to ``forget``; unreadable records are logged and skipped."""
     for record in records:
         if record.value is None:
-            forget(record.key.decode() if record.key else "")
+            patient_id = (record.key or b"").decode("utf-8", "replace")
+            if valid_id(patient_id):
+                forget(patient_id)
+            else:
+                logger.warning("patient tombstone at offset %d has no valid patient id as its key", record.offset)
             continue
         try:
             patient = decode_patient(record.value)

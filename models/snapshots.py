@@ -143,7 +143,7 @@ class Snapshot:
         """
         secret = signing_key(key)
         head = len(MAGIC) + _MAC_BYTES
-        if len(raw) <= head or not raw.startswith(MAGIC):
+        if not isinstance(raw, (bytes, bytearray)) or len(raw) <= head or not raw.startswith(MAGIC):
             raise SnapshotRejected("not a vitalrisk snapshot (bad magic or too short)")
         mac, payload = raw[len(MAGIC):head], raw[head:]
         expected = hmac.new(secret, MAGIC + payload, hashlib.sha256).digest()
@@ -156,8 +156,10 @@ class Snapshot:
             return cls(str(body["name"]), int(body["version"]), int(body["created_at_ms"]),
                        int(body["examples_seen"]), dict(body["metrics"]), body["model"],
                        dict(body.get("resume", {})))
-        except (KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
-            raise SnapshotRejected(f"snapshot payload is malformed ({exc})") from None
+        except SnapshotRejected:
+            raise
+        except Exception as exc:  # noqa: BLE001 - authenticated, but a writer's bug must not crash a reader
+            raise SnapshotRejected(f"snapshot payload is malformed ({type(exc).__name__})") from None
 
 
 def sha256_hex(raw: bytes) -> str:

@@ -263,8 +263,8 @@ class TrainerService:
     def _outcomes(self, records: Iterable[Any]) -> None:
         for record in records:
             try:
-                outcome = Outcome.from_wire(json.loads(record.value))
-            except (InvalidOutcome, ValueError, TypeError, AttributeError) as exc:
+                outcome = Outcome.from_bytes(record.value)
+            except InvalidOutcome as exc:
                 logger.warning("outcome record at offset %d rejected: %s", record.offset, exc)
                 continue
             self.learner.on_outcome(outcome)

@@ -166,6 +166,9 @@ def device_id(seed: int, patient_index: int, kind: DeviceKind, generation: int) 
     --------
     >>> device_id(42, 0, "wrist", 0) != device_id(42, 0, "wrist", 1)
     True
+    >>> from stream.limits import valid_id
+    >>> valid_id(device_id(42, 0, "wrist", 0))  # the rule every decoder applies
+    True
     """
     text = f"device:{seed}:{patient_index}:{kind}:{generation}"
     return "dev-" + hashlib.blake2b(text.encode(), digest_size=6, person=b"vitalrisk-sim").hexdigest()

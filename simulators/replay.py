@@ -57,6 +57,7 @@ from typing import Any, TextIO
 
 from simulators.kafka_publisher import PublishReport
 from stream.errors import EXIT_BAD_INPUT, VitalsError
+from stream.limits import valid_id
 from stream.settings import Settings
 from stream.vocabulary import METRICS
 from stream.wire import MAX_READINGS_PER_MESSAGE, encode_device_message
@@ -71,8 +72,6 @@ MIN_EPOCH_MS = 100_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 _DIGITS = re.compile(r"[0-9]+")
-# Pseudonymous ids are short tokens: no spaces, so no "First Last" slips through by accident.
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _METRIC_NAMES = ", ".join(sorted(METRICS))
 
 
@@ -265,7 +264,7 @@ def check_id(kind: str, value: str) -> str:
     ...
     ValueError: patient id must be a pseudonym of 1-64 letters, digits, '.', '_', ':' or '-' (no spaces, never a name), got 'Jane Doe'
     """
-    if not _ID.fullmatch(value):
+    if not valid_id(value):  # the one id rule the pipeline's decoders apply (stream.limits)
         raise ValueError(f"{kind} must be a pseudonym of 1-64 letters, digits, '.', '_', ':' or '-' "
                          f"(no spaces, never a name), got {value!r}")
     return value

@@ -39,8 +39,13 @@ class PipelineMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.messages = Counter("vitals_messages", "Device messages consumed", registry=registry)
         self.readings = Counter("vitals_readings", "Valid readings accepted into windows", registry=registry)
-        self.deadletters = Counter("vitals_deadletters", "Messages or readings sent to the dead-letter topic",
-                                   ["reason"], registry=registry)
+        self.deadletters = Counter("vitals_deadletters",
+                                   "Refusals by reason: whole records, or readings of a record (one dead-letter "
+                                   "record per refused record)", ["reason"], registry=registry)
+        self.devices_forgotten = Counter("vitals_devices_forgotten",
+                                         "Devices whose sequence numbers a partition dropped to stay within "
+                                         "VITALS_LIMIT_DEVICES_PER_PARTITION (least recently seen first)",
+                                         registry=registry)
         self.duplicates = Counter("vitals_duplicate_messages",
                                   "Device messages dropped as resends of a (device, seq) already seen",
                                   registry=registry)
@@ -121,6 +126,9 @@ class AlertMetrics:
                             registry=registry)
         self.transitions = Counter("vitals_alert_transitions", "Alert state changes", ["kind", "to_state"],
                                    registry=registry)
+        self.deadletters = Counter("vitals_alerter_deadletters",
+                                   "Score records the alerter refused, by reason, sent to the dead-letter topic",
+                                   ["reason"], registry=registry)
         self.skipped_records = Counter("vitals_alerter_skipped_records",
                                        "Scores the Faust consumer skipped, read straight from the broker instead",
                                        ["partition"], registry=registry)

@@ -19,8 +19,6 @@ what Faust's consumer skips around a restart is read from the broker first
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import time
 from collections import deque
@@ -36,35 +34,21 @@ from models.patient_context import PatientContext, parse_inputs
 from models.patient_topic import PatientFeed, read_patients
 from models.snapshot_topic import SnapshotFeed, model_name, read_latest
 from models.snapshots import Snapshot
+from sinks.errors import SinkRejected
 from sinks.metrics import ModelMetrics, PipelineMetrics
 from sinks.timescale import TimescaleWriter
+from stream.deadletters import DETAIL_CHARS, SINK_SOURCE_PREFIX, as_bytes, deadletter_headers, replay_of
 from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.model_scoring import ModelScoring
 from stream.skipped import OrderedIntake, ordered_intake
 from stream.pipeline import StepResult, VitalsPipeline
 from stream.settings import Settings
-from stream.wire import encode_feature_row, encode_score
+from stream.wire import encode_feature_row, encode_score, encode_window
 
 logger = logging.getLogger(__name__)
 
 #: How often the worker checks for idle partitions, due flushes and lag, seconds.
 TICK_S = 0.5
-
-
-def deadletter_record(letter: DeadLetter, *, topic: str, partition: int, offset: int) -> bytes:
-    """The dead-letter topic's JSON record: reason, detail, source position and the payload.
-
-    >>> rec = deadletter_record(DeadLetter("not_json", "bad", b"\\xff"), topic="t", partition=1, offset=9)
-    >>> json.loads(rec)["payload_base64"]
-    '/w=='
-    """
-    body: dict[str, Any] = {"schema": "vitalrisk.deadletter/1", "reason": letter.reason, "detail": letter.detail,
-                            "source": {"topic": topic, "partition": partition, "offset": offset}}
-    try:
-        body["payload"] = letter.payload.decode()
-    except UnicodeDecodeError:
-        body["payload_base64"] = base64.b64encode(letter.payload).decode()
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 class FaustTableStore:
@@ -156,15 +140,24 @@ class WorkerRuntime:
         message = event.message
         started = time.perf_counter()
         timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
-        step = self.pipeline.on_message(message.value, partition=message.partition, offset=message.offset,
-                                        record_ts_ms=timestamp_ms)
+        try:
+            # The readings topic stamps records with the broker's time (LogAppendTime); the
+            # worker's own clock bounds it too, for a topic created otherwise.
+            step = self.pipeline.on_message(message.value, partition=message.partition, offset=message.offset,
+                                            record_ts_ms=timestamp_ms, now_ms=int(time.time() * 1000))
+        except Exception as exc:  # noqa: BLE001 - a bug of ours must cost one record, never the partition
+            logger.exception("internal error on %s[%d]@%d: dead-lettered", message.topic, message.partition,
+                             message.offset)
+            step = StepResult(dead_letters=[DeadLetter("internal_error", f"{type(exc).__name__} in the core",
+                                                       as_bytes(message.value))])
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         held = self._held[message.partition]
         held.events.append(event)
         held.last_seen = time.monotonic()
         held.last_offset = message.offset
         self.metrics.messages.inc()
-        await self._absorb(step, message.topic, message.partition, message.offset)
+        await self._absorb(step, message.topic, message.partition, message.offset, key=message.key,
+                           record_ts_ms=timestamp_ms, replay_of=replay_of(message.headers))
 
     def _flush_soon(self) -> None:
         """Start a flush beside the agent, unless one is running: records keep being processed
@@ -234,7 +227,15 @@ class WorkerRuntime:
             if windows or scores:
                 started = time.perf_counter()
                 try:
-                    inserted = await self.writer.write_many(windows, scores)
+                    try:
+                        inserted = await self.writer.write_many(windows, scores)
+                    except SinkRejected as exc:
+                        # The database refuses something in the batch that retrying cannot fix
+                        # (a check, a bad value): find those rows, quarantine them, commit the rest.
+                        logger.warning("sink refused a batch of %d windows and %d scores (%s): bisecting",
+                                       len(windows), len(scores), str(exc).splitlines()[0][:200])
+                        inserted, refused = await self._write_bisecting([*windows, *scores])
+                        await self._quarantine(refused)
                 except BaseException:
                     # Undo the swap, so nothing taken for this batch is lost or acked: the rows
                     # go back in front of the buffer, the state is marked unsaved again and the
@@ -270,6 +271,38 @@ class WorkerRuntime:
                     event.ack()
             self.metrics.open_windows.set(open_windows)
 
+    async def _write_bisecting(self, items: list[WindowFeatures | RiskScore]
+                               ) -> tuple[int, list[tuple[WindowFeatures | RiskScore, str]]]:
+        """Write ``items`` in halves until each refused one stands alone: ``(rows inserted,
+        [(refused item, the database's error)])``. Writes are idempotent, so halves that went in
+        before a failure elsewhere are harmless to write again. Costs about 2 log2(n) batches per
+        refused row."""
+        windows = [i for i in items if isinstance(i, WindowFeatures)]
+        scores = [i for i in items if isinstance(i, RiskScore)]
+        try:
+            return await self.writer.write_many(windows, scores), []
+        except SinkRejected as exc:
+            if len(items) == 1:
+                return 0, [(items[0], str(exc).splitlines()[0][:DETAIL_CHARS] if str(exc) else "refused")]
+        middle = len(items) // 2
+        first, first_refused = await self._write_bisecting(items[:middle])
+        second, second_refused = await self._write_bisecting(items[middle:])
+        return first + second, first_refused + second_refused
+
+    async def _quarantine(self, refused: list[tuple[WindowFeatures | RiskScore, str]]) -> None:
+        """Rows the database refused, each as a dead letter (``sink_rejected``, source ``sink:<table>``)."""
+        for item, error in refused:
+            if isinstance(item, RiskScore):
+                table, payload = "risk_scores", encode_score(item)
+            else:
+                table, payload = "features", encode_window(item)
+            letter = DeadLetter("sink_rejected", error, payload, patient_id=item.patient_id)
+            self.metrics.deadletters.labels(letter.reason).inc()
+            logger.warning("quarantined a %s row of %s the database refused", table, item.patient_id)
+            await self._producer.send(self._deadletter_topic, item.patient_id.encode(), payload, None, None,
+                                      deadletter_headers(letter, topic=SINK_SOURCE_PREFIX + table, partition=0,
+                                                         offset=0, record_ts_ms=None))
+
     async def _drain_producer(self) -> None:
         # Faust's buffer flush gives up after 0.1 s without progress, so drain it until it is empty.
         while self._producer.buffer.size:
@@ -283,19 +316,25 @@ class WorkerRuntime:
             self._held.pop(partition, None)
             self.intake.forget(partition)
 
-    async def _absorb(self, step: StepResult, topic: str, partition: int, offset: int) -> None:
+    async def _absorb(self, step: StepResult, topic: str, partition: int, offset: int, *,
+                      key: bytes | None = None, record_ts_ms: int | None = None,
+                      replay_of: bytes | None = None) -> None:
         m = self.metrics
         m.readings.inc(step.readings)
         m.late_readings.inc(step.late)
         m.duplicates.inc(step.duplicates)
+        if step.devices_forgotten:
+            m.devices_forgotten.inc(step.devices_forgotten)
         # The transport producer directly: Topic.send's channel machinery costs more per record
         # than the core does, and these records need no codec.
         producer = self._producer
         for letter in step.dead_letters:
-            m.deadletters.labels(letter.reason).inc()
-            await producer.send(self._deadletter_topic, None,
-                                deadletter_record(letter, topic=topic, partition=partition, offset=offset),
-                                None, None, None)
+            for reason, count in letter.counts.items():
+                m.deadletters.labels(reason).inc(count)
+            # The refused record itself, once, under its own key; why in the headers (stream.deadletters).
+            await producer.send(self._deadletter_topic, key, letter.payload, None, None,
+                                deadletter_headers(letter, topic=topic, partition=partition, offset=offset,
+                                                   record_ts_ms=record_ts_ms, replay_of=replay_of))
         if step.windows:
             m.windows.inc(len(step.windows))
             self._windows.extend(step.windows)

@@ -17,6 +17,7 @@ from typing import NoReturn, get_args
 
 from pydantic import SecretStr, ValidationError
 
+from stream import deadletter_topic
 from stream.errors import EXIT_BAD_INPUT, ConfigurationError, ProcessDied, VitalsError
 from stream.settings import Settings, check_database_url
 
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--shift-to-now", action="store_true", help="move the recording so that it starts now")
     replay.add_argument("--batch-seconds", type=_positive_float, default=60.0,
                         help="seconds of readings per device message (default 60)")
+    deadletter_topic.add_parser(sub)
     return parser
 
 
@@ -300,6 +302,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_replay(settings, args.csv, patient_id=args.patient, device_id=args.device, speed=args.speed,
                           shift_to_now=args.shift_to_now, batch_s=args.batch_seconds)
+    if args.command == "deadletters":
+        return deadletter_topic.run(settings, args)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse restricts the choices
 
 

@@ -91,8 +91,30 @@ class RiskScore:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A rejected message or reading, with the reason it was rejected."""
+    """A refused record, once, with the reason it was refused.
+
+    One per record, however many of its readings were bad: ``payload`` is the record's
+    original bytes, ``reasons`` counts its refused readings by reason (empty when the record was
+    refused as a whole), ``accepted`` counts the readings of it that were accepted. ``device_id``
+    and ``patient_id`` are set when the record got far enough to name valid ones.
+
+    Examples
+    --------
+    >>> DeadLetter("not_json", "bad", b"{").counts
+    {'not_json': 1}
+    >>> DeadLetter("late", "t=1 ...", b"{}", {"late": 2, "impossible_value": 1}, accepted=9).counts
+    {'late': 2, 'impossible_value': 1}
+    """
 
     reason: str
     detail: str
     payload: bytes
+    reasons: dict[str, int] = field(default_factory=dict)
+    accepted: int = 0
+    device_id: str | None = None
+    patient_id: str | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Refusals by reason: the bad readings', or the record's own as one."""
+        return self.reasons or {self.reason: 1}

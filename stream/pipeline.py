@@ -30,13 +30,15 @@ Examples
 
 from __future__ import annotations
 
-import json
 import struct
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from stream.deadletters import as_bytes
 from stream.errors import InvalidMessage
 from stream.events import DeadLetter, RiskScore, WindowFeatures
 from stream.features import HOP_MS, FeatureEngine, FeatureRow, PatientState
+from stream.limits import DEFAULT_LIMITS, Limits
 from stream.scoring import news2_for_window
 from stream.settings import Settings
 from stream.state import DictStore, StateStore
@@ -63,6 +65,7 @@ class StepResult:
     scores: list[RiskScore] = field(default_factory=list)
     features: list[FeatureRow] = field(default_factory=list)
     stopped: list[tuple[str, int]] = field(default_factory=list)  # (patient, last reading ms)
+    devices_forgotten: int = 0  # devices whose sequence numbers were dropped (least recently seen)
 
 
 @dataclass(slots=True)
@@ -70,7 +73,8 @@ class _Partition:
     windows: PartitionWindows
     replayed_through: int = -1  # offsets at or below were processed before the restart
     last_offset: int = -1
-    seqs: dict[str, tuple[int, int]] = field(default_factory=dict)  # device -> (max seq, bitmask)
+    # device -> (max seq, bitmask), least recently seen first; at most Limits.max_devices
+    seqs: OrderedDict[str, tuple[int, int]] = field(default_factory=OrderedDict)
     dirty: set[str] = field(default_factory=set)  # patients changed since the last checkpoint
 
 
@@ -82,7 +86,8 @@ class VitalsPipeline:
     window_ms, grace_ms
         Tumbling window length and allowed lateness, event-time milliseconds.
     max_future_ms
-        Readings this far after their record's timestamp are rejected.
+        Allowed clock skew: readings this far after their record's time (and after the clock
+        handed in as ``now_ms``) are rejected, so no watermark runs further ahead of real time.
     carry_ms
         How long a vital's last window mean may stand in for a missing one in NEWS2.
     data_stopped_ms
@@ -91,11 +96,14 @@ class VitalsPipeline:
         Event time without readings after which a patient's state is forgotten.
     store
         Durable state; a :class:`~stream.state.DictStore` when omitted.
+    limits
+        What one record may hold, and how many devices a partition remembers
+        (:class:`~stream.limits.Limits`).
     """
 
     def __init__(self, *, window_ms: int, grace_ms: int, max_future_ms: int, carry_ms: int,
                  data_stopped_ms: int = 30 * 60_000, patient_idle_ms: int = 7 * 24 * 3_600_000,
-                 store: StateStore | None = None) -> None:
+                 store: StateStore | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
         self.window_ms = window_ms
         self.grace_ms = grace_ms
         self.max_future_ms = max_future_ms
@@ -103,13 +111,15 @@ class VitalsPipeline:
         self.data_stopped_ms = data_stopped_ms
         self.patient_idle_ms = patient_idle_ms
         self.store: StateStore = store if store is not None else DictStore()
+        self.limits = limits
         self.features = FeatureEngine()
         self._partitions: dict[int, _Partition] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, store: StateStore | None = None) -> "VitalsPipeline":
         return cls(window_ms=settings.window_ms, grace_ms=settings.grace_ms, max_future_ms=settings.max_future_ms,
-                   carry_ms=settings.news2_carry_ms, data_stopped_ms=settings.data_stopped_ms, store=store)
+                   carry_ms=settings.news2_carry_ms, data_stopped_ms=settings.data_stopped_ms, store=store,
+                   limits=Limits.from_settings(settings))
 
     @property
     def open_windows(self) -> int:
@@ -119,29 +129,42 @@ class VitalsPipeline:
         part = self._partitions.get(partition)
         return None if part is None else part.windows.watermark_ms
 
-    def on_message(self, raw: bytes, *, partition: int, offset: int, record_ts_ms: int | None) -> StepResult:
-        """Validate one record, window its readings, and emit what the watermark closes."""
+    def on_message(self, raw: bytes, *, partition: int, offset: int, record_ts_ms: int | None,
+                   now_ms: int | None = None) -> StepResult:
+        """Validate one record, window its readings, and emit what the watermark closes.
+
+        ``record_ts_ms`` is the record's time (the broker's append time on the readings topic),
+        ``now_ms`` the caller's clock, if it has one: readings more than ``max_future_ms`` after
+        the earlier of the two are refused as ``future_timestamp``, so a sender's clock, or a
+        record time it set itself, cannot move the watermark ahead of real time. A record
+        refused in whole or in part gives one dead letter carrying its original bytes once.
+        """
         step = StepResult()
         part = self._partition(partition)
         replay = offset <= part.replayed_through
         part.last_offset = max(part.last_offset, offset)
+        reference = record_ts_ms if now_ms is None or (record_ts_ms is not None and record_ts_ms <= now_ms) \
+            else now_ms
         try:
-            batch = decode_device_message(raw, reference_ms=record_ts_ms, max_future_ms=self.max_future_ms)
+            batch = decode_device_message(raw, reference_ms=reference, max_future_ms=self.max_future_ms,
+                                          limits=self.limits)
         except InvalidMessage as exc:
             if not replay:
-                step.dead_letters.append(DeadLetter(exc.reason, exc.detail, raw))
+                step.dead_letters.append(DeadLetter(exc.reason, exc.detail, as_bytes(raw)))
             return step
-        if not _first_time(part.seqs, batch.device_id, batch.seq):
+        seqs = part.seqs
+        if not _first_time(seqs, batch.device_id, batch.seq):
             step.duplicates += 1
             return step
-        if not replay:
-            step.dead_letters.extend(batch.rejected)
+        while len(seqs) > self.limits.max_devices:
+            seqs.popitem(last=False)  # the least recently seen device: its next message counts as new
+            step.devices_forgotten += 1
         windows = part.windows
         late = windows.add_many(batch.patient_id, batch.points, offset=offset)
         step.readings = len(batch.points) - len(late)
-        if late and not replay:
+        if (late or batch.rejected) and not replay:
             step.late = len(late)
-            step.dead_letters.extend(_late(batch, point, windows) for point in late)
+            step.dead_letters.append(_refused_readings(raw, batch, late, windows, accepted=step.readings))
         self._emit(partition, part, windows.close_ready(), step)
         return step
 
@@ -259,10 +282,11 @@ class VitalsPipeline:
                 part.dirty.add(patient_id)
 
 
-def _first_time(seqs: dict[str, tuple[int, int]], device_id: str, seq: int) -> bool:
-    """Record ``seq`` for ``device_id``; ``False`` if it was seen among the recent ones.
+def _first_time(seqs: OrderedDict[str, tuple[int, int]], device_id: str, seq: int) -> bool:
+    """Record ``seq`` for ``device_id``; ``False`` if it was seen among the recent ones. The
+    device becomes the most recently seen.
 
-    >>> seen: dict[str, tuple[int, int]] = {}
+    >>> seen: OrderedDict[str, tuple[int, int]] = OrderedDict()
     >>> [_first_time(seen, "d", s) for s in (5, 3, 5, 3, 4, 6)]
     [True, True, False, False, True, True]
     """
@@ -270,6 +294,7 @@ def _first_time(seqs: dict[str, tuple[int, int]], device_id: str, seq: int) -> b
     if entry is None:
         seqs[device_id] = (seq, 1)
         return True
+    seqs.move_to_end(device_id)
     top, mask = entry
     if seq > top:
         shift = seq - top
@@ -286,10 +311,20 @@ def _first_time(seqs: dict[str, tuple[int, int]], device_id: str, seq: int) -> b
     return True
 
 
-def _late(batch: DeviceBatch, point: tuple[str, int, float], windows: PartitionWindows) -> DeadLetter:
-    metric, ts_ms, value = point
-    payload = json.dumps({"device_id": batch.device_id, "patient_id": batch.patient_id, "seq": batch.seq,
-                          "reading": {"metric": metric, "t": ts_ms, "value": value}},
-                         separators=(",", ":")).encode()
-    return DeadLetter("late", f"t={ts_ms} is behind the closed windows (closed before "
-                              f"{windows.closed_before_ms}, grace {windows.grace_ms} ms)", payload)
+def _refused_readings(raw: bytes, batch: DeviceBatch, late: list[tuple[str, int, float]],
+                      windows: PartitionWindows, *, accepted: int) -> DeadLetter:
+    """One dead letter for a message's refused readings: their count by reason, the first one's
+    detail, the message's bytes once."""
+    reasons = Counter(r.reason for r in batch.rejected)
+    if late:
+        reasons["late"] += len(late)
+    if batch.rejected:
+        first = batch.rejected[0]
+        reason, detail = first.reason, f"reading {first.index}: {first.detail}"
+    else:
+        reason, detail = "late", (f"t={late[0][1]} is behind the closed windows (closed before "
+                                  f"{windows.closed_before_ms}, grace {windows.grace_ms} ms)")
+    refused = sum(reasons.values())
+    if refused > 1:
+        detail += f" (and {refused - 1} more refused)"
+    return DeadLetter(reason, detail, raw, dict(reasons), accepted, batch.device_id, batch.patient_id)

@@ -113,7 +113,22 @@ class Settings(BaseSettings):
         10.0, gt=0, description="wall-clock seconds without events after which open windows close"
     )
     max_future_ms: int = Field(
-        5 * 60_000, ge=0, description="readings further ahead of the watermark than this are rejected"
+        5 * 60_000, ge=0, description="allowed clock skew: readings further ahead of the broker's record time "
+        "(and of the worker's clock) than this are rejected as future_timestamp"
+    )
+
+    # Limits on what a sender may put in one record (stream.limits; docs/limits.md)
+    limit_message_bytes: int = Field(1_048_576, ge=256, description="bytes of one record's value (too_large)")
+    limit_readings: int = Field(10_000, ge=1, description="readings in one device message (too_many_readings)")
+    limit_json_depth: int = Field(8, ge=3, le=64, description="nesting of JSON arrays and objects (too_deep)")
+    limit_number_digits: int = Field(
+        20, ge=13, le=400, description="digits of a JSON integer, characters of a float (number_too_large)"
+    )
+    limit_string_chars: int = Field(
+        256, ge=64, description="characters of a JSON key or string value in an object (string_too_long)"
+    )
+    limit_devices_per_partition: int = Field(
+        100_000, ge=1, description="devices whose sequence numbers one partition remembers (LRU)"
     )
     news2_carry_ms: int = Field(
         12 * 3_600_000, ge=0, description="how long a vital's last window mean stands in for a missing one"

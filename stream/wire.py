@@ -10,9 +10,14 @@ A device message is a small batch from one device::
 Times are integer epoch milliseconds (UTC). Metric names and units come from
 :mod:`stream.vocabulary`. Ids are pseudonymous; the format has no place for names or free text.
 
-A message that cannot be read as a whole raises :class:`~stream.errors.InvalidMessage`;
-a readable message with some bad readings keeps the good ones and returns the others as
-dead letters, so nothing valid is lost with one bad value.
+Every decoder here is total: any bytes give either a value or :class:`~stream.errors.InvalidMessage`
+with a short ``reason``, never another exception. Each reads its record with
+:func:`stream.limits.load_json` within :class:`~stream.limits.Limits` (size, depth, numbers,
+strings, duplicate keys), and every id follows :data:`stream.limits.ID_PATTERN`.
+
+A device message that cannot be read as a whole raises :class:`~stream.errors.InvalidMessage`;
+a readable message with some bad readings keeps the good ones and names the others, with their
+reasons, in :attr:`DeviceBatch.rejected`, so nothing valid is lost with one bad value.
 
 Examples
 --------
@@ -26,7 +31,12 @@ Examples
 >>> decode_device_message(b"{not json")
 Traceback (most recent call last):
 ...
-stream.errors.InvalidMessage: not_json: message is not valid UTF-8 JSON (Expecting property name enclosed in double quotes)
+stream.errors.InvalidMessage: not_json: not valid UTF-8 JSON (Expecting property name enclosed in double quotes)
+>>> decode_device_message(b'{"schema": "vitalrisk.device/1", "device_id": "d\\\\n1", "patient_id": "pt-1", '
+...                       b'"seq": 1, "sent_at": 1, "readings": []}')
+Traceback (most recent call last):
+...
+stream.errors.InvalidMessage: invalid_id: device_id must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}, got 'd\\n1'
 """
 
 from __future__ import annotations
@@ -38,13 +48,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from stream.errors import InvalidMessage
-from stream.events import DeadLetter, RiskScore, VitalReading
+from stream.events import RiskScore, VitalReading, WindowFeatures
 from stream.features import FeatureRow
+from stream.limits import DEFAULT_LIMITS, Limits, check_id, clip, load_json
 from stream.vocabulary import METRICS
 
 DEVICE_SCHEMA = "vitalrisk.device/1"
-#: Upper bound on readings in one message; a device batches seconds to minutes, not days.
-MAX_READINGS_PER_MESSAGE = 10_000
+#: Upper bound on readings in one message by default; a device batches seconds to minutes, not days.
+MAX_READINGS_PER_MESSAGE = DEFAULT_LIMITS.max_readings
+#: Sequence numbers and epoch-ms times are signed 64-bit integers.
+MAX_INT64 = 2**63 - 1
 
 
 def encode_device_message(*, device_id: str, patient_id: str, seq: int, sent_at: int,
@@ -59,6 +72,15 @@ def encode_device_message(*, device_id: str, patient_id: str, seq: int, sent_at:
 
 
 @dataclass(frozen=True, slots=True)
+class RejectedReading:
+    """One reading of a readable message that failed validation: its place, reason and detail."""
+
+    index: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceBatch:
     """A decoded device message: its envelope, valid readings, and rejected ones.
 
@@ -70,7 +92,7 @@ class DeviceBatch:
     patient_id: str
     seq: int
     points: list[tuple[str, int, float]]
-    rejected: list[DeadLetter]
+    rejected: list[RejectedReading]
 
     @property
     def readings(self) -> list[VitalReading]:
@@ -80,7 +102,7 @@ class DeviceBatch:
 
 
 def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
-                          max_future_ms: int = 5 * 60_000) -> DeviceBatch:
+                          max_future_ms: int = 5 * 60_000, limits: Limits = DEFAULT_LIMITS) -> DeviceBatch:
     """Validate one device message.
 
     Parameters
@@ -92,26 +114,26 @@ def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
         ``max_future_ms`` after it are rejected as ``future_timestamp``. ``None`` skips the check.
     max_future_ms
         Tolerated clock lead of a device, in milliseconds.
+    limits
+        What one message may hold (:class:`~stream.limits.Limits`).
 
     Returns
     -------
-    The envelope, the valid readings, and a dead letter for each invalid one.
+    The envelope, the valid readings, and the place and reason of each invalid one.
 
     Raises
     ------
     InvalidMessage
-        When the message as a whole is unreadable: not JSON, not an object, unknown schema,
-        a missing or mistyped envelope field.
+        When the message as a whole is unreadable: beyond a limit, not JSON, not an object,
+        unknown schema, a missing or mistyped envelope field, an id that breaks the id rule,
+        a sequence number outside [0, 2**63).
     """
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage("not_json", f"message is not valid UTF-8 JSON ({_first_clause(exc)})") from None
+    body = load_json(raw, limits)
     if not isinstance(body, dict):
         raise InvalidMessage("not_an_object", f"message must be a JSON object, got {type(body).__name__}")
     schema = body.get("schema")
     if schema != DEVICE_SCHEMA:
-        raise InvalidMessage("unknown_schema", f"schema must be {DEVICE_SCHEMA!r}, got {schema!r}")
+        raise InvalidMessage("unknown_schema", f"schema must be {DEVICE_SCHEMA!r}, got {clip(schema)}")
     device_id, patient_id, seq = body.get("device_id"), body.get("patient_id"), body.get("seq")
     readings = body.get("readings")
     if not (type(device_id) is str and type(patient_id) is str and type(seq) is int
@@ -124,14 +146,18 @@ def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
         readings = _required(body, "readings", list)
     if not device_id or not patient_id:
         raise InvalidMessage("missing_field", "device_id and patient_id must be non-empty")
-    if len(readings) > MAX_READINGS_PER_MESSAGE:
+    check_id(device_id, "device_id")
+    check_id(patient_id, "patient_id")
+    if not 0 <= seq <= MAX_INT64:
+        raise InvalidMessage("impossible_value", f"seq must lie in [0, 2**63), got {clip(seq)}")
+    if len(readings) > limits.max_readings:
         raise InvalidMessage("too_many_readings",
-                             f"at most {MAX_READINGS_PER_MESSAGE} readings per message, got {len(readings)}")
+                             f"at most {limits.max_readings} readings per message, got {len(readings)}")
 
     good: list[tuple[str, int, float]] = []
-    bad: list[DeadLetter] = []
+    bad: list[RejectedReading] = []
     latest = _NO_LIMIT if reference_ms is None else reference_ms + max_future_ms
-    for item in readings:
+    for index, item in enumerate(readings):
         # Fast path for a well-formed reading; anything unusual takes _point, which names the fault.
         try:
             metric, t, value = item["metric"], item["t"], item["value"]
@@ -146,15 +172,13 @@ def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
         try:
             good.append(_point(item, reference_ms, max_future_ms))
         except InvalidMessage as exc:
-            payload = json.dumps({"device_id": device_id, "patient_id": patient_id, "seq": seq,
-                                  "reading": item}, separators=(",", ":"), default=str).encode()
-            bad.append(DeadLetter(exc.reason, exc.detail, payload))
+            bad.append(RejectedReading(index, exc.reason, exc.detail))
     return DeviceBatch(device_id, patient_id, seq, good, bad)
 
 
 #: Metric name -> (unit, lowest, highest), for the fast path of decode_device_message.
 _LIMITS = {name: (m.unit, m.lowest, m.highest) for name, m in METRICS.items()}
-_NO_LIMIT = 2**63
+_NO_LIMIT = MAX_INT64
 
 
 def _point(item: Any, reference_ms: int | None, max_future_ms: int) -> tuple[str, int, float]:
@@ -164,14 +188,14 @@ def _point(item: Any, reference_ms: int | None, max_future_ms: int) -> tuple[str
     name = _required(item, "metric", str)
     metric = METRICS.get(name)
     if metric is None:
-        raise InvalidMessage("unknown_metric", f"metric {name!r} is not in the registry")
+        raise InvalidMessage("unknown_metric", f"metric {clip(name)} is not in the registry")
     t = _required(item, "t", int)
     value = item.get("value")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidMessage("wrong_type", f"value of {name} must be a number, got {value!r}")
+        raise InvalidMessage("wrong_type", f"value of {name} must be a number, got {_kind(value)}")
     unit = item.get("unit", metric.unit)
     if unit != metric.unit:
-        raise InvalidMessage("wrong_unit", f"{name} must be in {metric.unit!r}, got {unit!r}")
+        raise InvalidMessage("wrong_unit", f"{name} must be in {metric.unit!r}, got {_kind(unit)}")
     value = float(value)
     if not math.isfinite(value) or not metric.accepts(value):
         raise InvalidMessage("impossible_value",
@@ -185,17 +209,19 @@ def _point(item: Any, reference_ms: int | None, max_future_ms: int) -> tuple[str
     return name, t, value
 
 
-def _required(body: dict[str, Any], field: str, kind: type) -> Any:
+def _kind(value: object) -> str:
+    """A rejected value for a detail: scalars clipped, containers by type (never their contents)."""
+    return clip(value) if value is None or isinstance(value, (str, int, float)) else type(value).__name__
+
+
+def _required(body: dict[str, Any], field: str, kind: type | tuple[type, ...]) -> Any:
     if field not in body:
         raise InvalidMessage("missing_field", f"field {field!r} is required")
     value = body[field]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidMessage("wrong_type", f"field {field!r} must be {kind.__name__}, got {type(value).__name__}")
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        expected = kind.__name__ if isinstance(kind, type) else "number"
+        raise InvalidMessage("wrong_type", f"field {field!r} must be {expected}, got {type(value).__name__}")
     return value
-
-
-def _first_clause(exc: Exception) -> str:
-    return str(exc).split(":")[0]
 
 
 SCORE_SCHEMA = "vitalrisk.score/1"
@@ -219,26 +245,90 @@ def encode_score(score: RiskScore) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode_score(raw: bytes) -> RiskScore:
-    """Read one ``vitalrisk.score/1`` record; :class:`~stream.errors.InvalidMessage` if it is not one."""
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage("not_json", f"score is not valid UTF-8 JSON ({_first_clause(exc)})") from None
+def decode_score(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> RiskScore:
+    """Read one ``vitalrisk.score/1`` record; :class:`~stream.errors.InvalidMessage` if it is not one.
+
+    Numbers must be finite JSON numbers (``score`` and every risk in [0, 1], ``news2_total`` in
+    [0, 20]), names strings, the patient id an id.
+
+    >>> decode_score(b'{"schema": "vitalrisk.score/1", "patient_id": "pt-1", "score": "NaN"}')
+    Traceback (most recent call last):
+    ...
+    stream.errors.InvalidMessage: missing_field: field 'window_start' is required
+    """
+    body = load_json(raw, limits)
     if not isinstance(body, dict) or body.get("schema") != SCORE_SCHEMA:
         raise InvalidMessage("unknown_schema", f"a score must be a {SCORE_SCHEMA!r} object")
-    try:
-        return RiskScore(
-            str(body["patient_id"]), int(body["window_start"]), int(body["window_end"]), str(body["model_name"]),
-            str(body["model_version"]), float(body["score"]), int(body["news2_total"]), str(body["news2_band"]),
-            {str(k): float(v) for k, v in body["inputs"].items()},
-            {str(k): float(v) for k, v in body["contributions"].items()},
-            tuple(str(m) for m in body["missing_inputs"]),
-            risks={str(k): float(v) for k, v in body["risks"].items()},
-            news2_subscores={str(k): int(v) for k, v in body["news2_subscores"].items()},
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InvalidMessage("wrong_type", f"score field missing or mistyped ({exc})") from None
+    patient_id = check_id(_required(body, "patient_id", str), "patient_id")
+    start, end = _epoch_ms(body, "window_start"), _epoch_ms(body, "window_end")
+    if end < start:
+        raise InvalidMessage("impossible_value", f"window_end {end} is before window_start {start}")
+    names = [_name(body, k) for k in ("model_name", "model_version", "news2_band")]
+    score = _probability(_number(body, "score"), "score")
+    news2_total = _required(body, "news2_total", int)
+    if not 0 <= news2_total <= 20:
+        raise InvalidMessage("impossible_value", f"news2_total must lie in [0, 20], got {news2_total}")
+    missing = _required(body, "missing_inputs", list)
+    if not all(type(m) is str for m in missing):
+        raise InvalidMessage("wrong_type", "missing_inputs must be a list of names")
+    return RiskScore(
+        patient_id, start, end, names[0], names[1], score, news2_total, names[2],
+        _numbers(body, "inputs"), _numbers(body, "contributions"), tuple(missing),
+        risks={k: _probability(v, f"risks[{clip(k)}]") for k, v in _numbers(body, "risks").items()},
+        news2_subscores={k: int(v) for k, v in _numbers(body, "news2_subscores", int).items()},
+    )
+
+
+def _number(body: dict[str, Any], field: str) -> float:
+    value = float(_required(body, field, (int, float)))
+    if not math.isfinite(value):
+        raise InvalidMessage("impossible_value", f"{field} must be finite, got {value}")
+    return value
+
+
+def _numbers(body: dict[str, Any], field: str, kind: type | tuple[type, ...] = (int, float)) -> dict[str, float]:
+    """A ``{name: number}`` object: finite JSON numbers (load_json refuses the others), no booleans."""
+    values = _required(body, field, dict)
+    for key, value in values.items():
+        if type(value) is bool or not isinstance(value, kind) or not math.isfinite(value):
+            raise InvalidMessage("wrong_type", f"{field}[{clip(key)}] must be a finite number, got {_kind(value)}")
+    return {key: float(value) for key, value in values.items()}
+
+
+def _probability(value: float, field: str) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise InvalidMessage("impossible_value", f"{field} must lie in [0, 1], got {value:g}")
+    return value
+
+
+def _name(body: dict[str, Any], field: str) -> str:
+    value = _required(body, field, str)
+    if not value:
+        raise InvalidMessage("missing_field", f"field {field!r} must be non-empty")
+    return value
+
+
+def _epoch_ms(body: dict[str, Any], field: str) -> int:
+    value = _required(body, field, int)
+    if not 0 <= value <= MAX_INT64:
+        raise InvalidMessage("impossible_value", f"{field} must be an epoch-ms time, got {clip(value)}")
+    return value
+
+
+WINDOW_SCHEMA = "vitalrisk.window/1"
+
+
+def encode_window(window: WindowFeatures) -> bytes:
+    """A closed window as JSON (``vitalrisk.window/1``): how a quarantined ``features`` row is kept.
+
+    >>> from stream.events import MetricStats
+    >>> encode_window(WindowFeatures("pt-1", 0, 60_000, {"heart_rate": MetricStats(2, 71.0, 70.0, 72.0)}))
+    b'{"schema":"vitalrisk.window/1","patient_id":"pt-1","start":0,"end":60000,"metrics":{"heart_rate":[2,71.0,70.0,72.0]}}'
+    """
+    return json.dumps({"schema": WINDOW_SCHEMA, "patient_id": window.patient_id, "start": window.start_ms,
+                       "end": window.end_ms, "metrics": {m: [s.count, s.mean, s.min, s.max]
+                                                         for m, s in window.metrics.items()}},
+                      separators=(",", ":")).encode()
 
 
 FEATURES_SCHEMA = "vitalrisk.features/1"
@@ -255,15 +345,19 @@ def encode_feature_row(row: FeatureRow) -> bytes:
                       separators=(",", ":")).encode()
 
 
-def decode_feature_row(raw: bytes) -> FeatureRow:
-    """Read one ``vitalrisk.features/1`` record; :class:`~stream.errors.InvalidMessage` if it is not one."""
-    try:
-        body = json.loads(raw)
-        if body.get("schema") != FEATURES_SCHEMA:
-            raise InvalidMessage("unknown_schema", f"a feature row must be a {FEATURES_SCHEMA!r} object")
-        return FeatureRow(str(body["patient_id"]), int(body["t"]), {str(k): float(v) for k, v in body["x"].items()})
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InvalidMessage("wrong_type", f"feature row unreadable ({type(exc).__name__})") from None
+def decode_feature_row(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> FeatureRow:
+    """Read one ``vitalrisk.features/1`` record; :class:`~stream.errors.InvalidMessage` if it is not one.
+
+    >>> decode_feature_row(b'{"schema": "vitalrisk.features/1", "patient_id": "pt-1", "t": 1, "x": {"a": true}}')
+    Traceback (most recent call last):
+    ...
+    stream.errors.InvalidMessage: wrong_type: x['a'] must be a finite number, got True
+    """
+    body = load_json(raw, limits)
+    if not isinstance(body, dict) or body.get("schema") != FEATURES_SCHEMA:
+        raise InvalidMessage("unknown_schema", f"a feature row must be a {FEATURES_SCHEMA!r} object")
+    patient_id = check_id(_required(body, "patient_id", str), "patient_id")
+    return FeatureRow(patient_id, _epoch_ms(body, "t"), _numbers(body, "x"))
 
 
 PATIENT_SCHEMA = "vitalrisk.patient/1"
@@ -307,8 +401,8 @@ def encode_patient(record: PatientRecord) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode_patient(raw: bytes) -> PatientRecord:
-    """Read one ``vitalrisk.patient/1`` record.
+def decode_patient(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> PatientRecord:
+    """Read one ``vitalrisk.patient/1`` record; :class:`~stream.errors.InvalidMessage` if it is not one.
 
     >>> decode_patient(b'{"schema": "vitalrisk.patient/1", "patient_id": "pt-1", "sex": "X"}')
     Traceback (most recent call last):
@@ -319,30 +413,28 @@ def decode_patient(raw: bytes) -> PatientRecord:
     ...
     stream.errors.InvalidMessage: impossible_value: conditions must be among (...), got 'gout'
     """
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage("not_json", f"patient record is not JSON ({type(exc).__name__})") from None
+    body = load_json(raw, limits)
     if not isinstance(body, dict) or body.get("schema") != PATIENT_SCHEMA:
         raise InvalidMessage("unknown_schema", f"a patient record must be a {PATIENT_SCHEMA!r} object")
     patient_id = body.get("patient_id")
     if not isinstance(patient_id, str) or not patient_id:
         raise InvalidMessage("wrong_type", "patient_id must be a non-empty string")
+    check_id(patient_id, "patient_id")
     groups: dict[str, str] = {}
     for attribute, allowed in PATIENT_ATTRIBUTES.items():
         value = body.get(attribute)
         if value is None:
             continue
-        if value not in allowed:
-            raise InvalidMessage("impossible_value", f"{attribute} must be one of {allowed}, got {value!r}")
+        if type(value) is not str or value not in allowed:
+            raise InvalidMessage("impossible_value", f"{attribute} must be one of {allowed}, got {_kind(value)}")
         groups[attribute] = value
     conditions = body.get("conditions")
     if conditions is not None:
         if not isinstance(conditions, list):
             raise InvalidMessage("wrong_type", "conditions must be a list of condition names")
         for condition in conditions:
-            if condition not in PATIENT_CONDITIONS:
+            if type(condition) is not str or condition not in PATIENT_CONDITIONS:
                 raise InvalidMessage("impossible_value",
-                                     f"conditions must be among {PATIENT_CONDITIONS}, got {condition!r}")
+                                     f"conditions must be among {PATIENT_CONDITIONS}, got {_kind(condition)}")
         conditions = tuple(c for c in PATIENT_CONDITIONS if c in conditions)  # canonical order, no repeats
     return PatientRecord(patient_id, groups, conditions)

@@ -114,10 +114,15 @@ def ops_board() -> Dashboard:
                  "Time to commit one batch to the database:"),
     ))
     deadletters = Row("Dead letters", (
-        timeseries("Dead letters per second by reason", "Messages or readings rejected to the dead-letter "
-                   "topic, by reason (not_json, missing_field, impossible_value, late, ...). Nothing "
-                   "rejected is lost: the topic keeps it with its source offset.",
+        timeseries("Dead letters per second by reason", "Records or readings refused to the dead-letter "
+                   "topic, by reason (not_json, missing_field, impossible_value, late, the limits too_large, "
+                   "too_deep, number_too_large, string_too_long, duplicate_key, invalid_id, too_many_readings, "
+                   "future_timestamp; internal_error; sink_rejected rows; alerter: score records). Nothing "
+                   "refused is lost: the topic keeps each record once with its source offset "
+                   "(`vitalrisk deadletters`).",
                    PromQL(f"sum by (reason) (rate(vitals_deadletters_total[{RATE}]))", legend="{{reason}}"),
+                   PromQL(f"sum by (reason) (rate(vitals_alerter_deadletters_total[{RATE}]))",
+                          legend="alerter {{reason}}"),
                    bars=True, stacked=True, unit="short", min=0, width=10),
         timeseries("Dead-letter share of input", "Rejected items as a share of everything read. Above the "
                    f"dashed line ({rules.DEADLETTER_RATIO_HIGH:.0%}) for 10 minutes, "
@@ -129,6 +134,8 @@ def ops_board() -> Dashboard:
         bargauge("Dead letters in range by reason", "Which rejection dominates over the selected time range.",
                  PromQL("sum by (reason) (increase(vitals_deadletters_total[$__range]))", legend="{{reason}}",
                         instant=True),
+                 PromQL("sum by (reason) (increase(vitals_alerter_deadletters_total[$__range]))",
+                        legend="alerter {{reason}}", instant=True),
                  unit="short", decimals=0, width=7, thresholds=(Step("orange"),)),
     ))
     sink = Row("Sink", (

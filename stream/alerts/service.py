@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sinks.metrics import AlertMetrics
@@ -34,7 +34,10 @@ from stream.alerts.engine import AlertEngine, Outcome
 from stream.alerts.errors import AlertNotFiring, AlertStoreUnavailable, UnknownAlert
 from stream.alerts.rules import AlertPolicy, Threshold, Timers
 from stream.alerts.store import AlertStore, AuditBuffer, Batch, alert_row
+from stream.deadletters import as_bytes, deadletter_headers
 from stream.errors import ConfigurationError, InvalidMessage
+from stream.events import DeadLetter
+from stream.limits import Limits
 from stream.preflight import require_free_port
 from stream.settings import Settings
 from stream.skipped import OrderedIntake, ordered_intake
@@ -44,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 #: Timer period: acknowledgements, silences, wall-clock timers, flush. Seconds.
 TICK_S = 0.25
+#: Sends one dead letter: the refused record's key and value, and its headers.
+SendDeadLetter = Callable[[bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 #: Kafka group session timeout of the alerter, seconds: how long partitions of a dead alerter wait.
 SESSION_TIMEOUT_S = 10.0
 #: Acknowledgements and silences are read from the database this often (sooner when the API pokes). Seconds.
@@ -90,8 +95,10 @@ class AlerterRuntime:
 
     def __init__(self, settings: Settings, *, engine: AlertEngine, store: AlertStore, dispatcher: Dispatcher,
                  router: Router, metrics: AlertMetrics, clock: Callable[[], float] = time.time,
-                 intake: OrderedIntake | None = None) -> None:
+                 intake: OrderedIntake | None = None, send_deadletter: SendDeadLetter | None = None) -> None:
         self.settings = settings
+        self.limits = Limits.from_settings(settings)
+        self._send_deadletter = send_deadletter  # (key, value, headers) to the dead-letter topic
         self.intake = intake or OrderedIntake()  # scores in unbroken offset order (see stream.offsets)
         self.engine = engine
         self.store = store
@@ -130,15 +137,22 @@ class AlerterRuntime:
         """Run one record through the engine; a page wakes the flusher."""
         message = event.message
         self._held[message.partition].append(event)
-        try:
-            score = decode_score(message.value)
-        except InvalidMessage as exc:
-            logger.warning("skipping unreadable score at %s[%d]@%d: %s", message.topic, message.partition,
-                           message.offset, exc.reason)
-            return
         source_ms = int(message.timestamp * 1000) if message.timestamp else None
+        try:
+            score = decode_score(message.value, limits=self.limits)
+            outcome = self.engine.on_score(score, now_ms=self.now_ms())
+        except InvalidMessage as exc:
+            logger.warning("unreadable score at %s[%d]@%d dead-lettered: %s", message.topic, message.partition,
+                           message.offset, exc.reason)
+            await self._dead_letter(DeadLetter(exc.reason, exc.detail, as_bytes(message.value)), message, source_ms)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug of ours must cost one record, never the partition
+            logger.exception("internal error on %s[%d]@%d: dead-lettered", message.topic, message.partition,
+                             message.offset)
+            await self._dead_letter(DeadLetter("internal_error", f"{type(exc).__name__} in the alert engine",
+                                               as_bytes(message.value)), message, source_ms)
+            return
         self._partition_of[score.patient_id] = message.partition
-        outcome = self.engine.on_score(score, now_ms=self.now_ms())
         self._absorb(outcome, source_ms)
         if len(self._batch.states) >= BATCH_PATIENTS:
             await self.flush()  # backpressure: stop consuming until the database has caught up
@@ -227,6 +241,13 @@ class AlerterRuntime:
         self._loaded -= partitions
 
     # -- internals -------------------------------------------------------------------------------
+
+    async def _dead_letter(self, letter: DeadLetter, message: Any, source_ms: int | None) -> None:
+        self.metrics.deadletters.labels(letter.reason).inc()
+        if self._send_deadletter is not None:
+            await self._send_deadletter(message.key, letter.payload, deadletter_headers(
+                letter, topic=message.topic, partition=message.partition, offset=message.offset,
+                record_ts_ms=source_ms))
 
     def _raise_if_failed(self) -> None:
         if self._failed is not None:
@@ -335,8 +356,12 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> Any:
                 dispatcher = Dispatcher(sender, receivers=receivers, grafana_url=settings.alert_grafana_url,
                                         external_url=settings.alert_external_url, metrics=metrics)
                 intake, skipped = ordered_intake(settings, app, settings.scores_topic, metrics.skipped_records)
+
+                async def send_deadletter(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+                    await app.producer.send(settings.deadletter_topic, key, value, None, None, headers)
+
                 rt = AlerterRuntime(settings, engine=AlertEngine(policy), store=store, dispatcher=dispatcher,
-                                    router=router, metrics=metrics, intake=intake)
+                                    router=router, metrics=metrics, intake=intake, send_deadletter=send_deadletter)
                 loop = asyncio.get_running_loop()
                 holder.update(runtime=rt, store=store, sender=sender, audit=audit, skipped=skipped,
                               flusher=loop.create_task(rt.run_flusher()), auditor=loop.create_task(audit.run()))

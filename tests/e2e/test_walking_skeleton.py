@@ -9,6 +9,7 @@ import numpy as np
 import psycopg
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
 
 from stream.settings import Settings
 from stream.wire import encode_device_message
@@ -100,8 +101,10 @@ def test_known_readings_become_exactly_the_expected_windows(isolated: Settings, 
     for reason in set(MALFORMED.values()) | {"impossible_value"}:
         assert worker.metric("vitals_deadletters_total", {"reason": reason}) >= 1, reason
     letters = _read_topic(isolated, isolated.deadletter_topic, expect=len(MALFORMED) + len(PATIENTS))
-    assert sorted(json.loads(v)["reason"] for v in letters) == sorted(
+    assert sorted(dict(m.headers)["vitalrisk.reason"].decode() for m in letters) == sorted(
         list(MALFORMED.values()) + ["impossible_value"] * len(PATIENTS))
+    # each dead letter is its record's bytes, once, under its own key
+    assert {m.value for m in letters if m.value in MALFORMED} == set(MALFORMED)
     assert worker.stop() == 0
 
     # a second consumer group replays the whole topic: the database gains no rows
@@ -115,10 +118,10 @@ def test_known_readings_become_exactly_the_expected_windows(isolated: Settings, 
     assert _count(isolated, "risk_scores") == len(PATIENTS) * MINUTES
 
 
-def _read_topic(settings: Settings, topic: str, *, expect: int) -> list[bytes]:
+def _read_topic(settings: Settings, topic: str, *, expect: int) -> list[ConsumerRecord]:
     consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=5000, group_id=None)
-    values = [m.value for m in consumer]
+    values = list(consumer)
     consumer.close()
     assert len(values) == expect, values
     return values

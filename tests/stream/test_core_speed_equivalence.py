@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from stream.errors import InvalidMessage
 from stream.events import MetricStats, VitalReading
+from stream.limits import check_id
 from stream.vocabulary import METRICS
 from stream.windows import MS_PER_MINUTE, summarise
 from stream.wire import _point, _required, decode_device_message
@@ -28,12 +29,12 @@ good_reading = st.builds(
 # A reading with one part broken, missing or oddly typed, or something that is not a reading at all.
 odd_reading = st.one_of(
     st.tuples(good_reading, st.sampled_from(["metric", "t", "value", "unit"]),
-              st.one_of(json_scalars, st.lists(st.integers(), max_size=2), st.just({"a": 1})))
+              st.one_of(json_scalars, st.lists(st.integers(-10**18, 10**18), max_size=2), st.just({"a": 1})))
     .map(lambda g: {**g[0], g[1]: g[2]}),
     st.tuples(good_reading, st.sampled_from(["metric", "t", "value", "unit"]))
     .map(lambda g: {k: v for k, v in g[0].items() if k != g[1]}),
     good_reading.map(lambda r: {**r, "value": int(r["value"])}),
-    json_scalars, st.lists(st.integers(), max_size=2))
+    json_scalars, st.lists(st.integers(-10**18, 10**18), max_size=2))
 
 
 def _plain_decode(body: dict, reference_ms: int | None) -> tuple[list, list[str]]:
@@ -65,14 +66,18 @@ def _plain_envelope_fault(body: dict) -> str | None:
     try:
         fields = [_required(body, name, kind) for name, kind in (
             ("device_id", str), ("patient_id", str), ("seq", int), ("sent_at", int), ("readings", list))]
+        if not (fields[0] and fields[1]):
+            return "missing_field: device_id and patient_id must be non-empty"
+        check_id(fields[0], "device_id")
+        check_id(fields[1], "patient_id")
     except InvalidMessage as exc:
         return f"{exc.reason}: {exc.detail}"
-    return None if fields[0] and fields[1] else "missing_field: device_id and patient_id must be non-empty"
+    return None
 
 
 @settings(max_examples=200, deadline=None)
 @given(field=st.sampled_from(["device_id", "patient_id", "seq", "sent_at", "readings"]),
-       value=st.one_of(json_scalars, st.lists(st.integers(), max_size=1), st.none().map(lambda _: ABSENT)))
+       value=st.one_of(json_scalars, st.lists(st.integers(-10**18, 10**18), max_size=1), st.none().map(lambda _: ABSENT)))
 def test_a_broken_envelope_is_named_as_by_the_field_checks(field, value) -> None:
     body = {"schema": "vitalrisk.device/1", "device_id": "d", "patient_id": "p", "seq": 3, "sent_at": START,
             "readings": []}
