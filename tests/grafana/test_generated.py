@@ -16,7 +16,7 @@ import pytest
 from grafana import build
 from tests.grafana.artefacts import GRAFANA_DIR
 
-MODULES = ("grafana.yamltext", "grafana.datasources", "grafana.dashboard", "grafana.rules", "grafana.build",
+MODULES = ("grafana.datasources", "grafana.dashboard", "grafana.rules", "grafana.build",
            "grafana.boards", "grafana.boards.clinical", "grafana.boards.ops", "grafana.boards.care",
            "grafana.boards.patient", "grafana.boards.model")
 
