@@ -52,6 +52,8 @@ class _ConfigDumper(yaml.SafeDumper):
         return self.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
 
 
+# PyYAML's documented hook; it copies the representer table into _ConfigDumper first, so
+# yaml.SafeDumper (and every other user of PyYAML in the process) stays as it is.
 _ConfigDumper.add_representer(str, _ConfigDumper.represent_text)
 
 
