@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 import sinks.metrics
 from stream.settings import Settings
-from grafana.yamltext import dump
+from grafana.build import yaml_text
 from tests.grafana.artefacts import (COMPOSE_FILE, PROMETHEUS_DIR, PROMTOOL_TESTS_DIR, RULES_DIR, BoardQuery,
                                      all_queries, dashboards, load_yaml)
 from tests.grafana.promql import LABEL_VALUES, interpolate, metric_names
@@ -94,7 +94,7 @@ def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
     groups = [{"name": f"q{i}", "rules": [{"record": f"dashboard_check:q{i}", "expr": _expression(q)}]}
               for i, q in enumerate(PROMQL_QUERIES)]
     rules_file = tmp_path / "dashboard-expressions.yml"
-    rules_file.write_text(dump({"groups": groups}))
+    rules_file.write_text(yaml_text({"groups": groups}))
     checked = _promtool("check", "rules", rules_file)
     if checked.returncode != 0:
         failing = {int(i) for i in re.findall(r'group "q(\d+)"', checked.stdout + checked.stderr)}

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
+from grafana.build import yaml_text
 from grafana.rules import WORKER_JOB
-from grafana.yamltext import dump
 from stream.settings import Settings
 from stream.wire import encode_device_message
 from tests.grafana.artefacts import RULES_DIR, all_queries, dashboards
@@ -92,7 +92,7 @@ def local_prometheus(tmp_path: Path, metrics_port: int) -> Iterator[PrometheusAp
     """Run Prometheus scraping ``127.0.0.1:metrics_port`` as the worker job, with our rules."""
     port = _free_port()
     config = tmp_path / "prometheus.yml"
-    config.write_text(dump({
+    config.write_text(yaml_text({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES_DIR / "*.yml")],
         "scrape_configs": [{"job_name": WORKER_JOB,
