@@ -5,7 +5,7 @@
 set -euo pipefail
 say() { echo "system-deps: $*"; }
 
-packages=(openjdk-17-jre-headless maven postgresql cmake docker-compose prometheus prometheus-alertmanager)
+packages=(openjdk-17-jre-headless maven postgresql cmake patch docker-compose prometheus prometheus-alertmanager)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build and install the TimescaleDB extension from its vendored source (../shared/vendor) when
-# the machine lacks it. Idempotent: an installed copy of the same version costs nothing. Where
-# the source is absent, or we are not root, it says so and the project uses plain PostgreSQL.
+# the machine lacks it, with one patch (timescaledb-2.28.3-bgw-portal.patch: background jobs on
+# PostgreSQL 15.20). Idempotent: our installed build of the same version and patch costs nothing,
+# and a TimescaleDB that came from elsewhere is left alone. Where the source is absent, or we are
+# not root, it says so and the project uses plain PostgreSQL.
 set -euo pipefail
 say() { echo "timescaledb: $*"; }
 
@@ -15,9 +17,20 @@ if [ -z "$pg_config" ]; then
     exit 0
 fi
 pg_version=$("$pg_config" --version)
-if [ -f "$("$pg_config" --pkglibdir)/timescaledb-$version.so" ] &&
-   [ -f "$("$pg_config" --sharedir)/extension/timescaledb--$version.sql" ]; then
+libdir=$("$pg_config" --pkglibdir)
+extdir="$("$pg_config" --sharedir)/extension"
+patch_file="$(dirname "$0")/timescaledb-$version-bgw-portal.patch"
+# Our builds carry a stamp naming the patch they include; an extension without one came from
+# elsewhere (a package manager) and is left alone.
+stamp="$libdir/timescaledb-$version.vitalrisk"
+want_stamp="built by vitalrisk from timescaledb-$version.tar.gz with $(sha256sum "$patch_file" | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && [ -f "$libdir/timescaledb-$version.so" ] &&
+   [ -f "$extdir/timescaledb--$version.sql" ]; then
     say "$version installed for $pg_version"
+    exit 0
+fi
+if [ ! -f "$stamp" ] && [ -f "$extdir/timescaledb.control" ]; then
+    say "$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$extdir/timescaledb.control") installed for $pg_version, not built by vitalrisk: left as it is"
     exit 0
 fi
 if [ ! -f "$tarball" ]; then
@@ -33,6 +46,7 @@ if [ ! -f "$("$pg_config" --includedir-server)/postgres.h" ]; then
     exit 1
 fi
 command -v cmake >/dev/null || { say "cmake is missing (run: make system-deps)"; exit 1; }
+command -v patch >/dev/null || { say "patch is missing (run: make system-deps)"; exit 1; }
 sums="$(dirname "$tarball")/SHA256SUMS"
 if [ -f "$sums" ]; then
     want=$(awk -v f="$(basename "$tarball")" '$2 == f {print $1}' "$sums")
@@ -49,6 +63,10 @@ src="$build_root/timescaledb-$version"
 rm -rf "$src"
 tar -xzf "$tarball" -C "$build_root"
 log="$PWD/$build_root/timescaledb-build.log"
+if ! patch -s -p1 -d "$src" < "$patch_file"; then
+    say "$patch_file does not apply to the source; not building it"
+    exit 1
+fi
 if ! (cd "$src" &&
       ./bootstrap -DPG_CONFIG="$pg_config" -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF &&
       make -C build -j"$(nproc)" && make -C build install) >"$log" 2>&1; then
@@ -57,4 +75,5 @@ if ! (cd "$src" &&
     exit 1
 fi
 rm -rf "$src"
-say "$version installed for $pg_version"
+echo "$want_stamp" > "$stamp"
+say "$version installed for $pg_version (with $(basename "$patch_file"))"
