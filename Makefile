@@ -53,5 +53,6 @@ services-stop: $(STAMP)
 services-status: $(STAMP)
 	$(BIN)/vitalrisk infra status
 
-clean: services-stop
+clean:
+	@if [ -x $(BIN)/vitalrisk ]; then $(BIN)/vitalrisk infra clean; fi
 	rm -rf .local

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import pwd
+import shutil
 import signal
 import stat
 import subprocess
@@ -172,6 +173,15 @@ class LocalPostgres:
     def stop(self) -> bool:
         # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients to disconnect.
         return terminate(self.pid_file, name="postgres", stop_signal=signal.SIGINT)
+
+    def discard_storage(self) -> None:
+        """Delete the stopped cluster's data folder, wherever :meth:`start` put it (see the module docstring)."""
+        if self.running():
+            raise ServiceFailed("postgres is running; stop it before discarding its storage")
+        self.home = self._server_home() if self.root.exists() else self.root
+        shutil.rmtree(self.home / "data", ignore_errors=True)
+        if self.home != self.root:
+            shutil.rmtree(self.home, ignore_errors=True)
 
     def status(self) -> str:
         state = "healthy" if self.healthy() else ("starting" if self.running() else "stopped")

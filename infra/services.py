@@ -1,4 +1,4 @@
-"""``vitalrisk infra``: both local services behind one start / stop / status."""
+"""``vitalrisk infra``: both local services behind one start / stop / status / clean."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from stream.settings import Settings
 
 def run_infra(settings: Settings, action: str, service: str) -> int:
     """Apply ``action`` to ``service`` ("kafka", "postgres" or "all"); print each one's status.
+
+    ``clean`` stops the service and deletes its data (for PostgreSQL run as root from a private
+    folder, that includes the data folder kept under ``/var/tmp``).
 
     Raises
     ------
@@ -32,8 +35,10 @@ def run_infra(settings: Settings, action: str, service: str) -> int:
             if not svc.running():
                 _require_ports_free(svc)
             svc.start()
-        elif action == "stop":
+        elif action in ("stop", "clean"):
             svc.stop()
+            if action == "clean":  # a throwaway service: its data goes too
+                svc.discard_storage()
         print(svc.status())
     return 0
 

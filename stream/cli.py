@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
-    infra = sub.add_parser("infra", help="start, stop or inspect the local Kafka and PostgreSQL")
-    infra.add_argument("action", choices=["start", "stop", "status"])
+    infra = sub.add_parser("infra", help="start, stop, inspect or delete the local Kafka and PostgreSQL")
+    infra.add_argument("action", choices=["start", "stop", "status", "clean"],
+                       help="clean: stop and delete the service's data")
     infra.add_argument("service", nargs="?", choices=["kafka", "postgres", "all"], default="all")
 
     migrate = sub.add_parser("migrate", help="apply database migrations (as the schema owner)")

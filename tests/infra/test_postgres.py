@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,8 +47,8 @@ def private_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalP
     cluster.start()
     yield cluster
     cluster.stop()
-    if cluster.home != cluster.root:
-        shutil.rmtree(cluster.home, ignore_errors=True)
+    cluster.discard_storage()
+    assert not cluster.data.exists()
 
 
 def test_a_cluster_starts_from_a_private_folder(private_cluster: LocalPostgres) -> None:
