@@ -1,6 +1,6 @@
 """Hostile and broken input on the real broker and database: nothing stalls, nothing leaks in.
 
-A known cohort (:class:`tests.e2e.streams.Stream`) is interleaved with about 1,300 hostile
+A known cohort (:class:`tests.e2e.streams.Stream`) is interleaved with about 3,300 hostile
 records: a 100,000-deep nest, 5,000-digit numbers, ids with NUL, a lone surrogate, a newline or
 900 KB, 1,000 bad readings in one message, a fast clock, duplicate keys, not-JSON, tombstones, a
 flood of invented device ids, and a patient whose rows the database refuses. The database must
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 STREAM = Stream(patients=4, minutes=6)
 POISON = "pt-poison"
-FLOOD = 1_000
+FLOOD = 3_000
 
 
 def _device(device_id: str, patient_id: str, seq: object, readings: list[dict[str, object]]) -> bytes:
