@@ -172,6 +172,14 @@ def alerting_rules() -> list[AlertingRule]:
             description="Over 5% of readings and messages are rejected. Dead letters by reason on the Ops "
                         "board show which; a device firmware or schema change is the usual cause."),
         AlertingRule(
+            alert="VitalsScoresDeadLettered",
+            expr="sum by (job, reason) (increase(vitals_alerter_deadletters_total[10m])) > 0",
+            for_="0m", severity="warning",
+            summary="The alerter refused {{ $value | humanize }} score records ({{ $labels.reason }}) in 10 minutes",
+            description="Scores come only from vitalrisk workers, so a refused one means a worker bug or a "
+                        "writer that should not reach the scores topic. Pages for its patient may be missing: "
+                        "`vitalrisk deadletters list --json` shows the records."),
+        AlertingRule(
             alert="VitalsSinkDown", expr="min by (job, instance) (vitals_sink_up) == 0", for_="2m",
             severity="critical",
             summary="Worker {{ $labels.instance }} cannot write to the database",
