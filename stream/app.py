@@ -146,8 +146,11 @@ class WorkerRuntime:
             step = self.pipeline.on_message(message.value, partition=message.partition, offset=message.offset,
                                             record_ts_ms=timestamp_ms, now_ms=int(time.time() * 1000))
         except Exception as exc:  # noqa: BLE001 - a bug of ours must cost one record, never the partition
-            logger.exception("internal error on %s[%d]@%d: dead-lettered", message.topic, message.partition,
-                             message.offset)
+            # The exception's type and place only: its message may quote the record's values.
+            logger.error("internal error (%s) on %s[%d]@%d: dead-lettered", type(exc).__name__, message.topic,
+                         message.partition, message.offset)
+            logger.debug("internal error on %s[%d]@%d", message.topic, message.partition, message.offset,
+                         exc_info=True)
             step = StepResult(dead_letters=[DeadLetter("internal_error", f"{type(exc).__name__} in the core",
                                                        as_bytes(message.value))])
         self.metrics.processing_seconds.observe(time.perf_counter() - started)

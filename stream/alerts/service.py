@@ -147,8 +147,11 @@ class AlerterRuntime:
             await self._dead_letter(DeadLetter(exc.reason, exc.detail, as_bytes(message.value)), message, source_ms)
             return
         except Exception as exc:  # noqa: BLE001 - a bug of ours must cost one record, never the partition
-            logger.exception("internal error on %s[%d]@%d: dead-lettered", message.topic, message.partition,
-                             message.offset)
+            # The exception's type and place only: its message may quote the record's values.
+            logger.error("internal error (%s) on %s[%d]@%d: dead-lettered", type(exc).__name__, message.topic,
+                         message.partition, message.offset)
+            logger.debug("internal error on %s[%d]@%d", message.topic, message.partition, message.offset,
+                         exc_info=True)
             await self._dead_letter(DeadLetter("internal_error", f"{type(exc).__name__} in the alert engine",
                                                as_bytes(message.value)), message, source_ms)
             return
