@@ -26,6 +26,7 @@ from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from stream.deadletters import DeadLetterRecord, iso, replayed_headers, summarise
 from stream.errors import VitalsError
+from stream.preflight import require_kafka
 from stream.settings import Settings
 
 #: How long to wait for the broker before saying it is down, milliseconds.
@@ -143,6 +144,7 @@ def replay(settings: Settings, records: list[DeadLetterRecord], every: list[Dead
 
 def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Carry out ``vitalrisk deadletters ACTION``; the exit status."""
+    require_kafka(settings)  # one line at once, not kafka-python's 30 s of retries
     every = read_all(settings)
     records = chosen(every, args)
     if args.action == "list":

@@ -108,6 +108,9 @@ NEEDS_KAFKA = [
     pytest.param(SIMULATE, {}, id="simulate"),
     pytest.param(["simulate", "--patients", "1", "--rate", "10", "--duration", "1"], {}, id="simulate-rate"),
     pytest.param(["replay", "{files}/good.csv", "--patient", "pt-1"], {}, id="replay"),
+    pytest.param(["deadletters", "list"], {}, id="deadletters-list"),
+    pytest.param(["deadletters", "summary", "--by", "reason"], {}, id="deadletters-summary"),
+    pytest.param(["deadletters", "replay", "--reason", "late"], {}, id="deadletters-replay"),
 ]
 
 
