@@ -36,9 +36,9 @@ import psycopg  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from stream.events import RiskScore  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.wire import encode_score  # noqa: E402
+from kernel.events import RiskScore  # noqa: E402
+from kernel.settings import Settings  # noqa: E402
+from kernel.wire import encode_score  # noqa: E402
 
 SECRET = "bench-secret"
 START_MS = 1_767_571_200_000

@@ -47,9 +47,10 @@ from models.scorer import FeatureSpace, News2RowScorer  # noqa: E402
 from models.trainer import Trainer  # noqa: E402
 from simulators.cohort import CohortConfig, episodes, minute_frames, population, simulate  # noqa: E402
 from stream.batch_features import BatchFeatureEngine, feature_columns, row_dict  # noqa: E402
-from stream.features import FeatureEngine, FeatureRow  # noqa: E402
+from kernel.events import FeatureRow  # noqa: E402
+from stream.features import FeatureEngine  # noqa: E402
 from stream.pipeline import VitalsPipeline  # noqa: E402
-from stream.settings import Settings  # noqa: E402
+from kernel.settings import Settings  # noqa: E402
 
 MS_PER_HOUR = 3_600_000
 DEFAULT_PATIENT_HOURS = 1_000 * 14 * 24

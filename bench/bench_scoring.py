@@ -36,12 +36,12 @@ from models.risk import RiskModel  # noqa: E402
 from models.snapshots import Snapshot  # noqa: E402
 from simulators.cohort import CohortConfig, simulate  # noqa: E402
 from simulators.deterioration import Incidence  # noqa: E402
-from stream.features import FeatureRow  # noqa: E402
+from kernel.events import FeatureRow  # noqa: E402
 from stream.model_scoring import ModelScoring  # noqa: E402
 from models.scorer import Scorer  # noqa: E402
 from stream.pipeline import VitalsPipeline  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.wire import encode_feature_row  # noqa: E402
+from kernel.settings import Settings  # noqa: E402
+from kernel.wire import encode_feature_row  # noqa: E402
 
 HOUR_MS = 3_600_000
 HORIZON_MS = 2 * HOUR_MS

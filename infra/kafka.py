@@ -19,7 +19,7 @@ from pathlib import Path
 
 from infra.errors import ServiceFailed, ToolMissing
 from infra.processes import port_open, read_pid, spawn, tail, terminate, wait_until
-from stream.settings import Settings
+from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 

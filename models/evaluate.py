@@ -56,9 +56,10 @@ from models.risk import CONDITIONS, DEFAULT_NEGATIVE_RATE, RiskModel
 from models import news2 as _news2
 from models.scorer import NEWS2_FEATURES, FeatureSpace, News2RowScorer, Scorer
 from models.trainer import Trainer
-from stream.events import RiskScore
-from stream.features import HOP_MS, FeatureEngine, FeatureRow
-from stream.settings import Settings
+from kernel.events import RiskScore
+from kernel.events import FeatureRow
+from stream.features import HOP_MS, FeatureEngine
+from kernel.settings import Settings
 
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 24 * MS_PER_HOUR

@@ -20,7 +20,7 @@ from typing import Any
 
 from models.errors import SnapshotRejected
 from models.snapshots import Snapshot, signing_key
-from stream.settings import Settings
+from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 

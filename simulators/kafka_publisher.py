@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stream.errors import ServiceUnavailable
+from kernel.errors import ServiceUnavailable
 from stream.preflight import require_kafka
-from stream.settings import Settings
+from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def publish_patients(patients: Iterable[Any], *, settings: Settings, producer: A
     the risk model uses — no birth date, no name.
     """
     from models.fairness import patient_record
-    from stream.wire import encode_patient
+    from kernel.wire import encode_patient
 
     count = 0
     for patient in patients:

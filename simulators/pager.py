@@ -45,8 +45,8 @@ from aiohttp import web
 
 from sinks.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_S, TIMESTAMP_HEADER, verify
 from stream.alerts.errors import SignatureInvalid
-from stream.errors import ConfigurationError, listen_failed
-from stream.settings import Settings
+from kernel.errors import ConfigurationError, listen_failed
+from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 

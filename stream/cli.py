@@ -2,7 +2,7 @@
 
 Errors a user can fix end in one line on stderr starting ``vitalrisk: `` and never a traceback:
 exit status 2 for a bad argument or setting, 1 for a service that is down, a port that is taken
-or work that failed. The adapters raise :class:`~stream.errors.VitalsError` subclasses where
+or work that failed. The adapters raise :class:`~kernel.errors.VitalsError` subclasses where
 the failure happens (each names its exit status); :func:`main` prints them.
 """
 
@@ -18,8 +18,8 @@ from typing import NoReturn, get_args
 from pydantic import SecretStr, ValidationError
 
 from stream import deadletter_topic
-from stream.errors import EXIT_BAD_INPUT, ConfigurationError, ProcessDied, VitalsError
-from stream.settings import Settings, check_database_url
+from kernel.errors import EXIT_BAD_INPUT, ConfigurationError, ProcessDied, VitalsError
+from kernel.settings import Settings, check_database_url
 
 logger = logging.getLogger(__name__)
 

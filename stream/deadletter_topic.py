@@ -25,8 +25,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # type: ignore[i
 from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from stream.deadletters import DeadLetterRecord, iso, replayed_headers, summarise
-from stream.errors import VitalsError
-from stream.settings import Settings
+from kernel.errors import VitalsError
+from kernel.settings import Settings
 
 #: How long to wait for the broker before saying it is down, milliseconds.
 TIMEOUT_MS = 10_000

@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry
 
 from models.snapshots import signing_key
 from sinks.metrics import ModelMetrics, PipelineMetrics, serve_metrics
-from stream.errors import ConfigurationError
+from kernel.errors import ConfigurationError
 from stream.preflight import require_database, require_kafka
-from stream.settings import Settings
+from kernel.settings import Settings
 
 if TYPE_CHECKING:
     import faust

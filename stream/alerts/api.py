@@ -28,8 +28,8 @@ from aiohttp import web
 
 from stream.alerts.errors import AlertNotFiring, AlertStoreUnavailable, UnknownAlert
 from stream.alerts.store import AlertStore
-from stream.errors import listen_failed
-from stream.settings import Settings
+from kernel.errors import listen_failed
+from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 

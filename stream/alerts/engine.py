@@ -24,7 +24,7 @@ Per patient and alert kind a state machine (see :mod:`stream.alerts.rules` for t
 
 Examples
 --------
->>> from stream.events import RiskScore
+>>> from kernel.events import RiskScore
 >>> engine = AlertEngine(AlertPolicy())
 >>> def news2(t_min, total):
 ...     return RiskScore("pt-1", (t_min - 1) * 60_000, t_min * 60_000, "news2", "rcp-2017-scale1",
@@ -45,7 +45,7 @@ from typing import Any
 from stream.alerts.errors import AlertNotFiring, UnknownAlert
 from stream.alerts.rules import DATA_STOPPED, AlertPolicy, Silence, signals
 from stream.alerts.state import AlertState, Evidence, PatientState, Phase, episode_id
-from stream.events import RiskScore
+from kernel.events import RiskScore
 
 #: Page actions, in the order an episode may emit them.
 ACTIONS = ("firing", "renotify", "escalate", "resolved")

@@ -15,12 +15,12 @@
                                     ``stale``, ``mismatch``)
 
 ``vitalrisk`` exits with status 2 for InvalidPolicy, InvalidRequest and UnknownAlert (the input
-must change), 1 for the rest (:attr:`stream.errors.VitalsError.exit_status`).
+must change), 1 for the rest (:attr:`kernel.errors.VitalsError.exit_status`).
 """
 
 from __future__ import annotations
 
-from stream.errors import EXIT_BAD_INPUT, VitalsError
+from kernel.errors import EXIT_BAD_INPUT, VitalsError
 
 
 class AlertError(VitalsError):

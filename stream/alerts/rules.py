@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from stream.alerts.errors import InvalidPolicy
-from stream.events import RiskScore
+from kernel.events import RiskScore
 
 NEWS2_HIGH = "news2_high"
 NEWS2_RED = "news2_red_parameter"

@@ -35,13 +35,13 @@ from stream.alerts.errors import AlertNotFiring, AlertStoreUnavailable, UnknownA
 from stream.alerts.rules import AlertPolicy, Threshold, Timers
 from stream.alerts.store import AlertStore, AuditBuffer, Batch, alert_row
 from stream.deadletters import as_bytes, deadletter_headers
-from stream.errors import ConfigurationError, InvalidMessage
-from stream.events import DeadLetter
-from stream.limits import Limits
+from kernel.errors import ConfigurationError, InvalidMessage
+from kernel.events import DeadLetter
+from kernel.limits import Limits
 from stream.preflight import require_free_port
-from stream.settings import Settings
+from kernel.settings import Settings
 from stream.skipped import OrderedIntake, ordered_intake
-from stream.wire import decode_score
+from kernel.wire import decode_score
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def policy_from_settings(settings: Settings) -> AlertPolicy:
 
 
 def webhook_secret(settings: Settings) -> bytes:
-    """The signing key; :class:`~stream.errors.ConfigurationError` when it is unset or empty."""
+    """The signing key; :class:`~kernel.errors.ConfigurationError` when it is unset or empty."""
     if settings.webhook_secret is None or not settings.webhook_secret.get_secret_value():
         raise ConfigurationError("VITALS_WEBHOOK_SECRET must be set: every page is signed")
     return settings.webhook_secret.get_secret_value().encode()

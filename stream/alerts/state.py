@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-from stream.events import RiskScore
+from kernel.events import RiskScore
 
 
 class Phase(str, Enum):

@@ -9,7 +9,7 @@ import pytest
 
 from stream.alerts import AlertEngine, AlertPolicy, PatientState, Phase, Silence, Threshold, Timers, replay_pages
 from stream.alerts.errors import AlertNotFiring, InvalidPolicy, UnknownAlert
-from stream.events import RiskScore
+from kernel.events import RiskScore
 from tests.alerts.conftest import news2_score
 
 MIN = 60_000
@@ -242,7 +242,7 @@ def test_policies_that_cannot_work_are_refused() -> None:
 def test_the_alerter_settings_and_the_policy_default_agree_on_the_model_risk_threshold() -> None:
     """Issue 7: the live alerter (settings) and ``vitalrisk evaluate`` (policy default) page alike."""
     from stream.alerts.service import policy_from_settings
-    from stream.settings import Settings
+    from kernel.settings import Settings
 
     assert policy_from_settings(Settings()).risk == AlertPolicy().risk == Threshold(0.6, 0.5, 2 * MIN, 2 * MIN)
     engine = AlertEngine(AlertPolicy())

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.alerts import AlertEngine, AlertPolicy, Page, PatientState, Silence, Threshold, Timers, replay_pages
-from stream.events import RiskScore
+from kernel.events import RiskScore
 
 MIN = 60_000
 T0 = 1_767_571_200_000

@@ -15,7 +15,7 @@ from simulators.faults import FaultRates
 from stream.batch_features import feature_columns, row_dict
 from stream.features import FeatureEngine
 from stream.pipeline import VitalsPipeline
-from stream.settings import Settings
+from kernel.settings import Settings
 
 HOUR = 3_600_000
 

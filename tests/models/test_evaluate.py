@@ -12,8 +12,8 @@ import pytest
 from models.evaluate import EvaluateOptions, EvaluationCore, evaluate_cohort, reliability, roc_curve, run_evaluate
 from models.evaluation import ScoreSketch
 from models.labelling import Outcome
-from stream.features import FeatureRow
-from stream.settings import Settings
+from kernel.events import FeatureRow
+from kernel.settings import Settings
 
 H = 3_600_000
 

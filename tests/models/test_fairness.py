@@ -244,7 +244,7 @@ def test_simulated_spo2_overreading_is_flagged_only_when_switched_on() -> None:
     item 2): the flags at the end hold on all three; this test runs seed 42."""
     from models.evaluate import EvaluateOptions, evaluate_cohort
     from simulators.deterioration import Incidence
-    from stream.settings import Settings
+    from kernel.settings import Settings
 
     results = {}
     for bias in (True, False):

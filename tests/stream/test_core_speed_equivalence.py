@@ -8,12 +8,12 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.errors import InvalidMessage
-from stream.events import MetricStats, VitalReading
-from stream.limits import check_id
-from stream.vocabulary import METRICS
+from kernel.errors import InvalidMessage
+from kernel.events import MetricStats, VitalReading
+from kernel.limits import check_id
+from kernel.vocabulary import METRICS
 from stream.windows import MS_PER_MINUTE, summarise
-from stream.wire import _point, _required, decode_device_message
+from kernel.wire import _point, _required, decode_device_message
 
 START = 1_767_571_200_000
 RECORD_TS = START + 60_000

@@ -1,4 +1,7 @@
-"""Errors of the streaming pipeline.
+"""The root of every vitalrisk error and the errors shared by all packages.
+
+Each package's own ``errors.py`` derives its narrow errors from :class:`VitalsError`
+(``models/errors.py``, ``sinks/errors.py``, ``infra/errors.py``, ``stream/alerts/errors.py``).
 
 ::
 
