@@ -120,6 +120,10 @@ class DeadLetter:
         return self.reasons or {self.reason: 1}
 
 
+#: A feature row per patient every 5 minutes of event time (the hop of ``vitals.features``).
+HOP_MS = 5 * 60_000
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureRow:
     """Model input for one patient at one hop boundary ``ts_ms`` (features of ``[ts_ms - 1h, ts_ms)``)."""

@@ -48,8 +48,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kernel.errors import InvalidMessage
-from kernel.events import RiskScore, VitalReading, WindowFeatures
-from kernel.events import FeatureRow
+from kernel.events import FeatureRow, RiskScore, VitalReading, WindowFeatures
 from kernel.limits import DEFAULT_LIMITS, Limits, check_id, clip, load_json
 from kernel.vocabulary import METRICS
 
@@ -438,3 +437,11 @@ def decode_patient(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> PatientRec
                                      f"conditions must be among {PATIENT_CONDITIONS}, got {_kind(condition)}")
         conditions = tuple(c for c in PATIENT_CONDITIONS if c in conditions)  # canonical order, no repeats
     return PatientRecord(patient_id, groups, conditions)
+
+
+#: How the snapshots topic is created (by ``vitalrisk infra`` and by the trainer when missing).
+SNAPSHOT_TOPIC: dict[str, Any] = {
+    "num_partitions": 1, "replication_factor": 1,
+    "topic_configs": {"cleanup.policy": "compact", "retention.ms": "-1",
+                      "max.message.bytes": str(16 * 1024 * 1024)},
+}

@@ -54,8 +54,7 @@ from models.risk import RiskModel
 from models.scorer import FeatureSpace, News2RowScorer
 from models.snapshots import Snapshot
 from models.trainer import Trainer
-from kernel.events import FeatureRow
-from stream.features import HOP_MS
+from kernel.events import HOP_MS, FeatureRow
 from kernel.wire import PatientRecord
 
 #: Scorers the live evaluation compares.

@@ -41,7 +41,7 @@ from sinks.metrics import ModelMetrics, serve_metrics
 from sinks.timescale import INSERT_OPS_EVENT, utc
 from kernel.errors import InvalidMessage, ServiceUnavailable, VitalsError, first_line
 from kernel.events import FeatureRow
-from stream.preflight import require_database, require_kafka
+from infra.preflight import require_database, require_kafka
 from kernel.settings import Settings
 from models.patient_context import parse_inputs
 from models.patient_topic import apply_records

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kernel.errors import ServiceUnavailable
-from stream.preflight import require_kafka
+from infra.preflight import require_kafka
 from kernel.settings import Settings
+from kernel.wire import encode_patient
+from models.fairness import patient_record
 
 logger = logging.getLogger(__name__)
 
@@ -271,8 +273,6 @@ def publish_patients(patients: Iterable[Any], *, settings: Settings, producer: A
     :func:`models.fairness.subgroups`) for the fairness monitor, and the enrolment diagnoses
     the risk model uses — no birth date, no name.
     """
-    from models.fairness import patient_record
-    from kernel.wire import encode_patient
 
     count = 0
     for patient in patients:

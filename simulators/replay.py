@@ -55,12 +55,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from simulators.kafka_publisher import PublishReport
+from simulators.kafka_publisher import PublishReport, make_producer
 from kernel.errors import EXIT_BAD_INPUT, VitalsError
 from kernel.limits import valid_id
 from kernel.settings import Settings
 from kernel.vocabulary import METRICS
 from kernel.wire import MAX_READINGS_PER_MESSAGE, encode_device_message
+from simulators.run import progress_line
 
 #: The CSV header a recording must start with.
 HEADER = ("timestamp", "metric", "value")
@@ -448,10 +449,7 @@ def run_replay(settings: Settings, csv_path: Path, *, patient_id: str, device_id
     shift_ms = (int(time.time() * 1000) - summary.first_ms) // batch_ms * batch_ms if shift_to_now else 0
     own_producer = producer is None
     if own_producer:
-        from simulators.kafka_publisher import make_producer
-
         producer = make_producer(settings)  # an unreachable broker: ServiceUnavailable, one line and exit 1
-    from simulators.run import progress_line
 
     messages = batch_readings(read_recording(csv_path), patient_id=patient_id, device_id=device,
                               batch_ms=batch_ms, shift_ms=shift_ms)

@@ -42,11 +42,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from kernel.events import MetricStats
+from kernel.events import HOP_MS, MetricStats
 from stream.features import (
     BASELINE_MIN_MINUTES,
     EXPECTED_PER_MINUTE,
-    HOP_MS,
     LONG_WINDOW_MS,
     MS_PER_MINUTE,
     PANES,

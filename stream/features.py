@@ -48,11 +48,10 @@ from collections.abc import Mapping, Sequence
 from operator import mul, truediv
 from dataclasses import dataclass, field
 
-from kernel.events import FeatureRow, MetricStats, WindowFeatures
+from kernel.events import HOP_MS, FeatureRow, MetricStats, WindowFeatures
 from kernel.vocabulary import METRICS
 
 MS_PER_MINUTE = 60_000
-HOP_MS = 5 * MS_PER_MINUTE
 SHORT_WINDOW_MS = 15 * MS_PER_MINUTE
 LONG_WINDOW_MS = 60 * MS_PER_MINUTE
 PANES = LONG_WINDOW_MS // HOP_MS

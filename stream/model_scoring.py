@@ -34,9 +34,7 @@ from models.news2 import MAX_TOTAL
 from models.patient_context import PatientContext
 from models.scorer import NEWS2_FEATURES, News2RowScorer, Scorer
 from models.snapshots import Snapshot
-from kernel.events import RiskScore
-from kernel.events import FeatureRow
-from stream.features import HOP_MS
+from kernel.events import HOP_MS, FeatureRow, RiskScore
 from stream.scoring import MODEL_NAME as NEWS2_NAME, MODEL_VERSION as NEWS2_VERSION
 
 

@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 
 from stream.deadletters import as_bytes
 from kernel.errors import InvalidMessage
-from kernel.events import DeadLetter, RiskScore, WindowFeatures
-from kernel.events import FeatureRow
-from stream.features import HOP_MS, FeatureEngine, PatientState
+from kernel.events import HOP_MS, DeadLetter, FeatureRow, RiskScore, WindowFeatures
+from stream.features import FeatureEngine, PatientState
 from kernel.limits import DEFAULT_LIMITS, Limits
 from stream.scoring import news2_for_window
 from kernel.settings import Settings

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
-from stream.alerts.store import AlertStore
-from stream.preflight import require_database
+from sinks.alert_store import AlertStore
+from infra.preflight import require_database
 from kernel.settings import Settings
 
 

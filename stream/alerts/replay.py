@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from stream.alerts.engine import AlertEngine, Page
+from stream.alerts.engine import AlertEngine
+from kernel.alerts import Page
 from stream.alerts.rules import AlertPolicy
 from kernel.events import RiskScore
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from models.cohort_features import UnsupportedCohort, cohort_hops, shard_hops, shards, supports
+from stream.cohort_features import UnsupportedCohort, cohort_hops, shard_hops, shards, supports
 from simulators.cohort import CohortConfig, population, simulate
 from simulators.deterioration import Incidence
 from simulators.devices import DeviceSchedule

@@ -14,8 +14,7 @@ from models.labelling import Outcome
 from models.online import OnlineLearner
 from models.risk import RiskModel, _linear_parts
 from models.snapshots import Snapshot
-from kernel.events import FeatureRow
-from stream.features import HOP_MS
+from kernel.events import HOP_MS, FeatureRow
 from kernel.wire import PatientRecord
 
 H = 3_600_000
