@@ -3,6 +3,7 @@
 #                      PostgreSQL/TimescaleDB, print a summary, stop what it started
 #   make test          set up what is missing, then the whole suite; it starts and stops its own
 #                      Kafka and PostgreSQL
+#   make lint          the import contract: layers one way, no package cycle (lint-imports)
 # Set-up apart, for those who want it (each step is idempotent and says what it did):
 #   make system-deps   Debian packages (Java 17, Maven, PostgreSQL server and headers, cmake,
 #                      Prometheus tools, docker-compose); installs only as root
@@ -15,7 +16,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_ARGS ?=
 
-.PHONY: system-deps venv kafka-jars timescaledb setup demo test services-start services-stop services-status clean
+.PHONY: system-deps venv kafka-jars timescaledb setup demo test lint services-start services-stop services-status clean
 
 system-deps:
 	@bash infra/scripts/system-deps.sh
@@ -43,6 +44,9 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/lint-imports
 
 services-start: setup
 	$(BIN)/vitalrisk infra start

@@ -36,9 +36,12 @@ import psycopg  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from stream.events import RiskScore  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.wire import encode_score  # noqa: E402
+from kernel.events import RiskScore  # noqa: E402
+from kernel.settings import Settings  # noqa: E402
+from kernel.wire import encode_score  # noqa: E402
+from infra.kafka import LocalKafka  # noqa: E402
+from infra.postgres import LocalPostgres  # noqa: E402
+from sinks.migrations import migrate  # noqa: E402
 
 SECRET = "bench-secret"
 START_MS = 1_767_571_200_000
@@ -99,10 +102,6 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database for inspection")
     args = parser.parse_args()
-
-    from infra.kafka import LocalKafka
-    from infra.postgres import LocalPostgres
-    from sinks.migrations import migrate
 
     tag = uuid.uuid4().hex[:8]
     base = Settings(state_dir=args.state_dir, kafka_bootstrap=args.bootstrap, partitions=args.partitions,

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from simulators.cohort import CohortConfig, simulate  # noqa: E402
 from stream.pipeline import VitalsPipeline  # noqa: E402
-from stream.settings import Settings  # noqa: E402
+from kernel.settings import Settings  # noqa: E402
 
 PARTITIONS = 6
 

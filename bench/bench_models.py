@@ -9,9 +9,9 @@ No services needed::
 
 1. **Evaluate stages** (the array path ``vitalrisk evaluate`` takes for a cohort without faults),
    timed one by one on one cohort in this process: simulate (:func:`simulators.cohort.minute_frames`),
-   1-minute window statistics (:func:`models.cohort_features.frame_metrics`), hopping features
+   1-minute window statistics (:func:`stream.cohort_features.frame_metrics`), hopping features
    (:class:`stream.batch_features.BatchFeatureEngine`), and the model loop (score, label, judge,
-   learn, alert replay: :meth:`models.evaluate.EvaluationCore.add_hop` and ``finish``), in ms
+   learn, alert replay: :meth:`stream.evaluate.EvaluationCore.add_hop` and ``finish``), in ms
    per patient-hour; with ``--message-path`` also the old path (JSON, pipeline core,
    :class:`~stream.features.FeatureEngine`) on the same cohort.
 2. **Scoring**: rows per second for ``predict_proba_one`` per row, ``predict_many`` in batches
@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from models.cohort_features import frame_metrics  # noqa: E402
-from models.evaluate import EvaluateOptions, EvaluationCore, default_processes, evaluate_cohort  # noqa: E402
+from stream.cohort_features import frame_metrics  # noqa: E402
+from stream.evaluate import EvaluateOptions, EvaluationCore, default_processes, evaluate_cohort  # noqa: E402
 from models.fairness import subgroups  # noqa: E402
 from models.labelling import LABELS, LabelledWindow, Outcome  # noqa: E402
 from models.risk import RiskModel  # noqa: E402
@@ -47,9 +47,10 @@ from models.scorer import FeatureSpace, News2RowScorer  # noqa: E402
 from models.trainer import Trainer  # noqa: E402
 from simulators.cohort import CohortConfig, episodes, minute_frames, population, simulate  # noqa: E402
 from stream.batch_features import BatchFeatureEngine, feature_columns, row_dict  # noqa: E402
-from stream.features import FeatureEngine, FeatureRow  # noqa: E402
+from kernel.events import FeatureRow  # noqa: E402
+from stream.features import FeatureEngine  # noqa: E402
 from stream.pipeline import VitalsPipeline  # noqa: E402
-from stream.settings import Settings  # noqa: E402
+from kernel.settings import Settings  # noqa: E402
 
 MS_PER_HOUR = 3_600_000
 DEFAULT_PATIENT_HOURS = 1_000 * 14 * 24

@@ -41,7 +41,7 @@ from infra.processes import port_open  # noqa: E402
 from simulators.kafka_publisher import BATCH_SIZE_BYTES, LINGER_MS, KafkaSender, make_producer  # noqa: E402
 from simulators.load import LoadCohort, LoadReport, run_load  # noqa: E402
 from simulators.run import few_gc_collections  # noqa: E402
-from stream.settings import Settings  # noqa: E402
+from kernel.settings import Settings  # noqa: E402
 
 PAYLOAD_SAMPLE = 20_000  # distinct device messages in ProducerPerformance's payload file
 

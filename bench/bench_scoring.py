@@ -36,12 +36,16 @@ from models.risk import RiskModel  # noqa: E402
 from models.snapshots import Snapshot  # noqa: E402
 from simulators.cohort import CohortConfig, simulate  # noqa: E402
 from simulators.deterioration import Incidence  # noqa: E402
-from stream.features import FeatureRow  # noqa: E402
+from kernel.events import FeatureRow  # noqa: E402
 from stream.model_scoring import ModelScoring  # noqa: E402
 from models.scorer import Scorer  # noqa: E402
 from stream.pipeline import VitalsPipeline  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.wire import encode_feature_row  # noqa: E402
+from kernel.settings import Settings  # noqa: E402
+from kernel.wire import encode_feature_row  # noqa: E402
+from infra.kafka import LocalKafka  # noqa: E402
+from infra.postgres import LocalPostgres  # noqa: E402
+from models.trainer_service import TrainerService  # noqa: E402
+from sinks.migrations import migrate  # noqa: E402
 
 HOUR_MS = 3_600_000
 HORIZON_MS = 2 * HOUR_MS
@@ -96,9 +100,6 @@ def scoring_rate(rows: list[FeatureRow], model: RiskModel) -> float:
 def kafka_rates(rows: list[FeatureRow], outcomes: list[tuple[int, Outcome]], base: Settings) -> tuple[float, float]:
     """(raw consume records/s, trainer service examples/s) on fresh topics of the local broker."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # type: ignore[import-untyped]
-
-    from infra.kafka import LocalKafka
-    from models.trainer_service import TrainerService
 
     tag = uuid.uuid4().hex[:8]
     settings = base.model_copy(update={
@@ -162,10 +163,6 @@ def main() -> int:
         return 0
     import psycopg
     from psycopg import sql
-
-    from infra.kafka import LocalKafka
-    from infra.postgres import LocalPostgres
-    from sinks.migrations import migrate
 
     base = Settings()
     postgres = LocalPostgres(base)

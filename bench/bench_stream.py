@@ -40,7 +40,7 @@ from simulators.kafka_publisher import make_producer, publish  # noqa: E402
 from sinks.metrics import scrape  # noqa: E402
 from sinks.migrations import migrate  # noqa: E402
 from stream.pipeline import VitalsPipeline  # noqa: E402
-from stream.settings import Settings  # noqa: E402
+from kernel.settings import Settings  # noqa: E402
 
 
 def core_rate(messages: list, settings: Settings) -> tuple[float, float]:

@@ -10,7 +10,7 @@
 Both end ``vitalrisk infra`` (and ``demo``) with one line on stderr and exit status 1.
 """
 
-from stream.errors import VitalsError
+from kernel.errors import VitalsError
 
 
 class InfraError(VitalsError):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from infra.errors import ServiceFailed, ToolMissing
 from infra.processes import port_open, read_pid, spawn, tail, terminate, wait_until
-from stream.settings import Settings
+from kernel.settings import Settings
+from kernel.wire import SNAPSHOT_TOPIC
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +134,6 @@ class LocalKafka:
         """
         from kafka.admin import KafkaAdminClient, NewTopic
         from kafka.errors import TopicAlreadyExistsError
-
-        from models.snapshot_topic import SNAPSHOT_TOPIC
 
         s = self.settings
         admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="vitalrisk-infra")

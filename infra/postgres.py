@@ -31,7 +31,7 @@ from pathlib import Path
 
 from infra.errors import ServiceFailed, ToolMissing
 from infra.processes import read_pid, spawn, terminate, wait_until
-from stream.settings import Settings
+from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 

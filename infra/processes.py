@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from infra.errors import ServiceFailed
-from stream.settings import Settings
+from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 

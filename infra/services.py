@@ -5,8 +5,8 @@ from __future__ import annotations
 from infra.kafka import LocalKafka
 from infra.postgres import LocalPostgres
 from infra.processes import port_open
-from stream.errors import ConfigurationError, PortInUse
-from stream.settings import Settings
+from kernel.errors import ConfigurationError, PortInUse
+from kernel.settings import Settings
 
 
 def run_infra(settings: Settings, action: str, service: str) -> int:

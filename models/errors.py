@@ -12,12 +12,12 @@
           └── RegistryError       the model registry table is missing or a version is absent
 
 ``vitalrisk`` exits with status 2 for UnknownModel and SnapshotKeyMissing (a setting to fix), 1 for
-the rest (:attr:`stream.errors.VitalsError.exit_status`).
+the rest (:attr:`kernel.errors.VitalsError.exit_status`).
 """
 
 from __future__ import annotations
 
-from stream.errors import EXIT_BAD_INPUT, VitalsError
+from kernel.errors import EXIT_BAD_INPUT, VitalsError
 
 
 class ModelsError(VitalsError):

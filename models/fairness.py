@@ -103,7 +103,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.evaluation import OpsEvent, ScoreSketch
-from stream.wire import PATIENT_ATTRIBUTES, PatientRecord
+from kernel.wire import PATIENT_ATTRIBUTES, PatientRecord
 
 #: Attributes monitored, in report order.
 ATTRIBUTES: tuple[str, ...] = ("sex", "age_band", "skin_tone")

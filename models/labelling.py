@@ -64,8 +64,8 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from models.errors import InvalidOutcome
-from stream.errors import InvalidMessage
-from stream.limits import DEFAULT_LIMITS, Limits, load_json, valid_id
+from kernel.errors import InvalidMessage
+from kernel.limits import DEFAULT_LIMITS, Limits, load_json, valid_id
 
 T = TypeVar("T")
 

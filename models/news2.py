@@ -215,7 +215,7 @@ def news2_score(
     ------
     ValueError
         If a value is NaN or infinite, or ``consciousness`` is not an ACVPU level.
-        Physiological plausibility is not checked here (see ``stream.vocabulary``).
+        Physiological plausibility is not checked here (see ``kernel.vocabulary``).
 
     Examples
     --------

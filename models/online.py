@@ -22,7 +22,7 @@ Examples
 --------
 >>> from models.labelling import Outcome
 >>> from models.risk import RiskModel
->>> from stream.features import FeatureRow
+>>> from kernel.events import FeatureRow
 >>> H = 3_600_000
 >>> learner = OnlineLearner(RiskModel(conditions=("any",), negative_rate=1.0), name="risk-logreg",
 ...                         horizon_ms=H, outcome_grace_ms=0, snapshot_every=2, snapshot_every_ms=None)
@@ -54,8 +54,8 @@ from models.risk import RiskModel
 from models.scorer import FeatureSpace, News2RowScorer
 from models.snapshots import Snapshot
 from models.trainer import Trainer
-from stream.features import HOP_MS, FeatureRow
-from stream.wire import PatientRecord
+from kernel.events import HOP_MS, FeatureRow
+from kernel.wire import PatientRecord
 
 #: Scorers the live evaluation compares.
 MODEL, NEWS2 = "model", "news2"

@@ -2,7 +2,7 @@
 conditions they are enrolled for.
 
 Both come from the patient's record on the compacted patients topic; the trainer and the worker
-feed it :class:`~stream.wire.PatientRecord` s, ``evaluate`` the simulated cohort. Which are inputs
+feed it :class:`~kernel.wire.PatientRecord` s, ``evaluate`` the simulated cohort. Which are inputs
 is a setting (``VITALS_MODEL_PATIENT_INPUTS``), the same for trainer and workers:
 
 - ``age_band`` (the default), as in most clinical risk scores (NEWS2 is the exception): the
@@ -17,7 +17,7 @@ Sex and skin tone are never inputs: they are what the fairness monitor compares 
 
 Examples
 --------
->>> from stream.wire import PatientRecord
+>>> from kernel.wire import PatientRecord
 >>> record = PatientRecord("pt-1", {"age_band": "75+", "sex": "F"}, ("copd",))
 >>> context = PatientContext()
 >>> context.update(record)
@@ -36,7 +36,7 @@ from collections.abc import Collection, Iterable, Mapping
 import numpy as np
 import numpy.typing as npt
 
-from stream.wire import PATIENT_ATTRIBUTES, PATIENT_CONDITIONS, PatientRecord
+from kernel.wire import PATIENT_ATTRIBUTES, PATIENT_CONDITIONS, PatientRecord
 
 #: The model's input name of each enrolment diagnosis, 1.0 when the patient has it, else 0.0.
 DIAGNOSIS_FEATURES: tuple[str, ...] = tuple(f"dx_{c}" for c in PATIENT_CONDITIONS)

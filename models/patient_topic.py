@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from models.patient_context import PatientContext
-from stream.errors import InvalidMessage
-from stream.settings import Settings
-from stream.limits import valid_id
-from stream.wire import PatientRecord, decode_patient
+from kernel.errors import InvalidMessage
+from kernel.settings import Settings
+from kernel.limits import valid_id
+from kernel.wire import PatientRecord, decode_patient
 
 logger = logging.getLogger(__name__)
 

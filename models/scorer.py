@@ -34,7 +34,7 @@ import numpy.typing as npt
 from models.news2 import MAX_TOTAL, News2, News2Scorer
 from models.labelling import ANY
 from models.snapshots import Snapshot
-from stream.events import RiskScore
+from kernel.events import RiskScore
 
 FloatMatrix = npt.NDArray[np.float64]
 

@@ -20,16 +20,11 @@ from typing import Any
 
 from models.errors import SnapshotRejected
 from models.snapshots import Snapshot, signing_key
-from stream.settings import Settings
+from kernel.settings import Settings
+from kernel.wire import SNAPSHOT_TOPIC
 
 logger = logging.getLogger(__name__)
 
-#: How the snapshots topic is created (by ``vitalrisk infra`` and by the trainer when missing).
-SNAPSHOT_TOPIC: dict[str, Any] = {
-    "num_partitions": 1, "replication_factor": 1,
-    "topic_configs": {"cleanup.policy": "compact", "retention.ms": "-1",
-                      "max.message.bytes": str(16 * 1024 * 1024)},
-}
 #: Largest snapshot record accepted (a River model with its scaler is tens of kB; trees grow).
 MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024
 

@@ -39,13 +39,13 @@ from models.snapshot_topic import MAX_SNAPSHOT_BYTES, ensure_topic, model_name, 
 from models.snapshots import Snapshot, signing_key
 from sinks.metrics import ModelMetrics, serve_metrics
 from sinks.timescale import INSERT_OPS_EVENT, utc
-from stream.errors import InvalidMessage, ServiceUnavailable, VitalsError, first_line
-from stream.features import FeatureRow
-from stream.preflight import require_database, require_kafka
-from stream.settings import Settings
+from kernel.errors import InvalidMessage, ServiceUnavailable, VitalsError, first_line
+from kernel.events import FeatureRow
+from infra.preflight import require_database, require_kafka
+from kernel.settings import Settings
 from models.patient_context import parse_inputs
 from models.patient_topic import apply_records
-from stream.wire import decode_feature_row
+from kernel.wire import decode_feature_row
 
 logger = logging.getLogger(__name__)
 

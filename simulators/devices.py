@@ -23,7 +23,7 @@ A device sends one message per minute of simulated time holding that minute's re
      "readings": [{"metric": "heart_rate", "t": 1767571200480, "value": 72.0,
                    "unit": "beats/min"}, ...]}
 
-Metric names and units come from :data:`stream.vocabulary.METRICS`, and every value is
+Metric names and units come from :data:`kernel.vocabulary.METRICS`, and every value is
 clipped to the metric's possible range. Heart rate, SpO2, respiratory rate, step count and
 blood pressure are whole numbers (as devices report them), temperature has two decimals.
 Times are the device's clock in epoch ms; ``step_count``'s ``t`` is the start of its minute.
@@ -54,7 +54,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from stream.vocabulary import METRICS
+from kernel.vocabulary import METRICS
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -166,7 +166,7 @@ def device_id(seed: int, patient_index: int, kind: DeviceKind, generation: int) 
     --------
     >>> device_id(42, 0, "wrist", 0) != device_id(42, 0, "wrist", 1)
     True
-    >>> from stream.limits import valid_id
+    >>> from kernel.limits import valid_id
     >>> valid_id(device_id(42, 0, "wrist", 0))  # the rule every decoder applies
     True
     """

@@ -7,7 +7,7 @@ file                   one row per
 =====================  ===================================================================
 ``readings.<ext>``     reading of every device message, in stream order: ``patient_id``,
                        ``device_id``, ``seq``, ``sent_at``, ``metric``, ``t``, ``value``,
-                       ``unit`` (wire names and units, see :mod:`stream.vocabulary`)
+                       ``unit`` (wire names and units, see :mod:`kernel.vocabulary`)
 ``episodes.<ext>``     ground-truth deterioration episode (:class:`~simulators.deterioration.
                        Episode`): kind, prodrome start, onset, recovery start, end (the
                        resolution), severity, and whether it resolved on its own (no outcome)

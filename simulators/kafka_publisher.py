@@ -19,9 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stream.errors import ServiceUnavailable
-from stream.preflight import require_kafka
-from stream.settings import Settings
+from kernel.errors import ServiceUnavailable
+from infra.preflight import require_kafka
+from kernel.settings import Settings
+from kernel.wire import encode_patient
+from models.fairness import patient_record
 
 logger = logging.getLogger(__name__)
 
@@ -271,8 +273,6 @@ def publish_patients(patients: Iterable[Any], *, settings: Settings, producer: A
     :func:`models.fairness.subgroups`) for the fairness monitor, and the enrolment diagnoses
     the risk model uses — no birth date, no name.
     """
-    from models.fairness import patient_record
-    from stream.wire import encode_patient
 
     count = 0
     for patient in patients:

@@ -47,7 +47,7 @@ Examples
 >>> records = list(cohort.records(minutes=2))
 >>> len(records), sorted({r.key for r in records}) == sorted(p.encode() for p in cohort.patient_ids)
 (6, True)
->>> from stream.wire import decode_device_message
+>>> from kernel.wire import decode_device_message
 >>> batch = decode_device_message(records[0].value)
 >>> len(batch.readings) == records[0].readings, batch.rejected
 (True, [])
@@ -81,8 +81,8 @@ from simulators.devices import (
 )
 from simulators.physiology import MINUTES_PER_DAY, PhysiologyState, Vitals, advance
 from simulators.population import sample_cohort, seeded_rng
-from stream.errors import VitalsError
-from stream.vocabulary import Metric
+from kernel.errors import VitalsError
+from kernel.vocabulary import Metric
 
 MS_PER_MINUTE = 60_000
 #: A run below this share of its target rate is short of it.

@@ -44,9 +44,8 @@ from typing import Any
 from aiohttp import web
 
 from sinks.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_S, TIMESTAMP_HEADER, verify
-from stream.alerts.errors import SignatureInvalid
-from stream.errors import ConfigurationError, listen_failed
-from stream.settings import Settings
+from kernel.errors import ConfigurationError, SignatureInvalid, listen_failed
+from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 

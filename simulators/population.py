@@ -133,7 +133,7 @@ def patient_id(seed: int, index: int) -> str:
     'pt-e4174c6515'
     >>> patient_id(42, 0) != patient_id(43, 0)
     True
-    >>> from stream.limits import valid_id
+    >>> from kernel.limits import valid_id
     >>> valid_id(patient_id(42, 0))  # the rule every decoder applies
     True
     """

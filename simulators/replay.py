@@ -9,13 +9,13 @@ in time order::
 
 ``timestamp`` is ISO-8601 (a time without an offset is taken as UTC; digits below the
 millisecond are dropped) or integer epoch milliseconds; ``metric`` one of
-:data:`stream.vocabulary.METRICS` (values in the registry's unit, within its possible
+:data:`kernel.vocabulary.METRICS` (values in the registry's unit, within its possible
 range). A row that breaks a rule raises :class:`InvalidRecording` naming its line, and
 ``vitalrisk replay`` checks the whole file before it publishes anything.
 
 Like a real device, the replay batches: the readings of each ``batch_ms`` interval of its
 clock (aligned to the epoch, one minute by default, as the simulated wrist devices do) go
-into one ``vitalrisk.device/1`` message (:func:`stream.wire.encode_device_message`) sent at
+into one ``vitalrisk.device/1`` message (:func:`kernel.wire.encode_device_message`) sent at
 the end of the interval, keyed by the patient id, with the send time as the Kafka record
 time. A message's ``seq`` is its interval's number since the epoch, so replays of different
 periods never share one, while re-sending a period already sent is de-duplicated by the
@@ -55,12 +55,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from simulators.kafka_publisher import PublishReport
-from stream.errors import EXIT_BAD_INPUT, VitalsError
-from stream.limits import valid_id
-from stream.settings import Settings
-from stream.vocabulary import METRICS
-from stream.wire import MAX_READINGS_PER_MESSAGE, encode_device_message
+from simulators.kafka_publisher import PublishReport, make_producer
+from kernel.errors import EXIT_BAD_INPUT, VitalsError
+from kernel.limits import valid_id
+from kernel.settings import Settings
+from kernel.vocabulary import METRICS
+from kernel.wire import MAX_READINGS_PER_MESSAGE, encode_device_message
+from simulators.run import progress_line
 
 #: The CSV header a recording must start with.
 HEADER = ("timestamp", "metric", "value")
@@ -264,7 +265,7 @@ def check_id(kind: str, value: str) -> str:
     ...
     ValueError: patient id must be a pseudonym of 1-64 letters, digits, '.', '_', ':' or '-' (no spaces, never a name), got 'Jane Doe'
     """
-    if not valid_id(value):  # the one id rule the pipeline's decoders apply (stream.limits)
+    if not valid_id(value):  # the one id rule the pipeline's decoders apply (kernel.limits)
         raise ValueError(f"{kind} must be a pseudonym of 1-64 letters, digits, '.', '_', ':' or '-' "
                          f"(no spaces, never a name), got {value!r}")
     return value
@@ -309,7 +310,7 @@ def batch_readings(readings: Iterable[RecordedReading], *, patient_id: str, devi
     ------
     ValueError
         If ``batch_ms`` is not positive, a shifted time is not after the epoch, or more than
-        :data:`~stream.wire.MAX_READINGS_PER_MESSAGE` readings fall in one interval.
+        :data:`~kernel.wire.MAX_READINGS_PER_MESSAGE` readings fall in one interval.
     """
     if batch_ms <= 0:
         raise ValueError(f"batch_ms must be positive, got {batch_ms}")
@@ -421,7 +422,7 @@ def run_replay(settings: Settings, csv_path: Path, *, patient_id: str, device_id
     """``vitalrisk replay``: check the recording, then publish it; return the exit status.
 
     A bad argument or row ends in one line on stderr (exit 2); an unreachable broker raises
-    :class:`~stream.errors.ServiceUnavailable` (``vitalrisk`` prints one line, exit 1).
+    :class:`~kernel.errors.ServiceUnavailable` (``vitalrisk`` prints one line, exit 1).
     ``producer`` replaces the Kafka producer (tests).
     """
     out, err = stdout or sys.stdout, stderr or sys.stderr
@@ -448,10 +449,7 @@ def run_replay(settings: Settings, csv_path: Path, *, patient_id: str, device_id
     shift_ms = (int(time.time() * 1000) - summary.first_ms) // batch_ms * batch_ms if shift_to_now else 0
     own_producer = producer is None
     if own_producer:
-        from simulators.kafka_publisher import make_producer
-
         producer = make_producer(settings)  # an unreachable broker: ServiceUnavailable, one line and exit 1
-    from simulators.run import progress_line
 
     messages = batch_readings(read_recording(csv_path), patient_id=patient_id, device_id=device,
                               batch_ms=batch_ms, shift_ms=shift_ms)

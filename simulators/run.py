@@ -21,7 +21,7 @@ from simulators.cohort import CohortConfig, population, simulate
 from simulators.kafka_publisher import KafkaSender, PublishReport, make_producer, publish, publish_patients
 from simulators.load import LoadCohort, LoadReport, format_report, run_load
 from simulators.load import progress_line as load_progress_line
-from stream.settings import Settings
+from kernel.settings import Settings
 
 MS_PER_MINUTE = 60_000
 DEFAULT_MINUTES = 60

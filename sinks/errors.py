@@ -8,7 +8,7 @@
      └── MigrationFailed   a schema migration could not be applied
 """
 
-from stream.errors import VitalsError
+from kernel.errors import VitalsError
 
 
 class SinkError(VitalsError):

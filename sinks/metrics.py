@@ -20,8 +20,8 @@ import urllib.request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.errors import listen_failed
-from stream.settings import Settings
+from kernel.errors import listen_failed
+from kernel.settings import Settings
 
 #: Sink flush latency buckets, seconds: a COPY of thousands of rows takes tens of milliseconds.
 FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

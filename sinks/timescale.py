@@ -50,11 +50,11 @@ from psycopg.copy import AsyncQueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
 from sinks.errors import SinkRejected, SinkUnavailable
-from stream.events import RiskScore, VitalReading, WindowFeatures
+from kernel.events import RiskScore, VitalReading, WindowFeatures
 
 if TYPE_CHECKING:
     from sinks.metrics import PipelineMetrics
-    from stream.settings import Settings
+    from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def feature_rows(windows: Sequence[WindowFeatures]) -> list[tuple[object, ...]]:
     turns the primary key's B-tree inserts from scattered into nearly sequential, about 1.6x the
     rows per second (see bench/bench_sink.py).
 
-    >>> from stream.events import MetricStats
+    >>> from kernel.events import MetricStats
     >>> row, = feature_rows([WindowFeatures("pt-1", 0, 60_000, {"heart_rate": MetricStats(2, 71.0, 70.0, 72.0)})])
     >>> row[:2], row[3].isoformat(), row[4:]
     (('pt-1', 'heart_rate'), '1970-01-01T00:01:00+00:00', (2, 71.0, 70.0, 72.0))

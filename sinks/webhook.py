@@ -28,7 +28,7 @@ Delivery
     exponential backoff and jitter (``delay = min(max, first * 2**(n-1))``, slept as a uniform
     draw in ``[delay/2, delay]``) until ``give_up_s`` has passed; other statuses fail at once.
     Each attempt is recorded through a :class:`DeliveryAudit`; a page given up on is
-    dead-lettered there and raises :class:`~stream.alerts.errors.AlertDeliveryFailed`.
+    dead-lettered there and raises :class:`~kernel.errors.AlertDeliveryFailed`.
 
 Examples
 --------
@@ -40,7 +40,7 @@ Examples
 >>> verify([b"k"], b'{"a":2}', header, "1700000000", now_s=1_700_000_060)
 Traceback (most recent call last):
 ...
-stream.alerts.errors.SignatureInvalid: mismatch: no v1 signature matches the body
+kernel.errors.SignatureInvalid: mismatch: no v1 signature matches the body
 """
 
 from __future__ import annotations
@@ -61,9 +61,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from stream.alerts.engine import Page
-from stream.alerts.errors import AlertDeliveryFailed, InvalidPolicy, SignatureInvalid
-from stream.alerts.rules import SEVERITIES
+from kernel.alerts import SEVERITIES, Page
+from kernel.errors import AlertDeliveryFailed, InvalidPolicy, SignatureInvalid
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ def verify(secrets: Sequence[bytes], body: bytes, signature: str | None, timesta
     >>> verify([b"k"], b"{}", sign(b"k", b"{}", 100), "100", now_s=1_000)
     Traceback (most recent call last):
     ...
-    stream.alerts.errors.SignatureInvalid: stale: timestamp 100 is 900 s from now (limit 300 s)
+    kernel.errors.SignatureInvalid: stale: timestamp 100 is 900 s from now (limit 300 s)
     """
     if not signature or not timestamp:
         raise SignatureInvalid("missing", f"{SIGNATURE_HEADER} and {TIMESTAMP_HEADER} are required")
@@ -167,7 +166,7 @@ def parse_receivers(text: str) -> dict[str, str]:
     >>> parse_receivers("pager")
     Traceback (most recent call last):
     ...
-    stream.alerts.errors.InvalidPolicy: a receiver must be name=http(s)://..., got 'pager'
+    kernel.errors.InvalidPolicy: a receiver must be name=http(s)://..., got 'pager'
     """
     out: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(";"))):
@@ -311,7 +310,7 @@ def alertmanager_body(page: Page, *, receiver: str, grafana_url: str, external_u
 
     Examples
     --------
-    >>> from stream.alerts.state import Evidence
+    >>> from kernel.alerts import Evidence
     >>> ev = Evidence(120_000, "news2", "rcp-2017-scale1", 0.4, 8, "high", (), (("respiratory_rate", 3.0),))
     >>> page = Page("al-1:firing", "al-1", "firing", "pt-9c1e", "news2_high", "critical", 1, 60_000,
     ...             120_000, None, 120_000, 120_000, 8.0, 8.0, ev)

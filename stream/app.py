@@ -38,12 +38,12 @@ from sinks.errors import SinkRejected
 from sinks.metrics import ModelMetrics, PipelineMetrics
 from sinks.timescale import TimescaleWriter
 from stream.deadletters import DETAIL_CHARS, SINK_SOURCE_PREFIX, as_bytes, deadletter_headers, replay_of
-from stream.events import DeadLetter, RiskScore, WindowFeatures
+from kernel.events import DeadLetter, RiskScore, WindowFeatures
 from stream.model_scoring import ModelScoring
 from stream.skipped import OrderedIntake, ordered_intake
 from stream.pipeline import StepResult, VitalsPipeline
-from stream.settings import Settings
-from stream.wire import encode_feature_row, encode_score, encode_window
+from kernel.settings import Settings
+from kernel.wire import encode_feature_row, encode_score, encode_window
 
 logger = logging.getLogger(__name__)
 

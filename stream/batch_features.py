@@ -9,7 +9,7 @@ definitions, same baselines; sums in a fixed order, so equal to the engine's up 
 rounding) as one matrix per hop.
 
 Its input is a :class:`MetricBatch` per metric and minute: the 1-minute window statistics
-(:class:`~stream.events.MetricStats` fields) of the patients that have the metric that
+(:class:`~kernel.events.MetricStats` fields) of the patients that have the metric that
 minute. :func:`summarise_columns` computes them for readings laid out as a matrix, the way
 :func:`stream.windows.summarise` does for one window.
 
@@ -42,18 +42,17 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from stream.events import MetricStats
+from kernel.events import HOP_MS, MetricStats
 from stream.features import (
     BASELINE_MIN_MINUTES,
     EXPECTED_PER_MINUTE,
-    HOP_MS,
     LONG_WINDOW_MS,
     MS_PER_MINUTE,
     PANES,
     SHORT_WINDOW_MS,
     STD_FLOOR,
 )
-from stream.vocabulary import METRICS
+from kernel.vocabulary import METRICS
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -68,7 +67,7 @@ class MetricBatch:
     """One metric's 1-minute window statistics for many patients (arrays aligned with ``rows``).
 
     ``rows`` are patient positions in the engine (``None``: every patient, in order); the
-    other fields are :class:`~stream.events.MetricStats`'s, one value per row.
+    other fields are :class:`~kernel.events.MetricStats`'s, one value per row.
     """
 
     rows: IntArray | None
@@ -88,7 +87,7 @@ class MetricBatch:
         return cls(rows, np.ones(len(values)), values, values, values, zeros, values, zeros, zeros)
 
     def stats(self, i: int) -> MetricStats:
-        """Row ``i`` as a :class:`~stream.events.MetricStats`."""
+        """Row ``i`` as a :class:`~kernel.events.MetricStats`."""
         return MetricStats(int(self.count[i]), float(self.mean[i]), float(self.min[i]), float(self.max[i]),
                            float(self.std[i]), float(self.last[i]), float(self.slope_per_min[i]),
                            float(self.rmssd[i]))

@@ -2,7 +2,7 @@
 
 Errors a user can fix end in one line on stderr starting ``vitalrisk: `` and never a traceback:
 exit status 2 for a bad argument or setting, 1 for a service that is down, a port that is taken
-or work that failed. The adapters raise :class:`~stream.errors.VitalsError` subclasses where
+or work that failed. The adapters raise :class:`~kernel.errors.VitalsError` subclasses where
 the failure happens (each names its exit status); :func:`main` prints them.
 """
 
@@ -18,8 +18,22 @@ from typing import NoReturn, get_args
 from pydantic import SecretStr, ValidationError
 
 from stream import deadletter_topic
-from stream.errors import EXIT_BAD_INPUT, ConfigurationError, ProcessDied, VitalsError
-from stream.settings import Settings, check_database_url
+from kernel.errors import EXIT_BAD_INPUT, ConfigurationError, ProcessDied, VitalsError
+from kernel.settings import Settings, check_database_url
+from infra.postgres import LocalPostgres
+from infra.preflight import require_database
+from infra.services import run_infra
+from models.trainer_service import run_trainer
+from simulators.export import run_export
+from simulators.pager import run_pager
+from simulators.replay import run_replay
+from simulators.run import run_simulate
+from sinks.migrations import SinkPolicies, migrate
+from stream.alerts.commands import run_ack, run_silence
+from stream.alerts.service import run_alerter
+from stream.demo import run_demo
+from stream.evaluate import run_evaluate
+from stream.worker import run_worker
 
 logger = logging.getLogger(__name__)
 
@@ -217,14 +231,8 @@ def one_line(exc: VitalsError) -> str:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "infra":
-        from infra.services import run_infra
-
         return run_infra(settings, args.action, args.service)
     if args.command == "migrate":
-        from infra.postgres import LocalPostgres
-        from sinks.migrations import SinkPolicies, migrate
-        from stream.preflight import require_database
-
         url: str
         if args.url:
             url, setting = args.url, "--url"
@@ -242,12 +250,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(f"applied migrations: {applied}" if applied else "database schema is up to date")
         return 0
     if args.command == "worker":
-        from stream.worker import run_worker
-
         return run_worker(settings)
     if args.command == "simulate":
-        from simulators.run import run_simulate
-
         if args.start_now and (args.speed is None or args.speed > 1):
             # Kafka refuses records stamped more than an hour ahead of its clock.
             print("vitalrisk: error: --start-now needs --speed 1 or lower: faster, the readings would be "
@@ -265,42 +269,24 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_simulate(settings, patients=args.patients, minutes=args.minutes, seed=args.seed,
                             speed=args.speed, rate=args.rate, duration_s=args.duration, start_now=args.start_now)
     if args.command == "trainer":
-        from models.trainer_service import run_trainer
-
         return run_trainer(settings)
     if args.command == "alerter":
-        from stream.alerts.service import run_alerter
-
         return run_alerter(settings)
     if args.command == "ack":
-        from stream.alerts.commands import run_ack
-
         return run_ack(settings, args.alert_id, by=args.by)
     if args.command == "silence":
-        from stream.alerts.commands import run_silence
-
         return run_silence(settings, patient_id=args.patient, kind=args.kind, minutes=args.minutes,
                            by=args.by, reason=args.reason)
     if args.command == "pager":
-        from simulators.pager import run_pager
-
         return run_pager(settings, args.port, host=args.host, secret_env=args.secret_env,
                          record_path=args.record, grafana_token_env=args.grafana_token_env)
     if args.command == "evaluate":
-        from models.evaluate import run_evaluate
-
         return run_evaluate(settings, args.patients, args.days, args.seed, args.model, args.json, args.out)
     if args.command == "demo":
-        from stream.demo import run_demo
-
         return run_demo(settings, patients=args.patients, minutes=args.minutes, seed=args.seed)
     if args.command == "export":
-        from simulators.export import run_export
-
         return run_export(patients=args.patients, days=args.days, seed=args.seed, out=args.out, fmt=args.format)
     if args.command == "replay":
-        from simulators.replay import run_replay
-
         return run_replay(settings, args.csv, patient_id=args.patient, device_id=args.device, speed=args.speed,
                           shift_to_now=args.shift_to_now, batch_s=args.batch_seconds)
     if args.command == "deadletters":

@@ -24,10 +24,10 @@ from typing import TextIO
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # type: ignore[import-untyped]
 from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
+from infra.preflight import require_kafka
+from kernel.errors import VitalsError
+from kernel.settings import Settings
 from stream.deadletters import DeadLetterRecord, iso, replayed_headers, summarise
-from stream.errors import VitalsError
-from stream.preflight import require_kafka
-from stream.settings import Settings
 
 #: How long to wait for the broker before saying it is down, milliseconds.
 TIMEOUT_MS = 10_000

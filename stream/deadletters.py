@@ -19,7 +19,7 @@ the dead letter), so a second replay skips it.
 
 Examples
 --------
->>> from stream.events import DeadLetter
+>>> from kernel.events import DeadLetter
 >>> letter = DeadLetter("impossible_value", "reading 1: heart_rate must lie in [20, 300]", b'{"x":1}',
 ...                     {"impossible_value": 1}, accepted=4, device_id="dev-1", patient_id="pt-1")
 >>> headers = deadletter_headers(letter, topic="vitals.readings", partition=2, offset=9, record_ts_ms=5)
@@ -36,8 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from stream.events import DeadLetter
-from stream.limits import valid_id
+from kernel.events import DeadLetter
+from kernel.limits import valid_id
 
 SCHEMA = "vitalrisk.deadletter/2"
 REPLAYED_SCHEMA = "vitalrisk.deadletter-replayed/1"

@@ -25,8 +25,8 @@ from simulators.kafka_publisher import make_producer, publish
 from simulators.run import MS_PER_MINUTE, progress_line
 from sinks.metrics import scrape
 from sinks.migrations import migrate
-from stream.errors import ConfigurationError, ProcessDied
-from stream.settings import Settings
+from kernel.errors import ConfigurationError, ProcessDied
+from kernel.settings import Settings
 
 DEMO_DATABASE = "vitalrisk_demo"
 WORKER_START_TIMEOUT_S = 120.0

@@ -26,7 +26,7 @@ Definitions (the property tests recompute each one from raw readings with numpy)
 
 Examples
 --------
->>> from stream.events import MetricStats, WindowFeatures
+>>> from kernel.events import MetricStats, WindowFeatures
 >>> engine = FeatureEngine()
 >>> rows = []
 >>> for minute in range(10):
@@ -48,10 +48,10 @@ from collections.abc import Mapping, Sequence
 from operator import mul, truediv
 from dataclasses import dataclass, field
 
-from stream.events import MetricStats, WindowFeatures
+from kernel.events import HOP_MS, FeatureRow, MetricStats, WindowFeatures
+from kernel.vocabulary import METRICS
 
 MS_PER_MINUTE = 60_000
-HOP_MS = 5 * MS_PER_MINUTE
 SHORT_WINDOW_MS = 15 * MS_PER_MINUTE
 LONG_WINDOW_MS = 60 * MS_PER_MINUTE
 PANES = LONG_WINDOW_MS // HOP_MS
@@ -70,15 +70,6 @@ STD_FLOOR: Mapping[str, float] = {
     "heart_rate": 3.0, "oxygen_saturation": 1.0, "respiratory_rate": 1.0, "body_temperature": 0.2,
     "systolic_blood_pressure": 5.0, "diastolic_blood_pressure": 4.0, "step_count": 5.0,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureRow:
-    """Model input for one patient at one hop boundary ``ts_ms`` (features of ``[ts_ms - 1h, ts_ms)``)."""
-
-    patient_id: str
-    ts_ms: int
-    x: dict[str, float]
 
 
 @dataclass(slots=True)
@@ -179,8 +170,6 @@ class PatientState:
 
 
 def _metric_codes() -> tuple[dict[str, int], dict[int, str]]:
-    from stream.vocabulary import METRICS
-
     names = sorted(METRICS)
     return {n: i for i, n in enumerate(names)}, dict(enumerate(names))
 

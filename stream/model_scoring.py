@@ -14,7 +14,7 @@ Examples
 --------
 >>> from models.risk import RiskModel
 >>> from models.snapshots import Snapshot
->>> from stream.features import FeatureRow
+>>> from kernel.events import FeatureRow
 >>> scoring = ModelScoring(Scorer())
 >>> scoring.score_rows([FeatureRow("pt-1", 600_000, {"heart_rate_mean_15m": 120.0})])
 []
@@ -34,8 +34,7 @@ from models.news2 import MAX_TOTAL
 from models.patient_context import PatientContext
 from models.scorer import NEWS2_FEATURES, News2RowScorer, Scorer
 from models.snapshots import Snapshot
-from stream.events import RiskScore
-from stream.features import HOP_MS, FeatureRow
+from kernel.events import HOP_MS, FeatureRow, RiskScore
 from stream.scoring import MODEL_NAME as NEWS2_NAME, MODEL_VERSION as NEWS2_VERSION
 
 

@@ -13,7 +13,7 @@ whose dead letters and late readings were already accounted for and are not repo
 
 Examples
 --------
->>> from stream.wire import encode_device_message
+>>> from kernel.wire import encode_device_message
 >>> core = VitalsPipeline(window_ms=60_000, grace_ms=0, max_future_ms=60_000, carry_ms=3_600_000)
 >>> raw = encode_device_message(device_id="d1", patient_id="pt-1", seq=1, sent_at=61_000,
 ...     readings=[("heart_rate", 1_000, 70.0), ("heart_rate", 61_000, 75.0)])
@@ -35,15 +35,15 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from stream.deadletters import as_bytes
-from stream.errors import InvalidMessage
-from stream.events import DeadLetter, RiskScore, WindowFeatures
-from stream.features import HOP_MS, FeatureEngine, FeatureRow, PatientState
-from stream.limits import DEFAULT_LIMITS, Limits
+from kernel.errors import InvalidMessage
+from kernel.events import HOP_MS, DeadLetter, FeatureRow, RiskScore, WindowFeatures
+from stream.features import FeatureEngine, PatientState
+from kernel.limits import DEFAULT_LIMITS, Limits
 from stream.scoring import news2_for_window
-from stream.settings import Settings
+from kernel.settings import Settings
 from stream.state import DictStore, StateStore
 from stream.windows import PartitionWindows
-from stream.wire import DeviceBatch, decode_device_message
+from kernel.wire import DeviceBatch, decode_device_message
 
 #: How many recent sequence numbers per device are remembered for de-duplication. Older
 #: resends reach closed windows and are rejected as late instead.
@@ -98,7 +98,7 @@ class VitalsPipeline:
         Durable state; a :class:`~stream.state.DictStore` when omitted.
     limits
         What one record may hold, and how many devices a partition remembers
-        (:class:`~stream.limits.Limits`).
+        (:class:`~kernel.limits.Limits`).
     """
 
     def __init__(self, *, window_ms: int, grace_ms: int, max_future_ms: int, carry_ms: int,

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from stream.events import RiskScore, WindowFeatures
+from kernel.events import RiskScore, WindowFeatures
 from models.news2 import MAX_TOTAL, News2Scorer
 
 MODEL_NAME = "news2"

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from stream.offsets import OffsetSequencer
-from stream.settings import Settings
+from kernel.settings import Settings
 
 if TYPE_CHECKING:  # Faust is imported where an app is built: the CLI's other commands stay light
     import faust

@@ -15,7 +15,7 @@ a closed window (or was rejected) and need never be read again.
 
 Examples
 --------
->>> from stream.events import VitalReading
+>>> from kernel.events import VitalReading
 >>> w = PartitionWindows(window_ms=60_000, grace_ms=10_000)
 >>> w.add(VitalReading("pt-1", "d", 1, "heart_rate", 5_000, 70.0), offset=0)
 True
@@ -40,7 +40,7 @@ import math
 from operator import mul, sub
 from dataclasses import dataclass, field
 
-from stream.events import MetricStats, VitalReading, WindowFeatures
+from kernel.events import MetricStats, VitalReading, WindowFeatures
 
 MS_PER_MINUTE = 60_000
 

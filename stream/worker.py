@@ -10,9 +10,11 @@ from prometheus_client import CollectorRegistry
 
 from models.snapshots import signing_key
 from sinks.metrics import ModelMetrics, PipelineMetrics, serve_metrics
-from stream.errors import ConfigurationError
-from stream.preflight import require_database, require_kafka
-from stream.settings import Settings
+from kernel.errors import ConfigurationError
+from infra.preflight import require_database, require_kafka
+from kernel.settings import Settings
+from sinks.migrations import SinkPolicies, migrate
+from stream.app import create_app
 
 if TYPE_CHECKING:
     import faust
@@ -52,8 +54,6 @@ def serve(settings: Settings, build: Callable[[CollectorRegistry], "faust.App"])
     if serving:  # logged once the checks passed: a failed start prints its one line only
         logger.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     if settings.admin_database_url:
-        from sinks.migrations import SinkPolicies, migrate
-
         applied = migrate(settings.admin_database_url, policies=SinkPolicies.from_settings(settings),
                           timescale=settings.sink_timescale)
         if applied:
@@ -73,7 +73,6 @@ def run_worker(settings: Settings) -> int:
         ``VITALS_SNAPSHOT_KEY`` is set but too short: a setting to fix, so reported before any
         service is checked (unset, the worker scores NEWS2 only).
     """
-    from stream.app import create_app
 
     if settings.snapshot_key is not None:
         signing_key(settings.snapshot_key)

@@ -24,7 +24,7 @@ from psycopg import sql
 
 from infra.processes import child_env, free_port
 from sinks.metrics import scrape
-from stream.settings import Settings
+from kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Apart from the demo's ports; overridable so two checkouts can run their suites side by side.

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from infra.processes import child_env, free_port
-from stream.settings import Settings
+from kernel.settings import Settings
 from tests.conftest import ROOT, Services
 
 #: Long enough for the slowest start-up (the trainer imports River); a hang fails the case.

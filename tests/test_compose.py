@@ -36,7 +36,7 @@ import pytest
 
 from sinks.webhook import Router, parse_receivers
 from stream.cli import build_parser
-from stream.settings import Settings
+from kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

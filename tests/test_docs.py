@@ -7,7 +7,7 @@ Checked, with no services and in well under a second:
 - README.md and docs/*.md, the user's pages, name no issues (``#7``, ``issue 5``) and carry no
   dated notes (``2026-11-28``); the history belongs in CHANGELOG.md. Fenced code blocks (example
   output) and timestamps with a time of day (data, like ``2026-01-05 00:29``) are not notes;
-- every field of :class:`stream.settings.Settings` is listed in docs/configuration.md as
+- every field of :class:`kernel.settings.Settings` is listed in docs/configuration.md as
   ``VITALS_<NAME>``, and nothing else is;
 - the README names every ``vitalrisk`` subcommand, and its first code block is the two commands.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from stream.cli import build_parser
-from stream.settings import Settings
+from kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

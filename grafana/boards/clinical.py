@@ -1,7 +1,7 @@
 """What the Care and Patient boards share: NEWS2 colours and zones, units, the model variable.
 
 NEWS2 zones are read from :mod:`models.news2` (the chart the scorer uses) and units and metric
-names from :mod:`stream.vocabulary`, so a board never spells a cut point or a unit again.
+names from :mod:`kernel.vocabulary`, so a board never spells a cut point or a unit again.
 
 Examples
 --------
@@ -16,7 +16,7 @@ from __future__ import annotations
 from models import news2
 from stream.scoring import MODEL_NAME as NEWS2_MODEL
 from stream.scoring import NEWS2_INPUTS
-from stream.vocabulary import METRICS
+from kernel.vocabulary import METRICS
 
 from grafana.dashboard import QueryVariable, Step, value_text
 from grafana.datasources import TIMESCALEDB

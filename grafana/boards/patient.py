@@ -15,7 +15,7 @@ Examples
 
 from __future__ import annotations
 
-from stream.vocabulary import METRICS
+from kernel.vocabulary import METRICS
 
 from grafana.boards.clinical import (NEWS2_TOTAL_STEPS, RISK_STEPS, VITALS, grafana_unit, model_variable,
                                      vital_zones)

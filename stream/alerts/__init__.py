@@ -1,13 +1,14 @@
-"""Alerting: a pure engine (rules, state, engine, replay) and its adapters (service, store, commands).
+"""Alerting: a pure engine (rules, engine, replay) and its adapters (service, api, delivery, commands).
 
-The pure modules import no Kafka, database, HTTP client or clock; ``service``, ``store`` and
-``commands`` are the thin adapters around them.
+The records the engine shares with the sinks (alert state, pages, silences) are in :mod:`kernel.alerts`;
+the PostgreSQL alert store is :mod:`sinks.alert_store`.
+
+The pure modules import no Kafka, database, HTTP client or clock; ``service``, ``api``,
+``delivery`` and ``commands`` are the thin adapters around them.
 """
 
-from stream.alerts.engine import AlertEngine, AlertEvent, Outcome, Page
+from stream.alerts.engine import AlertEngine, Outcome
 from stream.alerts.replay import replay_pages
-from stream.alerts.rules import AlertPolicy, Silence, Threshold, Timers
-from stream.alerts.state import AlertState, Evidence, PatientState, Phase
+from stream.alerts.rules import AlertPolicy, Threshold, Timers
 
-__all__ = ["AlertEngine", "AlertEvent", "AlertPolicy", "AlertState", "Evidence", "Outcome", "Page", "PatientState",
-           "Phase", "Silence", "Threshold", "Timers", "replay_pages"]
+__all__ = ["AlertEngine", "AlertPolicy", "Outcome", "Threshold", "Timers", "replay_pages"]

@@ -26,10 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from stream.alerts.errors import AlertNotFiring, AlertStoreUnavailable, UnknownAlert
-from stream.alerts.store import AlertStore
-from stream.errors import listen_failed
-from stream.settings import Settings
+from kernel.errors import AlertNotFiring, AlertStoreUnavailable, UnknownAlert, listen_failed
+from sinks.alert_store import AlertStore
+from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Both write straight to the database as the writer role, recording who and when; the alerter
 that owns the patient applies them within a second. Errors a user can fix raise
-:class:`~stream.errors.VitalsError` subclasses (one line on stderr, exit 1 or 2). The database
+:class:`~kernel.errors.VitalsError` subclasses (one line on stderr, exit 1 or 2). The database
 is checked first: the store's pool would retry a server that is down for seconds, logging each try.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
-from stream.alerts.store import AlertStore
-from stream.preflight import require_database
-from stream.settings import Settings
+from sinks.alert_store import AlertStore
+from infra.preflight import require_database
+from kernel.settings import Settings
 
 
 def _iso(ms: int) -> str:

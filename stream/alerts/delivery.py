@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 
 from sinks.metrics import AlertMetrics
 from sinks.webhook import Delivery, WebhookSender, alertmanager_body, encode_body
-from stream.alerts.engine import Page
-from stream.alerts.errors import AlertDeliveryFailed
+from kernel.alerts import Page
+from kernel.errors import AlertDeliveryFailed
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ Per patient and alert kind a state machine (see :mod:`stream.alerts.rules` for t
 
 Examples
 --------
->>> from stream.events import RiskScore
+>>> from kernel.events import RiskScore
 >>> engine = AlertEngine(AlertPolicy())
 >>> def news2(t_min, total):
 ...     return RiskScore("pt-1", (t_min - 1) * 60_000, t_min * 60_000, "news2", "rcp-2017-scale1",
@@ -40,89 +40,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
 
-from stream.alerts.errors import AlertNotFiring, UnknownAlert
-from stream.alerts.rules import DATA_STOPPED, AlertPolicy, Silence, signals
-from stream.alerts.state import AlertState, Evidence, PatientState, Phase, episode_id
-from stream.events import RiskScore
-
-#: Page actions, in the order an episode may emit them.
-ACTIONS = ("firing", "renotify", "escalate", "resolved")
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One notification for delivery: an episode's firing, re-notification, escalation or resolution.
-
-    ``notification_id`` is the idempotency key (the same on every replay). ``event_ms`` is the
-    event time (score window end) that caused it, ``at_ms`` the "now" it was issued at.
-    """
-
-    notification_id: str
-    alert_id: str
-    action: str
-    patient_id: str
-    kind: str
-    severity: str
-    episode: int
-    since_ms: int
-    fired_ms: int | None
-    resolved_ms: int | None
-    event_ms: int | None
-    at_ms: int
-    value: float | None
-    peak: float | None
-    evidence: Evidence | None
-    escalated: bool = False
-    acknowledged_by: str | None = None
-
-    @property
-    def condition(self) -> str:
-        """The model condition of a ``risk_high:<condition>`` page, else ``""``."""
-        return self.kind.partition(":")[2]
-
-    @property
-    def status(self) -> str:
-        """Alertmanager's status: ``resolved`` or ``firing``."""
-        return "resolved" if self.action == "resolved" else "firing"
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (the outbox stores pages this way).
-
-        >>> p = Page("al-1:firing", "al-1", "firing", "pt-1", "news2_high", "critical", 1, 0, 60_000, None,
-        ...          60_000, 61_000, 7.0, 7.0, None)
-        >>> Page.from_json(p.to_json()) == p
-        True
-        """
-        body = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
-        body["evidence"] = None if self.evidence is None else self.evidence.to_json()
-        return body
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> "Page":
-        fields = dict(body)
-        evidence = fields.pop("evidence", None)
-        return cls(**fields, evidence=None if evidence is None else Evidence.from_json(evidence))
-
-
-@dataclass(frozen=True, slots=True)
-class AlertEvent:
-    """One entry of an episode's history: a phase change, an acknowledgement, a page sent.
-
-    ``event`` is ``pending``, ``cancelled`` (pending back to ok), ``firing``, ``resolved``,
-    ``acknowledged``, ``escalated``, ``renotified:<n>``, ``silenced`` or ``inhibited``.
-    """
-
-    alert_id: str
-    patient_id: str
-    kind: str
-    event: str
-    from_phase: str
-    to_phase: str
-    event_ms: int | None
-    at_ms: int
-
+from kernel.errors import AlertNotFiring, UnknownAlert
+from stream.alerts.rules import DATA_STOPPED, AlertPolicy, signals
+from kernel.alerts import AlertEvent, AlertState, Evidence, Page, PatientState, Phase, Silence, episode_id
+from kernel.events import RiskScore
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

@@ -7,7 +7,7 @@ with "now" taken to be each score's event time.
 
 Examples
 --------
->>> from stream.events import RiskScore
+>>> from kernel.events import RiskScore
 >>> def score(minute, risk):
 ...     return RiskScore("pt-1", (minute - 1) * 60_000, minute * 60_000, "river", "v3", risk, 2, "low",
 ...                      {}, {}, risks={"any": risk})
@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from stream.alerts.engine import AlertEngine, Page
+from stream.alerts.engine import AlertEngine
+from kernel.alerts import Page
 from stream.alerts.rules import AlertPolicy
-from stream.events import RiskScore
+from kernel.events import RiskScore
 
 
 def replay_pages(scores: Iterable[RiskScore], policy: AlertPolicy | None = None, *,

@@ -33,6 +33,7 @@ Examples
 (7.0, 0.5)
 >>> policy.timers("critical")
 Timers(renotify_ms=900000, escalate_ms=600000)
+>>> from kernel.alerts import Silence
 >>> Silence("s1", patient_id="pt-1", kind="risk_high", starts_ms=0, ends_ms=60_000,
 ...         created_by="rn-ward-3", reason="family visit").matches("pt-1", "risk_high:any", 30_000)
 True
@@ -44,15 +45,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from stream.alerts.errors import InvalidPolicy
-from stream.events import RiskScore
+from kernel.errors import InvalidPolicy
+from kernel.alerts import SEVERITIES
+from kernel.events import RiskScore
 
 NEWS2_HIGH = "news2_high"
 NEWS2_RED = "news2_red_parameter"
 RISK_HIGH = "risk_high"
 DATA_STOPPED = "data_stopped"
 #: Severities, most urgent first; every page is routed by one of them.
-SEVERITIES = ("critical", "warning", "info")
 
 MINUTE_MS = 60_000
 
@@ -80,7 +81,7 @@ class Threshold:
     >>> Threshold(0.5, 0.7)
     Traceback (most recent call last):
     ...
-    stream.alerts.errors.InvalidPolicy: exit (0.7) must not exceed enter (0.5): hysteresis needs exit <= enter
+    kernel.errors.InvalidPolicy: exit (0.7) must not exceed enter (0.5): hysteresis needs exit <= enter
     """
 
     enter: float
@@ -191,7 +192,7 @@ class AlertPolicy:
         >>> AlertPolicy().threshold("data_stopped")
         Traceback (most recent call last):
         ...
-        stream.alerts.errors.InvalidPolicy: kind 'data_stopped' has no threshold: it is driven by a timer
+        kernel.errors.InvalidPolicy: kind 'data_stopped' has no threshold: it is driven by a timer
         """
         if kind == NEWS2_HIGH:
             return self.news2_total
@@ -240,46 +241,3 @@ def signals(score: RiskScore) -> dict[str, float]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Silence:
-    """A time-bound mute: no page for matching alerts while ``starts_ms <= now < ends_ms``.
-
-    Parameters
-    ----------
-    silence_id
-        Unique id (the database's).
-    patient_id
-        The patient it mutes; ``None`` mutes every patient (maintenance).
-    kind
-        The kind it mutes, or a prefix before ``:`` (``risk_high`` mutes every condition);
-        ``None`` mutes every kind.
-    starts_ms, ends_ms
-        Wall-clock window, epoch milliseconds.
-    created_by, reason
-        Who muted it and why (free text: no patient names).
-    """
-
-    silence_id: str
-    patient_id: str | None
-    kind: str | None
-    starts_ms: int
-    ends_ms: int
-    created_by: str
-    reason: str
-
-    def __post_init__(self) -> None:
-        if self.ends_ms <= self.starts_ms:
-            raise InvalidPolicy(f"a silence must end after it starts, got {self.starts_ms}..{self.ends_ms}")
-
-    def matches(self, patient_id: str, kind: str, now_ms: int) -> bool:
-        """Whether this silence mutes ``kind`` for ``patient_id`` at ``now_ms``.
-
-        >>> s = Silence("s", None, "risk_high", 0, 10, "ops", "maintenance")
-        >>> s.matches("pt-9", "risk_high:any", 5), s.matches("pt-9", "news2_high", 5), s.matches("pt-9", "risk_high:any", 10)
-        (True, False, False)
-        """
-        if not self.starts_ms <= now_ms < self.ends_ms:
-            return False
-        if self.patient_id is not None and self.patient_id != patient_id:
-            return False
-        return self.kind is None or kind == self.kind or kind.startswith(self.kind + ":")

@@ -6,7 +6,7 @@ partition is assigned and dropped when it is revoked.
 
 Offsets follow the database, as in :mod:`stream.app`: the agent reads with acks off, runs the
 engine, and acks a record only once the state, episodes, history and pages it caused are
-committed (:meth:`stream.alerts.store.AlertStore.persist`). Pages are then delivered from that
+committed (:meth:`sinks.alert_store.AlertStore.persist`). Pages are then delivered from that
 outbox in the background (:mod:`stream.alerts.delivery`); a crash between commit and delivery
 leaves them in the outbox, where the next start finds them. A record that produced a page wakes
 a flusher task that commits at once, while consumption goes on (so under load one transaction
@@ -31,17 +31,18 @@ from sinks.metrics import AlertMetrics
 from sinks.webhook import Backoff, Router, WebhookSender, parse_receivers
 from stream.alerts.delivery import Dispatcher
 from stream.alerts.engine import AlertEngine, Outcome
-from stream.alerts.errors import AlertNotFiring, AlertStoreUnavailable, UnknownAlert
+from kernel.errors import AlertNotFiring, AlertStoreUnavailable, ConfigurationError, InvalidMessage, UnknownAlert
 from stream.alerts.rules import AlertPolicy, Threshold, Timers
-from stream.alerts.store import AlertStore, AuditBuffer, Batch, alert_row
+from sinks.alert_store import AlertStore, AuditBuffer, Batch, alert_row
 from stream.deadletters import as_bytes, deadletter_headers
-from stream.errors import ConfigurationError, InvalidMessage
-from stream.events import DeadLetter
-from stream.limits import Limits
-from stream.preflight import require_free_port
-from stream.settings import Settings
+from kernel.events import DeadLetter
+from kernel.limits import Limits
+from infra.preflight import require_free_port
+from kernel.settings import Settings
 from stream.skipped import OrderedIntake, ordered_intake
-from stream.wire import decode_score
+from kernel.wire import decode_score
+from stream.alerts.api import start_api
+from stream.worker import serve
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def policy_from_settings(settings: Settings) -> AlertPolicy:
 
 
 def webhook_secret(settings: Settings) -> bytes:
-    """The signing key; :class:`~stream.errors.ConfigurationError` when it is unset or empty."""
+    """The signing key; :class:`~kernel.errors.ConfigurationError` when it is unset or empty."""
     if settings.webhook_secret is None or not settings.webhook_secret.get_secret_value():
         raise ConfigurationError("VITALS_WEBHOOK_SECRET must be set: every page is signed")
     return settings.webhook_secret.get_secret_value().encode()
@@ -318,8 +319,6 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> Any:
     import faust
     from faust.types import TP
 
-    from stream.alerts.api import start_api
-
     secret = webhook_secret(settings)
     policy = policy_from_settings(settings)
     receivers = parse_receivers(settings.webhook_receivers)
@@ -434,7 +433,6 @@ def run_alerter(settings: Settings) -> int:
     ServiceUnavailable
         Kafka or PostgreSQL does not answer (see :func:`stream.worker.serve`).
     """
-    from stream.worker import serve
 
     webhook_secret(settings)
     policy_from_settings(settings)

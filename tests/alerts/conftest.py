@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from stream.events import RiskScore
+from kernel.events import RiskScore
 from infra.processes import child_env, free_port  # noqa: F401 - re-exported for the alert tests
-from stream.settings import Settings
+from kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-secret-not-for-production"

@@ -12,9 +12,9 @@ import json
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
+from kernel.settings import Settings
+from kernel.wire import encode_score
 from stream.deadletter_topic import read_all
-from stream.settings import Settings
-from stream.wire import encode_score
 from tests.alerts.conftest import AlertingStack, news2_score, read_jsonl, wait_for
 
 pytestmark = pytest.mark.integration

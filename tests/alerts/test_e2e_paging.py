@@ -16,9 +16,9 @@ import pytest
 from kafka import KafkaProducer
 
 from sinks.webhook import signed_headers
-from stream.events import RiskScore
-from stream.settings import Settings
-from stream.wire import encode_score
+from kernel.events import RiskScore
+from kernel.settings import Settings
+from kernel.wire import encode_score
 from tests.alerts.conftest import SECRET, AlertingStack, news2_score, read_jsonl, wait_for
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sinks.metrics import AlertMetrics, ModelMetrics, PipelineMetrics
-from stream.alerts.rules import SEVERITIES
-from stream.settings import Settings
+from kernel.alerts import SEVERITIES
+from kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTING = ROOT / "grafana" / "provisioning" / "alerting"

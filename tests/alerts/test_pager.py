@@ -14,8 +14,8 @@ import pytest
 from simulators.pager import Pager, build_pager_app, run_pager, serve_pager
 from sinks.webhook import alertmanager_body, encode_body, signed_headers
 from stream.alerts import AlertEngine, AlertPolicy
-from stream.errors import ConfigurationError
-from stream.settings import Settings
+from kernel.errors import ConfigurationError
+from kernel.settings import Settings
 from tests.alerts.conftest import free_port, news2_score
 
 SECRET = b"pager-secret"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from stream.alerts import AlertEngine, AlertPolicy, Page, PatientState, Silence, Threshold, Timers, replay_pages
-from stream.events import RiskScore
+from stream.alerts import AlertEngine, AlertPolicy, Threshold, Timers, replay_pages
+from kernel.alerts import Page, PatientState, Silence
+from kernel.events import RiskScore
 
 MIN = 60_000
 T0 = 1_767_571_200_000

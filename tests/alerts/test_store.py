@@ -10,9 +10,9 @@ import pytest
 from sinks.webhook import Attempt, Delivery
 from stream.alerts import AlertEngine, AlertPolicy
 from stream.alerts.commands import run_ack, run_silence
-from stream.alerts.errors import AlertNotFiring, InvalidRequest, UnknownAlert
-from stream.alerts.store import AlertStore, Batch, alert_row
-from stream.settings import Settings
+from kernel.errors import AlertNotFiring, InvalidRequest, UnknownAlert
+from sinks.alert_store import AlertStore, Batch, alert_row
+from kernel.settings import Settings
 from tests.alerts.conftest import news2_score
 
 pytestmark = pytest.mark.integration

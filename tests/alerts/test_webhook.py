@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 from prometheus_client import CollectorRegistry
 
 from sinks.metrics import AlertMetrics
 from sinks.webhook import (IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Attempt, Backoff, Delivery,
                            Router, WebhookSender, alertmanager_body, encode_body, parse_receivers, sign, verify)
-from stream.alerts import AlertEngine, AlertPolicy, Page
+from stream.alerts import AlertEngine, AlertPolicy
+from kernel.alerts import Page
 from stream.alerts.delivery import Dispatcher
-from stream.alerts.errors import AlertDeliveryFailed, InvalidPolicy, SignatureInvalid
+from kernel.errors import AlertDeliveryFailed, InvalidPolicy, SignatureInvalid
 from tests.alerts.conftest import free_port, news2_score
 
 SECRET = b"s3cret"

@@ -18,8 +18,8 @@ import numpy as np
 import psycopg
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 
-from stream.settings import Settings
-from stream.wire import encode_device_message
+from kernel.settings import Settings
+from kernel.wire import encode_device_message
 
 START_MS = 1_767_571_200_000  # 2026-01-05T00:00Z
 

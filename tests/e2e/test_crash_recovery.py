@@ -14,7 +14,7 @@ from psycopg import sql
 from simulators.cohort import CohortConfig, simulate
 from simulators.kafka_publisher import make_producer, publish
 from sinks.migrations import migrate
-from stream.settings import Settings
+from kernel.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 
 from infra.postgres import LocalPostgres
 from infra.processes import free_port
-from stream.settings import Settings
+from kernel.settings import Settings
 from tests.conftest import ROOT, TEST_KAFKA, TEST_PG_PORT, Services
 
 pytestmark = pytest.mark.integration

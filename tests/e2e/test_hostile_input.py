@@ -22,8 +22,8 @@ from kafka import KafkaConsumer
 
 from stream.cli import build_parser
 from stream.deadletter_topic import read_all, run
-from stream.settings import Settings
-from stream.wire import encode_device_message
+from kernel.settings import Settings
+from kernel.wire import encode_device_message
 from tests.e2e.streams import START_MS, Stream, assert_features_equal, feature_rows, wait_until
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from models.snapshot_topic import read_latest
 from simulators.cohort import CohortConfig, population, simulate
 from simulators.deterioration import Incidence
 from simulators.kafka_publisher import make_producer, publish, publish_patients
-from stream.settings import Settings
+from kernel.settings import Settings
 
 pytestmark = pytest.mark.integration
 

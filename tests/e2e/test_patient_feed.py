@@ -10,8 +10,8 @@ from kafka import KafkaProducer  # type: ignore[import-untyped]
 
 from models.patient_context import PatientContext
 from models.patient_topic import PatientFeed, read_patients
-from stream.settings import Settings
-from stream.wire import PatientRecord, encode_patient
+from kernel.settings import Settings
+from kernel.wire import PatientRecord, encode_patient
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from infra.postgres import LocalPostgres
-from stream.settings import Settings
+from kernel.settings import Settings
 from tests.conftest import WorkerProcess
 from tests.conftest import Services
 from tests.e2e.streams import Stream, assert_features_equal, count, feature_rows, score_keys, wait_until

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from sinks.timescale import refresh_rollups
-from stream.settings import Settings
+from kernel.settings import Settings
 from tests.conftest import WorkerProcess
 from tests.e2e.streams import Stream, assert_features_equal, count, feature_rows, score_keys, wait_until
 

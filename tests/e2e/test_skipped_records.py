@@ -10,7 +10,7 @@ import pytest
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 
 from stream.skipped import SkippedRecords
-from stream.settings import Settings
+from kernel.settings import Settings
 
 pytestmark = pytest.mark.integration
 

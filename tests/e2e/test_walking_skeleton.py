@@ -11,8 +11,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
-from stream.settings import Settings
-from stream.wire import encode_device_message
+from kernel.settings import Settings
+from kernel.wire import encode_device_message
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,7 @@ from psycopg import sql as pgsql
 from simulators.cohort import CohortConfig, simulate
 from simulators.devices import DeviceSchedule
 from simulators.kafka_publisher import make_producer, publish
-from stream.settings import Settings
+from kernel.settings import Settings
 from tests.grafana.artefacts import BoardQuery, dashboards, queries
 from tests.grafana.grafana_sql import TimeRange, expand
 

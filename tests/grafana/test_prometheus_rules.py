@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import sinks.metrics
-from stream.settings import Settings
+from kernel.settings import Settings
 from grafana.build import yaml_text
 from tests.grafana.artefacts import (COMPOSE_FILE, PROMETHEUS_DIR, PROMTOOL_TESTS_DIR, RULES_DIR, BoardQuery,
                                      all_queries, dashboards, load_yaml)

@@ -28,8 +28,8 @@ from kafka import KafkaProducer
 
 from grafana.build import yaml_text
 from grafana.rules import WORKER_JOB
-from stream.settings import Settings
-from stream.wire import encode_device_message
+from kernel.settings import Settings
+from kernel.wire import encode_device_message
 from tests.grafana.artefacts import RULES_DIR, all_queries, dashboards
 from tests.grafana.promql import LABEL_VALUES, interpolate, metric_names
 

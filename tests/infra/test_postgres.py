@@ -18,7 +18,7 @@ from infra.postgres import UNPRIVILEGED_USER, LocalPostgres, reachable_by, serve
 from infra.processes import free_port
 from sinks.errors import MigrationFailed
 from sinks.migrations import migrate
-from stream.settings import Settings
+from kernel.settings import Settings
 
 pytestmark = pytest.mark.integration
 

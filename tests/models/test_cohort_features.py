@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from models.cohort_features import UnsupportedCohort, cohort_hops, shard_hops, shards, supports
+from stream.cohort_features import UnsupportedCohort, cohort_hops, shard_hops, shards, supports
 from simulators.cohort import CohortConfig, population, simulate
 from simulators.deterioration import Incidence
 from simulators.devices import DeviceSchedule
@@ -15,7 +15,7 @@ from simulators.faults import FaultRates
 from stream.batch_features import feature_columns, row_dict
 from stream.features import FeatureEngine
 from stream.pipeline import VitalsPipeline
-from stream.settings import Settings
+from kernel.settings import Settings
 
 HOUR = 3_600_000
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.evaluate import EvaluateOptions, EvaluationCore, evaluate_cohort, reliability, roc_curve, run_evaluate
+from stream.evaluate import EvaluateOptions, EvaluationCore, evaluate_cohort, reliability, roc_curve, run_evaluate
 from models.evaluation import ScoreSketch
 from models.labelling import Outcome
-from stream.features import FeatureRow
-from stream.settings import Settings
+from kernel.events import FeatureRow
+from kernel.settings import Settings
 
 H = 3_600_000
 
@@ -107,7 +107,7 @@ def test_results_do_not_depend_on_the_number_of_feature_processes() -> None:
 
 def test_array_path_scores_like_the_message_path() -> None:
     """Same windows, labels and NEWS2; the model differs only by when snapshots swap within a hop."""
-    from models.evaluate import _evaluate_messages
+    from stream.evaluate import _evaluate_messages
     from simulators.cohort import CohortConfig
     from simulators.deterioration import Incidence
 
@@ -122,7 +122,7 @@ def test_array_path_scores_like_the_message_path() -> None:
 
 
 def test_vectorised_news2_equals_the_row_scorer() -> None:
-    from models.evaluate import _News2Batch
+    from stream.evaluate import _News2Batch
     from models.scorer import News2RowScorer
 
     rng = np.random.default_rng(3)
@@ -145,7 +145,7 @@ def test_vectorised_news2_equals_the_row_scorer() -> None:
 def test_alert_replay_of_state_changes_only_pages_like_a_full_replay(monkeypatch: pytest.MonkeyPatch) -> None:
     """The burden replays only the scores that change an alert's state (of any risk head); replaying all gives
     the same pages."""
-    import models.evaluate as evaluate
+    import stream.evaluate as evaluate
 
     rng = np.random.default_rng(4)
     groups = {f"pt-{i}": {"sex": "F", "age_band": "75+", "skin_tone": "I-II"} for i in range(12)}

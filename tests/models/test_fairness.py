@@ -242,9 +242,9 @@ def test_simulated_spo2_overreading_is_flagged_only_when_switched_on() -> None:
     raises nothing. The two runs are a paired counterfactual (same cohort, physiology and noise;
     only the measured SpO2 differs). Measured at seeds 42, 7 and 1 (README, "Risk models",
     item 2): the flags at the end hold on all three; this test runs seed 42."""
-    from models.evaluate import EvaluateOptions, evaluate_cohort
+    from stream.evaluate import EvaluateOptions, evaluate_cohort
     from simulators.deterioration import Incidence
-    from stream.settings import Settings
+    from kernel.settings import Settings
 
     results = {}
     for bias in (True, False):

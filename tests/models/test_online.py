@@ -14,8 +14,8 @@ from models.labelling import Outcome
 from models.online import OnlineLearner
 from models.risk import RiskModel, _linear_parts
 from models.snapshots import Snapshot
-from stream.features import HOP_MS, FeatureRow
-from stream.wire import PatientRecord
+from kernel.events import HOP_MS, FeatureRow
+from kernel.wire import PatientRecord
 
 H = 3_600_000
 T0 = 1_767_571_200_000
@@ -175,7 +175,7 @@ def test_the_trainer_records_drift_and_fairness_events_one_row_per_gap() -> None
     from models.evaluation import OpsEvent
     from models.trainer_service import TrainerService
     from sinks.metrics import ModelMetrics
-    from stream.settings import Settings
+    from kernel.settings import Settings
 
     registry = CollectorRegistry()
     service = TrainerService(Settings(snapshot_key=SecretStr("k" * 40)), metrics=ModelMetrics(registry))

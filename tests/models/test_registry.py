@@ -9,7 +9,7 @@ from models.errors import RegistryError, SnapshotRejected
 from models.registry import load, register, versions
 from models.risk import RiskModel
 from models.snapshots import Snapshot
-from stream.settings import Settings
+from kernel.settings import Settings
 
 pytestmark = pytest.mark.integration
 KEY = "registry test key, long enough to sign"

@@ -14,7 +14,7 @@ from models.risk import RiskModel
 from models.scorer import Scorer
 from models.snapshots import MAGIC, Snapshot, signing_key
 from models.trainer import Trainer
-from stream.settings import Settings
+from kernel.settings import Settings
 
 KEY = "correct horse battery staple, and more"
 

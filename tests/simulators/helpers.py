@@ -2,7 +2,7 @@
 
 The validator is deliberately independent of the simulator's own code: it checks the wire
 format from the specification (ARCHITECTURE.md and the task brief) against
-``stream.vocabulary.METRICS`` only.
+``kernel.vocabulary.METRICS`` only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from simulators.cohort import CohortConfig, SimulatedMessage, simulate
-from stream.vocabulary import METRICS
+from kernel.vocabulary import METRICS
 
 DEVICE_KEYS = {"schema", "device_id", "patient_id", "seq", "sent_at", "readings"}
 READING_KEYS = {"metric", "t", "value", "unit"}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from simulators.cohort import DEFAULT_START_MS, MS_PER_DAY, CohortConfig, population
 from simulators.deterioration import Incidence
 from simulators.devices import DeviceSchedule
-from stream.vocabulary import METRICS
+from kernel.vocabulary import METRICS
 from tests.simulators.helpers import device_message_problems, device_messages, run
 
 HOUR = 3_600_000

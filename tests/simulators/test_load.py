@@ -26,8 +26,8 @@ from simulators.load import (
 )
 from stream.cli import main
 from stream.pipeline import VitalsPipeline
-from stream.settings import Settings
-from stream.wire import decode_device_message
+from kernel.settings import Settings
+from kernel.wire import decode_device_message
 from tests.simulators.helpers import device_message_problems
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ def test_patients_are_published_with_their_subgroups_and_diagnoses_only() -> Non
     """The patients feed: coarse bands and enrolment diagnoses keyed by pseudonym, nothing else."""
     from simulators.cohort import population
     from simulators.kafka_publisher import publish_patients
-    from stream.settings import Settings
-    from stream.wire import decode_patient
+    from kernel.settings import Settings
+    from kernel.wire import decode_patient
 
     class Collect:
         def __init__(self) -> None:

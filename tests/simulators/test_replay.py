@@ -29,9 +29,9 @@ from simulators.replay import (
     write_recording,
 )
 from stream.cli import main
-from stream.settings import Settings
-from stream.vocabulary import METRICS
-from stream.wire import MAX_READINGS_PER_MESSAGE, decode_device_message
+from kernel.settings import Settings
+from kernel.vocabulary import METRICS
+from kernel.wire import MAX_READINGS_PER_MESSAGE, decode_device_message
 
 HEADER = "timestamp,metric,value"
 T0 = 1_767_571_200_000  # 2026-01-05T00:00:00Z

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from sinks.migrations import migrate
-from stream.events import MetricStats, RiskScore, WindowFeatures
+from kernel.events import MetricStats, RiskScore, WindowFeatures
 from tests.conftest import TEST_PG_PORT, Services
 
 START_MS = 1_767_571_200_000  # 2026-01-05T00:00Z

@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sinks.migrations import SinkPolicies, discover, migrate
 from sinks.timescale import TimescaleWriter, refresh_rollups
-from stream.events import RiskScore, WindowFeatures
+from kernel.events import RiskScore, WindowFeatures
 from tests.conftest import Services, skip_without_timescale, timescale_usable
 from tests.sinks.conftest import START_MS, make_scores, make_windows
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from sinks.errors import SinkRejected, SinkUnavailable
 from sinks.metrics import PipelineMetrics
 from sinks.timescale import ModelSnapshot, OpsEvent, TimescaleWriter, load_model_snapshot, refresh_rollups, utc
-from stream.events import RiskScore, VitalReading
+from kernel.events import RiskScore, VitalReading
 from tests.sinks.conftest import START_MS, Database, make_scores, make_windows
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stream.batch_features import BatchFeatureEngine, MetricBatch, feature_columns, row_dict, summarise_columns
-from stream.events import WindowFeatures
+from kernel.events import WindowFeatures
 from stream.features import FeatureEngine
 from stream.windows import summarise
 

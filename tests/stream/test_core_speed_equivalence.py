@@ -8,12 +8,12 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.errors import InvalidMessage
-from stream.events import MetricStats, VitalReading
-from stream.limits import check_id
-from stream.vocabulary import METRICS
+from kernel.errors import InvalidMessage
+from kernel.events import MetricStats, VitalReading
+from kernel.limits import check_id, clip
+from kernel.vocabulary import METRICS
 from stream.windows import MS_PER_MINUTE, summarise
-from stream.wire import _point, _required, decode_device_message
+from kernel.wire import _point, _required, decode_device_message
 
 START = 1_767_571_200_000
 RECORD_TS = START + 60_000
@@ -70,6 +70,8 @@ def _plain_envelope_fault(body: dict) -> str | None:
             return "missing_field: device_id and patient_id must be non-empty"
         check_id(fields[0], "device_id")
         check_id(fields[1], "patient_id")
+        if not 0 <= fields[2] < 2**63:
+            return f"impossible_value: seq must lie in [0, 2**63), got {clip(fields[2])}"
     except InvalidMessage as exc:
         return f"{exc.reason}: {exc.detail}"
     return None

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from stream.features import LONG_WINDOW_MS, SHORT_WINDOW_MS
 from stream.pipeline import VitalsPipeline
 from stream.state import DictStore
-from stream.wire import encode_device_message
+from kernel.wire import encode_device_message
 
 MINUTE = 60_000
 GRACE = 30_000

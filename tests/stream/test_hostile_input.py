@@ -19,10 +19,10 @@ from models.errors import InvalidOutcome, SnapshotRejected
 from models.labelling import Outcome
 from models.snapshots import Snapshot
 from stream.deadletters import MAX_HEADER_BYTES, DeadLetterRecord, deadletter_headers
-from stream.errors import InvalidMessage
-from stream.limits import Limits
+from kernel.errors import InvalidMessage
+from kernel.limits import Limits
 from stream.pipeline import VitalsPipeline
-from stream.wire import (decode_device_message, decode_feature_row, decode_patient, decode_score,
+from kernel.wire import (decode_device_message, decode_feature_row, decode_patient, decode_score,
                          encode_device_message)
 
 START = 1_767_571_200_000

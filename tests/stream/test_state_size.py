@@ -7,7 +7,7 @@ import json
 from simulators.cohort import CohortConfig, simulate
 from stream.features import PatientState
 from stream.pipeline import VitalsPipeline
-from stream.settings import Settings
+from kernel.settings import Settings
 
 STATE_BOUND_BYTES = 4096
 

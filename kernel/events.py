@@ -1,7 +1,7 @@
 """Typed, frozen events that travel between the pipeline's stages.
 
 Units are in the field names; on the wire, metric names and units follow
-:mod:`stream.vocabulary`. Nothing past the Faust agent handles raw dicts.
+:mod:`kernel.vocabulary`. Nothing past the Faust agent handles raw dicts.
 """
 
 from __future__ import annotations
@@ -118,3 +118,16 @@ class DeadLetter:
     def counts(self) -> dict[str, int]:
         """Refusals by reason: the bad readings', or the record's own as one."""
         return self.reasons or {self.reason: 1}
+
+
+#: A feature row per patient every 5 minutes of event time (the hop of ``vitals.features``).
+HOP_MS = 5 * 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRow:
+    """Model input for one patient at one hop boundary ``ts_ms`` (features of ``[ts_ms - 1h, ts_ms)``)."""
+
+    patient_id: str
+    ts_ms: int
+    x: dict[str, float]

@@ -1,4 +1,8 @@
-"""Per-patient alert state: frozen values the engine replaces, and their JSON snapshots.
+"""The alerting's shared records: per-patient alert state, pages, alert events, silences, severities.
+
+The alert engine (``stream/alerts/``) evolves these values; the alert store and the webhook sender
+(``sinks/alert_store.py``, ``sinks/webhook.py``) persist and deliver them, so they live in the kernel
+that both may import.
 
 One :class:`PatientState` per patient holds one :class:`AlertState` per alert kind and the
 :class:`Evidence` of the latest score. The adapter persists :meth:`PatientState.to_json` after
@@ -26,7 +30,8 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-from stream.events import RiskScore
+from kernel.errors import InvalidPolicy
+from kernel.events import RiskScore
 
 
 class Phase(str, Enum):
@@ -189,3 +194,129 @@ class PatientState:
         return cls(str(body["patient_id"]), body.get("last_seen_ms"), body.get("last_event_ms"),
                    None if evidence is None else Evidence.from_json(evidence),
                    tuple(AlertState.from_json(a) for a in body.get("alerts", ())))
+
+
+#: Severities, most urgent first.
+SEVERITIES = ("critical", "warning", "info")
+
+
+#: Page actions, in the order an episode may emit them.
+ACTIONS = ("firing", "renotify", "escalate", "resolved")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One notification for delivery: an episode's firing, re-notification, escalation or resolution.
+
+    ``notification_id`` is the idempotency key (the same on every replay). ``event_ms`` is the
+    event time (score window end) that caused it, ``at_ms`` the "now" it was issued at.
+    """
+
+    notification_id: str
+    alert_id: str
+    action: str
+    patient_id: str
+    kind: str
+    severity: str
+    episode: int
+    since_ms: int
+    fired_ms: int | None
+    resolved_ms: int | None
+    event_ms: int | None
+    at_ms: int
+    value: float | None
+    peak: float | None
+    evidence: Evidence | None
+    escalated: bool = False
+    acknowledged_by: str | None = None
+
+    @property
+    def condition(self) -> str:
+        """The model condition of a ``risk_high:<condition>`` page, else ``""``."""
+        return self.kind.partition(":")[2]
+
+    @property
+    def status(self) -> str:
+        """Alertmanager's status: ``resolved`` or ``firing``."""
+        return "resolved" if self.action == "resolved" else "firing"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the outbox stores pages this way).
+
+        >>> p = Page("al-1:firing", "al-1", "firing", "pt-1", "news2_high", "critical", 1, 0, 60_000, None,
+        ...          60_000, 61_000, 7.0, 7.0, None)
+        >>> Page.from_json(p.to_json()) == p
+        True
+        """
+        body = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        body["evidence"] = None if self.evidence is None else self.evidence.to_json()
+        return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "Page":
+        fields = dict(body)
+        evidence = fields.pop("evidence", None)
+        return cls(**fields, evidence=None if evidence is None else Evidence.from_json(evidence))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One entry of an episode's history: a phase change, an acknowledgement, a page sent.
+
+    ``event`` is ``pending``, ``cancelled`` (pending back to ok), ``firing``, ``resolved``,
+    ``acknowledged``, ``escalated``, ``renotified:<n>``, ``silenced`` or ``inhibited``.
+    """
+
+    alert_id: str
+    patient_id: str
+    kind: str
+    event: str
+    from_phase: str
+    to_phase: str
+    event_ms: int | None
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A time-bound mute: no page for matching alerts while ``starts_ms <= now < ends_ms``.
+
+    Parameters
+    ----------
+    silence_id
+        Unique id (the database's).
+    patient_id
+        The patient it mutes; ``None`` mutes every patient (maintenance).
+    kind
+        The kind it mutes, or a prefix before ``:`` (``risk_high`` mutes every condition);
+        ``None`` mutes every kind.
+    starts_ms, ends_ms
+        Wall-clock window, epoch milliseconds.
+    created_by, reason
+        Who muted it and why (free text: no patient names).
+    """
+
+    silence_id: str
+    patient_id: str | None
+    kind: str | None
+    starts_ms: int
+    ends_ms: int
+    created_by: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.ends_ms <= self.starts_ms:
+            raise InvalidPolicy(f"a silence must end after it starts, got {self.starts_ms}..{self.ends_ms}")
+
+    def matches(self, patient_id: str, kind: str, now_ms: int) -> bool:
+        """Whether this silence mutes ``kind`` for ``patient_id`` at ``now_ms``.
+
+        >>> s = Silence("s", None, "risk_high", 0, 10, "ops", "maintenance")
+        >>> s.matches("pt-9", "risk_high:any", 5), s.matches("pt-9", "news2_high", 5), s.matches("pt-9", "risk_high:any", 10)
+        (True, False, False)
+        """
+        if not self.starts_ms <= now_ms < self.ends_ms:
+            return False
+        if self.patient_id is not None and self.patient_id != patient_id:
+            return False
+        return self.kind is None or kind == self.kind or kind.startswith(self.kind + ":")

@@ -29,10 +29,8 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from sinks.webhook import Attempt, Delivery
-from stream.alerts.engine import AlertEvent, Page
-from stream.alerts.errors import AlertNotFiring, AlertStoreUnavailable, InvalidRequest, UnknownAlert
-from stream.alerts.rules import Silence
-from stream.alerts.state import AlertState, Evidence, PatientState, Phase
+from kernel.alerts import AlertEvent, AlertState, Evidence, Page, PatientState, Phase, Silence
+from kernel.errors import AlertNotFiring, AlertStoreUnavailable, InvalidRequest, UnknownAlert
 
 logger = logging.getLogger(__name__)
 

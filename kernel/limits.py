@@ -1,7 +1,7 @@
 """What a sender may put on the wire: the id rule, and a total, bounded JSON reader.
 
 Every record a sender controls is read by :func:`load_json` before anything looks inside it:
-any bytes give either a Python value or :class:`~stream.errors.InvalidMessage` with a short
+any bytes give either a Python value or :class:`~kernel.errors.InvalidMessage` with a short
 ``reason`` (a metric label and the dead letter's reason), never another exception. The reader
 enforces the :class:`Limits` before and while it parses, so nothing a sender writes costs more
 than its size:
@@ -34,15 +34,15 @@ Examples
 >>> load_json(b"[" * 100_000 + b"]" * 100_000, limits)
 Traceback (most recent call last):
 ...
-stream.errors.InvalidMessage: too_deep: JSON nests deeper than 8 levels
+kernel.errors.InvalidMessage: too_deep: JSON nests deeper than 8 levels
 >>> load_json(b'{"seq": ' + b"9" * 5_000 + b"}", limits)
 Traceback (most recent call last):
 ...
-stream.errors.InvalidMessage: number_too_large: an integer has more than 4300 digits
+kernel.errors.InvalidMessage: number_too_large: an integer has more than 4300 digits
 >>> load_json(b'{"a": 1, "a": 2}', limits)
 Traceback (most recent call last):
 ...
-stream.errors.InvalidMessage: duplicate_key: key 'a' appears twice in one object
+kernel.errors.InvalidMessage: duplicate_key: key 'a' appears twice in one object
 >>> valid_id("pt-9c1e"), valid_id("pt 1"), valid_id("pt\\n1"), valid_id("\\ud800"), valid_id("x" * 65)
 (True, False, False, False, False)
 """
@@ -56,8 +56,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stream.errors import InvalidMessage
-from stream.settings import Settings
+from kernel.errors import InvalidMessage
+from kernel.settings import Settings
 
 #: The one id rule (patients, devices; every producer and every consumer imports it).
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}"
@@ -79,14 +79,14 @@ def valid_id(value: object) -> bool:
 
 
 def check_id(value: object, field: str) -> str:
-    """``value`` if it is a valid id, else :class:`~stream.errors.InvalidMessage` (``invalid_id``).
+    """``value`` if it is a valid id, else :class:`~kernel.errors.InvalidMessage` (``invalid_id``).
 
     >>> check_id("pt-1", "patient_id")
     'pt-1'
     >>> check_id("Jane Doe", "patient_id")
     Traceback (most recent call last):
     ...
-    stream.errors.InvalidMessage: invalid_id: patient_id must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}, got 'Jane Doe'
+    kernel.errors.InvalidMessage: invalid_id: patient_id must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}, got 'Jane Doe'
     """
     if type(value) is str and _ID.fullmatch(value) is not None:
         return value
@@ -158,7 +158,7 @@ DEFAULT_LIMITS = Limits()
 
 
 def load_json(raw: object, limits: Limits) -> Any:
-    """Parse one record's value within ``limits``; :class:`~stream.errors.InvalidMessage` otherwise.
+    """Parse one record's value within ``limits``; :class:`~kernel.errors.InvalidMessage` otherwise.
 
     Total: no other exception leaves it, whatever ``raw`` is. A nest deeper than the parser's
     own guard (about a thousand levels) stops the parser with ``RecursionError``, read here as
@@ -168,11 +168,11 @@ def load_json(raw: object, limits: Limits) -> Any:
     >>> load_json(None, Limits())
     Traceback (most recent call last):
     ...
-    stream.errors.InvalidMessage: empty: the record has no value
+    kernel.errors.InvalidMessage: empty: the record has no value
     >>> load_json(b'[1.' + b'5' * 40 + b']', Limits())
     Traceback (most recent call last):
     ...
-    stream.errors.InvalidMessage: number_too_large: a number literal has 42 characters
+    kernel.errors.InvalidMessage: number_too_large: a number literal has 42 characters
 
     ``NaN``, ``Infinity`` and overflowing floats (``1e999``) are read as Python reads them; the
     decoders refuse non-finite numbers field by field, so one bad reading costs only itself.

@@ -1,4 +1,8 @@
-"""Errors of the streaming pipeline.
+"""The root of every vitalrisk error and the errors shared by all packages.
+
+Each package's own ``errors.py`` derives its narrow errors from :class:`VitalsError`
+(``models/errors.py``, ``sinks/errors.py``, ``infra/errors.py``); the alerting's errors, shared by
+the alert engine, the alert store and the webhook sender, are here (``AlertError``).
 
 ::
 
@@ -8,7 +12,10 @@
      ├── ConfigurationError settings or arguments that cannot work together (exit status 2)
      ├── ServiceUnavailable Kafka or PostgreSQL does not answer at the configured address
      ├── PortInUse          a port a service would listen on is taken by another process
-     └── ProcessDied        a process the command started (the demo's worker) exited
+     ├── ProcessDied        a process the command started (the demo's worker) exited
+     └── AlertError         the alerting's errors (engine, store, webhooks, API)
+          ├── InvalidPolicy, InvalidRequest, UnknownAlert   (exit status 2)
+          └── AlertNotFiring, AlertStoreUnavailable, AlertDeliveryFailed, SignatureInvalid
 
 Each class carries the ``vitalrisk`` command's exit status for it (:attr:`VitalsError.exit_status`):
 2 when what the user typed or configured must change, 1 when something outside must (a service
@@ -127,3 +134,73 @@ def first_line(exc: BaseException) -> str:
     """
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+class AlertError(VitalsError):
+    """Root of the alerting service's errors."""
+
+
+class InvalidPolicy(AlertError, ValueError):
+    """An alert policy, route table or receiver list that cannot work; the message states the rule."""
+
+    exit_status = EXIT_BAD_INPUT
+
+
+class InvalidRequest(AlertError, ValueError):
+    """An acknowledgement or silence with bad fields; the message states the rule and the value."""
+
+    exit_status = EXIT_BAD_INPUT
+
+
+class UnknownAlert(AlertError):
+    """No alert has this id (or it belongs to another worker's patients)."""
+
+    exit_status = EXIT_BAD_INPUT
+
+
+class AlertNotFiring(AlertError):
+    """The alert exists but is no longer firing, so there is nothing to acknowledge."""
+
+
+class AlertStoreUnavailable(AlertError):
+    """The alert tables could not be read or written."""
+
+
+class AlertDeliveryFailed(AlertError):
+    """A webhook could not be delivered within the retry budget and was dead-lettered.
+
+    Parameters
+    ----------
+    notification_id
+        The idempotency key of the page.
+    receiver
+        The receiver that did not accept it.
+    attempts
+        How many attempts were made.
+    detail
+        The last error (status code or exception), one line.
+    """
+
+    def __init__(self, notification_id: str, receiver: str, attempts: int, detail: str) -> None:
+        super().__init__(f"webhook {notification_id} to {receiver} failed after {attempts} attempts: {detail}")
+        self.notification_id = notification_id
+        self.receiver = receiver
+        self.attempts = attempts
+        self.detail = detail
+
+
+class SignatureInvalid(AlertError):
+    """A webhook signature that does not verify.
+
+    Parameters
+    ----------
+    reason
+        ``missing``, ``malformed``, ``stale`` or ``mismatch``.
+    detail
+        One line naming the rule that failed.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -2,7 +2,7 @@
 
 A cohort without faults (the default) takes the array path: the simulator's per-minute arrays
 become the pipeline's 1-minute window statistics and feature rows with numpy
-(:mod:`models.cohort_features`, :mod:`stream.batch_features`; the same rows the pipeline
+(:mod:`stream.cohort_features`, :mod:`stream.batch_features`; the same rows the pipeline
 computes, tested), in worker processes by patient shard, merged hop by hop in (time, patient)
 order into one model loop, so the result does not depend on the number of processes. A cohort
 with faults goes, as wire bytes, through the same pure core the worker runs
@@ -47,7 +47,7 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from models.evaluation import Metrics, OpsEvent, PrequentialEvaluator, ScoreSketch, N_BINS, LOGIT_RANGE, wilson_interval
+from models.evaluation import LOGIT_RANGE, N_BINS, Metrics, OpsEvent, PrequentialEvaluator, ScoreSketch, wilson_interval
 from models.fairness import FairnessMonitor, FairnessPolicy, GroupMetrics, patient_record
 from models.labelling import ANY, DEFAULT_HORIZON_MS, DelayedLabeller, Outcome, covered
 from models.news2 import MAX_TOTAL
@@ -56,9 +56,14 @@ from models.risk import CONDITIONS, DEFAULT_NEGATIVE_RATE, RiskModel
 from models import news2 as _news2
 from models.scorer import NEWS2_FEATURES, FeatureSpace, News2RowScorer, Scorer
 from models.trainer import Trainer
-from stream.events import RiskScore
-from stream.features import HOP_MS, FeatureEngine, FeatureRow
-from stream.settings import Settings
+from kernel.events import HOP_MS, FeatureRow, RiskScore
+from stream.features import FeatureEngine
+from kernel.settings import Settings
+from simulators.cohort import CohortConfig, episodes, population, simulate
+from stream.alerts.replay import replay_pages
+from stream.alerts.rules import AlertPolicy, Threshold
+from stream.cohort_features import cohort_hops, feature_columns, supports
+from stream.pipeline import VitalsPipeline
 
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 24 * MS_PER_HOUR
@@ -485,8 +490,6 @@ class EvaluationCore:
     def _burden(self, patients: int, report_days: float, end_ms: int) -> list[Burden]:
         from dataclasses import replace
 
-        from stream.alerts.rules import AlertPolicy, Threshold
-
         default = AlertPolicy(data_stopped_ms=None)
         out = self._burden_for(default, patients, report_days, end_ms, "", (MODEL, NEWS2))
         any_c = ANY if ANY in self.conditions else self.conditions[0]
@@ -568,7 +571,6 @@ class EvaluationCore:
     def _replay(self, policy: Any, scorers: tuple[str, ...], heads: tuple[str, ...], *,
                 in_episode: bool) -> dict[str, dict[str, list[int]]]:
         """Event times of the firing pages of each scorer's kinds, per patient (see :meth:`_burden_for`)."""
-        from stream.alerts.replay import replay_pages
 
         any_c = ANY if ANY in self.conditions else self.conditions[0]
         model_kinds = {_risk_kind(c) for c in heads}
@@ -745,8 +747,6 @@ def _transitions(ts: npt.NDArray[np.int64], value: npt.NDArray[Any], threshold: 
 
 
 def _policy_threshold() -> float:
-    from stream.alerts.rules import AlertPolicy
-
     return AlertPolicy().risk.enter
 
 
@@ -768,7 +768,7 @@ def evaluate_cohort(config: Any, options: EvaluateOptions, settings: Settings, *
     """Run the cohort of ``config`` (a :class:`simulators.cohort.CohortConfig`) through everything.
 
     A cohort without faults takes the array path: feature rows straight from the simulator's
-    arrays (:mod:`models.cohort_features`, the rows the pipeline would compute), in
+    arrays (:mod:`stream.cohort_features`, the rows the pipeline would compute), in
     ``processes`` worker processes (``0``: in this process; ``None``: one per spare core),
     merged hop by hop in (time, patient) order into the one model loop, so the result does not
     depend on ``processes``. A cohort with faults goes through the pipeline core as wire
@@ -776,7 +776,6 @@ def evaluate_cohort(config: Any, options: EvaluateOptions, settings: Settings, *
 
     ``progress(fraction_done, rows_scored)`` is called about twice a second.
     """
-    from models.cohort_features import supports
 
     with _few_collections():
         if supports(config):
@@ -812,8 +811,6 @@ def default_processes() -> int:
 
 def _evaluate_arrays(config: Any, options: EvaluateOptions, settings: Settings, *,
                      progress: Callable[[float, int], None] | None, processes: int) -> EvaluationResult:
-    from models.cohort_features import cohort_hops, feature_columns
-    from simulators.cohort import episodes, population
 
     started = time.monotonic()
     patients = population(config)
@@ -856,8 +853,6 @@ def _evaluate_arrays(config: Any, options: EvaluateOptions, settings: Settings, 
 def _evaluate_messages(config: Any, options: EvaluateOptions, settings: Settings, *,
                        progress: Callable[[float, int], None] | None) -> EvaluationResult:
     """The message path: wire bytes through :class:`~stream.pipeline.VitalsPipeline`, then the feature engine."""
-    from simulators.cohort import population, simulate
-    from stream.pipeline import VitalsPipeline
 
     started = time.monotonic()
     patients = population(config)
@@ -1077,7 +1072,6 @@ def run_evaluate(settings: Settings, patients: int, days: float, seed: int, mode
     A bad argument, or a plot folder that cannot be made, ends in one line on stderr (exit 2)
     before the run, not after minutes of it.
     """
-    from simulators.cohort import CohortConfig
 
     out, err = stdout or sys.stdout, stderr or sys.stderr
     if patients < 1 or days <= 0:

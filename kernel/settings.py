@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stream.errors import first_line
+from kernel.errors import first_line
 
 
 def kafka_servers(bootstrap: str) -> list[tuple[str, int]]:
@@ -117,7 +117,7 @@ class Settings(BaseSettings):
         "(and of the worker's clock) than this are rejected as future_timestamp"
     )
 
-    # Limits on what a sender may put in one record (stream.limits; docs/limits.md)
+    # Limits on what a sender may put in one record (kernel.limits; docs/limits.md)
     limit_message_bytes: int = Field(1_048_576, ge=256, description="bytes of one record's value (too_large)")
     limit_readings: int = Field(10_000, ge=1, description="readings in one device message (too_many_readings)")
     limit_json_depth: int = Field(8, ge=3, le=64, description="nesting of JSON arrays and objects (too_deep)")

@@ -8,14 +8,14 @@ A device message is a small batch from one device::
                    "unit": "beats/min"}]}
 
 Times are integer epoch milliseconds (UTC). Metric names and units come from
-:mod:`stream.vocabulary`. Ids are pseudonymous; the format has no place for names or free text.
+:mod:`kernel.vocabulary`. Ids are pseudonymous; the format has no place for names or free text.
 
-Every decoder here is total: any bytes give either a value or :class:`~stream.errors.InvalidMessage`
+Every decoder here is total: any bytes give either a value or :class:`~kernel.errors.InvalidMessage`
 with a short ``reason``, never another exception. Each reads its record with
-:func:`stream.limits.load_json` within :class:`~stream.limits.Limits` (size, depth, numbers,
-strings, duplicate keys), and every id follows :data:`stream.limits.ID_PATTERN`.
+:func:`kernel.limits.load_json` within :class:`~kernel.limits.Limits` (size, depth, numbers,
+strings, duplicate keys), and every id follows :data:`kernel.limits.ID_PATTERN`.
 
-A device message that cannot be read as a whole raises :class:`~stream.errors.InvalidMessage`;
+A device message that cannot be read as a whole raises :class:`~kernel.errors.InvalidMessage`;
 a readable message with some bad readings keeps the good ones and names the others, with their
 reasons, in :attr:`DeviceBatch.rejected`, so nothing valid is lost with one bad value.
 
@@ -31,12 +31,12 @@ Examples
 >>> decode_device_message(b"{not json")
 Traceback (most recent call last):
 ...
-stream.errors.InvalidMessage: not_json: not valid UTF-8 JSON (Expecting property name enclosed in double quotes)
+kernel.errors.InvalidMessage: not_json: not valid UTF-8 JSON (Expecting property name enclosed in double quotes)
 >>> decode_device_message(b'{"schema": "vitalrisk.device/1", "device_id": "d\\\\n1", "patient_id": "pt-1", '
 ...                       b'"seq": 1, "sent_at": 1, "readings": []}')
 Traceback (most recent call last):
 ...
-stream.errors.InvalidMessage: invalid_id: device_id must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}, got 'd\\n1'
+kernel.errors.InvalidMessage: invalid_id: device_id must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}, got 'd\\n1'
 """
 
 from __future__ import annotations
@@ -47,11 +47,10 @@ from dataclasses import dataclass, field
 from collections.abc import Iterable
 from typing import Any
 
-from stream.errors import InvalidMessage
-from stream.events import RiskScore, VitalReading, WindowFeatures
-from stream.features import FeatureRow
-from stream.limits import DEFAULT_LIMITS, Limits, check_id, clip, load_json
-from stream.vocabulary import METRICS
+from kernel.errors import InvalidMessage
+from kernel.events import FeatureRow, RiskScore, VitalReading, WindowFeatures
+from kernel.limits import DEFAULT_LIMITS, Limits, check_id, clip, load_json
+from kernel.vocabulary import METRICS
 
 DEVICE_SCHEMA = "vitalrisk.device/1"
 #: Upper bound on readings in one message by default; a device batches seconds to minutes, not days.
@@ -85,7 +84,7 @@ class DeviceBatch:
     """A decoded device message: its envelope, valid readings, and rejected ones.
 
     The valid readings are kept as ``(metric, t_ms, value)`` points, the form the windows
-    store: the core never needs a :class:`~stream.events.VitalReading` per reading.
+    store: the core never needs a :class:`~kernel.events.VitalReading` per reading.
     """
 
     device_id: str
@@ -115,7 +114,7 @@ def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
     max_future_ms
         Tolerated clock lead of a device, in milliseconds.
     limits
-        What one message may hold (:class:`~stream.limits.Limits`).
+        What one message may hold (:class:`~kernel.limits.Limits`).
 
     Returns
     -------
@@ -246,7 +245,7 @@ def encode_score(score: RiskScore) -> bytes:
 
 
 def decode_score(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> RiskScore:
-    """Read one ``vitalrisk.score/1`` record; :class:`~stream.errors.InvalidMessage` if it is not one.
+    """Read one ``vitalrisk.score/1`` record; :class:`~kernel.errors.InvalidMessage` if it is not one.
 
     Numbers must be finite JSON numbers (``score`` and every risk in [0, 1], ``news2_total`` in
     [0, 20]), names strings, the patient id an id.
@@ -254,7 +253,7 @@ def decode_score(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> RiskScore:
     >>> decode_score(b'{"schema": "vitalrisk.score/1", "patient_id": "pt-1", "score": "NaN"}')
     Traceback (most recent call last):
     ...
-    stream.errors.InvalidMessage: missing_field: field 'window_start' is required
+    kernel.errors.InvalidMessage: missing_field: field 'window_start' is required
     """
     body = load_json(raw, limits)
     if not isinstance(body, dict) or body.get("schema") != SCORE_SCHEMA:
@@ -321,7 +320,7 @@ WINDOW_SCHEMA = "vitalrisk.window/1"
 def encode_window(window: WindowFeatures) -> bytes:
     """A closed window as JSON (``vitalrisk.window/1``): how a quarantined ``features`` row is kept.
 
-    >>> from stream.events import MetricStats
+    >>> from kernel.events import MetricStats
     >>> encode_window(WindowFeatures("pt-1", 0, 60_000, {"heart_rate": MetricStats(2, 71.0, 70.0, 72.0)}))
     b'{"schema":"vitalrisk.window/1","patient_id":"pt-1","start":0,"end":60000,"metrics":{"heart_rate":[2,71.0,70.0,72.0]}}'
     """
@@ -346,12 +345,12 @@ def encode_feature_row(row: FeatureRow) -> bytes:
 
 
 def decode_feature_row(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> FeatureRow:
-    """Read one ``vitalrisk.features/1`` record; :class:`~stream.errors.InvalidMessage` if it is not one.
+    """Read one ``vitalrisk.features/1`` record; :class:`~kernel.errors.InvalidMessage` if it is not one.
 
     >>> decode_feature_row(b'{"schema": "vitalrisk.features/1", "patient_id": "pt-1", "t": 1, "x": {"a": true}}')
     Traceback (most recent call last):
     ...
-    stream.errors.InvalidMessage: wrong_type: x['a'] must be a finite number, got True
+    kernel.errors.InvalidMessage: wrong_type: x['a'] must be a finite number, got True
     """
     body = load_json(raw, limits)
     if not isinstance(body, dict) or body.get("schema") != FEATURES_SCHEMA:
@@ -402,16 +401,16 @@ def encode_patient(record: PatientRecord) -> bytes:
 
 
 def decode_patient(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> PatientRecord:
-    """Read one ``vitalrisk.patient/1`` record; :class:`~stream.errors.InvalidMessage` if it is not one.
+    """Read one ``vitalrisk.patient/1`` record; :class:`~kernel.errors.InvalidMessage` if it is not one.
 
     >>> decode_patient(b'{"schema": "vitalrisk.patient/1", "patient_id": "pt-1", "sex": "X"}')
     Traceback (most recent call last):
     ...
-    stream.errors.InvalidMessage: impossible_value: sex must be one of ('F', 'M'), got 'X'
+    kernel.errors.InvalidMessage: impossible_value: sex must be one of ('F', 'M'), got 'X'
     >>> decode_patient(b'{"schema": "vitalrisk.patient/1", "patient_id": "pt-1", "conditions": ["gout"]}')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    stream.errors.InvalidMessage: impossible_value: conditions must be among (...), got 'gout'
+    kernel.errors.InvalidMessage: impossible_value: conditions must be among (...), got 'gout'
     """
     body = load_json(raw, limits)
     if not isinstance(body, dict) or body.get("schema") != PATIENT_SCHEMA:
@@ -438,3 +437,11 @@ def decode_patient(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> PatientRec
                                      f"conditions must be among {PATIENT_CONDITIONS}, got {_kind(condition)}")
         conditions = tuple(c for c in PATIENT_CONDITIONS if c in conditions)  # canonical order, no repeats
     return PatientRecord(patient_id, groups, conditions)
+
+
+#: How the snapshots topic is created (by ``vitalrisk infra`` and by the trainer when missing).
+SNAPSHOT_TOPIC: dict[str, Any] = {
+    "num_partitions": 1, "replication_factor": 1,
+    "topic_configs": {"cleanup.policy": "compact", "retention.ms": "-1",
+                      "max.message.bytes": str(16 * 1024 * 1024)},
+}

@@ -21,8 +21,8 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 from psycopg.conninfo import conninfo_to_dict
 
-from stream.errors import ServiceUnavailable, first_line, listen_failed
-from stream.settings import Settings, kafka_servers
+from kernel.errors import ServiceUnavailable, first_line, listen_failed
+from kernel.settings import Settings, kafka_servers
 
 #: How long one TCP connection attempt to a broker may take, seconds.
 CONNECT_TIMEOUT_S = 3.0
@@ -82,7 +82,7 @@ def require_database(url: str, *, setting: str = "VITALS_DATABASE_URL",
     Parameters
     ----------
     url
-        A libpq URL, already parsed once (:func:`stream.settings.check_database_url`).
+        A libpq URL, already parsed once (:func:`kernel.settings.check_database_url`).
     setting
         The variable or option that gave ``url``, named in the message.
 
