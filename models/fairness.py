@@ -57,7 +57,7 @@ its chart knowingly ignores. A group is compared only when it has at least ``min
 patients with an episode (30: below that the normal approximations are poor) and, for
 calibration, ``min_positives`` positive windows — and so is the reference.
 
-What the simulator shows (README, "Risk models", item 2; 1,000 patients x 10 days at six
+What the simulator shows (docs/models.md, "Fairness"; 1,000 patients x 10 days at six
 times the default incidence, about 200 patients with an episode, 40-85 a skin-tone group).
 Switching its SpO2 over-reading on (a paired counterfactual, seeds 42, 7 and 1) multiplies
 NEWS2's E/O for Fitzpatrick V-VI by 0.78-0.79 and lowers its episode sensitivity by 0.12-0.16;

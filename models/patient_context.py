@@ -11,7 +11,7 @@ is a setting (``VITALS_MODEL_PATIENT_INPUTS``), the same for trainer and workers
   that bring deteriorations come with age, and vitals show them only in part).
 - ``diagnoses`` (``dx_heart_failure``, …): a programme enrols patients *for* a condition, so it
   knows who is at risk of which deterioration. Measured, they raise window AUROC in busy cohorts
-  but page later and less often on the default one (README, "Risk models"), so they are off.
+  but page later and less often on the default one (docs/models.md), so they are off.
 
 Sex and skin tone are never inputs: they are what the fairness monitor compares the model across.
 

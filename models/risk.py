@@ -16,7 +16,7 @@ head is a River classifier (``learn_one`` / ``predict_proba_one``) made by :func
 irregularity: over the hours before onset the heart rate's RMSSD climbs 4–25 population standard
 deviations above its usual spread, where no other deterioration takes it. Clipped at 5 like the
 other heads, that evidence was capped at a fraction of its size, and the "any" head paged 4 of the
-default cohort's 10 AF onsets before onset; a head of its own clipped at 25 pages 7 (README, "Alerting").
+default cohort's 10 AF onsets before onset; a head of its own clipped at 25 pages 7 (docs/alerting.md).
 Clipping every head at 25 instead cost heart-failure onsets, so the other heads keep 5.
 
 **Rare events.** Deterioration is rare (well under 1 % of scored windows precede an onset

@@ -1,4 +1,4 @@
-"""The README's synthetic-cohort section: two patients' week of vitals, and episode incidence.
+"""The synthetic-cohort section of docs/cohort.md: two patients' week of vitals, and episode incidence.
 
 Run as ``python -m simulators.cohort_report --patients 1000 --days 7 --seed 42 --out docs/img``.
 It simulates the whole cohort as fast as it goes (accelerated: no pacing), keeps only the

@@ -240,7 +240,7 @@ def test_simulated_spo2_overreading_is_flagged_only_when_switched_on() -> None:
     """Issue 5's acceptance: with the simulator's SpO2 over-reading in darker skin on, the
     monitor flags skin tone V-VI and raises an ops event; with it off, it flags nothing and
     raises nothing. The two runs are a paired counterfactual (same cohort, physiology and noise;
-    only the measured SpO2 differs). Measured at seeds 42, 7 and 1 (README, "Risk models",
+    only the measured SpO2 differs). Measured at seeds 42, 7 and 1 (docs/models.md, "Fairness",
     item 2): the flags at the end hold on all three; this test runs seed 42."""
     from stream.evaluate import EvaluateOptions, evaluate_cohort
     from simulators.deterioration import Incidence
@@ -262,5 +262,5 @@ def test_simulated_spo2_overreading_is_flagged_only_when_switched_on() -> None:
     assert results[False].fairness_flags == []
     # Each daily look tests at z = 1.96 (no correction for repeated looks), but an event needs
     # the gap on two checks in a row: on this seed no early gap lasts that long. (On seed 1 one
-    # does: NEWS2 by sex, two days, in both runs, closed by the end; README.)
+    # does: NEWS2 by sex, two days, in both runs, closed by the end; docs/models.md.)
     assert results[False].fairness_events == []
