@@ -20,6 +20,7 @@ from typing import NoReturn
 
 import psycopg
 import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # type: ignore[import-untyped]  # no stubs
 from psycopg import sql
 
 from infra.processes import child_env, free_port
@@ -49,6 +50,24 @@ def skip_without_timescale(reason: str) -> NoReturn:
         pytest.fail(f"{reason}, but VITALS_TEST_REQUIRE_TIMESCALE=1: run `make timescaledb`")
     pytest.skip(reason)
 
+
+
+def committed_to_end(settings: Settings, topic: str, group: str) -> bool:
+    """Whether consumer ``group`` has committed every partition of ``topic`` to its end (printing any behind)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = consumer.end_offsets(tps)
+        committed = admin.list_group_offsets(group).get(group, {})
+        behind = {tp.partition: (committed[tp].offset if tp in committed else None, ends[tp])
+                  for tp in tps if ends[tp] and (tp not in committed or committed[tp].offset < ends[tp])}
+        if behind:
+            print(f"{group} committed behind the end of {topic} (partition: (committed, end)):", behind)
+        return not behind
+    finally:
+        admin.close()
+        consumer.close()
 
 @dataclass
 class Services:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from kernel.settings import Settings
 from kernel.wire import encode_score
 from stream.deadletter_topic import read_all
 from tests.alerts.conftest import AlertingStack, news2_score, read_jsonl, wait_for
+from tests.conftest import committed_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -45,20 +46,6 @@ def _hostile() -> list[tuple[bytes | None, bytes | None]]:
     return out
 
 
-def _committed_to_end(settings: Settings, group: str) -> bool:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-    try:
-        tps = [TopicPartition(settings.scores_topic, p)
-               for p in consumer.partitions_for_topic(settings.scores_topic) or ()]
-        ends = consumer.end_offsets(tps)
-        committed = admin.list_group_offsets(group).get(group, {})
-        return all(not ends[tp] or (tp in committed and committed[tp].offset >= ends[tp]) for tp in tps)
-    finally:
-        admin.close()
-        consumer.close()
-
-
 def test_hostile_score_records_are_dead_lettered_and_pages_stay_right(alerting: AlertingStack) -> None:
     settings = alerting.settings
     hostile = _hostile()
@@ -79,7 +66,7 @@ def test_hostile_score_records_are_dead_lettered_and_pages_stay_right(alerting: 
     wait_for("every hostile record's dead letter",
              lambda: len([d for d in read_all(settings) if d.source and d.source[0] == settings.scores_topic])
              >= len(hostile), timeout_s=90, procs=procs)
-    wait_for("offsets committed to the end", lambda: _committed_to_end(settings, f"{settings.app_id}-alerter"),
+    wait_for("offsets committed to the end", lambda: committed_to_end(settings, settings.scores_topic, f"{settings.app_id}-alerter"),
              timeout_s=60, procs=procs)
 
     assert len(pages) == 1 and pages[0]["body"]["alerts"][0]["labels"]["kind"] == "news2_high", pages

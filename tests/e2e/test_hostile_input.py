@@ -17,13 +17,13 @@ import time
 
 import psycopg
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
-from kafka import KafkaConsumer
+from kafka import KafkaProducer
 
 from stream.cli import build_parser
 from stream.deadletter_topic import read_all, run
 from kernel.settings import Settings
 from kernel.wire import encode_device_message
+from tests.conftest import committed_to_end
 from tests.e2e.streams import START_MS, Stream, assert_features_equal, feature_rows, wait_until
 
 pytestmark = pytest.mark.integration
@@ -82,24 +82,6 @@ def _poison(settings: Settings, minutes: range) -> list[tuple[bytes | None, byte
     return out
 
 
-def _committed_reaches_end(settings: Settings) -> bool:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-    try:
-        tps = [TopicPartition(settings.readings_topic, p)
-               for p in consumer.partitions_for_topic(settings.readings_topic) or ()]
-        ends = consumer.end_offsets(tps)
-        committed = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
-        behind = {tp.partition: (committed[tp].offset if tp in committed else None, ends[tp])
-                  for tp in tps if ends[tp] and (tp not in committed or committed[tp].offset < ends[tp])}
-        if behind:
-            print("committed behind the end (partition: (committed, end)):", behind)
-        return not behind
-    finally:
-        admin.close()
-        consumer.close()
-
-
 def _cli(settings: Settings, *argv: str) -> str:
     out = io.StringIO()
     assert run(settings, build_parser().parse_args(["deadletters", *argv]), out) == 0
@@ -126,7 +108,7 @@ def test_hostile_records_are_dead_lettered_and_the_cohort_lands_exactly(isolated
     expected = STREAM.expected_features()
     wait_until(lambda: len(feature_rows(settings)) >= len(expected), timeout_s=60, what="the cohort's rows",
                log=worker.log)
-    wait_until(lambda: _committed_reaches_end(settings), timeout_s=60, what="offsets committed to the end",
+    wait_until(lambda: committed_to_end(settings, settings.readings_topic, settings.app_id), timeout_s=60, what="offsets committed to the end",
                log=worker.log)
 
     assert_features_equal(feature_rows(settings), expected)

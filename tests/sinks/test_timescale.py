@@ -183,11 +183,18 @@ def _pause_jobs(owner_url: str) -> None:
 
 
 def _run_in_background(conn: psycopg.Connection[Any], proc_name: str) -> None:
-    """Make the scheduler start every job of ``proc_name`` now; wait until each has succeeded since."""
+    """Make the scheduler start every job of ``proc_name`` now; wait until each has succeeded since.
+
+    The database's scheduler is (re)started first: the launcher starts one per database when it
+    has a free background-worker slot, which a busy suite (other databases' schedulers and jobs)
+    may not have had when this database was made. Restarting it changes nothing about how the
+    jobs run; it only makes sure a scheduler is there to run them.
+    """
     asked = conn.execute("SELECT now()").fetchone()
     jobs = [r[0] for r in conn.execute("SELECT alter_job(job_id, scheduled => true, next_start => now()) FROM "
                                        "timescaledb_information.jobs WHERE proc_name = %s", (proc_name,))]
-    deadline = time.monotonic() + 60
+    conn.execute("SELECT _timescaledb_functions.restart_background_workers()")
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         done = conn.execute("SELECT count(*) FROM timescaledb_information.job_stats s JOIN "
                             "timescaledb_information.jobs j USING (job_id) WHERE j.proc_name = %s "
@@ -198,7 +205,10 @@ def _run_in_background(conn: psycopg.Connection[Any], proc_name: str) -> None:
     failures = conn.execute("SELECT e.job_id, e.err_message FROM timescaledb_information.job_errors e JOIN "
                             "timescaledb_information.jobs j USING (job_id) WHERE j.proc_name = %s "
                             "AND e.start_time > %s", (proc_name, asked[0] if asked else None)).fetchall()
-    pytest.fail(f"the scheduler did not run every {proc_name} job within 60 s; errors: {failures}")
+    workers = conn.execute("SELECT backend_type, datname FROM pg_stat_activity WHERE backend_type LIKE "
+                           "'TimescaleDB%%' OR backend_type LIKE '%%Policy%%'").fetchall()
+    pytest.fail(f"the scheduler did not run every {proc_name} job within 120 s; errors: {failures}; "
+                f"TimescaleDB workers: {workers}")
 
 
 POLICIES = SinkPolicies(raw_retention_days=30, scores_retention_days=30, rollup_retention_days=0,
