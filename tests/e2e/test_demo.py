@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from infra.postgres import LocalPostgres
@@ -60,3 +61,6 @@ def test_a_worker_that_dies_is_one_line_and_its_log(services: Services) -> None:
     after = done.stderr.split(errors[0], 1)[1].splitlines()[1:]
     excerpt = [line for line in after if line.startswith("    ")]
     assert excerpt and "cannot listen on" in excerpt[-1] and "VITALS_METRICS_PORT" in excerpt[-1], after
+    admin = services.superuser_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:  # the demo's database, left on the tests' cluster
+        conn.execute("DROP DATABASE IF EXISTS vitalrisk_demo WITH (FORCE)")

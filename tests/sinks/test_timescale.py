@@ -180,20 +180,20 @@ def _pause_jobs(owner_url: str) -> None:
         while conn.execute("SELECT count(*) FROM timescaledb_information.job_stats "
                            "WHERE job_status = 'Running'").fetchone() != (0,) and time.monotonic() < deadline:
             time.sleep(0.2)
+        # A fresh scheduler for this database, while no job runs (restarting one mid-job marks the
+        # job crashed and backs it off for minutes): in a busy suite the launcher may not have
+        # started one yet when the database was made.
+        conn.execute("SELECT _timescaledb_functions.restart_background_workers()")
 
 
 def _run_in_background(conn: psycopg.Connection[Any], proc_name: str) -> None:
     """Make the scheduler start every job of ``proc_name`` now; wait until each has succeeded since.
 
-    The database's scheduler is (re)started first: the launcher starts one per database when it
-    has a free background-worker slot, which a busy suite (other databases' schedulers and jobs)
-    may not have had when this database was made. Restarting it changes nothing about how the
-    jobs run; it only makes sure a scheduler is there to run them.
+    :func:`_pause_jobs` has made sure the database has a scheduler to run them.
     """
     asked = conn.execute("SELECT now()").fetchone()
     jobs = [r[0] for r in conn.execute("SELECT alter_job(job_id, scheduled => true, next_start => now()) FROM "
                                        "timescaledb_information.jobs WHERE proc_name = %s", (proc_name,))]
-    conn.execute("SELECT _timescaledb_functions.restart_background_workers()")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         done = conn.execute("SELECT count(*) FROM timescaledb_information.job_stats s JOIN "
