@@ -107,6 +107,18 @@ def clip(value: object) -> str:
     return text if len(text) <= DETAIL_VALUE_CHARS else text[:DETAIL_VALUE_CHARS - 3] + "..."
 
 
+def _default(setting: str) -> int:
+    """The default of one ``VITALS_LIMIT_*`` setting.
+
+    >>> _default("limit_json_depth")
+    8
+    """
+    value = Settings.model_fields[setting].default
+    if not isinstance(value, int):
+        raise TypeError(f"setting {setting} has no integer default: {value!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The bounds on what one record from a sender may hold; see the module docstring.
@@ -128,12 +140,13 @@ class Limits:
         are forgotten first).
     """
 
-    max_message_bytes: int = 1_048_576
-    max_readings: int = 10_000
-    max_depth: int = 8
-    max_number_digits: int = 20
-    max_string_chars: int = 256
-    max_devices: int = 100_000
+    # The defaults are the settings' own (``VITALS_LIMIT_*``): one place, so the two cannot drift.
+    max_message_bytes: int = _default("limit_message_bytes")
+    max_readings: int = _default("limit_readings")
+    max_depth: int = _default("limit_json_depth")
+    max_number_digits: int = _default("limit_number_digits")
+    max_string_chars: int = _default("limit_string_chars")
+    max_devices: int = _default("limit_devices_per_partition")
 
     def __post_init__(self) -> None:
         for name in ("max_message_bytes", "max_readings", "max_depth", "max_number_digits", "max_string_chars",
