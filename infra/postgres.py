@@ -178,7 +178,7 @@ class LocalPostgres:
         """Delete the stopped cluster's data folder, wherever :meth:`start` put it (see the module docstring)."""
         if self.running():
             raise ServiceFailed("postgres is running; stop it before discarding its storage")
-        self.home = self._server_home() if self.root.exists() else self.root
+        self.home = self._server_home()
         shutil.rmtree(self.home / "data", ignore_errors=True)
         if self.home != self.root:
             shutil.rmtree(self.home, ignore_errors=True)
