@@ -4,9 +4,9 @@ The alert engine (``stream/alerts/``) evolves these values; the alert store and 
 (``sinks/alert_store.py``, ``sinks/webhook.py``) persist and deliver them, so they live in the kernel
 that both may import.
 
-One :class:`PatientState` per patient holds one :class:`AlertState` per alert kind and the
-:class:`Evidence` of the latest score. The adapter persists :meth:`PatientState.to_json` after
-each batch and hands :meth:`PatientState.from_json` back to the engine when it takes over the
+One :class:`PatientAlerts` per patient holds one :class:`AlertState` per alert kind and the
+:class:`Evidence` of the latest score. The adapter persists :meth:`PatientAlerts.to_json` after
+each batch and hands :meth:`PatientAlerts.from_json` back to the engine when it takes over the
 patient's partition, so alert state moves with the partition like every other per-patient state.
 
 Two clocks appear, each named: ``*_event_ms`` / ``since_ms`` / ``fired_ms`` / ``resolved_ms`` are
@@ -16,8 +16,8 @@ wall-clock "now" the adapter passes in (equal to event time in a replay).
 Examples
 --------
 >>> st = AlertState("news2_high", Phase.FIRING, episode=1, alert_id="al-1", since_ms=0, fired_ms=60_000)
->>> p = PatientState("pt-1", alerts=(st,))
->>> PatientState.from_json(p.to_json()) == p
+>>> p = PatientAlerts("pt-1", alerts=(st,))
+>>> PatientAlerts.from_json(p.to_json()) == p
 True
 >>> p.alert("news2_high").phase.value
 'firing'
@@ -161,7 +161,7 @@ class AlertState:
 
 
 @dataclass(frozen=True, slots=True)
-class PatientState:
+class PatientAlerts:
     """Everything the engine remembers about one patient; a snapshot the adapter persists."""
 
     patient_id: str
@@ -177,7 +177,7 @@ class PatientState:
                 return state
         return AlertState(kind)
 
-    def with_alert(self, state: AlertState) -> "PatientState":
+    def with_alert(self, state: AlertState) -> "PatientAlerts":
         """A copy with ``state`` replacing the same kind's (kinds kept sorted)."""
         others = [a for a in self.alerts if a.kind != state.kind]
         return replace(self, alerts=tuple(sorted([*others, state], key=lambda a: a.kind)))
@@ -189,7 +189,7 @@ class PatientState:
                 "alerts": [a.to_json() for a in self.alerts]}
 
     @classmethod
-    def from_json(cls, body: dict[str, Any]) -> "PatientState":
+    def from_json(cls, body: dict[str, Any]) -> "PatientAlerts":
         evidence = body.get("evidence")
         return cls(str(body["patient_id"]), body.get("last_seen_ms"), body.get("last_event_ms"),
                    None if evidence is None else Evidence.from_json(evidence),

@@ -89,6 +89,21 @@ class RiskScore:
     news2_subscores: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpsEvent:
+    """An operational event for the ops channel: drift detected, a fairness gap, data stopped.
+
+    ``kind`` is a low-cardinality code (``drift``, ``fairness``, ``data_stopped``); ``subject``
+    names what it is about, a model or a pseudonymous id, never a person; ``details`` says what
+    and where (one row of ``ops_events``).
+    """
+
+    kind: str
+    ts_ms: int
+    subject: str
+    details: dict[str, object] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A refused record, once, with the reason it was refused.

@@ -55,6 +55,8 @@ import numpy.typing as npt
 from river import drift
 from scipy import integrate
 
+from kernel.events import OpsEvent
+
 #: Score bins of a sketch, uniform in logit over [-LOGIT_RANGE, LOGIT_RANGE] (0 and 1 in the end bins).
 N_BINS = 4096
 LOGIT_RANGE = 12.0
@@ -70,19 +72,6 @@ DEFAULT_WINDOW_MS = 7 * 24 * MS_PER_HOUR
 DEFAULT_BUCKET_MS = 6 * MS_PER_HOUR
 
 FloatVector = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True)
-class OpsEvent:
-    """An operational event for the ops channel: drift detected, fairness gap, ...
-
-    ``kind`` is low-cardinality (``"drift"``, ``"fairness"``); ``detail`` says what and where.
-    """
-
-    kind: str
-    ts_ms: int
-    model: str
-    detail: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,7 +479,7 @@ class PrequentialEvaluator:
                     adwin.update(loss)
                     recent += _RECENT_ALPHA * (loss - recent)
                     if adwin.drift_detected and recent > before * self.drift_min_rise:
-                        events.append(OpsEvent("drift", ts_ms, s, {
+                        events.append(OpsEvent(kind="drift", ts_ms=ts_ms, subject=s, details={
                             "condition": dc, "recent_loss": recent, "mean_loss_before": before,
                             "labelled": self.labelled}))
                 self._recent_loss[s] = recent

@@ -24,7 +24,7 @@ gates on exactly those two harms, each group against the group served best (the 
 AUROC, Brier and ECE per group are reported too but not gated: AUROC is blind to a shift that
 moves a whole group's scores, which is exactly what a measurement bias does.
 
-**What raises an ops event.** A gap is *flagged* — one :class:`~models.evaluation.OpsEvent` of
+**What raises an ops event.** A gap is *flagged* — one :class:`~kernel.events.OpsEvent` of
 kind ``"fairness"`` per (scorer, metric, attribute) when it opens, again when it names a group
 it did not, or after it has closed — when, for some group, all three hold:
 
@@ -86,7 +86,7 @@ Examples
 >>> mon.update_many(pids, y, {"model": p})
 >>> mon.check(0)  # flagged on one check: not yet an event (policy.confirm_checks = 2)
 []
->>> [(e.detail["metric"], e.detail["low_group"]) for e in mon.check(60_000)]
+>>> [(e.details["metric"], e.details["low_group"]) for e in mon.check(60_000)]
 [('calibration', 'V-VI'), ('sensitivity', 'V-VI')]
 >>> mon.check(120_000)  # still open: not raised again
 []
@@ -102,7 +102,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.evaluation import OpsEvent, ScoreSketch
+from kernel.events import OpsEvent
+from models.evaluation import ScoreSketch
 from kernel.wire import PATIENT_ATTRIBUTES, PatientRecord
 
 #: Attributes monitored, in report order.
@@ -472,7 +473,7 @@ class FairnessMonitor:
             if before is not None or confirmed:
                 now_open[key] = confirmed | (before or frozenset())
             if confirmed and (before is None or not confirmed <= before):
-                events.append(OpsEvent("fairness", ts_ms, self.model, dict(gap)))
+                events.append(OpsEvent(kind="fairness", ts_ms=ts_ms, subject=self.model, details=dict(gap)))
         self._streak = streaks
         self._open = now_open
         return events

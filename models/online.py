@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.evaluation import OpsEvent, PrequentialEvaluator
+from kernel.events import OpsEvent
+from models.evaluation import PrequentialEvaluator
 from models.fairness import FairnessMonitor
 from models.labelling import ANY, DelayedLabeller, Outcome
 from models.news2 import MAX_TOTAL

@@ -31,7 +31,6 @@ import psycopg
 
 from models import registry
 from models.errors import InvalidOutcome, RegistryError
-from models.evaluation import OpsEvent
 from models.labelling import Outcome
 from models.online import OnlineLearner
 from models.risk import RiskModel
@@ -273,11 +272,11 @@ class TrainerService:
     def _record_events(self, events: list[OpsEvent]) -> None:
         for event in events:
             logger.warning("%s event on %s at %s: %s", event.kind, self.name, utc(event.ts_ms).isoformat(),
-                           event.detail)
+                           event.details)
             # One row per gap: the subject names what drifted apart (the key is kind, subject, time).
-            subject = ":".join([self.name, *(str(event.detail[k]) for k in ("scorer", "metric", "attribute")
-                                             if k in event.detail)])
-            self._ops_rows.append((event.ts_ms, event.kind, subject, json.dumps(event.detail, default=float)))
+            subject = ":".join([self.name, *(str(event.details[k]) for k in ("scorer", "metric", "attribute")
+                                             if k in event.details)])
+            self._ops_rows.append((event.ts_ms, event.kind, subject, json.dumps(event.details, default=float)))
             if self.metrics is not None:
                 if event.kind == "drift":
                     self.metrics.drift_events.labels(self.name).inc()

@@ -137,7 +137,7 @@ class FaultRates:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class DeliveryFaults:
     """What happens to each of a minute's messages (arrays aligned with the messages).
 
     ``delay_ms`` is added to the normal send time; ``duplicate_after_ms`` is the resend's
@@ -150,7 +150,7 @@ class Delivery:
     duplicate_after_ms: npt.NDArray[np.int64]
 
 
-def plan_delivery(n: int, rates: FaultRates, rng: np.random.Generator) -> Delivery:
+def plan_delivery(n: int, rates: FaultRates, rng: np.random.Generator) -> DeliveryFaults:
     """Decide the delivery faults of ``n`` messages.
 
     Examples
@@ -164,7 +164,7 @@ def plan_delivery(n: int, rates: FaultRates, rng: np.random.Generator) -> Delive
     """
     if not rates.delivery_faults:
         no = np.zeros(n, dtype=np.bool_)
-        return Delivery(no, no, np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
+        return DeliveryFaults(no, no, np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
     u = rng.random((n, 7))
     dropped = u[:, 0] < rates.dropout_prob
     malformed = u[:, 1] < rates.malformed_prob
@@ -176,7 +176,7 @@ def plan_delivery(n: int, rates: FaultRates, rng: np.random.Generator) -> Delive
     delay = np.where(late, late_ms, np.where(ooo, ooo_ms, 0.0)).astype(np.int64)
     dup_ms = _DUPLICATE_DELAY_MS[0] + (_DUPLICATE_DELAY_MS[1] - _DUPLICATE_DELAY_MS[0]) * u[:, 6]
     duplicate = np.where(u[:, 5] < rates.duplicate_prob, dup_ms, -1.0).astype(np.int64)
-    return Delivery(dropped, malformed, delay, duplicate)
+    return DeliveryFaults(dropped, malformed, delay, duplicate)
 
 
 def add_motion_artefacts(

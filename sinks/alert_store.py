@@ -29,7 +29,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from sinks.webhook import Attempt, Delivery
-from kernel.alerts import AlertEvent, AlertState, Evidence, Page, PatientState, Phase, Silence
+from kernel.alerts import AlertEvent, AlertState, Evidence, Page, PatientAlerts, Phase, Silence
 from kernel.errors import AlertNotFiring, AlertStoreUnavailable, InvalidRequest, UnknownAlert
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class AlertRow:
 class Batch:
     """What one flush writes: state snapshots, episodes, history, pages (with their receivers)."""
 
-    states: dict[str, tuple[int, PatientState]] = field(default_factory=dict)
+    states: dict[str, tuple[int, PatientAlerts]] = field(default_factory=dict)
     alerts: dict[str, AlertRow] = field(default_factory=dict)
     events: list[AlertEvent] = field(default_factory=list)
     pages: list[tuple[Page, tuple[str, ...], int | None]] = field(default_factory=list)
@@ -191,16 +191,16 @@ class AlertStore:
 
     # -- the engine's state ----------------------------------------------------------------------
 
-    async def load_states(self, partitions: Iterable[int]) -> list[tuple[int, PatientState]]:
+    async def load_states(self, partitions: Iterable[int]) -> list[tuple[int, PatientAlerts]]:
         """Snapshots of the patients last seen on ``partitions``."""
         wanted = sorted(set(partitions))
 
-        async def work(conn: psycopg.AsyncConnection[Any]) -> list[tuple[int, PatientState]]:
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[tuple[int, PatientAlerts]]:
             cur = await conn.execute("SELECT kafka_partition, state FROM alert_state WHERE kafka_partition = ANY(%s)",
                                      (wanted,))
-            return [(int(p), PatientState.from_json(s)) for p, s in await cur.fetchall()]
+            return [(int(p), PatientAlerts.from_json(s)) for p, s in await cur.fetchall()]
 
-        result: list[tuple[int, PatientState]] = await self._retrying("loading alert state", work)
+        result: list[tuple[int, PatientAlerts]] = await self._retrying("loading alert state", work)
         return result
 
     async def persist(self, batch: Batch) -> set[str]:
@@ -406,7 +406,7 @@ def _check_name(what: str, value: str) -> None:
         raise InvalidRequest(f"{what} must be 1 to {MAX_NAME} characters on one line, got {value!r}")
 
 
-def alert_row(patient: PatientState, kind: str, severity: str) -> AlertRow | None:
+def alert_row(patient: PatientAlerts, kind: str, severity: str) -> AlertRow | None:
     """The ``alerts`` row of the patient's current episode of ``kind``, if it ever fired."""
     state = patient.alert(kind)
     if state.alert_id is None or state.fired_ms is None or state.phase not in (Phase.FIRING, Phase.RESOLVED):

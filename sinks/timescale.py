@@ -50,7 +50,7 @@ from psycopg.copy import AsyncQueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
 from sinks.errors import SinkRejected, SinkUnavailable
-from kernel.events import RiskScore, VitalReading, WindowFeatures
+from kernel.events import OpsEvent, RiskScore, VitalReading, WindowFeatures
 
 if TYPE_CHECKING:
     from sinks.metrics import PipelineMetrics
@@ -142,17 +142,6 @@ class ModelSnapshot:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.model).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class OpsEvent:
-    """An operational event: ``kind`` a low-cardinality code (``drift``, ``fairness``,
-    ``data_stopped``), ``subject`` a model name or pseudonymous id, never a person."""
-
-    ts_ms: int
-    kind: str
-    subject: str
-    details: dict[str, object] = field(default_factory=dict)
 
 
 def utc(ms: int) -> datetime:

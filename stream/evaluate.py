@@ -47,7 +47,8 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from models.evaluation import LOGIT_RANGE, N_BINS, Metrics, OpsEvent, PrequentialEvaluator, ScoreSketch, wilson_interval
+from kernel.events import OpsEvent
+from models.evaluation import LOGIT_RANGE, N_BINS, Metrics, PrequentialEvaluator, ScoreSketch, wilson_interval
 from models.fairness import FairnessMonitor, FairnessPolicy, GroupMetrics, patient_record
 from models.labelling import ANY, DEFAULT_HORIZON_MS, DelayedLabeller, Outcome, covered
 from models.news2 import MAX_TOTAL
@@ -295,7 +296,7 @@ class EvaluationResult:
             "subgroups": [r.as_dict() for r in self.subgroups],
             "fairness_flags": self.fairness_flags,
             "fairness_inherent": self.fairness_inherent,
-            "drift_events": [{"ts_ms": e.ts_ms, "model": e.model, **e.detail} for e in self.drift_events],
+            "drift_events": [{"ts_ms": e.ts_ms, "model": e.subject, **e.details} for e in self.drift_events],
             "alert_burden": [b.as_dict() for b in self.burden],
             "model_version": self.model_version, "labeller": self.labeller, "seconds": round(self.seconds, 1),
         }

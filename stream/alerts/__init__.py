@@ -7,8 +7,8 @@ The pure modules import no Kafka, database, HTTP client or clock; ``service``, `
 ``delivery`` and ``commands`` are the thin adapters around them.
 """
 
-from stream.alerts.engine import AlertEngine, Outcome
+from stream.alerts.engine import AlertEngine, Effects
 from stream.alerts.replay import replay_pages
 from stream.alerts.rules import AlertPolicy, Threshold, Timers
 
-__all__ = ["AlertEngine", "AlertPolicy", "Outcome", "Threshold", "Timers", "replay_pages"]
+__all__ = ["AlertEngine", "AlertPolicy", "Effects", "Threshold", "Timers", "replay_pages"]

@@ -43,11 +43,11 @@ from dataclasses import dataclass, replace
 
 from kernel.errors import AlertNotFiring, UnknownAlert
 from stream.alerts.rules import DATA_STOPPED, AlertPolicy, signals
-from kernel.alerts import AlertEvent, AlertState, Evidence, Page, PatientState, Phase, Silence, episode_id
+from kernel.alerts import AlertEvent, AlertState, Evidence, Page, PatientAlerts, Phase, Silence, episode_id
 from kernel.events import RiskScore
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Effects:
     """What one call produced: pages, history events, and the patients whose state changed."""
 
     pages: tuple[Page, ...] = ()
@@ -56,9 +56,9 @@ class Outcome:
     stale: bool = False    # the score was older than the patient's latest and was ignored
     storm: int = 0         # patients whose data_stopped page storm protection held back
 
-    def __add__(self, other: "Outcome") -> "Outcome":
+    def __add__(self, other: "Effects") -> "Effects":
         changed = tuple(dict.fromkeys((*self.changed, *other.changed)))
-        return Outcome(self.pages + other.pages, self.events + other.events, changed,
+        return Effects(self.pages + other.pages, self.events + other.events, changed,
                        self.stale or other.stale, self.storm + other.storm)
 
 
@@ -76,8 +76,8 @@ class _Step:
         self.events.append(AlertEvent(after.alert_id, patient_id, after.kind, event, before.phase.value,
                                       after.phase.value, event_ms, at_ms))
 
-    def outcome(self, *, stale: bool = False, storm: int = 0) -> Outcome:
-        return Outcome(tuple(self.pages), tuple(self.events), tuple(self.changed), stale, storm)
+    def effects(self, *, stale: bool = False, storm: int = 0) -> Effects:
+        return Effects(tuple(self.pages), tuple(self.events), tuple(self.changed), stale, storm)
 
 
 class AlertEngine:
@@ -97,21 +97,21 @@ class AlertEngine:
 
     def __init__(self, policy: AlertPolicy) -> None:
         self.policy = policy
-        self._patients: dict[str, PatientState] = {}
+        self._patients: dict[str, PatientAlerts] = {}
         self._silences: tuple[Silence, ...] = ()
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def on_score(self, score: RiskScore, *, now_ms: int) -> Outcome:
+    def on_score(self, score: RiskScore, *, now_ms: int) -> Effects:
         """Evaluate one score (event time = its window end) at wall-clock ``now_ms``."""
         step = _Step()
         pid = score.patient_id
-        patient = self._patients.get(pid) or PatientState(pid)
+        patient = self._patients.get(pid) or PatientAlerts(pid)
         t = score.window_end_ms
         if patient.last_event_ms is not None and t < patient.last_event_ms:
             self._patients[pid] = replace(patient, last_seen_ms=max(now_ms, patient.last_seen_ms or now_ms))
             step.changed[pid] = None
-            return step.outcome(stale=True)
+            return step.effects(stale=True)
         evidence = Evidence.from_score(score, top=self.policy.top_features)
         patient = replace(patient, last_seen_ms=now_ms, last_event_ms=t, evidence=evidence)
         stopped = patient.alert(DATA_STOPPED)
@@ -122,9 +122,9 @@ class AlertEngine:
             patient = patient.with_alert(state)
         self._patients[pid] = patient
         step.changed[pid] = None
-        return step.outcome()
+        return step.effects()
 
-    def tick(self, *, now_ms: int) -> Outcome:
+    def tick(self, *, now_ms: int) -> Effects:
         """Run the wall-clock timers: data stopped, re-notify, escalate, pages a silence held back."""
         step = _Step()
         quiet: list[str] = []
@@ -150,9 +150,9 @@ class AlertEngine:
             if patient is not self._patients[pid]:
                 self._patients[pid] = patient
                 step.changed[pid] = None
-        return step.outcome(storm=len(quiet) if storm else 0)
+        return step.effects(storm=len(quiet) if storm else 0)
 
-    def acknowledge(self, alert_id: str, *, by: str, at_ms: int) -> Outcome:
+    def acknowledge(self, alert_id: str, *, by: str, at_ms: int) -> Effects:
         """Record that ``by`` acknowledged firing alert ``alert_id`` at ``at_ms``; stops its timers.
 
         Raises
@@ -171,13 +171,13 @@ class AlertEngine:
                 if state.phase is not Phase.FIRING:
                     raise AlertNotFiring(f"alert {alert_id} is {state.phase.value}, not firing")
                 if state.acknowledged:
-                    return Outcome()
+                    return Effects()
                 step = _Step()
                 new = replace(state, acknowledged_by=by, acknowledged_ms=at_ms)
                 step.event(pid, state, new, "acknowledged", None, at_ms)
                 self._patients[pid] = patient.with_alert(new)
                 step.changed[pid] = None
-                return step.outcome()
+                return step.effects()
         raise UnknownAlert(f"no alert {alert_id!r} among the {len(self._patients)} patients of this engine")
 
     def set_silences(self, silences: Iterable[Silence]) -> None:
@@ -186,7 +186,7 @@ class AlertEngine:
 
     # -- state handover -----------------------------------------------------------------------
 
-    def restore(self, states: Iterable[PatientState], *, resume_at_ms: int | None = None) -> None:
+    def restore(self, states: Iterable[PatientAlerts], *, resume_at_ms: int | None = None) -> None:
         """Take over patients' states (partition assigned).
 
         ``resume_at_ms`` (the adapter's now) restarts every ``data_stopped`` clock from then: a
@@ -203,7 +203,7 @@ class AlertEngine:
         for pid in patient_ids:
             self._patients.pop(pid, None)
 
-    def snapshot(self, patient_id: str) -> PatientState | None:
+    def snapshot(self, patient_id: str) -> PatientAlerts | None:
         """The patient's current state, to persist."""
         return self._patients.get(patient_id)
 
@@ -225,7 +225,7 @@ class AlertEngine:
 
     # -- transitions --------------------------------------------------------------------------
 
-    def _advance(self, patient: PatientState, state: AlertState, value: float, t: int, now_ms: int,
+    def _advance(self, patient: PatientAlerts, state: AlertState, value: float, t: int, now_ms: int,
                  step: _Step) -> AlertState:
         th = self.policy.threshold(state.kind)
         pid = patient.patient_id
@@ -258,12 +258,12 @@ class AlertEngine:
             return self._resolve(patient, state, t, now_ms, step)
         return state
 
-    def _fire(self, patient: PatientState, state: AlertState, t: int, now_ms: int, step: _Step) -> AlertState:
+    def _fire(self, patient: PatientAlerts, state: AlertState, t: int, now_ms: int, step: _Step) -> AlertState:
         new = replace(state, phase=Phase.FIRING, fired_ms=t, clearing_since_ms=None)
         step.event(patient.patient_id, state, new, "firing", t, now_ms)
         return self._maybe_page_first(patient, new, t, now_ms, step)
 
-    def _maybe_page_first(self, patient: PatientState, state: AlertState, event_ms: int | None, now_ms: int,
+    def _maybe_page_first(self, patient: PatientAlerts, state: AlertState, event_ms: int | None, now_ms: int,
                           step: _Step, *, record: bool = True) -> AlertState:
         """Page a firing, never-paged alert unless a silence or an inhibiting alert holds it back.
 
@@ -280,14 +280,14 @@ class AlertEngine:
         step.pages.append(self._page(patient, new, "firing", event_ms, now_ms))
         return new
 
-    def _resolve(self, patient: PatientState, state: AlertState, t: int, now_ms: int, step: _Step) -> AlertState:
+    def _resolve(self, patient: PatientAlerts, state: AlertState, t: int, now_ms: int, step: _Step) -> AlertState:
         new = replace(state, phase=Phase.RESOLVED, resolved_ms=t, clearing_since_ms=None)
         step.event(patient.patient_id, state, new, "resolved", t, now_ms)
         if state.notified_ms is not None and not self._silenced(patient.patient_id, state.kind, now_ms):
             step.pages.append(self._page(patient, new, "resolved", t, now_ms))
         return new
 
-    def _data_stopped(self, patient: PatientState, now_ms: int, step: _Step) -> PatientState:
+    def _data_stopped(self, patient: PatientAlerts, now_ms: int, step: _Step) -> PatientAlerts:
         state = patient.alert(DATA_STOPPED)
         assert patient.last_seen_ms is not None  # noqa: S101 - only quiet patients come here
         since = patient.last_seen_ms
@@ -300,7 +300,7 @@ class AlertEngine:
         step.changed[patient.patient_id] = None
         return patient.with_alert(new)
 
-    def _timers(self, patient: PatientState, state: AlertState, now_ms: int, step: _Step) -> AlertState:
+    def _timers(self, patient: PatientAlerts, state: AlertState, now_ms: int, step: _Step) -> AlertState:
         pid = patient.patient_id
         if state.acknowledged or self._silenced(pid, state.kind, now_ms):
             return state
@@ -326,10 +326,10 @@ class AlertEngine:
     def _silenced(self, patient_id: str, kind: str, now_ms: int) -> bool:
         return any(s.matches(patient_id, kind, now_ms) for s in self._silences)
 
-    def _inhibited(self, patient: PatientState, kind: str) -> bool:
+    def _inhibited(self, patient: PatientAlerts, kind: str) -> bool:
         return any(patient.alert(src).phase is Phase.FIRING for src in self.policy.inhibitors_of(kind))
 
-    def _page(self, patient: PatientState, state: AlertState, action: str, event_ms: int | None,
+    def _page(self, patient: PatientAlerts, state: AlertState, action: str, event_ms: int | None,
               now_ms: int) -> Page:
         assert state.alert_id is not None and state.since_ms is not None  # noqa: S101 - firing episodes have both
         suffix = f"renotify:{state.renotified}" if action == "renotify" else action

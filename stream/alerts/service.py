@@ -30,7 +30,7 @@ from typing import Any
 from sinks.metrics import AlertMetrics
 from sinks.webhook import Backoff, Router, WebhookSender, parse_receivers
 from stream.alerts.delivery import Dispatcher
-from stream.alerts.engine import AlertEngine, Outcome
+from stream.alerts.engine import AlertEngine, Effects
 from kernel.errors import AlertNotFiring, AlertStoreUnavailable, ConfigurationError, InvalidMessage, UnknownAlert
 from stream.alerts.rules import AlertPolicy, Threshold, Timers
 from sinks.alert_store import AlertStore, AuditBuffer, Batch, alert_row
@@ -257,7 +257,7 @@ class AlerterRuntime:
         if self._failed is not None:
             raise AlertStoreUnavailable(f"alert flush failed: {self._failed}") from self._failed
 
-    def _absorb(self, outcome: Outcome, source_ms: int | None) -> None:
+    def _absorb(self, outcome: Effects, source_ms: int | None) -> None:
         batch = self._batch
         for pid in outcome.changed:
             snapshot = self.engine.snapshot(pid)

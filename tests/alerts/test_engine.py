@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stream.alerts import AlertEngine, AlertPolicy, Threshold, Timers, replay_pages
-from kernel.alerts import PatientState, Phase, Silence
+from kernel.alerts import PatientAlerts, Phase, Silence
 from kernel.errors import AlertNotFiring, InvalidPolicy, UnknownAlert
 from kernel.events import RiskScore
 from tests.alerts.conftest import news2_score
@@ -197,7 +197,7 @@ def test_many_patients_going_quiet_together_is_a_pipeline_stall_not_five_pages()
 def test_restored_state_does_not_page_data_stopped_for_the_downtime() -> None:
     engine = AlertEngine(AlertPolicy(data_stopped_ms=10 * MIN))
     feed(engine, [news2_score("pt-1", 1, 1)])
-    snapshot = PatientState.from_json(engine.snapshot("pt-1").to_json())
+    snapshot = PatientAlerts.from_json(engine.snapshot("pt-1").to_json())
     restarted = AlertEngine(AlertPolicy(data_stopped_ms=10 * MIN))
     restarted.restore([snapshot], resume_at_ms=at(60))
     assert restarted.tick(now_ms=at(61)).pages == ()

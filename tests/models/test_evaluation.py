@@ -190,7 +190,7 @@ def test_adwin_raises_a_drift_event_when_the_loss_changes() -> None:
     assert ev.update_many(0, {"any": y[:2000]}, {"model": {"any": good[:2000]}}) == []
     bad = np.where(y, 0.2, 0.8)  # the relationship flips
     events = ev.update_many(H, {"any": y[2000:]}, {"model": {"any": bad[2000:]}})
-    assert events and events[0].kind == "drift" and events[0].model == "model"
+    assert events and events[0].kind == "drift" and events[0].subject == "model"
     assert ev.drift_events == events
 
 

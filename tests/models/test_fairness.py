@@ -88,7 +88,7 @@ def test_events_are_raised_once_per_open_gap_and_again_when_it_names_a_new_group
     mon.update_many(pids, y, {"model": p})
     assert mon.check(789) == []  # III-IV flagged once: not yet confirmed
     again = mon.check(790)
-    assert again and all("III-IV" in e.detail["low_groups"] for e in again)  # type: ignore[operator]
+    assert again and all("III-IV" in e.details["low_groups"] for e in again)  # type: ignore[operator]
     assert mon.check(999) == []
 
 

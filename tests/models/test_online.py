@@ -172,7 +172,7 @@ def test_the_trainer_records_drift_and_fairness_events_one_row_per_gap() -> None
     from prometheus_client import CollectorRegistry
     from pydantic import SecretStr
 
-    from models.evaluation import OpsEvent
+    from kernel.events import OpsEvent
     from models.trainer_service import TrainerService
     from sinks.metrics import ModelMetrics
     from kernel.settings import Settings
@@ -180,10 +180,10 @@ def test_the_trainer_records_drift_and_fairness_events_one_row_per_gap() -> None
     registry = CollectorRegistry()
     service = TrainerService(Settings(snapshot_key=SecretStr("k" * 40)), metrics=ModelMetrics(registry))
     service._record_events([
-        OpsEvent("drift", T0, "model", {"condition": "any", "recent_loss": 0.2}),
-        OpsEvent("fairness", T0, "risk-logreg", {"scorer": "news2", "metric": "calibration",
+        OpsEvent(kind="drift", ts_ms=T0, subject="model", details={"condition": "any", "recent_loss": 0.2}),
+        OpsEvent(kind="fairness", ts_ms=T0, subject="risk-logreg", details={"scorer": "news2", "metric": "calibration",
                                                  "attribute": "skin_tone", "gap": 0.4}),
-        OpsEvent("fairness", T0, "risk-logreg", {"scorer": "news2", "metric": "sensitivity",
+        OpsEvent(kind="fairness", ts_ms=T0, subject="risk-logreg", details={"scorer": "news2", "metric": "sensitivity",
                                                  "attribute": "skin_tone", "gap": 0.3}),
     ])
     subjects = [(kind, subject) for _, kind, subject, _ in service._ops_rows]

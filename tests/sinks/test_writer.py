@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from sinks.errors import SinkRejected, SinkUnavailable
 from sinks.metrics import PipelineMetrics
-from sinks.timescale import ModelSnapshot, OpsEvent, TimescaleWriter, load_model_snapshot, refresh_rollups, utc
+from kernel.events import OpsEvent
+from sinks.timescale import ModelSnapshot, TimescaleWriter, load_model_snapshot, refresh_rollups, utc
 from kernel.events import RiskScore, VitalReading
 from tests.sinks.conftest import START_MS, Database, make_scores, make_windows
 
@@ -233,9 +234,9 @@ def test_model_registry_keeps_versions_immutable_and_verified(db: Database) -> N
 
 
 def test_ops_events_are_recorded_once(db: Database) -> None:
-    events = [OpsEvent(START_MS, "drift", "river-logreg", {"detector": "adwin", "loss": 0.31}),
-              OpsEvent(START_MS, "data_stopped", "pt-0001", {"silent_s": 900}),
-              OpsEvent(START_MS + 1, "fairness", "river-logreg", {"attribute": "sex", "gap": 0.12})]
+    events = [OpsEvent(ts_ms=START_MS, kind="drift", subject="river-logreg", details={"detector": "adwin", "loss": 0.31}),
+              OpsEvent(ts_ms=START_MS, kind="data_stopped", subject="pt-0001", details={"silent_s": 900}),
+              OpsEvent(ts_ms=START_MS + 1, kind="fairness", subject="river-logreg", details={"attribute": "sex", "gap": 0.12})]
 
     async def run() -> tuple[int, int]:
         async with _writer(db) as writer:
