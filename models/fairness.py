@@ -251,7 +251,7 @@ class GroupMetrics:
     def as_dict(self) -> dict[str, object]:
         """Plain dict, NaN as ``None``."""
         return {name: (None if isinstance(v, float) and math.isnan(v) else v)
-                for name in self.__slots__ for v in (getattr(self, name),)}  # type: ignore[attr-defined]
+                for name in self.__slots__ for v in (getattr(self, name),)}
 
 
 @dataclass(slots=True)
@@ -306,9 +306,9 @@ class FairnessMonitor:
                 for s in self.scorers:
                     self._sketches[(s, a, g)].update_many(yb[mask], np.asarray(scores[s])[mask])
             for pid in positive:
-                g = self.groups.get(pid, {}).get(a)
-                if g is not None:
-                    self._positive_patients.setdefault((a, g), set()).add(pid)
+                group = self.groups.get(pid, {}).get(a)
+                if group is not None:
+                    self._positive_patients.setdefault((a, group), set()).add(pid)
         for s in self.scorers:
             hit = yb & (np.asarray(scores[s], dtype=np.float64) >= self.thresholds[s])
             if hit.any():

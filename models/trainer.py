@@ -110,5 +110,5 @@ class Trainer(Generic[T]):
         self.learned_since_snapshot = 0
         self.last_snapshot_ms = now_ms
         metrics = self.metrics() if self.metrics is not None else {}
-        copied = pickle.loads(pickle.dumps(self.model, protocol=pickle.HIGHEST_PROTOCOL))  # our own object
+        copied = pickle.loads(pickle.dumps(self.model, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: S301 - a deep copy of our own model, never outside bytes
         return Snapshot(self.name, self.version, now_ms, self.model.examples_seen, metrics, copied)

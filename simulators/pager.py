@@ -139,10 +139,10 @@ class Pager:
             labels = alert.get("labels", {})
             logger.info("page %s%s: alert %s, patient %s, %s, %s", key, " (duplicate)" if duplicate else "",
                         labels.get("alert_id"), labels.get("patient_id"), labels.get("kind"), alert.get("status"))
-        self._record({"received_at": received_at, "idempotency_key": key, "duplicate": duplicate, "body": payload})
+        self.record({"received_at": received_at, "idempotency_key": key, "duplicate": duplicate, "body": payload})
         return 200, {"status": "ok", "duplicate": duplicate}
 
-    def _record(self, entry: dict[str, Any]) -> None:
+    def record(self, entry: dict[str, Any]) -> None:
         if self.record_path is None:
             return
         with self.record_path.open("a") as out:
@@ -168,7 +168,7 @@ def build_pager_app(pager: Pager, *, grafana_token: str | None = None) -> web.Ap
         except (UnicodeDecodeError, json.JSONDecodeError):
             return web.json_response({"status": "rejected", "reason": "body is not JSON"}, status=400)
         logger.info("grafana notification %s: %s", payload.get("groupKey"), payload.get("status"))
-        pager._record({"received_at": time.time(), "idempotency_key": None, "duplicate": False, "source": "grafana",
+        pager.record({"received_at": time.time(), "idempotency_key": None, "duplicate": False, "source": "grafana",
                        "body": payload})
         return web.json_response({"status": "ok"})
 

@@ -109,10 +109,14 @@ class Migration:
 
 
 class _PolicySettings(Protocol):
-    sink_raw_retention_days: int
-    sink_scores_retention_days: int
-    sink_rollup_retention_days: int
-    sink_compress_after_days: int
+    @property
+    def sink_raw_retention_days(self) -> int: ...
+    @property
+    def sink_scores_retention_days(self) -> int: ...
+    @property
+    def sink_rollup_retention_days(self) -> int: ...
+    @property
+    def sink_compress_after_days(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

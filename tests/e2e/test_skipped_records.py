@@ -7,7 +7,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from kafka import KafkaProducer  # type: ignore[import-untyped]
+from kafka import KafkaProducer
 
 from stream.skipped import SkippedRecords
 from kernel.settings import Settings
