@@ -97,7 +97,7 @@ def producer_performance(classpath: str, bootstrap: str, topic: str, records: in
     summary = [line for line in done.stdout.splitlines() if re.match(r"^\d+ records sent", line)]
     if done.returncode != 0 or not summary:
         raise RuntimeError(f"ProducerPerformance failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return float(re.search(r"([0-9.]+) records/sec", summary[-1]).group(1))  # type: ignore[union-attr]
+    return float(re.search(r"([0-9.]+) records/sec", summary[-1]).group(1))
 
 
 def main() -> int:

@@ -97,7 +97,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -105,6 +105,19 @@ import numpy.typing as npt
 from kernel.events import OpsEvent
 from models.evaluation import ScoreSketch
 from kernel.wire import PATIENT_ATTRIBUTES, PatientRecord
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
+
+
+class FairnessGauges(Protocol):
+    """The gauges :meth:`FairnessMonitor.publish` sets (:class:`sinks.metrics.ModelMetrics` has them)."""
+
+    @property
+    def subgroup_auroc(self) -> Gauge: ...
+
+    @property
+    def fairness_gap(self) -> Gauge: ...
 
 #: Attributes monitored, in report order.
 ATTRIBUTES: tuple[str, ...] = ("sex", "age_band", "skin_tone")
@@ -430,7 +443,7 @@ class FairnessMonitor:
     def inherent(self) -> list[dict[str, object]]:
         """Gaps beyond the limit that are declared properties of their scorer: reported, not flagged."""
         return [g for g in self.gaps() if g["inherent"] and g["credible"]
-                and float(g["gap"]) > float(g["limit"])]  # type: ignore[arg-type]
+                and cast(float, g["gap"]) > cast(float, g["limit"])]
 
     def calibration(self, scorer: str, attribute: str) -> dict[str, float]:
         """E/O of each group with enough positives (histogram-calibrated for uncalibrated scorers)."""
@@ -466,7 +479,7 @@ class FairnessMonitor:
                 continue
             key = (str(gap["scorer"]), str(gap["metric"]), str(gap["attribute"]))
             before_counts = self._streak.get(key, {})
-            counts = {g: before_counts.get(g, 0) + 1 for g in gap["low_groups"]}  # type: ignore[attr-defined]
+            counts = {g: before_counts.get(g, 0) + 1 for g in cast(list[str], gap["low_groups"])}
             streaks[key] = counts
             confirmed = frozenset(g for g, n in counts.items() if n >= self.policy.confirm_checks)
             before = self._open.get(key)
@@ -482,12 +495,12 @@ class FairnessMonitor:
         """The gaps currently beyond the policy."""
         return [g for g in self.gaps() if g["flagged"]]
 
-    def publish(self, model_metrics: object) -> None:
+    def publish(self, model_metrics: FairnessGauges) -> None:
         """Set ``vitals_subgroup_auroc`` and ``vitals_fairness_gap`` of a :class:`sinks.metrics.ModelMetrics`."""
         for r in self.table():
             if not math.isnan(r.auroc):
-                model_metrics.subgroup_auroc.labels(model=r.scorer, attribute=r.attribute,  # type: ignore[attr-defined]
+                model_metrics.subgroup_auroc.labels(model=r.scorer, attribute=r.attribute,
                                                     group=r.group).set(r.auroc)
         for g in self.gaps():
-            model_metrics.fairness_gap.labels(model=g["scorer"], metric=g["metric"],  # type: ignore[attr-defined]
-                                              attribute=g["attribute"]).set(float(g["gap"]))  # type: ignore[arg-type]
+            model_metrics.fairness_gap.labels(model=str(g["scorer"]), metric=str(g["metric"]),
+                                              attribute=str(g["attribute"])).set(cast(float, g["gap"]))

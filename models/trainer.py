@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from models.labelling import LabelledWindow
@@ -92,8 +93,7 @@ class Trainer(Generic[T]):
         batch = sorted(windows, key=lambda w: (w.ts_ms, w.patient_id))
         to_x, model = self.to_x, self.model
         for window in batch:
-            item = window.item
-            model.learn_lazy(lambda item=item: to_x(item), window.labels)  # type: ignore[misc]
+            model.learn_lazy(partial(to_x, window.item), window.labels)
         self.last_order = [(w.patient_id, w.ts_ms) for w in batch]
         self.learned_since_snapshot += len(batch)
         if self.last_snapshot_ms is None:
