@@ -20,7 +20,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 from kernel.alerts import AlertEvent, AlertState, Evidence, Page, PatientAlerts, Phase, Silence
 from kernel.backoff import Backoff
 from kernel.errors import AlertNotFiring, AlertStoreUnavailable, InvalidRequest, UnknownAlert
+from sinks.rows import utc
 from sinks.timescale import FIRST_BACKOFF_S, MAX_BACKOFF_S
 from sinks.webhook import Attempt, Delivery
 
@@ -49,7 +50,7 @@ def ts(ms: int | None) -> datetime | None:
     >>> ts(1_767_571_200_000).isoformat()
     '2026-01-05T00:00:00+00:00'
     """
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return None if ms is None else utc(ms)
 
 
 def ms(when: datetime | None) -> int | None:

@@ -117,14 +117,15 @@ def load(conn: psycopg.Connection[TupleRow], name: str, version: int | None = No
         If the stored bytes do not match their SHA-256.
     """
     try:
-        if version is None:
-            row = conn.execute(
-                f"SELECT model, model_sha256 FROM {TABLE} WHERE model_name = %s "  # noqa: S608 - constants only
-                f"ORDER BY created_at DESC, {_VERSION_ORDER} LIMIT 1", (name,)).fetchone()
-        else:
-            row = conn.execute(
-                f"SELECT model, model_sha256 FROM {TABLE} WHERE model_name = %s AND model_version = %s",  # noqa: S608 - TABLE is a constant
-                (name, str(version))).fetchone()
+        with conn.transaction():  # a failed read leaves the connection usable
+            if version is None:
+                row = conn.execute(
+                    f"SELECT model, model_sha256 FROM {TABLE} WHERE model_name = %s "  # noqa: S608 - constants only
+                    f"ORDER BY created_at DESC, {_VERSION_ORDER} LIMIT 1", (name,)).fetchone()
+            else:
+                row = conn.execute(
+                    f"SELECT model, model_sha256 FROM {TABLE} WHERE model_name = %s AND model_version = %s",  # noqa: S608 - TABLE is a constant
+                    (name, str(version))).fetchone()
     except pg_errors.UndefinedTable:
         raise RegistryError(_MISSING) from None
     if row is None:
@@ -138,9 +139,10 @@ def load(conn: psycopg.Connection[TupleRow], name: str, version: int | None = No
 def versions(conn: psycopg.Connection[TupleRow], name: str) -> list[ModelVersion]:
     """Every registered version of ``name``, newest first, without loading any model."""
     try:
-        rows = conn.execute(
-            f"SELECT {_COLUMNS}, model_sha256 FROM {TABLE} "  # noqa: S608 - constants only
-            f"WHERE model_name = %s ORDER BY created_at DESC, {_VERSION_ORDER}", (name,)).fetchall()
+        with conn.transaction():
+            rows = conn.execute(
+                f"SELECT {_COLUMNS}, model_sha256 FROM {TABLE} "  # noqa: S608 - constants only
+                f"WHERE model_name = %s ORDER BY created_at DESC, {_VERSION_ORDER}", (name,)).fetchall()
     except pg_errors.UndefinedTable:
         raise RegistryError(_MISSING) from None
     return [ModelVersion(name=str(r[0]), version=int(r[1]), created_ms=int(r[2]), examples_seen=int(r[3]),

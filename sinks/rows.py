@@ -93,7 +93,6 @@ def ops_event_row(event: OpsEvent) -> tuple[int, str, str, str]:
 
     Numbers that are not Python floats (numpy's) are written as floats.
 
-    >>> from kernel.events import OpsEvent
     >>> ops_event_row(OpsEvent(kind="drift", ts_ms=5, subject="risk-logreg", details={"loss": 0.25}))
     (5, 'drift', 'risk-logreg', '{"loss": 0.25}')
     """

@@ -88,13 +88,13 @@ class Target:
     @property
     def staging_sql(self) -> str:
         # Same column names and types; no constraints, keys or defaults.
-        return (f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ON COMMIT DELETE ROWS AS "  # noqa: S608
+        return (f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ON COMMIT DELETE ROWS AS "  # noqa: S608 - our own table names
                 f"SELECT {', '.join(self.columns)} FROM {self.table} WITH NO DATA")
 
     @property
     def move_sql(self) -> str:
         cols = ", ".join(self.columns)
-        return f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {self.stage} ON CONFLICT DO NOTHING"  # noqa: S608
+        return f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {self.stage} ON CONFLICT DO NOTHING"  # noqa: S608 - our own names
 
 
 FEATURES = Target("features", ("patient_id", "metric", "window_start", "window_end", "n", "mean", "min", "max"),

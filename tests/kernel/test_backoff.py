@@ -67,5 +67,8 @@ def test_a_zero_budget_gives_up_at_the_first_failure() -> None:
 def test_a_schedule_that_cannot_work_is_refused(first: float, cap: float, budget: float) -> None:
     with pytest.raises(ConfigurationError, match="0 < first_s <= max_s"):
         Backoff(first, cap, budget)
+
+
+def test_attempts_count_from_one() -> None:
     with pytest.raises(ValueError, match="from 1"):
         Backoff().ceiling(0)

@@ -17,10 +17,10 @@ pytestmark = pytest.mark.integration
 KEY = "registry test key, long enough to sign"
 
 
-def _version(version: int, created_ms: int = START_MS, **changes: object) -> ModelVersion:
-    fields: dict[str, object] = {"name": "risk-logreg", "version": version, "created_ms": created_ms,
-                                 "examples_seen": version * 100, "metrics": {"auroc_any": 0.8, "ece_any": float("nan")}}
-    return ModelVersion(**{**fields, **changes})  # type: ignore[arg-type]
+def _version(version: int, created_ms: int = START_MS, *, examples_seen: int | None = None) -> ModelVersion:
+    return ModelVersion(name="risk-logreg", version=version, created_ms=created_ms,
+                        examples_seen=version * 100 if examples_seen is None else examples_seen,
+                        metrics={"auroc_any": 0.8, "ece_any": float("nan")})
 
 
 def test_register_load_and_list_newest_first(db: Database) -> None:
@@ -58,7 +58,7 @@ def test_versions_are_immutable(db: Database) -> None:
                      "model_sha256) VALUES ('m', '9', now(), 0, 'abc', %s)", (digest,))
 
 
-def test_absent_versions_and_a_missing_table_are_registry_errors(db: Database, empty_db: Database) -> None:
+def test_an_absent_version_is_a_registry_error(db: Database) -> None:
     with psycopg.connect(db.writer_url) as conn:
         with pytest.raises(RegistryError, match="no snapshot of 'risk-hat'"):
             load(conn, "risk-hat")
@@ -66,11 +66,14 @@ def test_absent_versions_and_a_missing_table_are_registry_errors(db: Database, e
         with pytest.raises(RegistryError, match="version 2"):
             load(conn, "risk-logreg", version=2)
         assert versions(conn, "risk-hat") == []
+
+
+def test_a_missing_table_is_a_registry_error_that_says_what_to_do(empty_db: Database) -> None:
     with psycopg.connect(empty_db.owner_url) as conn:  # not migrated
-        with pytest.raises(RegistryError, match="apply the migrations"):
-            load(conn, "risk-logreg")
-        with pytest.raises(RegistryError, match="apply the migrations"):
-            register(conn, _version(1), b"one")
+        for call in (lambda: load(conn, "risk-logreg"), lambda: versions(conn, "risk-logreg"),
+                     lambda: register(conn, _version(1), b"one")):
+            with pytest.raises(RegistryError, match="apply the migrations"):
+                call()
 
 
 def test_a_blob_that_does_not_match_its_sha256_is_not_loaded(db: Database) -> None:

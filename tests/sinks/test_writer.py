@@ -29,9 +29,10 @@ def _counts(db: Database) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def _writer(db: Database, **options: object) -> TimescaleWriter:
-    options = {"first_backoff_s": 0.05, "max_backoff_s": 0.5, "rollup_refresh_s": None, **options}
-    return TimescaleWriter(db.writer_url, **options)  # type: ignore[arg-type]
+def _writer(db: Database, *, write_timeout_s: float = 60.0, metrics: PipelineMetrics | None = None,
+            readings_every_ms: int | None = None, rollup_refresh_s: float | None = None) -> TimescaleWriter:
+    return TimescaleWriter(db.writer_url, first_backoff_s=0.05, max_backoff_s=0.5, write_timeout_s=write_timeout_s,
+                           metrics=metrics, readings_every_ms=readings_every_ms, rollup_refresh_s=rollup_refresh_s)
 
 
 def test_rows_land_exactly_and_a_replay_adds_nothing(db: Database, caplog: pytest.LogCaptureFixture) -> None:
@@ -187,7 +188,7 @@ def test_rollups_equal_date_bin_queries_and_the_writer_refreshes_them(db: Databa
         refresh_rollups(conn)
     with psycopg.connect(db.reader_url) as conn:
         for view, width in (("vitals_5m", "5 minutes"), ("vitals_1h", "1 hour")):
-            got = conn.execute(f"SELECT bucket, patient_id, metric, n, mean, min, max FROM {view} "  # noqa: S608
+            got = conn.execute(f"SELECT bucket, patient_id, metric, n, mean, min, max FROM {view} "  # noqa: S608 - view names from a literal tuple
                                "ORDER BY 1, 2, 3").fetchall()
             want = conn.execute(
                 "SELECT date_bin(%s::interval, window_start, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, "
@@ -198,7 +199,7 @@ def test_rollups_equal_date_bin_queries_and_the_writer_refreshes_them(db: Databa
         assert all(b[0].minute % 5 == 0 and b[0].second == 0 for b in buckets)
         assert len(conn.execute("SELECT DISTINCT bucket FROM vitals_1h").fetchall()) == 2
         for view, width in (("risk_5m", "5 minutes"), ("risk_1h", "1 hour")):
-            got = conn.execute(f"SELECT bucket, patient_id, model_name, windows, score_max, news2_max "  # noqa: S608
+            got = conn.execute(f"SELECT bucket, patient_id, model_name, windows, score_max, news2_max "  # noqa: S608 - view names from a literal tuple
                                f"FROM {view} ORDER BY 1, 2, 3").fetchall()
             want = conn.execute(
                 "SELECT date_bin(%s::interval, window_start, TIMESTAMPTZ '2000-01-01 00:00:00+00'), patient_id, "
