@@ -25,6 +25,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -39,7 +40,7 @@ from sinks import registry
 from sinks.errors import RegistryError
 from sinks.metrics import ModelMetrics, serve_metrics
 from sinks.rows import utc
-from sinks.timescale import write_ops_events
+from sinks.timescale import write_ops_events, write_outcomes
 from kernel.errors import InvalidMessage, ServiceUnavailable, VitalsError, first_line
 from kernel.events import FeatureRow, OpsEvent
 from infra.preflight import require_database, require_kafka
@@ -77,7 +78,7 @@ class TrainerService:
         self._key = signing_key(settings.snapshot_key)  # fail before connecting to anything
         self._stopping = False
         self._unregistered: list[Snapshot] = []
-        self._outcome_rows: list[tuple[Any, ...]] = []
+        self._outcome_rows: list[tuple[str, str, datetime, datetime]] = []
         self._ops_events: list[OpsEvent] = []
         self.snapshots: list[str] = []
         self.resumed_from: str | None = None
@@ -303,9 +304,7 @@ class TrainerService:
                 self._register(self._unregistered[0])
                 self._unregistered.pop(0)
             if self._outcome_rows:
-                with self.db.cursor() as cur:
-                    cur.executemany("INSERT INTO outcomes (patient_id, kind, onset, published_at) "
-                                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", self._outcome_rows)
+                write_outcomes(self.db, self._outcome_rows)
                 self._outcome_rows.clear()
             if self._ops_events:
                 write_ops_events(self.db, self._ops_events)

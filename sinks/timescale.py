@@ -41,6 +41,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -137,6 +138,22 @@ def write_ops_events(conn: psycopg.Connection[TupleRow], events: Sequence[OpsEve
         return 0
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(INSERT_OPS_EVENT, [ops_event_row(event) for event in events])
+        return max(cur.rowcount, 0)
+
+
+INSERT_OUTCOME = ("INSERT INTO outcomes (patient_id, kind, onset, published_at) "
+                  "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING")
+
+
+def write_outcomes(conn: psycopg.Connection[TupleRow],
+                   rows: Sequence[tuple[str, str, datetime, datetime]]) -> int:
+    """Record outcome events ``(patient_id, kind, onset, published_at)`` in one transaction;
+    return how many were new (a replayed outcome adds nothing). Errors are psycopg's, as for
+    :func:`write_ops_events`."""
+    if not rows:
+        return 0
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(INSERT_OUTCOME, rows)
         return max(cur.rowcount, 0)
 
 
