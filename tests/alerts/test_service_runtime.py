@@ -25,24 +25,9 @@ from sinks.metrics import AlertMetrics
 from stream.alerts.engine import AlertEngine
 from stream.alerts.service import AlerterRuntime, policy_from_settings
 from tests.alerts.conftest import START_MS, news2_score
+from tests.stream.fakes import FakeClock
 
 SCORES = "test.scores"
-
-
-@dataclass
-class FakeClock:
-    now_s: float = 1_000.0
-    wall_s: float = START_MS / 1000 + 120.0
-
-    def monotonic(self) -> float:
-        return self.now_s
-
-    def time(self) -> float:
-        return self.wall_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
-        self.wall_s += seconds
 
 
 @dataclass
@@ -122,7 +107,7 @@ class Rig:
 def rig() -> Rig:
     settings = Settings(scores_topic=SCORES, alerter_flush_s=0.5)
     log: list[tuple[str, object]] = []
-    clock, store, dead_letters = FakeClock(), FakeStore(log), []
+    clock, store, dead_letters = FakeClock(wall_s=START_MS / 1000 + 120.0), FakeStore(log), []
 
     async def send_deadletter(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         dead_letters.append((key, value, headers))

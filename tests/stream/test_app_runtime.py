@@ -24,28 +24,11 @@ from sinks.metrics import PipelineMetrics
 from stream.app import WorkerRuntime
 from stream.pipeline import VitalsPipeline
 from stream.state import DictStore
+from tests.stream.fakes import FakeClock
 
 START_MS = 1_767_571_200_000  # 2026-01-05T00:00Z, a minute boundary
 MIN = 60_000
 READINGS = "test.readings"
-
-
-@dataclass
-class FakeClock:
-    """Time that moves only when a test says so."""
-
-    now_s: float = 1_000.0
-    wall_s: float = START_MS / 1000 + 86_400.0  # a day after the readings: none is in the future
-
-    def monotonic(self) -> float:
-        return self.now_s
-
-    def time(self) -> float:
-        return self.wall_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
-        self.wall_s += seconds
 
 
 @dataclass
@@ -146,7 +129,8 @@ class Rig:
 def rig(**overrides: float) -> Rig:
     settings = Settings(**{"readings_topic": READINGS, "window_ms": MIN, "grace_ms": 30_000, "idle_timeout_s": 30.0,
                            "sink_flush_s": 1.0, "sink_batch_rows": 1_000, **overrides})
-    log, clock, store = Log(), FakeClock(), DictStore()
+    log, store = Log(), DictStore()
+    clock = FakeClock(wall_s=START_MS / 1000 + 86_400.0)  # a day after the readings: none is in the future
     producer, writer = RecordingProducer(log), MemoryWriter(log)
     runtime = WorkerRuntime(settings, pipeline=VitalsPipeline.from_settings(settings, store=store), writer=writer,
                             producer=producer, metrics=PipelineMetrics(CollectorRegistry()), clock=clock)
