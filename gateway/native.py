@@ -52,7 +52,8 @@ def parse_native(document: object, body: bytes, limits: Limits) -> tuple[ParsedM
     if isinstance(document, list):
         if not document:
             raise refuse(422, "empty_batch", "the array holds no message", "$")
-        items = [(f"$[{i}]", json.dumps(item, ensure_ascii=False).encode()) for i, item in enumerate(document)]
+        # ASCII escapes: a lone surrogate (JSON "\ud800") has no UTF-8, and valid messages are ASCII anyway
+        items = [(f"$[{i}]", json.dumps(item, separators=(",", ":")).encode()) for i, item in enumerate(document)]
     else:
         items = [("$", body)]
     messages: list[ParsedMessage] = []
