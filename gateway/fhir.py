@@ -258,7 +258,7 @@ def _time(observation: Observation, document: dict[str, Any], where: str) -> int
         raise refuse(422, "imprecise_time", "effectiveTiming is not one time; send effectiveDateTime",
                      f"{where}.effectiveTiming")
     raise refuse(422, "missing_time", "effectiveDateTime, effectiveInstant or effectivePeriod is required",
-                 f"{where}.effective[x]")
+                 f"{where}.effective")
 
 
 def _instant(value: object, where: str) -> int:
@@ -320,7 +320,7 @@ def _value(quantity: Quantity | None, absent: object, document: dict[str, Any], 
         if absent is not None:
             return
         raise refuse(422, "missing_value", f"{metric.name} needs a valueQuantity (or a dataAbsentReason)",
-                     f"{where}.value[x]")
+                     f"{where}.value")
     here = f"{where}.valueQuantity"
     if quantity.value is None:
         raise refuse(422, "missing_value", "valueQuantity.value is required", f"{here}.value")

@@ -119,6 +119,31 @@ def dumps(document: object) -> bytes:
     return json.dumps(document).encode()
 
 
+#: The value :func:`mutated` reads as "remove the element".
+DELETE = object()
+
+
+def mutated(document: Any, path: str, value: object) -> Any:
+    """A deep copy of ``document`` with the element at dotted ``path`` (digits index a list) set or deleted.
+
+    >>> mutated({"a": [{"b": 1}]}, "a.0.b", 2), mutated({"a": 1, "c": 2}, "a", DELETE)
+    ({'a': [{'b': 2}]}, {'c': 2})
+    """
+    copy = json.loads(json.dumps(document))
+    *parents, last = path.split(".")
+    node = copy
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    key: Any = int(last) if last.isdigit() else last
+    if value is DELETE and isinstance(node, dict):
+        node.pop(key, None)
+    elif value is DELETE:
+        del node[key]
+    else:
+        node[key] = value
+    return copy
+
+
 # -- hypothesis strategies ------------------------------------------------------------------------
 
 times = st.integers(START - 10**11, START + 10**11)  # 1972 .. 2029, to the millisecond

@@ -13,8 +13,8 @@ from gateway.omh import SCHEMAS, parse_omh
 from gateway.outcome import UploadRefused
 from gateway.uploads import parse_upload
 from kernel.limits import Limits
-from tests.gateway.resources import (START, dumps, iso, offsets, omh_blood_pressure, omh_point, omh_reading,
-                                     single_readings, times, values)
+from tests.gateway.resources import (DELETE, START, dumps, iso, mutated, offsets, omh_blood_pressure, omh_point,
+                                     omh_reading, single_readings, times, values)
 
 LIMITS = Limits()
 T = START + 9 * 3_600_000
@@ -103,27 +103,12 @@ def test_an_array_of_points_by_user() -> None:
         ("pt-1", (("heart_rate", T, 70.0), ("oxygen_saturation", T, 97.0))), ("pt-2", (("heart_rate", T, 72.0),))]
 
 
-def _set(point: dict[str, Any], path: str, value: object) -> dict[str, Any]:
-    point = copy.deepcopy(point)
-    *parents, last = path.split(".")
-    node: Any = point
-    for part in parents:
-        node = node[part]
-    if value is _DELETE:
-        node.pop(last, None)
-    else:
-        node[last] = value
-    return point
-
-
-_DELETE = object()
-
 REFUSALS = [
     ("header.schema_id.name", "blood-glucose", 422, "unsupported_schema", "header.schema_id.name"),
     ("header.schema_id.namespace", "acme", 422, "unsupported_schema", "header.schema_id.namespace"),
     ("header.schema_id.version", "two", 400, "malformed_omh", "header.schema_id.version"),
-    ("header.schema_id", _DELETE, 400, "malformed_omh", "header.schema_id"),
-    ("header.id", _DELETE, 400, "malformed_omh", "header.id"),
+    ("header.schema_id", DELETE, 400, "malformed_omh", "header.schema_id"),
+    ("header.id", DELETE, 400, "malformed_omh", "header.id"),
     ("header.creation_date_time", "yesterday", 400, "malformed_omh", "header.creation_date_time"),
     ("header.user_id", "Jane Doe", 422, "invalid_id", "header.user_id"),
     ("header.acquisition_provenance", {"modality": "sensed"}, 400, "malformed_omh",
@@ -132,12 +117,12 @@ REFUSALS = [
     ("body.heart_rate.value", "50", 400, "malformed_omh", "body.heart_rate.value"),
     ("body.heart_rate.value", True, 400, "malformed_omh", "body.heart_rate.value"),
     ("body.heart_rate.value", 500, 422, "impossible_value", "body.heart_rate.value"),
-    ("body.heart_rate", _DELETE, 400, "malformed_omh", "body.heart_rate"),
+    ("body.heart_rate", DELETE, 400, "malformed_omh", "body.heart_rate"),
     ("body.effective_time_frame.date_time", "2013-02-05T07:25:00", 422, "imprecise_time",
      "body.effective_time_frame.date_time"),
     ("body.effective_time_frame.date_time", "2013-02-05", 422, "imprecise_time",
      "body.effective_time_frame.date_time"),
-    ("body.effective_time_frame", _DELETE, 422, "missing_time", "body.effective_time_frame"),
+    ("body.effective_time_frame", DELETE, 422, "missing_time", "body.effective_time_frame"),
     ("body.effective_time_frame", {}, 400, "malformed_omh", "body.effective_time_frame"),
     ("header", [], 400, "malformed_omh", "header"),
 ]
@@ -146,15 +131,15 @@ REFUSALS = [
 @pytest.mark.parametrize(("path", "value", "status", "reason", "expression"), REFUSALS,
                          ids=[f"{r[0]}={r[1]!r}"[:50] for r in REFUSALS])
 def test_refusals_name_the_element(path: str, value: object, status: int, reason: str, expression: str) -> None:
-    refused = _refusal(_set(_heart_rate_example(), path, value))
+    refused = _refusal(mutated(_heart_rate_example(), path, value))
     assert (refused.status, refused.reason) == (status, reason)
     assert [i.expression for i in refused.issues] == [f"$.{expression}"]
     assert "Jane" not in str(refused.outcome())
 
 
 def test_refusals_of_an_array_name_each_point() -> None:
-    points = [_heart_rate_example(), _set(_heart_rate_example(), "body.heart_rate.unit", "Hz"),
-              _heart_rate_example(), _set(_heart_rate_example(), "header.user_id", "x y")]
+    points = [_heart_rate_example(), mutated(_heart_rate_example(), "body.heart_rate.unit", "Hz"),
+              _heart_rate_example(), mutated(_heart_rate_example(), "header.user_id", "x y")]
     refused = _refusal(points)
     assert [i.expression for i in refused.issues] == ["$[1].body.heart_rate.unit", "$[3].header.user_id"]
     assert _refusal([]).reason == "empty_batch"
@@ -196,7 +181,7 @@ def test_breaking_one_element_is_refused_naming_it(cases: list[tuple[dict[str, A
     path, value, _, _, expression = data.draw(st.sampled_from([r for r in REFUSALS if "heart_rate" not in r[0]]))
     document = [copy.deepcopy(p) for p, _ in cases]
     assume(not (path.endswith(".date_time") and "time_interval" in document[index]["body"]["effective_time_frame"]))
-    document[index] = _set(document[index], path, value)
+    document[index] = mutated(document[index], path, value)
     refused = _refusal(document)
     assert 400 <= refused.status < 500
     assert f"$[{index}].{expression}" in [i.expression for i in refused.issues]
