@@ -48,7 +48,7 @@ test: setup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy kernel stream models sinks simulators infra grafana
+	$(BIN)/mypy kernel stream models sinks simulators infra grafana gateway
 	$(BIN)/lint-imports
 
 services-start: setup
