@@ -45,7 +45,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from collections.abc import Iterable
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, overload
 
 from kernel.errors import InvalidMessage
 from kernel.events import FeatureRow, RiskScore, VitalReading, WindowFeatures
@@ -197,7 +197,7 @@ def _point(item: Any, reference_ms: int | None, max_future_ms: int) -> tuple[str
     unit = item.get("unit", metric.unit)
     if unit != metric.unit:
         raise InvalidMessage("wrong_unit", f"{name} must be in {metric.unit!r}, got {_kind(unit)}")
-    value = float(value)
+    value = _as_float(value)
     if not math.isfinite(value) or not metric.accepts(value):
         raise InvalidMessage("impossible_value",
                              f"{name} must lie in [{metric.lowest:g}, {metric.highest:g}] {metric.unit}, "
@@ -284,8 +284,18 @@ def decode_score(raw: bytes | None, *, limits: Limits = DEFAULT_LIMITS) -> RiskS
     )
 
 
+def _as_float(value: float) -> float:
+    """``value`` as a float; an integer too large for one (only possible when
+    ``VITALS_LIMIT_NUMBER_DIGITS`` allows more than 308 digits) becomes infinity, refused as
+    not finite by every caller."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def _number(body: dict[str, Any], field: str) -> float:
-    value = float(_required(body, field, (int, float)))
+    value = _as_float(_required(body, field, (int, float)))
     if not math.isfinite(value):
         raise InvalidMessage("impossible_value", f"{field} must be finite, got {value}")
     return value
@@ -295,7 +305,7 @@ def _numbers(body: dict[str, Any], field: str, kind: type | tuple[type, ...] = (
     """A ``{name: number}`` object: finite JSON numbers (load_json refuses the others), no booleans."""
     values: dict[str, Any] = _required(body, field, dict)
     for key, value in values.items():
-        if type(value) is bool or not isinstance(value, kind) or not math.isfinite(cast(float, value)):
+        if type(value) is bool or not isinstance(value, kind) or not math.isfinite(_as_float(value)):
             raise InvalidMessage("wrong_type", f"{field}[{clip(key)}] must be a finite number, got {_kind(value)}")
     return {key: float(value) for key, value in values.items()}
 
