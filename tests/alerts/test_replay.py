@@ -30,12 +30,20 @@ def test_replay_pages_matches_the_live_engine(risks: list[float]) -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(stream=st.lists(st.tuples(st.sampled_from(["pt-1", "pt-2", "pt-3"]), probabilities), min_size=1,
-                       max_size=120), data=st.data())
+@given(stream=st.dictionaries(st.tuples(st.sampled_from(["pt-1", "pt-2", "pt-3"]), st.integers(1, 40)), probabilities,
+                              min_size=1, max_size=120), data=st.data())
 def test_the_pages_of_many_patients_do_not_depend_on_the_order_scores_are_handed_in(
-        stream: list[tuple[str, float]], data: st.DataObject) -> None:
-    scores = [any_risk(i, r, patient=p) for i, (p, r) in enumerate(stream, 1)]
+        stream: dict[tuple[str, int], float], data: st.DataObject) -> None:
+    """Patients' scores of the same minute included: ties are broken by patient, not by arrival."""
+    scores = [any_risk(minute, r, patient=p) for (p, minute), r in stream.items()]
     assert replay_pages(data.draw(st.permutations(scores)), policy()) == replay_pages(scores, policy())
+
+
+def test_pages_of_one_minute_come_in_patient_order_whatever_order_the_scores_came_in() -> None:
+    scores = [any_risk(m, 0.9, patient=p) for m in range(1, 5) for p in ("pt-2", "pt-1")]
+    pages = replay_pages(scores, policy())
+    assert [(p.patient_id, p.action) for p in pages] == [("pt-1", "firing"), ("pt-2", "firing")]
+    assert replay_pages(list(reversed(scores)), policy()) == pages
 
 
 def test_until_runs_the_timers_past_the_last_score() -> None:

@@ -177,6 +177,10 @@ def test_a_reading_at_the_clock_skew_limit_counts_and_one_ms_later_is_future() -
     assert batch.points == [("heart_rate", limit, 70.0)]
     assert [(r.index, r.reason) for r in batch.rejected] == [(1, "future_timestamp")]
     assert len(decode_device_message(raw).points) == 2, "no reference time: no clock check"
+    edge = {"metric": "heart_rate", "t": limit, "value": 70.0}
+    assert _point(edge, RECORD_TS, MAX_FUTURE) == ("heart_rate", limit, 70.0), "the field checks agree"
+    with pytest.raises(InvalidMessage, match="future_timestamp"):
+        _point({**edge, "t": limit + 1}, RECORD_TS, MAX_FUTURE)
 
 
 def test_more_readings_than_the_limit_refuse_the_whole_message() -> None:

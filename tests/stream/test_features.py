@@ -132,3 +132,17 @@ def test_a_silent_patient_is_reported_stopped_once_per_silence_and_forgotten_aft
     assert engine.stopped(0, back + 30 * MINUTE, after_ms=30 * MINUTE) == [("pt-1", back)], "a new silence"
     assert engine.expire(0, back + 60 * MINUTE, idle_ms=60 * MINUTE) == ["pt-1"]
     assert list(engine.patients) == ["pt-2"], "another partition's patient stays"
+
+
+def test_the_last_known_value_of_each_vital_is_its_latest_window_mean() -> None:
+    engine = FeatureEngine()
+    engine.on_window(_minute("pt-1", 0, {"heart_rate": [70.0, 72.0], "respiratory_rate": [16.0]}), partition=0)
+    engine.on_window(_minute("pt-1", 3, {"heart_rate": [90.0]}), partition=0)
+    assert engine.patients["pt-1"].last_known == {"heart_rate": (START + 4 * MINUTE, 90.0),
+                                                  "respiratory_rate": (START + MINUTE, 16.0)}
+
+
+@pytest.mark.parametrize("half_life_ms", [0, -1])
+def test_a_baseline_half_life_must_be_positive(half_life_ms: int) -> None:
+    with pytest.raises(ValueError, match="baseline_half_life_ms"):
+        FeatureEngine(baseline_half_life_ms=half_life_ms)

@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kernel.limits import Limits
@@ -279,6 +279,7 @@ def test_a_device_seen_again_is_remembered_over_quieter_ones() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(seqs=st.lists(st.integers(0, 3 * SEQ_MEMORY), max_size=80))
+@example(seqs=[300, 300 - SEQ_MEMORY, 300 - SEQ_MEMORY, 300 - SEQ_MEMORY + 1, 300 - SEQ_MEMORY + 1])  # the edge
 def test_a_sequence_number_is_a_duplicate_exactly_when_seen_among_the_recent_ones(seqs: list[int]) -> None:
     """The bitmask of recent sequence numbers against a plain set of every number seen."""
     remembered: OrderedDict[str, tuple[int, int]] = OrderedDict()

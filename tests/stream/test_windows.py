@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kernel.events import MetricStats, VitalReading
@@ -62,8 +62,9 @@ def _reading(ts_ms: int, patient: str = "pt-1", value: float = 70.0) -> VitalRea
     return VitalReading(patient, "d", 1, "heart_rate", ts_ms, value)
 
 
-arrivals = st.lists(st.tuples(st.sampled_from(["pt-1", "pt-2"]), st.integers(0, 10 * WINDOW)), min_size=1,
-                    max_size=60)
+#: Times after START, often on a 5 s grid, so that readings land on window ends and watermarks.
+offsets_ms = st.one_of(st.integers(0, 10 * WINDOW), st.integers(0, 120).map(lambda k: k * 5_000))
+arrivals = st.lists(st.tuples(st.sampled_from(["pt-1", "pt-2"]), offsets_ms), min_size=1, max_size=60)
 
 
 @settings(max_examples=200, deadline=None)
@@ -99,8 +100,9 @@ def test_windows_close_once_the_watermark_passes_their_end_and_later_readings_ar
 
 @settings(max_examples=200, deadline=None)
 @given(messages=st.lists(st.lists(st.tuples(st.sampled_from(["heart_rate", "respiratory_rate"]),
-                                            st.integers(0, 6 * WINDOW), st.floats(20, 80, allow_nan=False)),
+                                            offsets_ms, st.floats(20, 80, allow_nan=False)),
                                   max_size=8), min_size=1, max_size=12))
+@example(messages=[[("heart_rate", 70_000, 50.0)], [("heart_rate", 30_000, 50.0)]])  # into the window just closed
 def test_adding_a_message_at_once_equals_adding_its_readings_one_by_one(
         messages: list[list[tuple[str, int, float]]]) -> None:
     many = PartitionWindows(window_ms=WINDOW, grace_ms=GRACE)
