@@ -102,7 +102,7 @@ class DeviceBatch:
                 for metric, t, value in self.points]
 
 
-def decode_device_message(raw: bytes, *, reference_ms: int | None = None,
+def decode_device_message(raw: bytes | None, *, reference_ms: int | None = None,
                           max_future_ms: int = 5 * 60_000, limits: Limits = DEFAULT_LIMITS) -> DeviceBatch:
     """Validate one device message.
 
@@ -250,7 +250,7 @@ def encode_score(score: RiskScore) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode_score(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> RiskScore:
+def decode_score(raw: bytes | None, *, limits: Limits = DEFAULT_LIMITS) -> RiskScore:
     """Read one ``vitalrisk.score/1`` record; :class:`~kernel.errors.InvalidMessage` if it is not one.
 
     Numbers must be finite JSON numbers (``score`` and every risk in [0, 1], ``news2_total`` in

@@ -2,7 +2,7 @@
 
 It receives the alerter's webhooks on ``POST /webhook`` and
 
-- verifies the HMAC signature (:func:`sinks.webhook.verify`): a missing, malformed, stale
+- verifies the HMAC signature (:func:`sinks.signing.verify`): a missing, malformed, stale
   (more than 5 min off) or wrong signature gets **401** and is not recorded as a page;
 - deduplicates by ``Idempotency-Key``: a copy gets 200 with ``"duplicate": true`` and pages
   nobody twice (keys survive a restart when ``record_path`` is set);
@@ -17,7 +17,7 @@ when a Grafana token is configured; ``GET /healthz`` answers ``{"status": "ok"}`
 Examples
 --------
 >>> pager = Pager([b"k"], clock=lambda: 1_700_000_000.0)
->>> from sinks.webhook import signed_headers
+>>> from sinks.signing import signed_headers
 >>> headers = signed_headers(b"k", b'{"alerts":[]}', "al-1:firing", now_s=1_700_000_000)
 >>> pager.accept(b'{"alerts":[]}', headers)
 (200, {'status': 'ok', 'duplicate': False})
@@ -43,7 +43,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sinks.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_S, TIMESTAMP_HEADER, verify
+from sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_S, TIMESTAMP_HEADER, verify
 from kernel.errors import ConfigurationError, SignatureInvalid, listen_failed
 from kernel.settings import Settings
 

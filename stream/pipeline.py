@@ -129,7 +129,7 @@ class VitalsPipeline:
         part = self._partitions.get(partition)
         return None if part is None else part.windows.watermark_ms
 
-    def on_message(self, raw: bytes, *, partition: int, offset: int, record_ts_ms: int | None,
+    def on_message(self, raw: bytes | None, *, partition: int, offset: int, record_ts_ms: int | None,
                    now_ms: int | None = None) -> StepResult:
         """Validate one record, window its readings, and emit what the watermark closes.
 
@@ -164,7 +164,7 @@ class VitalsPipeline:
         step.readings = len(batch.points) - len(late)
         if (late or batch.rejected) and not replay:
             step.late = len(late)
-            step.dead_letters.append(_refused_readings(raw, batch, late, windows, accepted=step.readings))
+            step.dead_letters.append(_refused_readings(as_bytes(raw), batch, late, windows, accepted=step.readings))
         self._emit(partition, part, windows.close_ready(), step)
         return step
 

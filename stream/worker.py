@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def serve(settings: Settings, build: Callable[[CollectorRegistry], "faust.App"]) -> int:
+def serve(settings: Settings, build: Callable[[CollectorRegistry], faust.App]) -> int:
     """Expose metrics, check the services, migrate (given the owner's URL), then block running ``build``'s app.
 
     Returns the exit status once SIGTERM or SIGINT has stopped the worker.
@@ -60,8 +60,7 @@ def serve(settings: Settings, build: Callable[[CollectorRegistry], "faust.App"])
             logger.info("applied migrations %s", applied)
     app = build(registry)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
-    worker.execute_from_commandline()  # exits the process itself when the worker stops
-    return 0
+    worker.execute_from_commandline()  # exits the process itself when the worker stops (NoReturn)
 
 
 def run_worker(settings: Settings) -> int:

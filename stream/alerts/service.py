@@ -6,16 +6,20 @@ partition is assigned and dropped when it is revoked.
 
 Offsets follow the database, as in :mod:`stream.app`: the agent reads with acks off, runs the
 engine, and acks a record only once the state, episodes, history and pages it caused are
-committed (:meth:`sinks.alert_store.AlertStore.persist`). Pages are then delivered from that
-outbox in the background (:mod:`stream.alerts.delivery`); a crash between commit and delivery
-leaves them in the outbox, where the next start finds them. A record that produced a page wakes
-a flusher task that commits at once, while consumption goes on (so under load one transaction
-carries many pages); everything else is flushed every ``alerter_flush_s``.
+committed (:meth:`sinks.alert_store.AlertStore.persist`; :mod:`stream.ledger` keeps which may
+be acked). Pages are then delivered from that outbox in the background
+(:mod:`stream.alerts.delivery`); a crash between commit and delivery leaves them in the outbox,
+where the next start finds them. A record that produced a page wakes a flusher task that
+commits at once, while consumption goes on (so under load one transaction carries many pages);
+everything else is flushed every ``alerter_flush_s``.
 
 A timer (``TICK_S``) polls acknowledgements and silences from the database, runs the engine's
 wall-clock timers (data stopped, re-notify, escalate) and flushes. The HTTP API
 (:mod:`stream.alerts.api`) and the ``ack``/``silence`` commands only write to the database, so
 any worker's API serves any alert.
+
+:class:`AlerterRuntime` takes its clock, store, dispatcher and dead-letter sender as arguments,
+so a unit test drives it with fakes.
 """
 
 from __future__ import annotations
@@ -23,12 +27,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, cast
+
+import faust
+from faust.types import TP, EventT, Message
 
 from sinks.metrics import AlertMetrics
-from sinks.webhook import Backoff, Router, WebhookSender, parse_receivers
+from kernel.backoff import Backoff
+from sinks.webhook import WebhookSender
+from stream.alerts.routing import Router, parse_receivers
 from stream.alerts.delivery import Dispatcher
 from stream.alerts.engine import AlertEngine, Effects
 from kernel.errors import AlertNotFiring, AlertStoreUnavailable, ConfigurationError, InvalidMessage, UnknownAlert
@@ -39,9 +47,12 @@ from kernel.events import DeadLetter
 from kernel.limits import Limits
 from infra.preflight import require_free_port
 from kernel.settings import Settings
-from stream.skipped import OrderedIntake, ordered_intake
+from stream.skipped import IntakeEvent, OrderedIntake, ordered_intake
 from kernel.wire import decode_score
+from kernel.alerts import PatientAlerts, Silence
 from stream.alerts.api import start_api
+from stream.app import Clock
+from stream.ledger import AckLedger
 from stream.worker import serve
 
 logger = logging.getLogger(__name__)
@@ -91,11 +102,42 @@ def webhook_secret(settings: Settings) -> bytes:
     return settings.webhook_secret.get_secret_value().encode()
 
 
-class AlerterRuntime:
-    """State of one alerter between Faust and the engine: held records, the batch, the outbox feed."""
+class Store(Protocol):
+    """What the runtime needs of the alert store (:class:`~sinks.alert_store.AlertStore`)."""
 
-    def __init__(self, settings: Settings, *, engine: AlertEngine, store: AlertStore, dispatcher: Dispatcher,
-                 router: Router, metrics: AlertMetrics, clock: Callable[[], float] = time.time,
+    async def persist(self, batch: Batch) -> set[str]:
+        """Commit ``batch`` in one transaction; the notification ids of its pages that are new."""
+        ...
+
+    async def load_states(self, partitions: Iterable[int]) -> list[tuple[int, PatientAlerts]]:
+        """The saved alert state of every patient of ``partitions``, with each one's partition."""
+        ...
+
+    async def active_silences(self) -> list[Silence]:
+        """The silences in force now."""
+        ...
+
+    async def acknowledgements_for(self, alert_ids: Sequence[str]) -> list[tuple[str, str, int]]:
+        """``(alert id, by, at ms)`` of those of ``alert_ids`` acknowledged."""
+        ...
+
+
+class AlerterRuntime:
+    """State of one alerter between Faust and the engine: held records, the batch, the outbox feed.
+
+    Parameters
+    ----------
+    store
+        Commits the batches and reads acknowledgements, silences and saved states.
+    clock
+        Wall-clock time for the engine, monotonic time for the poll, flush and gauge intervals;
+        the :mod:`time` module.
+    send_deadletter
+        Sends an unreadable score to the dead-letter topic (none: only counted).
+    """
+
+    def __init__(self, settings: Settings, *, engine: AlertEngine, store: Store, dispatcher: Dispatcher,
+                 router: Router, metrics: AlertMetrics, clock: Clock = time,
                  intake: OrderedIntake | None = None, send_deadletter: SendDeadLetter | None = None) -> None:
         self.settings = settings
         self.limits = Limits.from_settings(settings)
@@ -107,11 +149,11 @@ class AlerterRuntime:
         self.router = router
         self.metrics = metrics
         self._clock = clock
-        self._held: dict[int, deque[Any]] = {}
+        self._ledger: AckLedger[IntakeEvent] = AckLedger()  # read, not yet acked: until their batch is committed
         self._batch = Batch()
         self._partition_of: dict[str, int] = {}
         self._loaded: set[int] = set()
-        self._last_flush = time.monotonic()
+        self._last_flush = clock.monotonic()
         self._last_poll = 0.0
         self._last_gauges = 0.0
         self._poll_now = asyncio.Event()
@@ -120,27 +162,27 @@ class AlerterRuntime:
         self._lock = asyncio.Lock()  # one flush at a time
 
     def now_ms(self) -> int:
-        return int(self._clock() * 1000)
+        return int(self._clock.time() * 1000)
 
     # -- records ---------------------------------------------------------------------------------
 
-    async def handle(self, event: Any) -> None:
+    async def handle(self, event: EventT[bytes]) -> None:
         """Run one ``risk.scores`` record (and any the consumer skipped before it) through the engine."""
         self._raise_if_failed()
         message = event.message
-        if message.partition not in self._held:  # the first record since the partition was assigned
-            self._held[message.partition] = deque()
+        if message.partition not in self._ledger:  # the first record since the partition was assigned
+            self._ledger.assign(message.partition)
             self.intake.assigned(message.partition)
         for each in await self.intake.events(event):
             await self._handle_one(each)
 
-    async def _handle_one(self, event: Any) -> None:
+    async def _handle_one(self, event: IntakeEvent) -> None:
         """Run one record through the engine; a page wakes the flusher."""
         message = event.message
-        self._held[message.partition].append(event)
+        self._ledger.hold(message.partition, message.offset, event)
         source_ms = int(message.timestamp * 1000) if message.timestamp else None
         try:
-            score = decode_score(message.value, limits=self.limits)
+            score = decode_score(message.value, limits=self.limits)  # None (a tombstone): InvalidMessage "empty"
             outcome = self.engine.on_score(score, now_ms=self.now_ms())
         except InvalidMessage as exc:
             logger.warning("unreadable score at %s[%d]@%d dead-lettered: %s", message.topic, message.partition,
@@ -182,15 +224,15 @@ class AlerterRuntime:
     async def tick(self) -> None:
         """Apply acknowledgements and silences, run the timers, flush when due."""
         self._raise_if_failed()
-        if self._poll_now.is_set() or time.monotonic() - self._last_poll >= POLL_S:
+        if self._poll_now.is_set() or self._clock.monotonic() - self._last_poll >= POLL_S:
             await self._poll_acks_and_silences()
         outcome = self.engine.tick(now_ms=self.now_ms())
         if outcome.storm:
             logger.warning("%d patients went quiet at once: no data_stopped pages (pipeline stalled?)", outcome.storm)
         self._absorb(outcome, None)
-        if outcome.pages or time.monotonic() - self._last_flush >= self.settings.alerter_flush_s:
+        if outcome.pages or self._clock.monotonic() - self._last_flush >= self.settings.alerter_flush_s:
             await self.flush()
-        if time.monotonic() - self._last_gauges >= GAUGES_S:
+        if self._clock.monotonic() - self._last_gauges >= GAUGES_S:
             self._update_gauges()
 
     def poke(self) -> None:
@@ -201,22 +243,19 @@ class AlerterRuntime:
         """Commit the batch, ack the records behind it, hand its new pages to delivery."""
         async with self._lock:
             batch, self._batch = self._batch, Batch()
-            held = {p: len(q) for p, q in self._held.items()}
+            covered = self._ledger.take()  # every record read so far: its effects are all in the batch
             if batch:
                 try:
                     new = await self.store.persist(batch)
                 except BaseException:
                     self._batch = _merge(batch, self._batch)
+                    covered.restore()
                     raise
                 for page, receivers, source_ms in batch.pages:
                     if page.notification_id in new:
                         self.dispatcher.submit(page, receivers, source_ts_ms=source_ms)
-            for partition, count in held.items():
-                queue = self._held.get(partition)
-                for _ in range(min(count, len(queue) if queue is not None else 0)):
-                    assert queue is not None  # noqa: S101 - guarded by the range
-                    queue.popleft().ack()
-            self._last_flush = time.monotonic()
+            covered.ack()
+            self._last_flush = self._clock.monotonic()
 
     # -- rebalancing -----------------------------------------------------------------------------
 
@@ -240,13 +279,13 @@ class AlerterRuntime:
         for pid in gone:
             self._partition_of.pop(pid, None)
         for partition in partitions:
-            self._held.pop(partition, None)
+            self._ledger.release(partition)
             self.intake.forget(partition)
         self._loaded -= partitions
 
     # -- internals -------------------------------------------------------------------------------
 
-    async def _dead_letter(self, letter: DeadLetter, message: Any, source_ms: int | None) -> None:
+    async def _dead_letter(self, letter: DeadLetter, message: Message, source_ms: int | None) -> None:
         self.metrics.deadletters.labels(letter.reason).inc()
         if self._send_deadletter is not None:
             await self._send_deadletter(message.key, letter.payload, deadletter_headers(
@@ -284,7 +323,7 @@ class AlerterRuntime:
 
     async def _poll_acks_and_silences(self) -> None:
         self._poll_now.clear()
-        self._last_poll = time.monotonic()
+        self._last_poll = self._clock.monotonic()
         self.engine.set_silences(await self.store.active_silences())
         waiting = [a.alert_id for _, a in self.engine.firing() if not a.acknowledged and a.alert_id]
         for alert_id, by, at_ms in await self.store.acknowledgements_for(waiting):
@@ -296,7 +335,7 @@ class AlerterRuntime:
             self._absorb(outcome, None)
 
     def _update_gauges(self) -> None:
-        self._last_gauges = time.monotonic()
+        self._last_gauges = self._clock.monotonic()
         self.metrics.alerts.clear()
         for (kind, phase), count in self.engine.counts().items():
             self.metrics.alerts.labels(kind, phase).set(count)
@@ -311,14 +350,11 @@ def _merge(first: Batch, later: Batch) -> Batch:
     return merged
 
 
-def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> Any:
+def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> faust.App:
     """Build the alerter's Faust app: its own consumer group on the scores topic, a timer, the API.
 
     Nothing connects until the worker starts; the runtime is built on the worker's loop.
     """
-    import faust
-    from faust.types import TP
-
     secret = webhook_secret(settings)
     policy = policy_from_settings(settings)
     receivers = parse_receivers(settings.webhook_receivers)
@@ -378,30 +414,32 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> Any:
     app.alerter_runtime = runtime  # type: ignore[attr-defined]  # for tests
 
     @app.agent(scores, name="alerts")
-    async def evaluate_scores(stream: Any) -> None:
+    async def evaluate_scores(stream: faust.StreamT[bytes]) -> None:
         # An agent is an asynchronous function processing a stream: scores in, acks only after
         # the alert state they changed is committed (see module docstring).
         rt = await runtime()
-        async for event in stream.noack().events():
+        # (Faust hands an agent a Stream; its StreamT type lacks noack.)
+        async for event in cast(faust.Stream[bytes], stream).noack().events():
             await rt.handle(event)
 
-    @app.timer(interval=TICK_S)
     async def tick() -> None:
         rt = await runtime()
         await rt.tick()
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(app: Any, assigned: set[TP], **_: Any) -> None:
+    app.timer(interval=TICK_S)(tick)  # by call: as a decorator (untyped) it would untype the function
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mypy matches no function to mode's SignalHandlerT, even one of its exact shape
+    async def on_assigned(app: faust.App, assigned: set[TP], **_: Any) -> None:
         rt = await runtime()
         await rt.assign({tp.partition for tp in assigned if tp.topic == settings.scores_topic})
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app: Any, revoked: set[TP], **_: Any) -> None:
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # as on_assigned
+    async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
         if "runtime" in holder:
             await holder["runtime"].revoke({tp.partition for tp in revoked if tp.topic == settings.scores_topic})
 
-    @app.on_before_shutdown.connect
-    async def on_shutdown(app: Any, **_: Any) -> None:
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # as on_assigned
+    async def on_shutdown(app: faust.App, **_: Any) -> None:
         if "runtime" not in holder:
             return
         rt = holder["runtime"]
