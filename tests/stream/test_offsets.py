@@ -45,33 +45,3 @@ def test_a_record_already_processed_is_dropped_and_an_unknown_start_takes_the_fi
     seq.forget(3)
     seq.assigned(3, committed=5)
     assert seq.admit(3, 7) == range(5, 7)
-
-
-def test_the_intake_hands_over_skipped_records_read_from_the_log_before_the_record_that_showed_them() -> None:
-    import asyncio
-    from types import SimpleNamespace
-
-    from stream.skipped import OrderedIntake
-
-    def event(offset: int) -> SimpleNamespace:
-        return SimpleNamespace(message=SimpleNamespace(topic="t", partition=2, offset=offset))
-
-    reads: list[tuple[str, int, range]] = []
-    skipped: list[tuple[int, int]] = []
-
-    async def read(topic: str, partition: int, offsets: range) -> list[SimpleNamespace]:
-        reads.append((topic, partition, offsets))
-        return [event(o) for o in offsets]
-
-    intake = OrderedIntake(committed=lambda partition: 8, read_skipped=read,
-                           on_skipped=lambda partition, n: skipped.append((partition, n)))
-    intake.assigned(2)
-
-    async def offsets(offset: int) -> list[int]:
-        return [e.message.offset for e in await intake.events(event(offset))]
-
-    async def run() -> list[list[int]]:
-        return [await offsets(o) for o in (11, 12, 9, 13)]
-
-    assert asyncio.run(run()) == [[8, 9, 10, 11], [12], [], [13]]
-    assert reads == [("t", 2, range(8, 11))] and skipped == [(2, 3)]

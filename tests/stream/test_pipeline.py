@@ -1,41 +1,25 @@
-"""Property tests of the feature engine's core: order, duplicates, lateness, hopping features, restarts."""
+"""The pipeline's core (stream/pipeline.py), property-tested: arrival order, duplicates, lateness,
+restarts and checkpoints cut short; and any bytes in, dead letters bounded, clocks and devices a
+sender invents kept in check."""
 
 from __future__ import annotations
 
+import struct
+from collections import OrderedDict
+
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from stream.features import LONG_WINDOW_MS, SHORT_WINDOW_MS
-from stream.pipeline import VitalsPipeline
-from stream.state import DictStore
+from kernel.limits import Limits
 from kernel.wire import encode_device_message
-
-MINUTE = 60_000
-GRACE = 30_000
-START = 1_767_571_200_000
-METRICS = {"heart_rate": (40.0, 180.0), "oxygen_saturation": (85.0, 100.0), "respiratory_rate": (8.0, 30.0)}
-
-
-def _pipeline(store: DictStore | None = None) -> VitalsPipeline:
-    return VitalsPipeline(window_ms=MINUTE, grace_ms=GRACE, max_future_ms=10 * MINUTE, carry_ms=12 * 3_600_000,
-                          store=store)
-
-
-@st.composite
-def readings(draw: st.DrawFn, max_minutes: int = 6) -> list[tuple[str, str, int, float]]:
-    """(patient, metric, t, value) readings of one or two patients over a few minutes."""
-    n = draw(st.integers(1, 60))
-    out = []
-    for _ in range(n):
-        patient = draw(st.sampled_from(["pt-a", "pt-b"]))
-        metric = draw(st.sampled_from(sorted(METRICS)))
-        lo, hi = METRICS[metric]
-        t = START + draw(st.integers(0, max_minutes * MINUTE - 1))
-        value = draw(st.floats(lo, hi, allow_nan=False).map(lambda v: round(v, 1)))
-        out.append((patient, metric, t, value))
-    return out
+from stream.deadletters import MAX_HEADER_BYTES, DeadLetterRecord, deadletter_headers
+from stream.pipeline import SEQ_MEMORY, VitalsPipeline, _first_time
+from stream.state import DictStore
+from tests.kernel.hostile_records import records
+from tests.stream.reading_streams import (GRACE, HOP_NEVER_SEEN, MINUTE, START, new_pipeline, readings,
+                                         stream_of_150_minutes)
 
 
 def _arrival_within_grace(data: st.DataObject, events: list[tuple[str, str, int, float]]) -> list:
@@ -73,7 +57,7 @@ def _expected_stats(points: list[tuple[int, float]]) -> dict[str, float]:
 @given(events=readings(), data=st.data())
 def test_any_arrival_order_within_grace_gives_the_batch_result(events, data) -> None:
     arrived = _arrival_within_grace(data, events)
-    result = _feed(_pipeline(), arrived)
+    result = _feed(new_pipeline(), arrived)
     assert result["late"] == 0
     batch: dict[tuple[str, int], dict[str, list[tuple[int, float]]]] = {}
     for patient, metric, t, value in events:
@@ -95,7 +79,7 @@ def test_any_arrival_order_within_grace_gives_the_batch_result(events, data) -> 
 @settings(max_examples=100, deadline=None)
 @given(events=readings(), data=st.data())
 def test_duplicates_never_change_a_result(events, data) -> None:
-    clean = _feed(_pipeline(), events)
+    clean = _feed(new_pipeline(), events)
     picks = data.draw(st.lists(st.integers(0, len(events) - 1), max_size=10))
     # a resend repeats the message (same device and seq) somewhere after the original
     with_dups = list(events)
@@ -106,7 +90,7 @@ def test_duplicates_never_change_a_result(events, data) -> None:
         with_dups.insert(position, events[i])
         seqs.insert(position, i)
         where = [w + 1 if w >= position else w for w in where]
-    duplicated = _feed(_pipeline(), with_dups, seqs=seqs)
+    duplicated = _feed(new_pipeline(), with_dups, seqs=seqs)
     assert duplicated["windows"] == clean["windows"]
 
 
@@ -116,68 +100,21 @@ def test_readings_later_than_grace_are_counted_never_merged(events, lateness) ->
     events = sorted(events, key=lambda e: e[2])
     newest = events[-1][2]
     straggler = ("pt-a", "heart_rate", newest - lateness, 99.0)
-    pipeline = _pipeline()
+    pipeline = new_pipeline()
     with_straggler = _feed(pipeline, events + [straggler])
-    clean = _feed(_pipeline(), events)
-    closed_before = pipeline._partitions[0].windows.closed_before_ms  # noqa: SLF001 - the property's premise
+    clean = _feed(new_pipeline(), events)
+    closed_before = pipeline._partitions[0].windows.closed_before_ms  # the property's premise
     if straggler[2] - straggler[2] % MINUTE + MINUTE <= newest - GRACE:
         assert with_straggler["late"] == 1
         assert with_straggler["windows"] == clean["windows"]
     assert closed_before is not None
 
 
-def _hour_of_readings(seed: int) -> list[tuple[str, str, int, float]]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for minute in range(150):
-        for _ in range(int(rng.integers(0, 6))):
-            metric = str(rng.choice(sorted(METRICS)))
-            lo, hi = METRICS[metric]
-            out.append(("pt-a", metric, START + minute * MINUTE + int(rng.integers(0, MINUTE)),
-                        round(float(rng.uniform(lo, hi)), 1)))
-    return sorted(out, key=lambda e: e[2])
-
-
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000))
-def test_hopping_features_equal_a_batch_recomputation(seed: int) -> None:
-    events = _hour_of_readings(seed)
-    pipeline = _pipeline()
-    rows = []
-    for offset, (patient, metric, t, value) in enumerate(events):
-        raw = encode_device_message(device_id="d", patient_id=patient, seq=offset, sent_at=t,
-                                    readings=[(metric, t, value)])
-        rows += pipeline.on_message(raw, partition=0, offset=offset, record_ts_ms=t).features
-    assert rows, "a 150-minute stream emits hop rows"
-    for row in rows:
-        for metric in METRICS:
-            window = [(t, v) for _, m, t, v in events if m == metric and row.ts_ms - LONG_WINDOW_MS <= t < row.ts_ms]
-            if not window:
-                assert f"{metric}_mean_60m" not in row.x
-                continue
-            values = np.array([v for _, v in window])
-            assert row.x[f"{metric}_mean_60m"] == pytest.approx(values.mean(), rel=1e-9)
-            assert row.x[f"{metric}_std_60m"] == pytest.approx(values.std(), rel=1e-6, abs=1e-6)
-            assert (row.x[f"{metric}_min_60m"], row.x[f"{metric}_max_60m"]) == (values.min(), values.max())
-            assert row.x[f"{metric}_last"] == max(window)[1]
-            short = [v for t, v in window if t >= row.ts_ms - SHORT_WINDOW_MS]
-            if short:
-                assert row.x[f"{metric}_mean_15m"] == pytest.approx(np.mean(short), rel=1e-9)
-            panes: dict[int, list[float]] = {}
-            for t, v in window:
-                panes.setdefault(t - t % (5 * MINUTE), []).append(v)
-            if len(panes) > 1:
-                starts = np.array(sorted(panes), dtype=float) / 3_600_000
-                means = np.array([np.mean(panes[s]) for s in sorted(panes)])
-                expected_slope = np.polyfit(starts, means, 1)[0]
-                assert row.x[f"{metric}_slope_60m"] == pytest.approx(expected_slope, rel=1e-6, abs=1e-6)
-
-
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), data=st.data())
 def test_restart_from_a_checkpoint_and_replay_equals_an_uninterrupted_run(seed: int, data) -> None:
     """Kill after any flush, restart from the saved state and an older committed offset: same outputs."""
-    events = _hour_of_readings(seed)
+    events = stream_of_150_minutes(seed)
 
     def run(pipeline: VitalsPipeline, start: int, stop: int, on_flush=None):
         windows, rows = {}, {}
@@ -192,7 +129,7 @@ def test_restart_from_a_checkpoint_and_replay_equals_an_uninterrupted_run(seed: 
                 on_flush(offset, pipeline)
         return windows, rows
 
-    reference = run(_pipeline(), 0, len(events))
+    reference = run(new_pipeline(), 0, len(events))
     crash_at = data.draw(st.integers(1, len(events) - 1))
     store = DictStore()
     flushes: list[tuple[int, int | None]] = []
@@ -201,24 +138,22 @@ def test_restart_from_a_checkpoint_and_replay_equals_an_uninterrupted_run(seed: 
         pipeline.save(0, pipeline.checkpoint(0))
         flushes.append((offset, pipeline.low_offset(0)))
 
-    before = run(_pipeline(store), 0, crash_at, on_flush=flush)
+    before = run(new_pipeline(store), 0, crash_at, on_flush=flush)
     committed = 0
     if len(flushes) >= 2:  # Kafka commits lag the last flush: resume from an earlier one's low offset
         offset, low = flushes[-2]
         committed = low if low is not None else offset + 1
     saved_through = flushes[-1][0] if flushes else -1
-    after = run(_pipeline(store if flushes else DictStore()), committed, len(events))
+    after = run(new_pipeline(store if flushes else DictStore()), committed, len(events))
     # Outputs that reached the sink before the crash (up to the last flush) plus the restarted run's.
     windows = {k: w for k, w in before[0].items() if w.end_ms <= _closed_before(store)} | after[0]
-    rows = {k: x for k, x in before[1].items() if k <= _closed_before(store) } | after[1]
+    rows = {k: x for k, x in before[1].items() if k <= _closed_before(store)} | after[1]
     assert saved_through < len(events)
     assert windows == reference[0]
     assert rows == reference[1]
 
 
 def _closed_before(store: DictStore) -> int:
-    import struct
-
     saved = store.get("w:0")
     if saved is None:
         return -(2**63)
@@ -231,7 +166,7 @@ def test_a_checkpoint_cut_short_before_its_watermark_replays_to_the_same_outputs
     """Killed while saving a checkpoint: some patients' new states reached the store, the
     partition's watermark record (written last) did not. The replay from the older watermark
     closes again windows those states already hold; outputs must still equal an uninterrupted run."""
-    events = sorted(_hour_of_readings(seed) + [("pt-b", m, t + 7, v) for _, m, t, v in _hour_of_readings(seed + 1)],
+    events = sorted(stream_of_150_minutes(seed) + [("pt-b", m, t + 7, v) for _, m, t, v in stream_of_150_minutes(seed + 1)],
                     key=lambda e: e[2])
 
     def step(pipeline: VitalsPipeline, offset: int, windows: dict, rows: dict) -> None:
@@ -243,14 +178,14 @@ def test_a_checkpoint_cut_short_before_its_watermark_replays_to_the_same_outputs
         rows.update({(r.patient_id, r.ts_ms): r.x for r in out.features})
 
     reference: tuple[dict, dict] = ({}, {})
-    reference_pipeline = _pipeline()
+    reference_pipeline = new_pipeline()
     for offset in range(len(events)):
         step(reference_pipeline, offset, *reference)
 
     flush_at = list(range(6, len(events), 7))
     crash = data.draw(st.integers(0, len(flush_at) - 1), label="flush cut short")
     store = DictStore()
-    pipeline = _pipeline(store)
+    pipeline = new_pipeline(store)
     durable: tuple[dict, dict] = ({}, {})  # a flush's outputs are durable before its state is saved
     committed = 0
     for offset in range(flush_at[crash] + 1):
@@ -266,8 +201,106 @@ def test_a_checkpoint_cut_short_before_its_watermark_replays_to_the_same_outputs
                 pipeline.save(0, writes)
 
     after: tuple[dict, dict] = ({}, {})
-    restarted = _pipeline(store)
+    restarted = new_pipeline(store)
     for offset in range(committed, len(events)):
         step(restarted, offset, *after)
     assert durable[0] | after[0] == reference[0]
     assert durable[1] | after[1] == reference[1]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raws=st.lists(records, min_size=1, max_size=6))
+def test_the_core_takes_anything_and_bounds_its_dead_letters(raws: list[bytes]) -> None:
+    core = VitalsPipeline(window_ms=60_000, grace_ms=0, max_future_ms=60_000, carry_ms=3_600_000)
+    for offset, raw in enumerate(raws):
+        step = core.on_message(raw, partition=0, offset=offset, record_ts_ms=START, now_ms=START)
+        assert len(step.dead_letters) <= 1, "one dead letter per record"
+        for letter in step.dead_letters:
+            assert letter.payload == raw, "the record's own bytes, once"
+            headers = deadletter_headers(letter, topic="vitals.readings", partition=0, offset=offset,
+                                         record_ts_ms=START)
+            extra = sum(len(k) + len(v) for k, v in headers)
+            assert extra <= MAX_HEADER_BYTES
+            back = DeadLetterRecord.from_kafka(0, offset, START, None, letter.payload, headers)
+            assert back.reason == letter.reason and back.counts == letter.counts
+
+
+def test_a_thousand_bad_readings_make_one_dead_letter_no_bigger_than_their_message() -> None:
+    raw = encode_device_message(device_id="dev-1", patient_id="pt-" + "a" * 61, seq=1, sent_at=START,
+                                readings=[("heart_rate", START, 999.0)] * 1_000)
+    core = VitalsPipeline(window_ms=60_000, grace_ms=0, max_future_ms=60_000, carry_ms=3_600_000)
+    letter, = core.on_message(raw, partition=0, offset=0, record_ts_ms=START).dead_letters
+    assert letter.counts == {"impossible_value": 1_000} and letter.payload == raw
+    headers = deadletter_headers(letter, topic="t", partition=0, offset=0, record_ts_ms=START)
+    assert len(letter.payload) + sum(len(k) + len(v) for k, v in headers) <= len(raw) + MAX_HEADER_BYTES
+
+
+def test_a_fast_clock_is_refused_alone_and_moves_no_watermark() -> None:
+    core = VitalsPipeline(window_ms=60_000, grace_ms=0, max_future_ms=60_000, carry_ms=3_600_000)
+    now = START + 10 * 60_000
+    forged = encode_device_message(device_id="dev-fast", patient_id="pt-fast", seq=1, sent_at=now + 3_900_000,
+                                   readings=[("heart_rate", now + 3_900_000, 70.0)])
+    # the sender set its record time an hour ahead too; the worker's clock still bounds it
+    step = core.on_message(forged, partition=0, offset=0, record_ts_ms=now + 3_900_000, now_ms=now)
+    assert [d.reason for d in step.dead_letters] == ["future_timestamp"]
+    assert core.watermark_ms(0) is None
+    honest = encode_device_message(device_id="dev-1", patient_id="pt-1", seq=1, sent_at=now,
+                                   readings=[("heart_rate", now - 30_000, 70.0)])
+    step = core.on_message(honest, partition=0, offset=1, record_ts_ms=now, now_ms=now)
+    assert not step.dead_letters and step.readings == 1
+
+
+def test_invented_devices_are_forgotten_least_recently_seen_first() -> None:
+    core = VitalsPipeline(window_ms=60_000, grace_ms=0, max_future_ms=60_000, carry_ms=3_600_000,
+                          limits=Limits(max_devices=100))
+    forgotten = 0
+    for i in range(1_000):
+        raw = encode_device_message(device_id=f"dev-{i}", patient_id="pt-1", seq=1, sent_at=START,
+                                    readings=[("heart_rate", START, 70.0)])
+        forgotten += core.on_message(raw, partition=0, offset=i, record_ts_ms=START).devices_forgotten
+    assert forgotten == 900 and len(core._partitions[0].seqs) == 100
+
+
+def test_a_device_seen_again_is_remembered_over_quieter_ones() -> None:
+    core = VitalsPipeline(window_ms=60_000, grace_ms=0, max_future_ms=60_000, carry_ms=3_600_000,
+                          limits=Limits(max_devices=2))
+
+    def send(device: str, seq: int) -> tuple[int, int]:
+        raw = encode_device_message(device_id=device, patient_id="pt-1", seq=seq, sent_at=START,
+                                    readings=[("heart_rate", START, 70.0)])
+        step = core.on_message(raw, partition=0, offset=0, record_ts_ms=START)
+        return step.duplicates, step.devices_forgotten
+
+    assert [send("dev-a", 1), send("dev-b", 1), send("dev-a", 2)] == [(0, 0), (0, 0), (0, 0)]
+    assert send("dev-c", 1) == (0, 1), "dev-b was seen least recently"
+    assert send("dev-a", 2) == (1, 0), "dev-a is remembered: its resend is a duplicate"
+    assert send("dev-b", 1) == (0, 1), "dev-b was forgotten: its resend counts as new"
+
+
+@settings(max_examples=300, deadline=None)
+@given(seqs=st.lists(st.integers(0, 3 * SEQ_MEMORY), max_size=80))
+@example(seqs=[300, 300 - SEQ_MEMORY, 300 - SEQ_MEMORY, 300 - SEQ_MEMORY + 1, 300 - SEQ_MEMORY + 1])  # the edge
+def test_a_sequence_number_is_a_duplicate_exactly_when_seen_among_the_recent_ones(seqs: list[int]) -> None:
+    """The bitmask of recent sequence numbers against a plain set of every number seen."""
+    remembered: OrderedDict[str, tuple[int, int]] = OrderedDict()
+    seen: set[int] = set()
+    for seq in seqs:
+        top = max(seen, default=None)
+        recent = top is not None and top - seq < SEQ_MEMORY
+        assert _first_time(remembered, "dev-1", seq) == (seq not in seen or not recent), (seq, top)
+        seen.add(seq)
+
+
+@pytest.mark.xfail(strict=True, reason=HOP_NEVER_SEEN)
+def test_a_patient_silent_for_data_stopped_ms_is_reported_once() -> None:
+    core = VitalsPipeline(window_ms=MINUTE, grace_ms=0, max_future_ms=MINUTE, carry_ms=3_600_000,
+                          data_stopped_ms=10 * MINUTE)
+    stopped = []
+    for minute in range(30):
+        patients = ["pt-a", "pt-b"] if minute < 2 else ["pt-b"]
+        for patient in patients:
+            t = START + minute * MINUTE
+            raw = encode_device_message(device_id=f"dev-{patient}", patient_id=patient, seq=minute, sent_at=t,
+                                        readings=[("heart_rate", t, 70.0)])
+            stopped += core.on_message(raw, partition=0, offset=minute, record_ts_ms=t).stopped
+    assert stopped == [("pt-a", START + 2 * MINUTE)]

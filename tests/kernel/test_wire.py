@@ -1,0 +1,245 @@
+"""The wire format's decoders: total on anything a sender writes, exact on what they encode, and the
+device decoder's fast path equal to its plain, field-by-field checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kernel.errors import InvalidMessage
+from kernel.events import FeatureRow, RiskScore, VitalReading
+from kernel.limits import ID_PATTERN, Limits, check_id, clip
+from kernel.vocabulary import METRICS
+from kernel.wire import (PATIENT_ATTRIBUTES, PATIENT_CONDITIONS, PatientRecord, _point, _required,
+                         decode_device_message, decode_feature_row, decode_patient, decode_score,
+                         encode_device_message, encode_feature_row, encode_patient, encode_score)
+from models.errors import InvalidOutcome, SnapshotRejected
+from models.labelling import Outcome
+from models.snapshots import Snapshot
+from tests.kernel.hostile_records import HOSTILE_IDS, records
+
+START = 1_767_571_200_000
+RECORD_TS = START + 60_000
+MAX_FUTURE = 60_000
+ABSENT = object()
+KEY = "k" * 32
+
+ids = st.from_regex(ID_PATTERN, fullmatch=True)
+names = st.text(min_size=1, max_size=30)
+finite = st.floats(-1e12, 1e12, allow_nan=False)
+probability = st.floats(0.0, 1.0, allow_nan=False)
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 2 * START), st.floats(allow_nan=True),
+                         st.sampled_from(["", "x", "beats/min", "%", "heart_rate"]))
+good_reading = st.builds(
+    lambda metric, dt, frac: {"metric": metric, "t": START + dt, "value": METRICS[metric].lowest + frac * (
+        METRICS[metric].highest - METRICS[metric].lowest), "unit": METRICS[metric].unit},
+    st.sampled_from(sorted(METRICS)), st.integers(-START, 3 * MAX_FUTURE), st.floats(-0.1, 1.1))
+# A reading with one part broken, missing or oddly typed, or something that is not a reading at all.
+odd_reading = st.one_of(
+    st.tuples(good_reading, st.sampled_from(["metric", "t", "value", "unit"]),
+              st.one_of(json_scalars, st.lists(st.integers(-10**18, 10**18), max_size=2), st.just({"a": 1})))
+    .map(lambda g: {**g[0], g[1]: g[2]}),
+    st.tuples(good_reading, st.sampled_from(["metric", "t", "value", "unit"]))
+    .map(lambda g: {k: v for k, v in g[0].items() if k != g[1]}),
+    good_reading.map(lambda r: {**r, "value": int(r["value"])}),
+    json_scalars, st.lists(st.integers(-10**18, 10**18), max_size=2))
+
+
+def _plain_decode(body: dict, reference_ms: int | None) -> tuple[list, list[str]]:
+    """What decoding gives with every reading checked by the slow path, which names each fault."""
+    good, reasons = [], []
+    for item in body["readings"]:
+        try:
+            good.append(_point(item, reference_ms, MAX_FUTURE))
+        except InvalidMessage as exc:
+            reasons.append(f"{exc.reason}: {exc.detail}")
+    return good, reasons
+
+
+@settings(max_examples=300, deadline=None)
+@given(readings=st.lists(st.one_of(good_reading, odd_reading), max_size=8),
+       reference_ms=st.one_of(st.none(), st.just(RECORD_TS)))
+def test_the_reading_fast_path_accepts_and_rejects_exactly_as_the_slow_path(readings, reference_ms) -> None:
+    body = {"schema": "vitalrisk.device/1", "device_id": "d", "patient_id": "p", "seq": 3, "sent_at": START,
+            "readings": readings}
+    batch = decode_device_message(json.dumps(body).encode(), reference_ms=reference_ms, max_future_ms=MAX_FUTURE)
+    good, reasons = _plain_decode(json.loads(json.dumps(body)), reference_ms)
+    assert batch.points == good
+    assert [f"{d.reason}: {d.detail}" for d in batch.rejected] == reasons
+    assert batch.readings == [VitalReading("p", "d", 3, m, t, v) for m, t, v in good]
+
+
+def _plain_envelope_fault(body: dict) -> str | None:
+    """The first envelope fault as checked field by field, or ``None``."""
+    try:
+        fields = [_required(body, name, kind) for name, kind in (
+            ("device_id", str), ("patient_id", str), ("seq", int), ("sent_at", int), ("readings", list))]
+        if not (fields[0] and fields[1]):
+            return "missing_field: device_id and patient_id must be non-empty"
+        check_id(fields[0], "device_id")
+        check_id(fields[1], "patient_id")
+        if not 0 <= fields[2] < 2**63:
+            return f"impossible_value: seq must lie in [0, 2**63), got {clip(fields[2])}"
+    except InvalidMessage as exc:
+        return f"{exc.reason}: {exc.detail}"
+    return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(field=st.sampled_from(["device_id", "patient_id", "seq", "sent_at", "readings"]),
+       value=st.one_of(json_scalars, st.lists(st.integers(-10**18, 10**18), max_size=1), st.none().map(lambda _: ABSENT)))
+def test_a_broken_envelope_is_named_as_by_the_field_checks(field, value) -> None:
+    body = {"schema": "vitalrisk.device/1", "device_id": "d", "patient_id": "p", "seq": 3, "sent_at": START,
+            "readings": []}
+    if value is ABSENT:
+        del body[field]
+    else:
+        body[field] = value
+    try:
+        decode_device_message(json.dumps(body).encode())
+        fault = None
+    except InvalidMessage as exc:
+        fault = f"{exc.reason}: {exc.detail}"
+    assert fault == _plain_envelope_fault(body)
+
+
+def test_a_reading_whose_metric_is_not_a_name_is_dead_lettered() -> None:
+    body = {"schema": "vitalrisk.device/1", "device_id": "d", "patient_id": "p", "seq": 1, "sent_at": START,
+            "readings": [{"metric": ["heart_rate"], "t": START, "value": 70.0}]}
+    batch = decode_device_message(json.dumps(body).encode())
+    assert batch.points == [] and [d.reason for d in batch.rejected] == ["wrong_type"]
+
+
+def _decoders() -> list[tuple[str, Callable[[bytes], object], type[Exception]]]:
+    return [
+        ("device", decode_device_message, InvalidMessage),
+        ("device, with a clock", lambda raw: decode_device_message(raw, reference_ms=START, max_future_ms=0),
+         InvalidMessage),
+        ("score", decode_score, InvalidMessage),
+        ("feature row", decode_feature_row, InvalidMessage),
+        ("patient", decode_patient, InvalidMessage),
+        # The models' decoders of sender-written records, held to the same rule.
+        ("outcome", Outcome.from_bytes, InvalidOutcome),
+        ("snapshot", lambda raw: Snapshot.from_bytes(raw, KEY), SnapshotRejected),
+    ]
+
+
+@pytest.mark.parametrize("name,decode,rejection", _decoders(), ids=[d[0] for d in _decoders()])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=records)
+def test_every_decoder_is_total(name: str, decode: Callable[[bytes], object], rejection: type[Exception],
+                                raw: bytes) -> None:
+    try:
+        decode(raw)
+    except rejection as exc:
+        assert str(exc)  # a reason and a detail, never empty
+        if isinstance(exc, InvalidMessage):
+            assert exc.reason and exc.reason.isascii() and " " not in exc.reason
+
+
+@pytest.mark.parametrize("patient_id", HOSTILE_IDS)
+def test_hostile_ids_are_refused_at_the_door(patient_id: str) -> None:
+    body = {"schema": "vitalrisk.device/1", "device_id": "dev-1", "patient_id": patient_id, "seq": 1,
+            "sent_at": START, "readings": [{"metric": "heart_rate", "t": START, "value": 70.0}]}
+    raw = json.dumps(body).encode()
+    with pytest.raises(InvalidMessage) as caught:
+        decode_device_message(raw, limits=Limits(max_message_bytes=2_000_000, max_string_chars=1_000_000))
+    assert caught.value.reason in {"invalid_id", "missing_field"}
+    assert "\n" not in caught.value.detail and len(caught.value.detail) < 200
+
+
+valid_points = st.lists(st.sampled_from(sorted(METRICS)).flatmap(lambda m: st.tuples(
+    st.just(m), st.integers(1, 2**62), st.floats(METRICS[m].lowest, METRICS[m].highest, allow_nan=False))),
+    max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(device_id=ids, patient_id=ids, seq=st.integers(0, 2**63 - 1), points=valid_points)
+def test_a_device_message_decodes_to_exactly_what_was_encoded(device_id: str, patient_id: str, seq: int,
+                                                              points: list[tuple[str, int, float]]) -> None:
+    raw = encode_device_message(device_id=device_id, patient_id=patient_id, seq=seq, sent_at=START,
+                                readings=points)
+    batch = decode_device_message(raw)
+    assert (batch.device_id, batch.patient_id, batch.seq) == (device_id, patient_id, seq)
+    assert batch.points == points and batch.rejected == []
+
+
+def test_a_reading_at_the_clock_skew_limit_counts_and_one_ms_later_is_future() -> None:
+    limit = RECORD_TS + MAX_FUTURE
+    raw = encode_device_message(device_id="d", patient_id="p", seq=1, sent_at=START,
+                                readings=[("heart_rate", limit, 70.0), ("heart_rate", limit + 1, 70.0)])
+    batch = decode_device_message(raw, reference_ms=RECORD_TS, max_future_ms=MAX_FUTURE)
+    assert batch.points == [("heart_rate", limit, 70.0)]
+    assert [(r.index, r.reason) for r in batch.rejected] == [(1, "future_timestamp")]
+    assert len(decode_device_message(raw).points) == 2, "no reference time: no clock check"
+    edge = {"metric": "heart_rate", "t": limit, "value": 70.0}
+    assert _point(edge, RECORD_TS, MAX_FUTURE) == ("heart_rate", limit, 70.0), "the field checks agree"
+    with pytest.raises(InvalidMessage, match="future_timestamp"):
+        _point({**edge, "t": limit + 1}, RECORD_TS, MAX_FUTURE)
+
+
+def test_more_readings_than_the_limit_refuse_the_whole_message() -> None:
+    raw = encode_device_message(device_id="d", patient_id="p", seq=1, sent_at=START,
+                                readings=[("heart_rate", START, 70.0)] * 4)
+    assert len(decode_device_message(raw, limits=Limits(max_readings=4)).points) == 4
+    with pytest.raises(InvalidMessage) as caught:
+        decode_device_message(raw, limits=Limits(max_readings=3))
+    assert caught.value.reason == "too_many_readings"
+
+
+scores = st.builds(
+    lambda patient, start, length, names, score, total, inputs, contributions, missing, risks, subscores:
+    RiskScore(patient, start, start + length, names[0], names[1], score, total, names[2], inputs, contributions,
+              tuple(missing), risks=risks, news2_subscores=subscores),
+    ids, st.integers(0, 2**62), st.integers(0, 10**9), st.tuples(names, names, names), probability,
+    st.integers(0, 20), st.dictionaries(names, finite, max_size=5), st.dictionaries(names, finite, max_size=5),
+    st.lists(names, max_size=3), st.dictionaries(names, probability, max_size=5),
+    st.dictionaries(names, st.integers(0, 3), max_size=7))
+
+
+@settings(max_examples=200, deadline=None)
+@given(score=scores)
+def test_a_score_decodes_to_the_score_encoded(score: RiskScore) -> None:
+    assert decode_score(encode_score(score)) == score
+
+
+@settings(max_examples=200, deadline=None)
+@given(patient=ids, ts_ms=st.integers(0, 2**63 - 1), x=st.dictionaries(names, finite, max_size=30))
+def test_a_feature_row_decodes_to_the_row_encoded(patient: str, ts_ms: int, x: dict[str, float]) -> None:
+    row = FeatureRow(patient, ts_ms, x)
+    assert decode_feature_row(encode_feature_row(row)) == row
+
+
+@given(patient=ids, groups=st.fixed_dictionaries({}, optional={a: st.sampled_from(v)
+                                                              for a, v in PATIENT_ATTRIBUTES.items()}),
+       conditions=st.one_of(st.none(), st.sets(st.sampled_from(PATIENT_CONDITIONS))))
+def test_a_patient_record_decodes_to_the_record_encoded(patient: str, groups: dict[str, str],
+                                                        conditions: set[str] | None) -> None:
+    ordered = None if conditions is None else tuple(c for c in PATIENT_CONDITIONS if c in conditions)
+    record = PatientRecord(patient, groups, ordered)
+    assert decode_patient(encode_patient(record)) == record
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"score": 1.5}, "impossible_value"),
+    ({"risks": {"any": -0.1}}, "impossible_value"),
+    ({"news2_total": 21}, "impossible_value"),
+    ({"window_end": 0}, "impossible_value"),
+    ({"model_name": ""}, "missing_field"),
+    ({"inputs": {"heart_rate": True}}, "wrong_type"),
+    ({"missing_inputs": [1]}, "wrong_type"),
+    ({"patient_id": "Jane Doe"}, "invalid_id"),
+    ({"schema": "vitalrisk.score/2"}, "unknown_schema"),
+])
+def test_a_score_breaking_a_rule_is_refused_with_its_reason(change: dict[str, object], reason: str) -> None:
+    good = RiskScore("pt-1", START, START + 60_000, "news2", "rcp-2017-scale1", 0.15, 3, "low-medium", {}, {},
+                     risks={"any": 0.2})
+    body = {**json.loads(encode_score(good)), **change}
+    with pytest.raises(InvalidMessage) as caught:
+        decode_score(json.dumps(body).encode())
+    assert caught.value.reason == reason
