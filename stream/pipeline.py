@@ -165,7 +165,8 @@ class VitalsPipeline:
         if (late or batch.rejected) and not replay:
             step.late = len(late)
             step.dead_letters.append(_refused_readings(as_bytes(raw), batch, late, windows, accepted=step.readings))
-        self._emit(partition, part, windows.close_ready(), step)
+        before = windows.closed_before_ms  # read before closing moves it to the watermark
+        self._emit(partition, part, windows.close_ready(), step, before_ms=before)
         return step
 
     def close_partition(self, partition: int) -> StepResult:
@@ -173,7 +174,8 @@ class VitalsPipeline:
         step = StepResult()
         part = self._partitions.get(partition)
         if part is not None:
-            self._emit(partition, part, part.windows.close_all(), step)
+            before = part.windows.closed_before_ms
+            self._emit(partition, part, part.windows.close_all(), step, before_ms=before)
         return step
 
     def low_offset(self, partition: int) -> int | None:
@@ -256,8 +258,12 @@ class VitalsPipeline:
             self.features.patients[patient_id] = state
         return state
 
-    def _emit(self, partition: int, part: _Partition, closed: list[WindowFeatures], step: StepResult) -> None:
-        before = part.windows.closed_before_ms
+    def _emit(self, partition: int, part: _Partition, closed: list[WindowFeatures], step: StepResult, *,
+              before_ms: int | None) -> None:
+        """Features and scores of the ``closed`` windows; once per hop of event time (the
+        watermark crossing a hop since ``before_ms``, where closing stood before this step), the
+        patients whose data stopped and the idle patients to forget."""
+        before = before_ms
         for window in closed:
             state = self._patient(window.patient_id, partition)
             if window.end_ms <= state.last_reading_ms:

@@ -21,10 +21,6 @@ METRICS = {"heart_rate": (40.0, 180.0), "oxygen_saturation": (85.0, 100.0), "res
 
 #: Why the tests of what the core does once per hop of event time fail today (strict xfail: they pass,
 #: and so fail, once it is fixed).
-HOP_NEVER_SEEN = ("VitalsPipeline._emit reads closed_before_ms after close_ready() has moved it to the watermark, "
-                  "so it never sees a hop boundary pass: stopped patients are not reported and idle ones never "
-                  "expire (read it before closing)")
-
 Reading = tuple[str, str, int, float]  # (patient, metric, t, value)
 
 

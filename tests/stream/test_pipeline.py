@@ -18,7 +18,7 @@ from stream.deadletters import MAX_HEADER_BYTES, DeadLetterRecord, deadletter_he
 from stream.pipeline import SEQ_MEMORY, VitalsPipeline, _first_time
 from stream.state import DictStore
 from tests.kernel.hostile_records import records
-from tests.stream.reading_streams import (GRACE, HOP_NEVER_SEEN, MINUTE, START, new_pipeline, readings,
+from tests.stream.reading_streams import (GRACE, MINUTE, START, new_pipeline, readings,
                                          stream_of_150_minutes)
 
 
@@ -291,7 +291,6 @@ def test_a_sequence_number_is_a_duplicate_exactly_when_seen_among_the_recent_one
         seen.add(seq)
 
 
-@pytest.mark.xfail(strict=True, reason=HOP_NEVER_SEEN)
 def test_a_patient_silent_for_data_stopped_ms_is_reported_once() -> None:
     core = VitalsPipeline(window_ms=MINUTE, grace_ms=0, max_future_ms=MINUTE, carry_ms=3_600_000,
                           data_stopped_ms=10 * MINUTE)

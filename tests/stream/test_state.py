@@ -3,15 +3,12 @@ store — every key in the partition of the readings it summarises, the watermar
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kernel.wire import encode_device_message
 from stream.pipeline import VitalsPipeline
 from stream.state import DictStore, StateStore
-from tests.stream.reading_streams import HOP_NEVER_SEEN
-
 START = 1_767_571_200_000
 MINUTE = 60_000
 
@@ -91,7 +88,6 @@ def test_a_restart_reads_a_patients_state_back_from_the_store() -> None:
     assert restarted.watermark_ms(2) == START + 2 * MINUTE
 
 
-@pytest.mark.xfail(strict=True, reason=HOP_NEVER_SEEN)
 def test_a_patient_gone_idle_is_deleted_from_its_partition() -> None:
     store = RecordingStore()
     core = VitalsPipeline(**SETTINGS, store=store)
