@@ -243,3 +243,17 @@ def test_a_score_breaking_a_rule_is_refused_with_its_reason(change: dict[str, ob
     with pytest.raises(InvalidMessage) as caught:
         decode_score(json.dumps(body).encode())
     assert caught.value.reason == reason
+
+
+def test_an_integer_too_large_for_a_float_is_refused_not_an_overflow() -> None:
+    """With the digit limit raised past 308, a 400-digit value still gets a reason, not an OverflowError."""
+    generous = Limits(max_number_digits=500)
+    raw = json.dumps({"schema": "vitalrisk.device/1", "device_id": "d1", "patient_id": "pt-1", "seq": 1,
+                      "sent_at": 1, "readings": [{"metric": "heart_rate", "t": 5, "value": 10**400}]}).encode()
+    assert [r.reason for r in decode_device_message(raw, limits=generous).rejected] == ["impossible_value"]
+    score = json.loads(encode_score(RiskScore(
+        patient_id="pt-1", window_start_ms=0, window_end_ms=60_000, model_name="news2", model_version="1",
+        score=0.5, news2_total=1, news2_band="low", inputs={"heart_rate": 70.0}, contributions={})))
+    score["inputs"]["heart_rate"] = 10**400
+    with pytest.raises(InvalidMessage, match="finite"):
+        decode_score(json.dumps(score).encode(), limits=generous)
