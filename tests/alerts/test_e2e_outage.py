@@ -41,8 +41,8 @@ def test_page_survives_a_30s_receiver_outage_and_arrives_once(alerting: Alerting
     assert query(settings, "SELECT count(*) FROM alert_notifications") == [(1,)], "the replay issued no new page"
     assert read_jsonl(alerting.record) == []
 
-    back = time.monotonic()
     pager = alerting.start_pager()
+    back = time.monotonic()  # the pager listens: from here the page waits only for the next retry
     records = wait_for("the page after the outage", lambda: read_jsonl(alerting.record), timeout_s=20,
                        procs=(alerter, pager))
     arrived_after_s = time.monotonic() - back
