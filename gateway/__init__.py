@@ -1,0 +1,1 @@
+"""The ingest gateway: devices upload vitals over HTTP, authenticated, validated, produced to Kafka."""
