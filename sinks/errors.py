@@ -5,10 +5,12 @@
     SinkError
      ├── SinkUnavailable   the database could not be reached or kept failing past the retries
      ├── SinkRejected      the database refused a write that retrying cannot fix
-     └── MigrationFailed   a schema migration could not be applied
+     ├── MigrationFailed   a schema migration could not be applied
+     ├── UnknownDevice     no device with this id holds an active credential (exit status 2)
+     └── DeviceAlreadyEnrolled  the device holds an active credential already (exit status 2)
 """
 
-from kernel.errors import VitalsError
+from kernel.errors import EXIT_BAD_INPUT, VitalsError
 
 
 class SinkError(VitalsError):
@@ -25,3 +27,15 @@ class MigrationFailed(SinkError):
 
 class SinkRejected(SinkError):
     """The database refused a write for a reason retrying cannot fix (a constraint, a privilege)."""
+
+
+class UnknownDevice(SinkError):
+    """No device with this id holds a credential that is not revoked."""
+
+    exit_status = EXIT_BAD_INPUT
+
+
+class DeviceAlreadyEnrolled(SinkError):
+    """The device already holds a credential that is not revoked; revoke it before enrolling again."""
+
+    exit_status = EXIT_BAD_INPUT

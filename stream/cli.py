@@ -19,7 +19,10 @@ from pydantic import SecretStr, ValidationError
 
 from stream import deadletter_topic
 from kernel.errors import EXIT_BAD_INPUT, ConfigurationError, ProcessDied, VitalsError
+from kernel.limits import ID_PATTERN, valid_id
 from kernel.settings import Settings, check_database_url
+from gateway.app import run_gateway
+from gateway.enrolment import run_devices
 from infra.postgres import LocalPostgres
 from infra.preflight import require_database
 from infra.services import run_infra
@@ -39,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 #: Settings whose values are never echoed in an error: they may hold a password.
-_UNSHOWN_SETTINGS = frozenset({"database_url", "admin_database_url"})
+_UNSHOWN_SETTINGS = frozenset({"database_url", "admin_database_url", "gateway_database_url"})
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -86,6 +89,12 @@ def _database_url(text: str) -> str:
         return check_database_url(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _id(text: str) -> str:
+    if not valid_id(text):
+        raise argparse.ArgumentTypeError(f"expected a pseudonymous id matching {ID_PATTERN}, got {text!r}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--batch-seconds", type=_positive_float, default=60.0,
                         help="seconds of readings per device message (default 60)")
     deadletter_topic.add_parser(sub)
+
+    sub.add_parser("gateway", help="HTTP ingest gateway: authenticated device uploads (native, FHIR, Open mHealth) "
+                                   "-> Kafka, 202 after the broker's ack")
+    devices = sub.add_parser("devices", help="enrol, list or revoke the device credentials the gateway accepts")
+    owner_url = _OneLineParser(add_help=False)
+    owner_url.add_argument("--url", type=_database_url,
+                           help="schema owner's URL; default VITALS_ADMIN_DATABASE_URL, or the local cluster's")
+    actions = devices.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
+    enroll = actions.add_parser("enroll", parents=[owner_url],
+                                help="bind a device to a patient; prints its token once (alone on stdout)")
+    enroll.add_argument("--patient", required=True, type=_id, help="pseudonymous patient id (never a name)")
+    enroll.add_argument("--device", type=_id, default=None, help="pseudonymous device id (default: a new dev-...)")
+    listing = actions.add_parser("list", parents=[owner_url], help="list device credentials (never the tokens)")
+    listing.add_argument("--patient", type=_id, default=None, help="only this patient's devices")
+    listing.add_argument("--all", action="store_true", help="include revoked credentials")
+    revoke = actions.add_parser("revoke", parents=[owner_url], help="revoke a device's credential at once")
+    revoke.add_argument("device", type=_id, help="the device id")
     return parser
 
 
@@ -229,23 +255,28 @@ def one_line(exc: VitalsError) -> str:
     return f"{lines[0].rstrip(':; ')} (run with -v for details)"
 
 
+def _owner_url(given: str | None, settings: Settings) -> str:
+    """The schema owner's URL (``--url``, ``VITALS_ADMIN_DATABASE_URL`` or the local cluster's), checked to answer."""
+    if given:
+        url, setting = given, "--url"
+    elif settings.admin_database_url:
+        url, setting = settings.admin_database_url, "VITALS_ADMIN_DATABASE_URL"
+    else:
+        try:
+            url = LocalPostgres(settings).superuser_url
+        except ValueError as exc:  # VITALS_DATABASE_URL names a server that is not the local cluster
+            raise ConfigurationError(f"{exc}: give the schema owner's URL with --url or "
+                                     "VITALS_ADMIN_DATABASE_URL") from None
+        setting = "VITALS_DATABASE_URL (the local cluster's port)"
+    require_database(url, setting=setting)
+    return url
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "infra":
         return run_infra(settings, args.action, args.service)
     if args.command == "migrate":
-        url: str
-        if args.url:
-            url, setting = args.url, "--url"
-        elif settings.admin_database_url:
-            url, setting = settings.admin_database_url, "VITALS_ADMIN_DATABASE_URL"
-        else:
-            try:
-                url = LocalPostgres(settings).superuser_url
-            except ValueError as exc:  # VITALS_DATABASE_URL names a server that is not the local cluster
-                raise ConfigurationError(f"{exc}: give the schema owner's URL with --url or "
-                                         "VITALS_ADMIN_DATABASE_URL") from None
-            setting = "VITALS_DATABASE_URL (the local cluster's port)"
-        require_database(url, setting=setting)
+        url = _owner_url(args.url, settings)
         applied = migrate(url, policies=SinkPolicies.from_settings(settings), timescale=settings.sink_timescale)
         print(f"applied migrations: {applied}" if applied else "database schema is up to date")
         return 0
@@ -291,6 +322,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                           shift_to_now=args.shift_to_now, batch_s=args.batch_seconds)
     if args.command == "deadletters":
         return deadletter_topic.run(settings, args)
+    if args.command == "gateway":
+        return run_gateway(settings)
+    if args.command == "devices":
+        return run_devices(settings, args.action, url=_owner_url(args.url, settings),
+                           patient=getattr(args, "patient", None), device=getattr(args, "device", None),
+                           include_revoked=getattr(args, "all", False))
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse restricts the choices
 
 
