@@ -18,7 +18,7 @@ from aiohttp import ClientResponse, ClientSession, web
 from prometheus_client import CollectorRegistry
 
 from gateway.app import BodyLimits, build_app, make_runner
-from gateway.service import RECEIVED_HEADER, Gateway, Record
+from gateway.service import Gateway, Record
 from gateway.tokens import IssuedToken, issue_token
 from infra.processes import free_port
 from kernel.settings import Settings
