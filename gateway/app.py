@@ -34,6 +34,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.openapi import openapi_document
@@ -169,6 +170,9 @@ def build_app(gateway: Gateway, registry: CollectorRegistry, *, body_limits: Bod
                                                                           f"{exc.reason}"))
             if isinstance(exc, web.HTTPMethodNotAllowed):
                 response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        except Exception:  # a bug, not the client's fault: one logged traceback, a plain 500 to the client
+            logger.exception("upload handling failed on %s", _route(request))
+            response = refusal(request, UploadRefused(500, "internal_error", "the gateway failed; retry later"))
         metrics.requests.labels(_route(request), str(response.status)).inc()
         return response
 
@@ -214,6 +218,19 @@ def build_app(gateway: Gateway, registry: CollectorRegistry, *, body_limits: Bod
                     web.get("/healthz", health, allow_head=False), web.get("/metrics", prometheus, allow_head=False),
                     web.get("/openapi.json", openapi, allow_head=False)])
     return app
+
+
+class MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a NUL in a header, a bad request line) as an error with
+    a traceback; for a public endpoint that is a client's mistake, one warning line without the request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "refused a malformed HTTP request (%s)", (exc.code,), None, None)
+        return True
 
 
 def make_runner(app: web.Application) -> web.AppRunner:
@@ -287,6 +304,8 @@ def run_gateway(settings: Settings) -> int:
     require_free_port(settings.gateway_host, settings.gateway_port, what="the gateway", setting="VITALS_GATEWAY_PORT")
     require_kafka(settings)
     require_database(settings.gateway_database_url, setting="VITALS_GATEWAY_DATABASE_URL")
+
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequests())
 
     async def main() -> None:
         stop = asyncio.Event()

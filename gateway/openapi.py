@@ -50,7 +50,6 @@ _SCHEMAS: dict[str, Any] = {
             "value": {"type": "number", "description": "In the metric's unit (see unit)."},
             "unit": {"type": "string", "enum": sorted({m.unit for m in METRICS.values()}),
                      "description": "Optional; when given, the metric's own unit."},
-            "quality": {"type": "string"},
         },
     },
     "DeviceMessage": {
@@ -127,9 +126,11 @@ def _responses(fhir: bool) -> dict[str, Any]:
     # A FHIR route answers an error with an OperationOutcome; /v1/uploads does too for FHIR content.
     refusal_content = body(error) if fhir else {**body("Refusal"), **{
         "application/fhir+json": {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}}
+    accepted = body("OperationOutcome") if fhir else {**body("Accepted"), **{
+        "application/fhir+json": {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}}
     responses: dict[str, Any] = {
-        "202": {"description": "Accepted: every record acknowledged by the broker.",
-                "content": body("OperationOutcome" if fhir else "Accepted")},
+        "202": {"description": "Accepted: every record acknowledged by the broker (an OperationOutcome "
+                               "for FHIR content).", "content": accepted},
     }
     for status, text in REFUSALS.items():
         response: dict[str, Any] = {"description": text, "content": refusal_content}
