@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from infra.preflight import require_database
 from infra.services import run_infra
 from models.trainer_service import run_trainer
 from simulators.export import run_export
+from simulators.gateway_publisher import GatewayProducer
 from simulators.pager import run_pager
 from simulators.replay import run_replay
 from simulators.run import run_simulate
@@ -176,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--shift-to-now", action="store_true", help="move the recording so that it starts now")
     replay.add_argument("--batch-seconds", type=_positive_float, default=60.0,
                         help="seconds of readings per device message (default 60)")
+    replay.add_argument("--via-gateway", metavar="URL", default=None,
+                        help="upload through the ingest gateway at URL (e.g. http://127.0.0.1:8088) instead of Kafka")
+    token = replay.add_mutually_exclusive_group()
+    token.add_argument("--token", default=None, help="with --via-gateway: the device's token")
+    token.add_argument("--token-env", metavar="VAR", default=None,
+                       help="with --via-gateway: the variable holding the device's token (kept out of ps)")
     deadletter_topic.add_parser(sub)
 
     sub.add_parser("gateway", help="HTTP ingest gateway: authenticated device uploads (native, FHIR, Open mHealth) "
@@ -255,6 +263,15 @@ def one_line(exc: VitalsError) -> str:
     return f"{lines[0].rstrip(':; ')} (run with -v for details)"
 
 
+def _gateway_producer(args: argparse.Namespace) -> GatewayProducer:
+    """The uploader for ``--via-gateway``; paced replays send each message as its time comes."""
+    token = os.environ.get(args.token_env) if args.token_env else args.token
+    if not token:
+        raise ConfigurationError("--via-gateway needs the device's token: --token TOKEN or --token-env VAR"
+                                 + (f" ({args.token_env} is not set)" if args.token_env else ""))
+    return GatewayProducer(args.via_gateway, token, batch_messages=1 if args.speed else 500)
+
+
 def _owner_url(given: str | None, settings: Settings) -> str:
     """The schema owner's URL (``--url``, ``VITALS_ADMIN_DATABASE_URL`` or the local cluster's), checked to answer."""
     if given:
@@ -318,8 +335,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "export":
         return run_export(patients=args.patients, days=args.days, seed=args.seed, out=args.out, fmt=args.format)
     if args.command == "replay":
+        producer = _gateway_producer(args) if args.via_gateway else None
+        if producer is None and (args.token or args.token_env):
+            raise ConfigurationError("--token and --token-env go with --via-gateway URL")
         return run_replay(settings, args.csv, patient_id=args.patient, device_id=args.device, speed=args.speed,
-                          shift_to_now=args.shift_to_now, batch_s=args.batch_seconds)
+                          shift_to_now=args.shift_to_now, batch_s=args.batch_seconds, producer=producer)
     if args.command == "deadletters":
         return deadletter_topic.run(settings, args)
     if args.command == "gateway":

@@ -34,10 +34,10 @@ def gateway_settings(isolated: Settings, **overrides: Any) -> Settings:
         **overrides})
 
 
-def vitalrisk(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def vitalrisk(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run one ``vitalrisk`` command with ``settings`` (the migrator's URL is VITALS_ADMIN_DATABASE_URL)."""
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], cwd=ROOT, env=child_env(settings),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], cwd=ROOT,
+                          env={**child_env(settings), **(env or {})}, capture_output=True, text=True, timeout=120)
 
 
 def enroll(settings: Settings, patient: str, device: str) -> str:

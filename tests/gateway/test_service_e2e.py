@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -132,4 +133,29 @@ def test_broker_down_uploads_get_503_and_afterwards_the_topic_holds_every_readin
     assert pending == [], "every upload accepted once the broker was back"
     seqs = sorted(decode_device_message(r.value).seq for r in topic_records(settings))
     assert seqs == [0, 1, 2, 3], "each reading exactly once"
+    assert gateway.stop() == 0
+
+
+def test_vitalrisk_replay_via_the_gateway_lands_once_even_when_run_twice(
+        isolated: Settings, start_gateway: Callable[[Settings], GatewayProcess], tmp_path: Path) -> None:
+    settings = gateway_settings(isolated)
+    token = enroll(settings, "pt-1", "dev-1")
+    gateway = start_gateway(settings)
+    recording = tmp_path / "recording.csv"
+    rows = [f"{START_MS + 60_000 + i * 10_000},heart_rate,{70 + i % 7}" for i in range(18)]  # 3 minutes
+    recording.write_text("timestamp,metric,value\n" + "\n".join(rows) + "\n")
+    replay = ("replay", str(recording), "--patient", "pt-1", "--device", "dev-1", "--via-gateway", gateway.base)
+
+    done = vitalrisk(settings, *replay, "--token-env", "DEVICE_TOKEN", env={"DEVICE_TOKEN": token})
+    assert done.returncode == 0, done.stderr
+    records = topic_records(settings)
+    assert len(records) == 3 and all(dict(r.headers).get("vitalrisk.received_ms") for r in records)
+    assert sum(len(decode_device_message(r.value).points) for r in records) == 18
+    again = vitalrisk(settings, *replay, "--token", token)  # the same messages again: accepted once
+    assert again.returncode == 0, again.stderr
+    assert len(topic_records(settings)) == 3
+    assert gateway.metric("vitals_gateway_messages_total", {"format": "native", "outcome": "duplicate"}) == 3
+
+    wrong = vitalrisk(settings, *replay, "--token", "vrd1.000000000000." + "A" * 43)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("vitalrisk: the gateway refused the device token")
     assert gateway.stop() == 0
