@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 #: How long the producer gathers records from concurrent uploads into one batch, ms.
 LINGER_MS = 2
+#: Between two tries of a batch while the broker is away, ms (aiokafka's 100 ms logs ten errors a second).
+RETRY_BACKOFF_MS = 500
+#: How long a stopping gateway waits for the broker to take what the producer still buffers, seconds.
+STOP_TIMEOUT_S = 10.0
 
 
 class KafkaRecords:
@@ -38,7 +42,7 @@ class KafkaRecords:
         self.timeout_s = settings.gateway_produce_timeout_s
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, client_id="vitalrisk-gateway", acks="all",
-            enable_idempotence=True, linger_ms=LINGER_MS, compression_type="lz4",
+            enable_idempotence=True, linger_ms=LINGER_MS, compression_type="lz4", retry_backoff_ms=RETRY_BACKOFF_MS,
             request_timeout_ms=int(self.timeout_s * 1000),
             max_request_size=max(1_048_576, settings.limit_message_bytes + 65_536))
 
@@ -51,7 +55,13 @@ class KafkaRecords:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._producer.stop()
+        # stop() waits until every buffered record is delivered, which an idempotent producer
+        # keeps retrying while the broker is down: bound it, those records were never acknowledged.
+        try:
+            await asyncio.wait_for(self._producer.stop(), timeout=STOP_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning("the broker did not take the last buffered records within %g s; they were "
+                           "answered 503, so their devices send them again", STOP_TIMEOUT_S)
 
     async def submit(self, record: Record, *, received_ms: int) -> asyncio.Future[object]:
         """Hand ``record``, stamped with ``received_ms``, to the producer; see the module docstring.
