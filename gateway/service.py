@@ -307,10 +307,11 @@ class Gateway:
                 waits.append(future)
             if waits:
                 done, pending = await asyncio.wait(waits, timeout=max(0.0, deadline - self.monotonic()))
-                failed = [f for f in done if f.exception() is not None]
+                failed = [f for f in done if f.cancelled() or f.exception() is not None]
                 if pending or failed:
-                    cause = (f"{len(pending)} of {len(waits)} records not acknowledged in "
-                             f"{self.sink.timeout_s:g} s" if pending else str(failed[0].exception()))
+                    cause = (f"{len(pending)} of {len(waits)} records not acknowledged in {self.sink.timeout_s:g} s"
+                             if pending else "the producer cancelled a record" if failed[0].cancelled()
+                             else str(failed[0].exception()))
                     raise self._unavailable(credential, cause)
                 self.metrics.produce_seconds.observe(time.perf_counter() - started)
         if duplicates:
