@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,21 +23,15 @@ def down(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        yield int(listener.getsockname()[1])
-
-
 def test_gateway_without_kafka(down: dict[str, str]) -> None:
     assert_one_line(run_cli(["gateway"], down), 1, f"Kafka at {down['VITALS_KAFKA_BOOTSTRAP']} is not reachable")
 
 
-def test_gateway_on_a_taken_port(down: dict[str, str], taken_port: int) -> None:
-    done = run_cli(["gateway"], {**down, "VITALS_GATEWAY_PORT": str(taken_port)})
-    assert_one_line(done, 1, f"the gateway cannot listen on 127.0.0.1:{taken_port}", "VITALS_GATEWAY_PORT")
+def test_gateway_on_a_taken_port(down: dict[str, str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # another process's port (here: this one's)
+        port = listener.getsockname()[1]
+        done = run_cli(["gateway"], {**down, "VITALS_GATEWAY_PORT": str(port)})
+    assert_one_line(done, 1, f"the gateway cannot listen on 127.0.0.1:{port}", "VITALS_GATEWAY_PORT")
 
 
 @pytest.mark.parametrize("argv", [["devices", "list"], ["devices", "enroll", "--patient", "pt-1"],
