@@ -1,6 +1,9 @@
-"""The ingest gateway: where devices and vendors upload readings over HTTP.
+"""The ingest gateway: devices and vendors upload vitals over HTTP, authenticated, validated,
+produced to Kafka.
 
 The formats an upload may come in (native ``vitalrisk.device/1``, FHIR R4, Open mHealth) are read
 by the pure modules :mod:`gateway.uploads` (the entry point), :mod:`gateway.native`,
-:mod:`gateway.fhir` and :mod:`gateway.omh`; see docs/gateway-formats.md.
+:mod:`gateway.fhir` and :mod:`gateway.omh` (docs/gateway-formats.md); the service around them
+(:mod:`gateway.app`, :mod:`gateway.service`, :mod:`gateway.producer`) authenticates, limits and
+produces (docs/gateway.md).
 """

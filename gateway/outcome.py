@@ -49,8 +49,11 @@ REASON_SYSTEM = "urn:vitalrisk:gateway:refusal-reason"
 
 #: OperationOutcome ``issue.code`` values used here (FHIR R4 value set ``issue-type``).
 IssueType = Literal["invalid", "structure", "required", "value", "code-invalid", "not-supported", "too-long",
-                    "business-rule", "duplicate"]
-Status = Literal[400, 413, 415, 422]
+                    "business-rule", "duplicate", "login", "forbidden", "throttled", "transient", "exception"]
+#: What the body can earn (400, 413, 415, 422) and what the service adds: 401 and 403 for the
+#: credential, 429 over the device's rate, 503 while the broker or the credentials are unreachable;
+#: the HTTP app answers 404 and 405 for routes and methods it lacks, and 500 for its own bugs.
+Status = Literal[400, 401, 403, 404, 405, 413, 415, 422, 429, 500, 503]
 
 #: Every refusal reason, and the OperationOutcome issue type it is told as; read-only.
 ISSUE_TYPES: Mapping[str, IssueType] = MappingProxyType({
@@ -74,6 +77,11 @@ ISSUE_TYPES: Mapping[str, IssueType] = MappingProxyType({
     "missing_time": "required", "imprecise_time": "value", "invalid_subject": "value", "invalid_device": "value",
     # any format
     "invalid_id": "value", "impossible_value": "value",
+    # the service: encoding, credential, binding, rate, availability
+    "bad_encoding": "structure", "unauthorized": "login", "patient_mismatch": "forbidden",
+    "device_mismatch": "forbidden", "rate_limited": "throttled", "broker_unavailable": "transient",
+    "auth_unavailable": "transient", "not_found": "not-supported", "method_not_allowed": "not-supported",
+    "internal_error": "exception",
 })
 
 

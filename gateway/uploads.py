@@ -3,17 +3,18 @@
 :func:`parse_upload` reads a body the service has already decompressed and bounded, in one of
 three formats (docs/gateway-formats.md):
 
-=====================================  ==========================================================
-``Content-Type``                       read as
-=====================================  ==========================================================
-``application/fhir+json``              FHIR R4: an Observation or a Bundle (:mod:`gateway.fhir`);
-                                       also the older ``application/json+fhir``
-``application/json``                   by content: ``resourceType`` -> FHIR; ``header`` and
-                                       ``body`` -> Open mHealth (:mod:`gateway.omh`); ``schema``
-                                       -> native ``vitalrisk.device/1`` (:mod:`gateway.native`);
-                                       a JSON array by its first item
-anything else                          415
-=====================================  ==========================================================
+======================================  ==========================================================
+``Content-Type``                        read as
+======================================  ==========================================================
+``application/fhir+json``               FHIR R4: an Observation or a Bundle (:mod:`gateway.fhir`);
+                                        also the older ``application/json+fhir``
+``application/vnd.openmhealth+json``    Open mHealth data point(s)
+``application/json``                    by content: ``resourceType`` -> FHIR; ``header`` and
+                                        ``body`` -> Open mHealth (:mod:`gateway.omh`); ``schema``
+                                        -> native ``vitalrisk.device/1`` (:mod:`gateway.native`);
+                                        a JSON array by its first item
+anything else                           415
+======================================  ==========================================================
 
 A ``charset`` other than UTF-8 is a 415, and so is a FHIR ``fhirVersion`` other than 4.0 (R4) or
 4.3 (R4B). Every body is read first by :func:`kernel.limits.load_json`, the project's bounded
@@ -35,7 +36,7 @@ Examples
 >>> parse_upload(body, content_type="text/csv", limits=Limits())
 Traceback (most recent call last):
 ...
-gateway.outcome.UploadRefused: unsupported_media_type: Content-Type must be application/fhir+json or application/json, got 'text/csv'
+gateway.outcome.UploadRefused: unsupported_media_type: Content-Type must be application/fhir+json, application/vnd.openmhealth+json or application/json, got 'text/csv'
 >>> parse_upload(b'{"hello": 1}', content_type="application/json", limits=Limits()).format
 Traceback (most recent call last):
 ...
@@ -59,6 +60,8 @@ __all__ = ["Issue", "ParsedMessage", "ParsedUpload", "UploadRefused", "parse_upl
 
 FHIR_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json+fhir"})
 JSON_MEDIA_TYPE = "application/json"
+#: Open mHealth's own media type (plain application/json is detected by content too).
+OMH_MEDIA_TYPE = "application/vnd.openmhealth+json"
 #: FHIR versions taken (the ``fhirVersion`` media-type parameter): R4 and R4B.
 FHIR_VERSIONS = ("4.0", "4.3")
 #: Fewest levels of nesting an upload is read with: a blood-pressure component's coding in a
@@ -97,9 +100,9 @@ def parse_upload(body: bytes, *, content_type: str, limits: Limits) -> ParsedUpl
     each, in upload order. Nothing else is raised, whatever the body holds.
     """
     media, params = _media_type(content_type)
-    if media not in FHIR_MEDIA_TYPES and media != JSON_MEDIA_TYPE:
-        raise refuse(415, "unsupported_media_type",
-                     f"Content-Type must be application/fhir+json or application/json, got {clip(media)}")
+    if media not in FHIR_MEDIA_TYPES and media not in (JSON_MEDIA_TYPE, OMH_MEDIA_TYPE):
+        raise refuse(415, "unsupported_media_type", "Content-Type must be application/fhir+json, "
+                     f"application/vnd.openmhealth+json or application/json, got {clip(media)}")
     charset = params.get("charset")
     if charset is not None and charset not in ("utf-8", "utf8"):
         raise refuse(415, "unsupported_charset", f"JSON is UTF-8, got charset={clip(charset)}")
@@ -107,7 +110,7 @@ def parse_upload(body: bytes, *, content_type: str, limits: Limits) -> ParsedUpl
     if media in FHIR_MEDIA_TYPES and version is not None and not version.startswith(FHIR_VERSIONS):
         raise refuse(415, "unsupported_fhir_version", f"FHIR R4 (fhirVersion 4.0) is read here, got {clip(version)}")
     document = _load(body, limits)
-    kind: Format = "fhir" if media in FHIR_MEDIA_TYPES else _detect(document)
+    kind: Format = "fhir" if media in FHIR_MEDIA_TYPES else "omh" if media == OMH_MEDIA_TYPE else _detect(document)
     if kind == "fhir":
         messages = parse_fhir(document, limits)
     elif kind == "omh":

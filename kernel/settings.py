@@ -207,6 +207,36 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(30.0, gt=0, description="longest delay between two webhook attempts")
     webhook_give_up_s: float = Field(900.0, gt=0, description="dead-letter a webhook not delivered within this")
 
+    # Ingest gateway (`vitalrisk gateway`, `vitalrisk devices`; docs/gateway.md)
+    gateway_host: str = Field("127.0.0.1", description="address the ingest gateway's HTTP API binds")
+    gateway_port: int = Field(8088, ge=1, le=65535, description="port of the ingest gateway's HTTP API")
+    gateway_database_url: str = Field(
+        "postgresql://vitalrisk_gateway@127.0.0.1:15432/vitalrisk",
+        description="libpq URL the gateway looks device tokens up with (the gateway role)",
+    )
+    gateway_max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="bytes of one upload as sent, compressed or not (413 beyond)"
+    )
+    gateway_max_decompressed_bytes: int = Field(
+        8_388_608, ge=1024, description="bytes a gzip upload may expand to (413 beyond: a gzip bomb costs only this)"
+    )
+    gateway_rate_per_device: float = Field(
+        5.0, gt=0, description="uploads per second one device may make on average (429 beyond)"
+    )
+    gateway_burst: int = Field(20, ge=1, description="uploads one device may make at once after a quiet spell")
+    gateway_idempotency_s: float = Field(
+        900.0, gt=0, description="how long the gateway recognises a retried upload and accepts it once"
+    )
+    gateway_idempotency_keys: int = Field(
+        200_000, ge=1, description="most uploaded messages remembered for idempotency (oldest forgotten first)"
+    )
+    gateway_auth_cache_s: float = Field(
+        2.0, ge=0, description="how long a token lookup is reused: a revocation takes effect within this"
+    )
+    gateway_produce_timeout_s: float = Field(
+        5.0, gt=0, description="how long an upload waits for the broker's acknowledgement before 503"
+    )
+
     # Models (issue 5)
     snapshot_key: SecretStr | None = Field(
         None, description="HMAC-SHA256 key that signs model snapshots (at least 32 characters); "
@@ -235,7 +265,7 @@ class Settings(BaseSettings):
         kafka_servers(value)
         return value
 
-    @field_validator("database_url", "admin_database_url")
+    @field_validator("database_url", "admin_database_url", "gateway_database_url")
     @classmethod
     def _libpq_url(cls, value: str | None) -> str | None:
         return None if value is None else check_database_url(value)

@@ -45,7 +45,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from collections.abc import Iterable
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 from kernel.errors import InvalidMessage
 from kernel.events import FeatureRow, RiskScore, VitalReading, WindowFeatures
@@ -305,7 +305,7 @@ def _numbers(body: dict[str, Any], field: str, kind: type | tuple[type, ...] = (
     """A ``{name: number}`` object: finite JSON numbers (load_json refuses the others), no booleans."""
     values: dict[str, Any] = _required(body, field, dict)
     for key, value in values.items():
-        if type(value) is bool or not isinstance(value, kind) or not math.isfinite(_as_float(value)):
+        if type(value) is bool or not isinstance(value, kind) or not math.isfinite(_as_float(cast(float, value))):
             raise InvalidMessage("wrong_type", f"{field}[{clip(key)}] must be a finite number, got {_kind(value)}")
     return {key: float(value) for key, value in values.items()}
 

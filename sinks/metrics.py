@@ -145,6 +145,39 @@ class AlertMetrics:
                                           ["receiver"], buckets=LATENCY_BUCKETS, registry=registry)
 
 
+#: Upload -> broker acknowledgement, seconds: one produce round trip with acks=all is milliseconds.
+PRODUCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class GatewayMetrics:
+    """The ingest gateway: uploads by route and status, what was accepted, refused and produced.
+
+    ``route`` is the route's pattern (``/v1/uploads``), never the path a client sent; ``reason``
+    a refusal code (``too_large``, ``rate_limited``, ``wrong_unit``, ...). No token, device or
+    patient id is ever a label.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("vitals_gateway_requests", "HTTP requests answered, by route and status",
+                                ["route", "status"], registry=registry)
+        self.messages = Counter("vitals_gateway_messages",
+                                "Device messages of accepted uploads: produced, or duplicate (already acknowledged)",
+                                ["format", "outcome"], registry=registry)
+        self.readings = Counter("vitals_gateway_readings", "Readings produced to the readings topic and acknowledged",
+                                ["format"], registry=registry)
+        self.rejections = Counter("vitals_gateway_rejections", "Uploads refused, by reason", ["reason"],
+                                  registry=registry)
+        self.auth_failures = Counter("vitals_gateway_auth_failures",
+                                     "Uploads refused 401: missing, malformed, unknown, revoked or wrong token",
+                                     ["reason"], registry=registry)
+        self.produce_seconds = Histogram("vitals_gateway_produce_seconds",
+                                         "From an upload's records handed to the producer to the broker's acks",
+                                         buckets=PRODUCE_BUCKETS, registry=registry)
+        self.idempotency_keys = Gauge("vitals_gateway_idempotency_keys",
+                                      "Acknowledged messages remembered to accept their retries once",
+                                      registry=registry)
+
+
 def serve_metrics(settings: Settings, registry: CollectorRegistry) -> bool:
     """Serve ``registry`` on ``/metrics`` at ``metrics_host:metrics_port`` (a daemon thread); ``False`` if port 0.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +20,16 @@ from pydantic import SecretStr, ValidationError
 
 from stream import deadletter_topic
 from kernel.errors import EXIT_BAD_INPUT, ConfigurationError, ProcessDied, VitalsError
+from kernel.limits import ID_PATTERN, valid_id
 from kernel.settings import Settings, check_database_url
+from gateway.app import run_gateway
+from gateway.enrolment import run_devices
 from infra.postgres import LocalPostgres
 from infra.preflight import require_database
 from infra.services import run_infra
 from models.trainer_service import run_trainer
 from simulators.export import run_export
+from simulators.gateway_publisher import GatewayProducer
 from simulators.pager import run_pager
 from simulators.replay import run_replay
 from simulators.run import run_simulate
@@ -39,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 
 #: Settings whose values are never echoed in an error: they may hold a password.
-_UNSHOWN_SETTINGS = frozenset({"database_url", "admin_database_url"})
+_UNSHOWN_SETTINGS = frozenset({"database_url", "admin_database_url", "gateway_database_url"})
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -86,6 +91,12 @@ def _database_url(text: str) -> str:
         return check_database_url(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _id(text: str) -> str:
+    if not valid_id(text):
+        raise argparse.ArgumentTypeError(f"expected a pseudonymous id matching {ID_PATTERN}, got {text!r}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--shift-to-now", action="store_true", help="move the recording so that it starts now")
     replay.add_argument("--batch-seconds", type=_positive_float, default=60.0,
                         help="seconds of readings per device message (default 60)")
+    replay.add_argument("--via-gateway", metavar="URL", default=None,
+                        help="upload through the ingest gateway at URL (e.g. http://127.0.0.1:8088) instead of Kafka")
+    token = replay.add_mutually_exclusive_group()
+    token.add_argument("--token", default=None, help="with --via-gateway: the device's token")
+    token.add_argument("--token-env", metavar="VAR", default=None,
+                       help="with --via-gateway: the variable holding the device's token (kept out of ps)")
     deadletter_topic.add_parser(sub)
+
+    sub.add_parser("gateway", help="HTTP ingest gateway: authenticated device uploads (native, FHIR, Open mHealth) "
+                                   "-> Kafka, 202 after the broker's ack")
+    devices = sub.add_parser("devices", help="enrol, list or revoke the device credentials the gateway accepts")
+    owner_url = _OneLineParser(add_help=False)
+    owner_url.add_argument("--url", type=_database_url,
+                           help="schema owner's URL; default VITALS_ADMIN_DATABASE_URL, or the local cluster's")
+    actions = devices.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
+    enroll = actions.add_parser("enroll", parents=[owner_url],
+                                help="bind a device to a patient; prints its token once (alone on stdout)")
+    enroll.add_argument("--patient", required=True, type=_id, help="pseudonymous patient id (never a name)")
+    enroll.add_argument("--device", type=_id, default=None, help="pseudonymous device id (default: a new dev-...)")
+    listing = actions.add_parser("list", parents=[owner_url], help="list device credentials (never the tokens)")
+    listing.add_argument("--patient", type=_id, default=None, help="only this patient's devices")
+    listing.add_argument("--all", action="store_true", help="include revoked credentials")
+    revoke = actions.add_parser("revoke", parents=[owner_url], help="revoke a device's credential at once")
+    revoke.add_argument("device", type=_id, help="the device id")
     return parser
 
 
@@ -229,23 +263,37 @@ def one_line(exc: VitalsError) -> str:
     return f"{lines[0].rstrip(':; ')} (run with -v for details)"
 
 
+def _gateway_producer(args: argparse.Namespace) -> GatewayProducer:
+    """The uploader for ``--via-gateway``; paced replays send each message as its time comes."""
+    token = os.environ.get(args.token_env) if args.token_env else args.token
+    if not token:
+        raise ConfigurationError("--via-gateway needs the device's token: --token TOKEN or --token-env VAR"
+                                 + (f" ({args.token_env} is not set)" if args.token_env else ""))
+    return GatewayProducer(args.via_gateway, token, batch_messages=1 if args.speed else 500)
+
+
+def _owner_url(given: str | None, settings: Settings) -> str:
+    """The schema owner's URL (``--url``, ``VITALS_ADMIN_DATABASE_URL`` or the local cluster's), checked to answer."""
+    if given:
+        url, setting = given, "--url"
+    elif settings.admin_database_url:
+        url, setting = settings.admin_database_url, "VITALS_ADMIN_DATABASE_URL"
+    else:
+        try:
+            url = LocalPostgres(settings).superuser_url
+        except ValueError as exc:  # VITALS_DATABASE_URL names a server that is not the local cluster
+            raise ConfigurationError(f"{exc}: give the schema owner's URL with --url or "
+                                     "VITALS_ADMIN_DATABASE_URL") from None
+        setting = "VITALS_DATABASE_URL (the local cluster's port)"
+    require_database(url, setting=setting)
+    return url
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "infra":
         return run_infra(settings, args.action, args.service)
     if args.command == "migrate":
-        url: str
-        if args.url:
-            url, setting = args.url, "--url"
-        elif settings.admin_database_url:
-            url, setting = settings.admin_database_url, "VITALS_ADMIN_DATABASE_URL"
-        else:
-            try:
-                url = LocalPostgres(settings).superuser_url
-            except ValueError as exc:  # VITALS_DATABASE_URL names a server that is not the local cluster
-                raise ConfigurationError(f"{exc}: give the schema owner's URL with --url or "
-                                         "VITALS_ADMIN_DATABASE_URL") from None
-            setting = "VITALS_DATABASE_URL (the local cluster's port)"
-        require_database(url, setting=setting)
+        url = _owner_url(args.url, settings)
         applied = migrate(url, policies=SinkPolicies.from_settings(settings), timescale=settings.sink_timescale)
         print(f"applied migrations: {applied}" if applied else "database schema is up to date")
         return 0
@@ -287,10 +335,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "export":
         return run_export(patients=args.patients, days=args.days, seed=args.seed, out=args.out, fmt=args.format)
     if args.command == "replay":
+        producer = _gateway_producer(args) if args.via_gateway else None
+        if producer is None and (args.token or args.token_env):
+            raise ConfigurationError("--token and --token-env go with --via-gateway URL")
         return run_replay(settings, args.csv, patient_id=args.patient, device_id=args.device, speed=args.speed,
-                          shift_to_now=args.shift_to_now, batch_s=args.batch_seconds)
+                          shift_to_now=args.shift_to_now, batch_s=args.batch_seconds, producer=producer)
     if args.command == "deadletters":
         return deadletter_topic.run(settings, args)
+    if args.command == "gateway":
+        return run_gateway(settings)
+    if args.command == "devices":
+        return run_devices(settings, args.action, url=_owner_url(args.url, settings),
+                           patient=getattr(args, "patient", None), device=getattr(args, "device", None),
+                           include_revoked=getattr(args, "all", False))
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse restricts the choices
 
 
