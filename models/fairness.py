@@ -103,7 +103,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kernel.events import OpsEvent
-from models.evaluation import ScoreSketch
+from models.prequential import ScoreSketch
 from kernel.wire import PATIENT_ATTRIBUTES, PatientRecord
 
 #: Attributes monitored, in report order.

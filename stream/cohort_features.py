@@ -8,7 +8,7 @@ exactly that minute's readings. This module computes those windows from
 :func:`simulators.cohort.minute_frames` with numpy (:func:`~stream.batch_features.summarise_columns`,
 the same sums as :func:`stream.windows.summarise`) and folds them with
 :class:`~stream.batch_features.BatchFeatureEngine`: the same rows as the message path
-(``tests/models/test_cohort_features.py`` compares them), about fifty times faster.
+(``tests/stream/test_cohort_features.py`` compares them), about fifty times faster.
 
 Patients are split into contiguous shards, one per worker process. Each worker steps the
 whole cohort's simulation (its random streams are drawn for all patients together, so a

@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kernel.events import OpsEvent
-from models.evaluation import LOGIT_RANGE, N_BINS, Metrics, PrequentialEvaluator, ScoreSketch, wilson_interval
+from models.prequential import LOGIT_RANGE, N_BINS, Metrics, PrequentialEvaluator, ScoreSketch, wilson_interval
 from models.fairness import FairnessMonitor, FairnessPolicy, GroupMetrics, patient_record
 from models.labelling import ANY, DEFAULT_HORIZON_MS, DelayedLabeller, Outcome, covered
 from models.news2 import MAX_TOTAL

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stream.evaluate import EvaluateOptions, EvaluationCore, evaluate_cohort, reliability, roc_curve, run_evaluate
-from models.evaluation import ScoreSketch
+from models.prequential import ScoreSketch
 from models.labelling import Outcome
 from kernel.events import FeatureRow
 from kernel.settings import Settings

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from river import evaluate, metrics
 from scipy.stats import binomtest
 
-from models.evaluation import PrequentialEvaluator, RollingSketch, ScoreSketch, wilson_interval
+from models.prequential import PrequentialEvaluator, RollingSketch, ScoreSketch, wilson_interval
 from models.labelling import DelayedLabeller, Outcome
 from models.risk import RiskModel, make_risk_model
 from models.scorer import Scorer
