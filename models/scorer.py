@@ -27,7 +27,6 @@ False
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -221,7 +220,7 @@ class News2RowScorer:
         return news2.total / MAX_TOTAL
 
     @staticmethod
-    def metric_inputs(inputs: Mapping[str, Any]) -> dict[str, float]:
+    def metric_inputs(inputs: Mapping[str, float]) -> dict[str, float]:
         """NEWS2 inputs renamed to wire metrics (for ``RiskScore.inputs``)."""
         return {_NEWS2_METRIC[k]: float(v) for k, v in inputs.items()}
 
