@@ -3,7 +3,8 @@
 #                      PostgreSQL/TimescaleDB, print a summary, stop what it started
 #   make test          set up what is missing, then the whole suite; it starts and stops its own
 #                      Kafka and PostgreSQL
-#   make lint          the import contract: layers one way, no package cycle (lint-imports)
+#   make lint          ruff, mypy --strict, and the import contract: layers one way, no package
+#                      cycle (lint-imports)
 # Set-up apart, for those who want it (each step is idempotent and says what it did):
 #   make system-deps   Debian packages (Java 17, Maven, PostgreSQL server and headers, cmake,
 #                      Prometheus tools, docker-compose); installs only as root
@@ -46,6 +47,8 @@ test: setup
 	$(BIN)/pytest
 
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy kernel stream models sinks simulators infra grafana
 	$(BIN)/lint-imports
 
 services-start: setup

@@ -32,16 +32,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
-from kafka import KafkaProducer  # noqa: E402
-from psycopg import sql  # noqa: E402
+import psycopg
+from kafka import KafkaProducer
+from psycopg import sql
 
-from kernel.events import RiskScore  # noqa: E402
-from kernel.settings import Settings  # noqa: E402
-from kernel.wire import encode_score  # noqa: E402
-from infra.kafka import LocalKafka  # noqa: E402
-from infra.postgres import LocalPostgres  # noqa: E402
-from sinks.migrations import migrate  # noqa: E402
+from kernel.events import RiskScore
+from kernel.settings import Settings
+from kernel.wire import encode_score
+from infra.kafka import LocalKafka
+from infra.postgres import LocalPostgres
+from sinks.migrations import migrate
 
 SECRET = "bench-secret"
 START_MS = 1_767_571_200_000
@@ -84,12 +84,12 @@ def wait(what: str, check: Any, timeout_s: float, procs: list[subprocess.Popen[b
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
-            raise SystemExit(f"a process died waiting for {what}:\n" + "\n".join(l.read_text()[-2000:] for l in logs))
+            raise SystemExit(f"a process died waiting for {what}:\n" + "\n".join(log.read_text()[-2000:] for log in logs))
         value = check()
         if value:
             return value
         time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {what}:\n" + "\n".join(l.read_text()[-2000:] for l in logs))
+    raise SystemExit(f"timed out waiting for {what}:\n" + "\n".join(log.read_text()[-2000:] for log in logs))
 
 
 def main() -> int:

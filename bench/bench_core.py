@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from simulators.cohort import CohortConfig, simulate  # noqa: E402
-from stream.pipeline import VitalsPipeline  # noqa: E402
-from kernel.settings import Settings  # noqa: E402
+from simulators.cohort import CohortConfig, simulate
+from stream.pipeline import VitalsPipeline
+from kernel.settings import Settings
 
 PARTITIONS = 6
 

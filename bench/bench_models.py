@@ -36,22 +36,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from stream.cohort_features import frame_metrics  # noqa: E402
-from stream.evaluate_cohort import default_processes, evaluate_cohort  # noqa: E402
-from stream.evaluate_loop import EvaluateOptions, EvaluationCore  # noqa: E402
-from models.fairness import subgroups  # noqa: E402
-from models.labelling import LABELS, LabelledWindow, Outcome  # noqa: E402
-from models.risk import RiskModel  # noqa: E402
-from models.scorer import FeatureSpace, News2RowScorer  # noqa: E402
-from models.trainer import Trainer  # noqa: E402
-from simulators.cohort import CohortConfig, episodes, minute_frames, population, simulate  # noqa: E402
-from stream.batch_features import BatchFeatureEngine, feature_columns, row_dict  # noqa: E402
-from kernel.events import FeatureRow  # noqa: E402
-from stream.features import FeatureEngine  # noqa: E402
-from stream.pipeline import VitalsPipeline  # noqa: E402
-from kernel.settings import Settings  # noqa: E402
+from stream.cohort_features import frame_metrics
+from stream.evaluate_cohort import default_processes, evaluate_cohort
+from stream.evaluate_loop import EvaluateOptions, EvaluationCore
+from models.fairness import subgroups
+from models.labelling import LABELS, LabelledWindow, Outcome
+from models.risk import RiskModel
+from models.scorer import FeatureSpace, News2RowScorer
+from models.trainer import Trainer
+from simulators.cohort import CohortConfig, episodes, minute_frames, population, simulate
+from stream.batch_features import BatchFeatureEngine, feature_columns, row_dict
+from kernel.events import FeatureRow
+from stream.features import FeatureEngine
+from stream.pipeline import VitalsPipeline
+from kernel.settings import Settings
 
 MS_PER_HOUR = 3_600_000
 DEFAULT_PATIENT_HOURS = 1_000 * 14 * 24

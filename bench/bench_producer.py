@@ -34,14 +34,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+from kafka.admin import KafkaAdminClient, NewTopic
 
-from infra.kafka import LOG4J_CONFIG, LocalKafka, bootstrap_address  # noqa: E402
-from infra.processes import port_open  # noqa: E402
-from simulators.kafka_publisher import BATCH_SIZE_BYTES, LINGER_MS, KafkaSender, make_producer  # noqa: E402
-from simulators.load import LoadCohort, LoadReport, run_load  # noqa: E402
-from simulators.run import few_gc_collections  # noqa: E402
-from kernel.settings import Settings  # noqa: E402
+from infra.kafka import LOG4J_CONFIG, LocalKafka, bootstrap_address
+from infra.processes import port_open
+from simulators.kafka_publisher import BATCH_SIZE_BYTES, LINGER_MS, KafkaSender, make_producer
+from simulators.load import LoadCohort, LoadReport, run_load
+from simulators.run import few_gc_collections
+from kernel.settings import Settings
 
 PAYLOAD_SAMPLE = 20_000  # distinct device messages in ProducerPerformance's payload file
 
@@ -97,7 +97,7 @@ def producer_performance(classpath: str, bootstrap: str, topic: str, records: in
     summary = [line for line in done.stdout.splitlines() if re.match(r"^\d+ records sent", line)]
     if done.returncode != 0 or not summary:
         raise RuntimeError(f"ProducerPerformance failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return float(re.search(r"([0-9.]+) records/sec", summary[-1]).group(1))  # type: ignore[union-attr]
+    return float(re.search(r"([0-9.]+) records/sec", summary[-1]).group(1))
 
 
 def main() -> int:
@@ -119,7 +119,7 @@ def main() -> int:
             raise SystemExit(f"no broker at {args.bootstrap}")
         kafka.start()
         started = True
-    classpath = kafka._classpath()  # the broker's jars, resolved (and cached) by infra.kafka
+    classpath = kafka.classpath()  # the broker's jars, resolved (and cached) by infra.kafka
     if "kafka-tools-" not in classpath:
         raise SystemExit("kafka-tools is not on the broker's classpath (infra/kafka/pom.xml)")
 

@@ -28,24 +28,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pydantic import SecretStr  # noqa: E402
+from pydantic import SecretStr
 
-from models.labelling import Outcome  # noqa: E402
-from models.online import OnlineLearner  # noqa: E402
-from models.risk import RiskModel  # noqa: E402
-from models.snapshots import Snapshot  # noqa: E402
-from simulators.cohort import CohortConfig, simulate  # noqa: E402
-from simulators.deterioration import Incidence  # noqa: E402
-from kernel.events import FeatureRow  # noqa: E402
-from stream.model_scoring import ModelScoring  # noqa: E402
-from models.scorer import Scorer  # noqa: E402
-from stream.pipeline import VitalsPipeline  # noqa: E402
-from kernel.settings import Settings  # noqa: E402
-from kernel.wire import encode_feature_row  # noqa: E402
-from infra.kafka import LocalKafka  # noqa: E402
-from infra.postgres import LocalPostgres  # noqa: E402
-from models.trainer_service import TrainerService  # noqa: E402
-from sinks.migrations import migrate  # noqa: E402
+from models.labelling import Outcome
+from models.online import OnlineLearner
+from models.risk import RiskModel
+from models.snapshots import Snapshot
+from simulators.cohort import CohortConfig, simulate
+from simulators.deterioration import Incidence
+from kernel.events import FeatureRow
+from stream.model_scoring import ModelScoring
+from models.scorer import Scorer
+from stream.pipeline import VitalsPipeline
+from kernel.settings import Settings
+from kernel.wire import encode_feature_row
+from infra.kafka import LocalKafka
+from infra.postgres import LocalPostgres
+from models.trainer_service import TrainerService
+from sinks.migrations import migrate
 
 HOUR_MS = 3_600_000
 HORIZON_MS = 2 * HOUR_MS
@@ -99,7 +99,7 @@ def scoring_rate(rows: list[FeatureRow], model: RiskModel) -> float:
 
 def kafka_rates(rows: list[FeatureRow], outcomes: list[tuple[int, Outcome]], base: Settings) -> tuple[float, float]:
     """(raw consume records/s, trainer service examples/s) on fresh topics of the local broker."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # type: ignore[import-untyped]
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     tag = uuid.uuid4().hex[:8]
     settings = base.model_copy(update={

@@ -45,11 +45,11 @@ from psycopg.copy import QueuedLibpqWriter
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra.postgres import LocalPostgres  # noqa: E402
-from sinks.migrations import migrate  # noqa: E402
-from sinks.timescale import TimescaleWriter  # noqa: E402
-from kernel.events import MetricStats, RiskScore, WindowFeatures  # noqa: E402
-from kernel.settings import Settings  # noqa: E402
+from infra.postgres import LocalPostgres
+from sinks.migrations import migrate
+from sinks.timescale import TimescaleWriter
+from kernel.events import MetricStats, RiskScore, WindowFeatures
+from kernel.settings import Settings
 
 TEST_PG_PORT = 25432
 START_MS = 1_767_571_200_000  # 2026-01-05T00:00Z

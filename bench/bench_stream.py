@@ -29,18 +29,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
+import psycopg
+from psycopg import sql
 
-from infra.kafka import LocalKafka  # noqa: E402
-from infra.postgres import LocalPostgres  # noqa: E402
-from infra.processes import child_env, free_port  # noqa: E402
-from simulators.cohort import CohortConfig, simulate  # noqa: E402
-from simulators.kafka_publisher import make_producer, publish  # noqa: E402
-from sinks.metrics import scrape  # noqa: E402
-from sinks.migrations import migrate  # noqa: E402
-from stream.pipeline import VitalsPipeline  # noqa: E402
-from kernel.settings import Settings  # noqa: E402
+from infra.kafka import LocalKafka
+from infra.postgres import LocalPostgres
+from infra.processes import child_env, free_port
+from simulators.cohort import CohortConfig, simulate
+from simulators.kafka_publisher import make_producer, publish
+from sinks.metrics import scrape
+from sinks.migrations import migrate
+from stream.pipeline import VitalsPipeline
+from kernel.settings import Settings
 
 
 def core_rate(messages: list, settings: Settings) -> tuple[float, float]:
@@ -188,7 +188,7 @@ def main() -> int:
         ceiling = 1 / (1 / core_cpu + 1 / bare)
         print(f"  {'ceiling: core + bare Faust, serial':<34}{ceiling:>12,.0f}{ceiling / raw:>10.3f}"
               f"   (worker at {worker / ceiling:.0%} of it)")
-        print(f"  targets: worker >= 50,000 readings/s and >= 0.50 of the limit")
+        print("  targets: worker >= 50,000 readings/s and >= 0.50 of the limit")
         return 0
     finally:
         with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 from grafana.datasources import PROMETHEUS, TIMESCALEDB, DataSourceRef
 
@@ -86,7 +86,7 @@ class SQL:
                 "rawQuery": True, "format": self.format, "rawSql": self.sql}
 
 
-Target = Union[PromQL, SQL]
+Target = PromQL | SQL
 
 
 def sql(text: str, *, table: bool = False) -> SQL:
@@ -392,7 +392,7 @@ class PromAnnotation:
                 "target": {"refId": "Anno", "expr": self.expr, "interval": self.step}}
 
 
-Annotation = Union[SqlAnnotation, PromAnnotation]
+Annotation = SqlAnnotation | PromAnnotation
 
 _BUILTIN_ANNOTATION: Json = {
     "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True,

@@ -93,7 +93,7 @@ class LocalKafka:
             logger.info("kafka already running on 127.0.0.1:%d", self.port)
         else:
             self.paths.root.mkdir(parents=True, exist_ok=True)
-            classpath = self._classpath()
+            classpath = self.classpath()
             self._write_config()
             if not (self.paths.data / "meta.properties").exists():
                 self._format(classpath)
@@ -175,7 +175,7 @@ class LocalKafka:
         finally:
             admin.close()
 
-    def _classpath(self) -> str:
+    def classpath(self) -> str:
         """The broker's classpath, resolved by Maven once per version of the pom."""
         digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
         cached = self.paths.classpath
@@ -257,7 +257,7 @@ def _timestamps(topic: str, settings: Settings) -> dict[str, str]:
 def _resolve_jars() -> int:
     """``python -m infra.kafka``: fetch the broker's jars into the Maven cache (set-up step)."""
     try:
-        classpath = LocalKafka(Settings())._classpath()
+        classpath = LocalKafka(Settings()).classpath()
     except (ServiceFailed, ToolMissing) as exc:
         print(f"setup: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -39,7 +39,7 @@ START_TIMEOUT_S = 60.0
 SUPERUSER = "postgres"
 UNPRIVILEGED_USER = "nobody"
 #: Where a root-run cluster keeps its data when ``nobody`` cannot reach the state folder.
-SHARED_TMP = Path("/var/tmp")
+SHARED_TMP = Path("/var/tmp")  # noqa: S108 - the parent only: PostgreSQL keeps its data in a 0700 folder of its own
 
 
 def server_bin_dir() -> Path:
@@ -90,7 +90,7 @@ class PostgresTarget:
     dbname: str
 
     @classmethod
-    def from_url(cls, url: str) -> "PostgresTarget":
+    def from_url(cls, url: str) -> PostgresTarget:
         """Parse the parts we need.
 
         >>> PostgresTarget.from_url("postgresql://w@127.0.0.1:15432/vitalrisk")
@@ -99,7 +99,7 @@ class PostgresTarget:
         from psycopg.conninfo import conninfo_to_dict
 
         parts = conninfo_to_dict(url)
-        return cls(str(parts.get("host", "127.0.0.1")), int(parts.get("port", 5432)),
+        return cls(str(parts.get("host", "127.0.0.1")), int(str(parts.get("port", 5432))),
                    str(parts.get("dbname", "vitalrisk")))
 
 

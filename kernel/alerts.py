@@ -34,7 +34,7 @@ from kernel.errors import InvalidPolicy
 from kernel.events import RiskScore
 
 
-class Phase(str, Enum):
+class Phase(str, Enum):  # noqa: UP042 - a StrEnum would change str(phase) and f-strings of it
     """Where one alert kind of one patient stands: ok → pending → firing → resolved (→ pending ...)."""
 
     OK = "ok"
@@ -76,7 +76,7 @@ class Evidence:
     missing_inputs: tuple[str, ...] = ()
 
     @classmethod
-    def from_score(cls, score: RiskScore, *, top: int = 3) -> "Evidence":
+    def from_score(cls, score: RiskScore, *, top: int = 3) -> Evidence:
         """The page-worthy part of a score; features ranked by contribution, ties by name."""
         ranked = sorted(((k, float(v)) for k, v in score.contributions.items() if v > 0),
                         key=lambda kv: (-kv[1], kv[0]))
@@ -105,7 +105,7 @@ class Evidence:
                 "top_features": [list(f) for f in self.top_features], "missing_inputs": list(self.missing_inputs)}
 
     @classmethod
-    def from_json(cls, body: dict[str, Any]) -> "Evidence":
+    def from_json(cls, body: dict[str, Any]) -> Evidence:
         return cls(int(body["window_end_ms"]), str(body["model_name"]), str(body["model_version"]),
                    float(body["score"]), int(body["news2_total"]), str(body["news2_band"]),
                    tuple((str(k), float(v)) for k, v in body["risks"]),
@@ -136,7 +136,7 @@ class AlertState:
     acknowledged_by: str | None = None
     acknowledged_ms: int | None = None
 
-    def new_episode(self, patient_id: str, since_ms: int) -> "AlertState":
+    def new_episode(self, patient_id: str, since_ms: int) -> AlertState:
         """A fresh pending episode beginning at ``since_ms``, keeping only the episode count."""
         return AlertState(self.kind, Phase.PENDING, self.episode + 1, episode_id(patient_id, self.kind, since_ms),
                           since_ms=since_ms, last_event_ms=self.last_event_ms)
@@ -154,7 +154,7 @@ class AlertState:
         return body
 
     @classmethod
-    def from_json(cls, body: dict[str, Any]) -> "AlertState":
+    def from_json(cls, body: dict[str, Any]) -> AlertState:
         fields = dict(body)
         fields["phase"] = Phase(fields["phase"])
         return cls(**fields)
@@ -177,7 +177,7 @@ class PatientAlerts:
                 return state
         return AlertState(kind)
 
-    def with_alert(self, state: AlertState) -> "PatientAlerts":
+    def with_alert(self, state: AlertState) -> PatientAlerts:
         """A copy with ``state`` replacing the same kind's (kinds kept sorted)."""
         others = [a for a in self.alerts if a.kind != state.kind]
         return replace(self, alerts=tuple(sorted([*others, state], key=lambda a: a.kind)))
@@ -189,7 +189,7 @@ class PatientAlerts:
                 "alerts": [a.to_json() for a in self.alerts]}
 
     @classmethod
-    def from_json(cls, body: dict[str, Any]) -> "PatientAlerts":
+    def from_json(cls, body: dict[str, Any]) -> PatientAlerts:
         evidence = body.get("evidence")
         return cls(str(body["patient_id"]), body.get("last_seen_ms"), body.get("last_event_ms"),
                    None if evidence is None else Evidence.from_json(evidence),
@@ -248,12 +248,12 @@ class Page:
         >>> Page.from_json(p.to_json()) == p
         True
         """
-        body = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        body = {name: getattr(self, name) for name in self.__slots__}
         body["evidence"] = None if self.evidence is None else self.evidence.to_json()
         return body
 
     @classmethod
-    def from_json(cls, body: dict[str, Any]) -> "Page":
+    def from_json(cls, body: dict[str, Any]) -> Page:
         fields = dict(body)
         evidence = fields.pop("evidence", None)
         return cls(**fields, evidence=None if evidence is None else Evidence.from_json(evidence))

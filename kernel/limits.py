@@ -52,7 +52,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,7 +155,7 @@ class Limits:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Limits":
+    def from_settings(cls, settings: Settings) -> Limits:
         """The limits the ``VITALS_LIMIT_*`` settings ask for.
 
         >>> Limits.from_settings(Settings(limit_json_depth=4)).max_depth
@@ -207,7 +207,7 @@ def load_json(raw: object, limits: Limits) -> Any:
         raise InvalidMessage("not_json", f"not valid UTF-8 JSON ({str(exc).split(':')[0]})") from None
     except RecursionError:  # the parser's own guard, about a thousand levels down
         raise InvalidMessage("too_deep", f"JSON nests deeper than {limits.max_depth} levels") from None
-    except ValueError as exc:  # int() refuses more than 4,300 digits
+    except ValueError:  # int() refuses more than 4,300 digits
         raise InvalidMessage("number_too_large", "an integer has more than 4300 digits") from None
     except (TypeError, OverflowError, MemoryError) as exc:
         raise InvalidMessage("not_json", f"not valid JSON ({type(exc).__name__})") from None
@@ -245,7 +245,7 @@ def _check_shape(value: Any, limits: Limits) -> int:
                 for key in container:
                     if len(key) > chars:
                         raise InvalidMessage("string_too_long", f"a key is longer than {chars} characters")
-                items = container.values()
+                items: Iterable[Any] = container.values()
             else:
                 items = container
             for item in items:

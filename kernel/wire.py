@@ -45,12 +45,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar, cast, overload
 
 from kernel.errors import InvalidMessage
 from kernel.events import FeatureRow, RiskScore, VitalReading, WindowFeatures
 from kernel.limits import DEFAULT_LIMITS, Limits, check_id, clip, load_json
 from kernel.vocabulary import METRICS
+
+_T = TypeVar("_T")
 
 DEVICE_SCHEMA = "vitalrisk.device/1"
 #: Upper bound on readings in one message by default; a device batches seconds to minutes, not days.
@@ -213,6 +215,10 @@ def _kind(value: object) -> str:
     return clip(value) if value is None or isinstance(value, (str, int, float)) else type(value).__name__
 
 
+@overload
+def _required(body: dict[str, Any], field: str, kind: type[_T]) -> _T: ...
+@overload
+def _required(body: dict[str, Any], field: str, kind: tuple[type[int], type[float]]) -> float: ...
 def _required(body: dict[str, Any], field: str, kind: type | tuple[type, ...]) -> Any:
     if field not in body:
         raise InvalidMessage("missing_field", f"field {field!r} is required")
@@ -287,9 +293,9 @@ def _number(body: dict[str, Any], field: str) -> float:
 
 def _numbers(body: dict[str, Any], field: str, kind: type | tuple[type, ...] = (int, float)) -> dict[str, float]:
     """A ``{name: number}`` object: finite JSON numbers (load_json refuses the others), no booleans."""
-    values = _required(body, field, dict)
+    values: dict[str, Any] = _required(body, field, dict)
     for key, value in values.items():
-        if type(value) is bool or not isinstance(value, kind) or not math.isfinite(value):
+        if type(value) is bool or not isinstance(value, kind) or not math.isfinite(cast(float, value)):
             raise InvalidMessage("wrong_type", f"{field}[{clip(key)}] must be a finite number, got {_kind(value)}")
     return {key: float(value) for key, value in values.items()}
 

@@ -6,10 +6,11 @@
      └── ModelsError
           ├── InvalidOutcome      an outcome event that is not a ``vitalrisk.outcome/1`` record
           ├── UnknownModel        ``make_risk_model`` was asked for a model it does not build
-          ├── SnapshotError       a snapshot that cannot be written or trusted
-          │    ├── SnapshotKeyMissing   no (or too short a) ``snapshot_key`` is configured
-          │    └── SnapshotRejected     bad magic, bad signature or bad payload: never unpickled
-          └── RegistryError       the model registry table is missing or a version is absent
+          └── SnapshotError       a snapshot that cannot be written or trusted
+               ├── SnapshotKeyMissing   no (or too short a) ``snapshot_key`` is configured
+               └── SnapshotRejected     bad magic, bad signature or bad payload: never unpickled
+
+(The model registry's errors are the sinks': :class:`sinks.errors.RegistryError`.)
 
 ``vitalrisk`` exits with status 2 for UnknownModel and SnapshotKeyMissing (a setting to fix), 1 for
 the rest (:attr:`kernel.errors.VitalsError.exit_status`).
@@ -46,7 +47,3 @@ class SnapshotKeyMissing(SnapshotError):
 
 class SnapshotRejected(SnapshotError):
     """Bytes that are not a snapshot signed with our key; they are never unpickled."""
-
-
-class RegistryError(ModelsError):
-    """The model registry cannot serve the request (table missing, no such version)."""

@@ -97,7 +97,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -105,6 +105,19 @@ import numpy.typing as npt
 from kernel.events import OpsEvent
 from models.prequential import ScoreSketch
 from kernel.wire import PATIENT_ATTRIBUTES, PatientRecord
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
+
+
+class FairnessGauges(Protocol):
+    """The gauges :meth:`FairnessMonitor.publish` sets (:class:`sinks.metrics.ModelMetrics` has them)."""
+
+    @property
+    def subgroup_auroc(self) -> Gauge: ...
+
+    @property
+    def fairness_gap(self) -> Gauge: ...
 
 #: Attributes monitored, in report order.
 ATTRIBUTES: tuple[str, ...] = ("sex", "age_band", "skin_tone")
@@ -267,7 +280,7 @@ class GroupMetrics:
     def as_dict(self) -> dict[str, object]:
         """Plain dict, NaN as ``None``."""
         return {name: (None if isinstance(v, float) and math.isnan(v) else v)
-                for name in self.__slots__ for v in (getattr(self, name),)}  # type: ignore[attr-defined]
+                for name in self.__slots__ for v in (getattr(self, name),)}
 
 
 @dataclass(slots=True)
@@ -322,9 +335,9 @@ class FairnessMonitor:
                 for s in self.scorers:
                     self._sketches[(s, a, g)].update_many(yb[mask], np.asarray(scores[s])[mask])
             for pid in positive:
-                g = self.groups.get(pid, {}).get(a)
-                if g is not None:
-                    self._positive_patients.setdefault((a, g), set()).add(pid)
+                group = self.groups.get(pid, {}).get(a)
+                if group is not None:
+                    self._positive_patients.setdefault((a, group), set()).add(pid)
         for s in self.scorers:
             hit = yb & (np.asarray(scores[s], dtype=np.float64) >= self.thresholds[s])
             if hit.any():
@@ -446,7 +459,7 @@ class FairnessMonitor:
     def inherent(self) -> list[dict[str, object]]:
         """Gaps beyond the limit that are declared properties of their scorer: reported, not flagged."""
         return [g for g in self.gaps() if g["inherent"] and g["credible"]
-                and float(g["gap"]) > float(g["limit"])]  # type: ignore[arg-type]
+                and cast(float, g["gap"]) > cast(float, g["limit"])]
 
     def calibration(self, scorer: str, attribute: str) -> dict[str, float]:
         """E/O of each group with enough positives (histogram-calibrated for uncalibrated scorers)."""
@@ -482,7 +495,7 @@ class FairnessMonitor:
                 continue
             key = (str(gap["scorer"]), str(gap["metric"]), str(gap["attribute"]))
             before_counts = self._streak.get(key, {})
-            counts = {g: before_counts.get(g, 0) + 1 for g in gap["low_groups"]}  # type: ignore[attr-defined]
+            counts = {g: before_counts.get(g, 0) + 1 for g in cast(list[str], gap["low_groups"])}
             streaks[key] = counts
             confirmed = frozenset(g for g, n in counts.items() if n >= self.policy.confirm_checks)
             before = self._open.get(key)
@@ -498,12 +511,12 @@ class FairnessMonitor:
         """The gaps currently beyond the policy."""
         return [g for g in self.gaps() if g["flagged"]]
 
-    def publish(self, model_metrics: object) -> None:
+    def publish(self, model_metrics: FairnessGauges) -> None:
         """Set ``vitals_subgroup_auroc`` and ``vitals_fairness_gap`` of a :class:`sinks.metrics.ModelMetrics`."""
         for r in self.table():
             if not math.isnan(r.auroc):
-                model_metrics.subgroup_auroc.labels(model=r.scorer, attribute=r.attribute,  # type: ignore[attr-defined]
+                model_metrics.subgroup_auroc.labels(model=r.scorer, attribute=r.attribute,
                                                     group=r.group).set(r.auroc)
         for g in self.gaps():
-            model_metrics.fairness_gap.labels(model=g["scorer"], metric=g["metric"],  # type: ignore[attr-defined]
-                                              attribute=g["attribute"]).set(float(g["gap"]))  # type: ignore[arg-type]
+            model_metrics.fairness_gap.labels(model=str(g["scorer"]), metric=str(g["metric"]),
+                                              attribute=str(g["attribute"])).set(cast(float, g["gap"]))

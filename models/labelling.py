@@ -61,7 +61,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from models.errors import InvalidOutcome
 from kernel.errors import InvalidMessage
@@ -158,7 +158,7 @@ class Outcome:
         for name, value in (("onset", onset), ("t", t)):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
                 raise InvalidOutcome(f"{name} must be a positive epoch-ms integer, got {ascii(value)[:40]}")
-        return cls(patient_id, str(kind), int(onset), int(t))  # type: ignore[arg-type]
+        return cls(patient_id, kind, cast(int, onset), cast(int, t))  # both checked just above
 
     @classmethod
     def from_bytes(cls, raw: bytes, *, limits: Limits = DEFAULT_LIMITS,

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,7 +231,7 @@ class OnlineLearner:
         learned_before = max((t for t in (final_before, self.learned_before_ms) if t is not None), default=None)
         return {"learned_before_ms": learned_before, "features": {str(p): o for p, o in sorted(lowest.items())}}
 
-    def metrics(self, *, rolling: bool = True) -> dict[str, Mapping[str, float]]:
+    def metrics(self, *, rolling: bool = True) -> dict[str, dict[str, dict[str, float | None]]]:
         """Scorer -> condition -> AUROC/AUPRC/Brier/ECE dicts (rolling window by default)."""
         return {s: {c: self.evaluator.metrics(s, c, rolling=rolling).as_dict() for c in self.conditions}
                 for s in (MODEL, NEWS2)}

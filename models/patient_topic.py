@@ -46,7 +46,7 @@ def apply_records(records: Iterable[Any], update: Callable[[PatientRecord], None
 
 def topic_partitions(settings: Settings) -> list[int]:
     """The patients topic's partitions; empty while it does not exist."""
-    from kafka import KafkaConsumer  # type: ignore[import-untyped]
+    from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
                              client_id="vitalrisk-patients")
@@ -62,7 +62,7 @@ def read_patients(settings: Settings, context: PatientContext, *, timeout_s: flo
     A missing topic is not an error: the worker then scores from vitals alone until it appears
     (the feed picks it up).
     """
-    from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+    from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
                              client_id="vitalrisk-patients")

@@ -48,7 +48,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +56,9 @@ from river import drift
 from scipy import integrate  # type: ignore[import-untyped]  # scipy publishes no type information (no stubs here)
 
 from kernel.events import OpsEvent
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
 
 #: Score bins of a sketch, uniform in logit over [-LOGIT_RANGE, LOGIT_RANGE] (0 and 1 in the end bins).
 N_BINS = 4096
@@ -74,26 +77,21 @@ DEFAULT_BUCKET_MS = 6 * MS_PER_HOUR
 FloatVector = npt.NDArray[np.float64]
 
 
-class _Settable(Protocol):
-    def set(self, value: float) -> None: ...
-
-
-class _LabelledGauge(Protocol):
-    def labels(self, *values: str, **labels: str) -> _Settable: ...
-
-
 class QualityGauges(Protocol):
     """The four gauges :meth:`PrequentialEvaluator.publish` sets, labelled by model and condition
     (:class:`sinks.metrics.ModelMetrics` has them; the models import no sink)."""
 
     @property
-    def auroc(self) -> _LabelledGauge: ...
+    def auroc(self) -> Gauge: ...
+
     @property
-    def auprc(self) -> _LabelledGauge: ...
+    def auprc(self) -> Gauge: ...
+
     @property
-    def brier(self) -> _LabelledGauge: ...
+    def brier(self) -> Gauge: ...
+
     @property
-    def ece(self) -> _LabelledGauge: ...
+    def ece(self) -> Gauge: ...
 
 
 @dataclass(frozen=True, slots=True)

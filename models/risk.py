@@ -48,7 +48,7 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -73,6 +73,16 @@ FloatMatrix = npt.NDArray[np.float64]
 FloatVector = npt.NDArray[np.float64]
 
 
+#: River's feature dict. Ours are ``dict[str, float]``; dict is invariant, so they are handed over
+#: through :func:`river_features`.
+RiverFeatures = dict[base.typing.FeatureName, Any]
+
+
+def river_features(x: dict[str, float]) -> RiverFeatures:
+    """``x`` as River's signatures type it (the same object: a ``str`` key is hashable)."""
+    return cast(RiverFeatures, x)
+
+
 class Clip(base.Transformer):
     """Clip every feature to ``[-limit, limit]`` (after scaling: standard deviations).
 
@@ -87,7 +97,7 @@ class Clip(base.Transformer):
             raise ValueError(f"limit must be positive, got {limit}")
         self.limit = limit
 
-    def transform_one(self, x: dict[str, float]) -> dict[str, float]:
+    def transform_one(self, x: dict[str, float]) -> dict[str, float]:  # type: ignore[override]  # narrower than River's dict[Hashable, Any]
         lim = self.limit
         return {k: (lim if v > lim else -lim if v < -lim else v) for k, v in x.items()}
 
@@ -119,7 +129,7 @@ class NegativeSampling(base.Classifier):
     0.09090909090909091
     """
 
-    def __init__(self, classifier: base.Classifier, negative_rate: float = DEFAULT_NEGATIVE_RATE,
+    def __init__(self, classifier: base.Classifier | compose.Pipeline, negative_rate: float = DEFAULT_NEGATIVE_RATE,
                  seed: int | None = None) -> None:
         if not 0 < negative_rate <= 1:
             raise ValueError(f"negative_rate must be in (0, 1], got {negative_rate}")
@@ -142,14 +152,14 @@ class NegativeSampling(base.Classifier):
     def learn_kept(self, x: dict[str, float], y: bool) -> None:
         """Learn a window :meth:`keep` accepted."""
         self.learned += 1
-        self.classifier.learn_one(x, bool(y))
+        self.classifier.learn_one(river_features(x), bool(y))
 
-    def learn_one(self, x: dict[str, float], y: bool) -> None:
+    def learn_one(self, x: dict[str, float], y: bool) -> None:  # type: ignore[override]  # narrower than River's dict[Hashable, Any]
         if self.keep(y):
             self.learn_kept(x, y)
 
-    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
-        p = self.classifier.predict_proba_one(x).get(True, 0.0)
+    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:  # type: ignore[override]  # narrower than River's dict[Hashable, Any]
+        p = self.classifier.predict_proba_one(river_features(x)).get(True, 0.0)
         p = correct_prior(p, self.negative_rate)
         return {False: 1.0 - p, True: p}
 
@@ -202,7 +212,7 @@ def make_risk_model(name: str = "logreg", seed: int = 42, *, negative_rate: floa
     ...
     models.errors.UnknownModel: model must be one of ('logreg', 'hat'), got 'forest'
     """
-    inner: base.Classifier
+    inner: base.Classifier | compose.Pipeline
     if name == "logreg":
         inner = compose.Pipeline(
             ("scale", preprocessing.StandardScaler()),
@@ -258,7 +268,7 @@ class RiskModel(base.MultiLabelClassifier):
         self.examples_seen = 0
         self._compiled: dict[tuple[str, ...], _LinearBatch | None] = {}
 
-    def learn_one(self, x: dict[str, float], y: Mapping[str, bool]) -> None:  # type: ignore[override]
+    def learn_one(self, x: dict[str, float], y: Mapping[str, bool]) -> None:  # type: ignore[override]  # narrower than River's dict[Hashable, Any]
         self.learn_lazy(lambda: x, y)
 
     def learn_lazy(self, make_x: Callable[[], dict[str, float]], y: Mapping[str, bool]) -> bool:
@@ -274,10 +284,10 @@ class RiskModel(base.MultiLabelClassifier):
         self._compiled.clear()
         return True
 
-    def predict_proba_one(self, x: dict[str, float]) -> dict[str, dict[bool, float]]:  # type: ignore[override]
+    def predict_proba_one(self, x: dict[str, float]) -> dict[str, dict[bool, float]]:  # type: ignore[override]  # narrower than River's dict[Hashable, Any]
         return {c: head.predict_proba_one(x) for c, head in self.heads.items()}
 
-    def predict_one(self, x: dict[str, float]) -> dict[str, bool]:  # type: ignore[override]
+    def predict_one(self, x: dict[str, float]) -> dict[str, bool]:  # type: ignore[override]  # narrower than River's dict[Hashable, Any]
         return {c: p >= 0.5 for c, p in self.risk_one(x).items()}
 
     def risk_one(self, x: dict[str, float]) -> dict[str, float]:
@@ -318,14 +328,14 @@ class _LinearBatch:
 
     @classmethod
     def compile(cls, model: RiskModel, columns: tuple[str, ...]) -> _LinearBatch | None:
-        parts = [_linear_parts(model.heads[c]) for c in model.conditions]
-        if any(p is None for p in parts):
+        found = [_linear_parts(model.heads[c]) for c in model.conditions]
+        parts = [p for p in found if p is not None]
+        if len(parts) < len(found):
             return None
         n, m = len(model.conditions), len(columns)
         mean, std, weights = np.zeros((n, m)), np.zeros((n, m)), np.zeros((n, m))
         intercept, limit, rate = np.zeros(n), np.zeros(n), np.zeros(n)
         for i, part in enumerate(parts):
-            assert part is not None
             scaler, clip, lr, r = part
             for j, col in enumerate(columns):
                 mean[i, j] = scaler.means.get(col, 0.0)
@@ -354,7 +364,7 @@ class _LinearBatch:
         return out
 
 
-def _linear_parts(head: base.Classifier) -> tuple[preprocessing.StandardScaler, Clip,
+def _linear_parts(head: base.Classifier | compose.Pipeline) -> tuple[preprocessing.StandardScaler, Clip,
                                                   linear_model.LogisticRegression, float] | None:
     rate = 1.0
     if isinstance(head, NegativeSampling):
@@ -415,13 +425,13 @@ def explain(model: base.Classifier | RiskModel, x: dict[str, float], k: int = 5,
     contributions: dict[str, float]
     if parts is not None:
         scaler, clip, lr, _ = parts
-        z = clip.transform_one(scaler.transform_one(x))
-        contributions = {f: lr._weights.get(f, 0.0) * v for f, v in z.items()}  # noqa: SLF001
+        z = clip.transform_one(scaler.transform_one(river_features(x)))  # type: ignore[no-untyped-call]  # River leaves StandardScaler.transform_one unannotated
+        contributions = {f: lr._weights.get(f, 0.0) * v for f, v in z.items()}  # noqa: SLF001 - river keeps weights there
     else:
-        full = _logit(model.predict_proba_one(x).get(True, 0.0))
+        full = _logit(model.predict_proba_one(river_features(x)).get(True, 0.0))
         contributions = {}
         for f in x:
             without = {g: v for g, v in x.items() if g != f}
-            contributions[f] = full - _logit(model.predict_proba_one(without).get(True, 0.0))
+            contributions[f] = full - _logit(model.predict_proba_one(river_features(without)).get(True, 0.0))
     ranked = sorted(contributions.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
     return [(f, float(c)) for f, c in ranked[:k]]

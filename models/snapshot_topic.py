@@ -40,8 +40,8 @@ def model_name(settings: Settings) -> str:
 
 def ensure_topic(settings: Settings) -> None:
     """Create the compacted snapshots topic if it does not exist."""
-    from kafka.admin import KafkaAdminClient, NewTopic  # type: ignore[import-untyped]
-    from kafka.errors import TopicAlreadyExistsError  # type: ignore[import-untyped]
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="vitalrisk-snapshots")
     try:
@@ -71,7 +71,7 @@ def verified(raw: bytes | None, key: Any, name: str, *, on_reject: Callable[[str
 
 def read_latest(settings: Settings, name: str, *, timeout_s: float = 30.0) -> tuple[Snapshot | None, int]:
     """The newest verified snapshot of ``name`` on the topic, and the offset after the last record read."""
-    from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+    from kafka import KafkaConsumer, TopicPartition
 
     key = signing_key(settings.snapshot_key)
     ensure_topic(settings)

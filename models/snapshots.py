@@ -160,12 +160,3 @@ class Snapshot:
             raise
         except Exception as exc:  # noqa: BLE001 - authenticated, but a writer's bug must not crash a reader
             raise SnapshotRejected(f"snapshot payload is malformed ({type(exc).__name__})") from None
-
-
-def sha256_hex(raw: bytes) -> str:
-    """Hex SHA-256 of snapshot bytes (the registry's integrity column).
-
-    >>> sha256_hex(b"")[:12]
-    'e3b0c44298fc'
-    """
-    return hashlib.sha256(raw).hexdigest()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from models.labelling import LabelledWindow
@@ -92,8 +93,7 @@ class Trainer(Generic[T]):
         batch = sorted(windows, key=lambda w: (w.ts_ms, w.patient_id))
         to_x, model = self.to_x, self.model
         for window in batch:
-            item = window.item
-            model.learn_lazy(lambda item=item: to_x(item), window.labels)  # type: ignore[misc]
+            model.learn_lazy(partial(to_x, window.item), window.labels)
         self.last_order = [(w.patient_id, w.ts_ms) for w in batch]
         self.learned_since_snapshot += len(batch)
         if self.last_snapshot_ms is None:
@@ -110,5 +110,5 @@ class Trainer(Generic[T]):
         self.learned_since_snapshot = 0
         self.last_snapshot_ms = now_ms
         metrics = self.metrics() if self.metrics is not None else {}
-        copied = pickle.loads(pickle.dumps(self.model, protocol=pickle.HIGHEST_PROTOCOL))  # our own object
+        copied = pickle.loads(pickle.dumps(self.model, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: S301 - a deep copy of our own model, never outside bytes
         return Snapshot(self.name, self.version, now_ms, self.model.examples_seen, metrics, copied)

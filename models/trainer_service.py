@@ -19,27 +19,30 @@ learning, never scoring.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import signal
 import time
 from collections import deque
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
-from models import registry
-from models.errors import InvalidOutcome, RegistryError
+from models.errors import InvalidOutcome
 from models.labelling import Outcome
 from models.online import OnlineLearner
 from models.risk import RiskModel
 from models.snapshot_topic import MAX_SNAPSHOT_BYTES, ensure_topic, model_name, read_latest
 from models.snapshots import Snapshot, signing_key
+from sinks import registry
+from sinks.errors import RegistryError
 from sinks.metrics import ModelMetrics, serve_metrics
-from sinks.timescale import INSERT_OPS_EVENT, utc
+from sinks.rows import utc
+from sinks.timescale import write_ops_events, write_outcomes
 from kernel.errors import InvalidMessage, ServiceUnavailable, VitalsError, first_line
-from kernel.events import FeatureRow
+from kernel.events import FeatureRow, OpsEvent
 from infra.preflight import require_database, require_kafka
 from kernel.settings import Settings
 from models.patient_context import parse_inputs
@@ -75,8 +78,8 @@ class TrainerService:
         self._key = signing_key(settings.snapshot_key)  # fail before connecting to anything
         self._stopping = False
         self._unregistered: list[Snapshot] = []
-        self._outcome_rows: list[tuple[Any, ...]] = []
-        self._ops_rows: list[tuple[Any, ...]] = []
+        self._outcome_rows: list[tuple[str, str, datetime, datetime]] = []
+        self._ops_events: list[OpsEvent] = []
         self.snapshots: list[str] = []
         self.resumed_from: str | None = None
         self._examples_reported = 0
@@ -90,7 +93,7 @@ class TrainerService:
 
     def start(self) -> None:
         """Restore from the newest snapshot, connect, and position the consumer."""
-        from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # type: ignore[import-untyped]
+        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
         s = self.settings
         latest = self._latest_snapshot()
@@ -140,7 +143,7 @@ class TrainerService:
             return latest
         try:
             with psycopg.connect(self.settings.database_url, connect_timeout=10) as conn:
-                return registry.load(conn, self.name, self._key)
+                return Snapshot.from_bytes(registry.load(conn, self.name), self._key)
         except RegistryError:
             return None
 
@@ -276,7 +279,7 @@ class TrainerService:
             # One row per gap: the subject names what drifted apart (the key is kind, subject, time).
             subject = ":".join([self.name, *(str(event.details[k]) for k in ("scorer", "metric", "attribute")
                                              if k in event.details)])
-            self._ops_rows.append((event.ts_ms, event.kind, subject, json.dumps(event.details, default=float)))
+            self._ops_events.append(dataclasses.replace(event, subject=subject))
             if self.metrics is not None:
                 if event.kind == "drift":
                     self.metrics.drift_events.labels(self.name).inc()
@@ -292,25 +295,28 @@ class TrainerService:
 
     def _flush_db(self) -> None:
         """Registry rows, outcomes and ops events; kept for the next step if the database is down."""
-        if not (self._unregistered or self._outcome_rows or self._ops_rows):
+        if not (self._unregistered or self._outcome_rows or self._ops_events):
             return
         try:
             if self.db.closed:
                 self.db = psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=10)
             while self._unregistered:
-                registry.register(self.db, self._unregistered[0], self._key)
+                self._register(self._unregistered[0])
                 self._unregistered.pop(0)
             if self._outcome_rows:
-                with self.db.cursor() as cur:
-                    cur.executemany("INSERT INTO outcomes (patient_id, kind, onset, published_at) "
-                                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", self._outcome_rows)
+                write_outcomes(self.db, self._outcome_rows)
                 self._outcome_rows.clear()
-            if self._ops_rows:
-                with self.db.cursor() as cur:
-                    cur.executemany(INSERT_OPS_EVENT, self._ops_rows)
-                self._ops_rows.clear()
+            if self._ops_events:
+                write_ops_events(self.db, self._ops_events)
+                self._ops_events.clear()
         except psycopg.OperationalError as exc:
             logger.warning("database unavailable (%s); will retry", str(exc).splitlines()[0])
+
+    def _register(self, snapshot: Snapshot) -> None:
+        """Its signed bytes into the registry (:mod:`sinks.registry`), with what the registry lists."""
+        version = registry.ModelVersion(name=snapshot.name, version=snapshot.version, created_ms=snapshot.created_at_ms,
+                                        examples_seen=snapshot.examples_seen, metrics=snapshot.metrics)
+        registry.register(self.db, version, snapshot.to_bytes(self._key))
 
     def _publish_metrics(self) -> None:
         m = self.metrics

@@ -46,7 +46,8 @@ import heapq
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
+from collections.abc import Iterator
 
 import numpy as np
 import numpy.typing as npt

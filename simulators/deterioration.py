@@ -46,7 +46,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
-from typing import Any, Literal, Mapping, get_args
+from typing import Any, Literal, get_args
+from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt

@@ -59,7 +59,8 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, Mapping, Protocol, TextIO, cast, get_args
+from typing import Any, Literal, Protocol, TextIO, get_args
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -157,8 +158,10 @@ class _TableWriter(Protocol):
 def _open_writer(path: Path, schema: pa.Schema, fmt: ExportFormat) -> _TableWriter:
     if fmt == "parquet":
         # zstd and dictionary pages: ids, metric and unit repeat on every row and shrink to a few bits.
-        return pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=True)
-    return pacsv.CSVWriter(path, schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
+        parquet: _TableWriter = pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=True)
+        return parquet
+    csv: _TableWriter = pacsv.CSVWriter(path, schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
+    return csv
 
 
 class _Output:
@@ -475,8 +478,10 @@ def run_export(*, patients: int, days: float, seed: int, out: Path, fmt: str,
     thresholds = gc.get_threshold()
     gc.set_threshold(100_000, 50, 1000)
     try:
-        report = export_cohort(config, out, fmt=cast(ExportFormat, fmt),
-                               progress=lambda r: err.write("\r" + progress_line(r, total_ms)))
+        def show(report: ExportReport) -> None:
+            err.write("\r" + progress_line(report, total_ms))
+
+        report = export_cohort(config, out, fmt=fmt, progress=show)
     except OSError as exc:
         err.write(f"\nvitalrisk: cannot write the export to {out}: {exc.strerror or exc}\n")
         return 2

@@ -184,15 +184,15 @@ class LoadCohort:
         self.max_span_ms = max_span_ms
         self.chunk = chunk
         self._wall_ms = wall_ms
-        self._cohort = sample_cohort(patients, seed=seed)
-        self._bias = spo2_bias_pct(self._cohort.skin_tone, DEFAULT_SPO2_BIAS_BY_SKIN_TONE,
+        self.cohort = sample_cohort(patients, seed=seed)
+        self._bias = spo2_bias_pct(self.cohort.skin_tone, DEFAULT_SPO2_BIAS_BY_SKIN_TONE,
                                    enabled=spo2_skin_bias)
-        self._keys = [pid.encode() for pid in self._cohort.ids]
+        self._keys = [pid.encode() for pid in self.cohort.ids]
         # Everything before the seq is fixed per device: encoded once, not once a message.
         self._prefixes = [
-            ('{"schema":%s,"device_id":"%s","patient_id":"%s","seq":'
-             % (json.dumps(DEVICE_SCHEMA), device_id(seed, i, "wrist", 0), pid)).encode()
-            for i, pid in enumerate(self._cohort.ids)
+            f'{{"schema":{json.dumps(DEVICE_SCHEMA)},"device_id":"{device_id(seed, i, "wrist", 0)}",'
+            f'"patient_id":"{pid}","seq":'.encode()
+            for i, pid in enumerate(self.cohort.ids)
         ]
         self._per_minute = self.schedule.heart_rate_per_minute
         self._every_min = tuple(interval // MS_PER_MINUTE for interval in (
@@ -203,7 +203,7 @@ class LoadCohort:
     @property
     def patient_ids(self) -> tuple[str, ...]:
         """The patients' ids, in index order."""
-        return self._cohort.ids
+        return self.cohort.ids
 
     @property
     def readings_per_message(self) -> float:
@@ -232,7 +232,7 @@ class LoadCohort:
         if minutes is not None and minutes < 1:
             raise ValueError(f"minutes must be at least 1, got {minutes}")
         n = self.patients
-        cohort = self._cohort
+        cohort = self.cohort
         phys_rng = seeded_rng(self.seed, _LOAD_DOMAIN, _RNG_PHYSIOLOGY)
         wrist_rng = seeded_rng(self.seed, _LOAD_DOMAIN, _RNG_WRIST_NOISE)
         dev_rng = seeded_rng(self.seed, _LOAD_DOMAIN, _RNG_DEVICES)
@@ -390,7 +390,7 @@ class _EpisodePlan:
             load = self._load
             # Horizon 0 draws with the cohort's seed; the others with seeds of their own.
             seed = load.seed if h == 0 else (h + 1) << 64 | load.seed
-            self._plans[h] = plan_episodes(load._cohort, load.incidence, seed=seed,
+            self._plans[h] = plan_episodes(load.cohort, load.incidence, seed=seed,
                                            start_ms=self._start_ms + h * HORIZON_MS, duration_ms=HORIZON_MS)
         return self._plans[h]
 

@@ -2,7 +2,7 @@
 
 It receives the alerter's webhooks on ``POST /webhook`` and
 
-- verifies the HMAC signature (:func:`sinks.webhook.verify`): a missing, malformed, stale
+- verifies the HMAC signature (:func:`sinks.signing.verify`): a missing, malformed, stale
   (more than 5 min off) or wrong signature gets **401** and is not recorded as a page;
 - deduplicates by ``Idempotency-Key``: a copy gets 200 with ``"duplicate": true`` and pages
   nobody twice (keys survive a restart when ``record_path`` is set);
@@ -17,7 +17,7 @@ when a Grafana token is configured; ``GET /healthz`` answers ``{"status": "ok"}`
 Examples
 --------
 >>> pager = Pager([b"k"], clock=lambda: 1_700_000_000.0)
->>> from sinks.webhook import signed_headers
+>>> from sinks.signing import signed_headers
 >>> headers = signed_headers(b"k", b'{"alerts":[]}', "al-1:firing", now_s=1_700_000_000)
 >>> pager.accept(b'{"alerts":[]}', headers)
 (200, {'status': 'ok', 'duplicate': False})
@@ -43,7 +43,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sinks.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_S, TIMESTAMP_HEADER, verify
+from sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_S, TIMESTAMP_HEADER, verify
 from kernel.errors import ConfigurationError, SignatureInvalid, listen_failed
 from kernel.settings import Settings
 
@@ -139,10 +139,10 @@ class Pager:
             labels = alert.get("labels", {})
             logger.info("page %s%s: alert %s, patient %s, %s, %s", key, " (duplicate)" if duplicate else "",
                         labels.get("alert_id"), labels.get("patient_id"), labels.get("kind"), alert.get("status"))
-        self._record({"received_at": received_at, "idempotency_key": key, "duplicate": duplicate, "body": payload})
+        self.record({"received_at": received_at, "idempotency_key": key, "duplicate": duplicate, "body": payload})
         return 200, {"status": "ok", "duplicate": duplicate}
 
-    def _record(self, entry: dict[str, Any]) -> None:
+    def record(self, entry: dict[str, Any]) -> None:
         if self.record_path is None:
             return
         with self.record_path.open("a") as out:
@@ -168,7 +168,7 @@ def build_pager_app(pager: Pager, *, grafana_token: str | None = None) -> web.Ap
         except (UnicodeDecodeError, json.JSONDecodeError):
             return web.json_response({"status": "rejected", "reason": "body is not JSON"}, status=400)
         logger.info("grafana notification %s: %s", payload.get("groupKey"), payload.get("status"))
-        pager._record({"received_at": time.time(), "idempotency_key": None, "duplicate": False, "source": "grafana",
+        pager.record({"received_at": time.time(), "idempotency_key": None, "duplicate": False, "source": "grafana",
                        "body": payload})
         return web.json_response({"status": "ok"})
 

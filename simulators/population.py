@@ -28,7 +28,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal, Mapping, get_args
+from typing import Literal, get_args
+from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -117,8 +118,8 @@ def prevalence(condition: Condition, age_years: float | npt.ArrayLike) -> npt.ND
     if condition not in _PREVALENCE_KNOTS:
         raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
     ages, values = zip(*_PREVALENCE_KNOTS[condition])
-    p = np.interp(np.asarray(age_years, dtype=np.float64), ages, values) * _ENRICHMENT[condition]
-    return np.minimum(p, 1.0)
+    p: npt.NDArray[np.float64] = np.interp(np.asarray(age_years, dtype=np.float64), ages, values) * _ENRICHMENT[condition]
+    return np.minimum(p, 1.0, dtype=np.float64)
 
 
 def patient_id(seed: int, index: int) -> str:

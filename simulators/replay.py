@@ -51,7 +51,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -70,7 +70,7 @@ DEFAULT_BATCH_MS = 60_000
 #: Integer timestamps below this (1973-03-03) are almost surely epoch seconds, not milliseconds.
 MIN_EPOCH_MS = 100_000_000_000
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 _DIGITS = re.compile(r"[0-9]+")
 _METRIC_NAMES = ", ".join(sorted(METRICS))
@@ -135,7 +135,7 @@ def parse_timestamp(text: str) -> int:
     except ValueError:
         raise ValueError(f"timestamp {text!r} is neither ISO-8601 nor integer epoch milliseconds") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     ms = (when - _EPOCH) // _ONE_MS
     if ms <= 0:
         raise ValueError(f"timestamp {text!r} must be after 1970-01-01T00:00:00Z")
@@ -454,9 +454,11 @@ def run_replay(settings: Settings, csv_path: Path, *, patient_id: str, device_id
     messages = batch_readings(read_recording(csv_path), patient_id=patient_id, device_id=device,
                               batch_ms=batch_ms, shift_ms=shift_ms)
     try:
+        def show(report: PublishReport) -> None:
+            err.write("\r" + progress_line(report))
+
         report = publish_messages(messages, settings=settings, producer=producer, speed=speed,
-                                  origin_ms=summary.first_ms + shift_ms,
-                                  progress=lambda r: err.write("\r" + progress_line(r)))
+                                  origin_ms=summary.first_ms + shift_ms, progress=show)
     finally:
         if own_producer:
             producer.close()

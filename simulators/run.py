@@ -11,6 +11,7 @@ Two modes:
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 import sys
@@ -52,8 +53,9 @@ def run_simulate(settings: Settings, *, patients: int, minutes: int | None, seed
     if rate is not None:
         return run_rate(settings, patients=patients, rate=rate, seed=seed, minutes=minutes, duration_s=duration_s)
     minutes = DEFAULT_MINUTES if minutes is None else minutes
-    start = {"start_ms": int(time.time() * 1000) // MS_PER_MINUTE * MS_PER_MINUTE} if start_now else {}
-    config = CohortConfig(patients=patients, seed=seed, duration_ms=minutes * MS_PER_MINUTE, **start)
+    config = CohortConfig(patients=patients, seed=seed, duration_ms=minutes * MS_PER_MINUTE)
+    if start_now:
+        config = dataclasses.replace(config, start_ms=int(time.time() * 1000) // MS_PER_MINUTE * MS_PER_MINUTE)
     producer = make_producer(settings)
     try:
         publish_patients(population(config), settings=settings, producer=producer)

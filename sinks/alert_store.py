@@ -18,24 +18,27 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from sinks.webhook import Attempt, Delivery
 from kernel.alerts import AlertEvent, AlertState, Evidence, Page, PatientAlerts, Phase, Silence
+from kernel.backoff import Backoff
 from kernel.errors import AlertNotFiring, AlertStoreUnavailable, InvalidRequest, UnknownAlert
+from sinks.rows import utc
+from sinks.timescale import FIRST_BACKOFF_S, MAX_BACKOFF_S
+from sinks.webhook import Attempt, Delivery
 
 logger = logging.getLogger(__name__)
 
-FIRST_BACKOFF_S = 0.2
-MAX_BACKOFF_S = 5.0
+T = TypeVar("T")
+
 #: Longest a staff name may be (the tables' CHECK says the same).
 MAX_NAME = 100
 MAX_REASON = 500
@@ -47,7 +50,7 @@ def ts(ms: int | None) -> datetime | None:
     >>> ts(1_767_571_200_000).isoformat()
     '2026-01-05T00:00:00+00:00'
     """
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return None if ms is None else utc(ms)
 
 
 def ms(when: datetime | None) -> int | None:
@@ -141,21 +144,25 @@ ORDER BY n.created_at, n.notification_id
 class AlertStore:
     """Async access to the alert tables through a small connection pool.
 
-    Use as ``async with AlertStore(url) as store``. Writes retry a lost database with
-    exponential backoff for ``retry_for_s`` (``None``: for ever), the backpressure that keeps
-    Kafka offsets behind the database; then raise :class:`AlertStoreUnavailable`.
+    Use as ``async with AlertStore(url) as store``. Writes retry a lost database on the
+    writer's schedule (:data:`sinks.timescale.FIRST_BACKOFF_S` doubling to
+    :data:`~sinks.timescale.MAX_BACKOFF_S`, :class:`kernel.backoff.Backoff`) for ``retry_for_s``
+    (``None``: for ever), the backpressure that keeps Kafka offsets behind the database; then
+    raise :class:`AlertStoreUnavailable`. ``rng`` is the jitter source (seed it in tests).
     """
 
     def __init__(self, url: str, *, max_size: int = 8, connect_timeout_s: float = 5.0,
-                 retry_for_s: float | None = None) -> None:
+                 retry_for_s: float | None = None, rng: random.Random | None = None) -> None:
         self.url = url
         self.retry_for_s = retry_for_s
+        self.backoff = Backoff(FIRST_BACKOFF_S, MAX_BACKOFF_S, give_up_s=retry_for_s)
+        self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not cryptography
         self.connect_timeout_s = connect_timeout_s
         self._pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=connect_timeout_s,
                                          kwargs={"connect_timeout": max(1, int(connect_timeout_s)),
                                                  "application_name": "vitalrisk-alerter"})
 
-    async def __aenter__(self) -> "AlertStore":
+    async def __aenter__(self) -> AlertStore:
         await self.open()
         return self
 
@@ -174,20 +181,20 @@ class AlertStore:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def _retrying(self, what: str, work: Any) -> Any:
+    async def _retrying(self, what: str, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run ``work`` on a pooled connection, retrying a lost database on :attr:`backoff`."""
         loop = asyncio.get_running_loop()
-        deadline = None if self.retry_for_s is None else loop.time() + self.retry_for_s
-        delay = FIRST_BACKOFF_S
+        retries = self.backoff.start(now_s=loop.time(), rng=self._rng)
         while True:
             try:
                 async with self._pool.connection() as conn:
                     return await work(conn)
             except psycopg.OperationalError as exc:
-                if deadline is not None and loop.time() + delay > deadline:
+                delay = retries.next_delay(now_s=loop.time())
+                if delay is None:
                     raise AlertStoreUnavailable(f"{what}: database unreachable: {exc}".strip()) from exc
                 logger.warning("%s failed (%s); retrying in %.1f s", what, type(exc).__name__, delay)
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, MAX_BACKOFF_S)
+                await asyncio.sleep(delay)
 
     # -- the engine's state ----------------------------------------------------------------------
 
@@ -200,8 +207,7 @@ class AlertStore:
                                      (wanted,))
             return [(int(p), PatientAlerts.from_json(s)) for p, s in await cur.fetchall()]
 
-        result: list[tuple[int, PatientAlerts]] = await self._retrying("loading alert state", work)
-        return result
+        return await self._retrying("loading alert state", work)
 
     async def persist(self, batch: Batch) -> set[str]:
         """Commit a batch in one transaction; return the notification ids that are new."""
@@ -232,8 +238,7 @@ class AlertStore:
                                 break
             return new
 
-        result: set[str] = await self._retrying("persisting alerts", work)
-        return result
+        return await self._retrying("persisting alerts", work)
 
     # -- delivery --------------------------------------------------------------------------------
 
@@ -244,8 +249,7 @@ class AlertStore:
             return [PendingDelivery(Page.from_json(page), str(receiver), ms(source))
                     for page, receiver, source in await cur.fetchall()]
 
-        result: list[PendingDelivery] = await self._retrying("reading the page outbox", work)
-        return result
+        return await self._retrying("reading the page outbox", work)
 
     async def record_attempt(self, attempt: Attempt) -> None:
         """Audit one webhook attempt (``webhook_deliveries``)."""
@@ -327,8 +331,7 @@ class AlertStore:
                                    "WHERE alert_id = %s AND acknowledged_by IS NULL", (by, inserted[0], alert_id))
                 return by, int(ms(inserted[0]) or 0)
 
-        result: tuple[str, int] = await self._retrying("recording an acknowledgement", work)
-        return result
+        return await self._retrying("recording an acknowledgement", work)
 
     async def acknowledgements_for(self, alert_ids: Sequence[str]) -> list[tuple[str, str, int]]:
         """``(alert_id, by, at_ms)`` of the first acknowledgement of each of ``alert_ids`` that has one."""
@@ -341,8 +344,7 @@ class AlertStore:
                 "WHERE alert_id = ANY(%s) ORDER BY alert_id, ack_id", (list(alert_ids),))
             return [(str(a), str(b), int(ms(t) or 0)) for a, b, t in await cur.fetchall()]
 
-        result: list[tuple[str, str, int]] = await self._retrying("reading acknowledgements", work)
-        return result
+        return await self._retrying("reading acknowledgements", work)
 
     async def add_silence(self, *, patient_id: str | None, kind: str | None, minutes: float, by: str,
                           reason: str) -> Silence:
@@ -370,8 +372,7 @@ class AlertStore:
             assert row is not None  # noqa: S101 - RETURNING of an INSERT
             return Silence(silence_id, patient_id, kind, int(ms(row[0]) or 0), int(ms(row[1]) or 0), by, reason)
 
-        result: Silence = await self._retrying("creating a silence", work)
-        return result
+        return await self._retrying("creating a silence", work)
 
     async def active_silences(self) -> list[Silence]:
         """Silences that have not ended yet (including ones that start later)."""
@@ -381,8 +382,7 @@ class AlertStore:
             return [Silence(str(i), p, k, int(ms(s) or 0), int(ms(e) or 0), str(b), str(r))
                     for i, p, k, s, e, b, r in await cur.fetchall()]
 
-        result: list[Silence] = await self._retrying("reading silences", work)
-        return result
+        return await self._retrying("reading silences", work)
 
     async def list_alerts(self, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Recent episodes, newest first, as JSON-ready dicts (ids and times only)."""
@@ -394,11 +394,10 @@ class AlertStore:
                     "WHERE %(state)s::text IS NULL OR state = %(state)s ORDER BY started_at DESC LIMIT %(limit)s",
                     {"state": state, "limit": limit})
                 names = [d.name for d in cur.description or ()]
-                return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(names, row)}
+                return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(names, row, strict=True)}
                         for row in await cur.fetchall()]
 
-        result: list[dict[str, Any]] = await self._retrying("listing alerts", work)
-        return result
+        return await self._retrying("listing alerts", work)
 
 
 def _check_name(what: str, value: str) -> None:

@@ -4,8 +4,10 @@
 
     SinkError
      ├── SinkUnavailable   the database could not be reached or kept failing past the retries
-     ├── SinkRejected      the database refused a write that retrying cannot fix
-     └── MigrationFailed   a schema migration could not be applied
+     ├── SinkRejected      the database refused a write, or holds a row, that retrying cannot fix
+     ├── MigrationFailed   a schema migration could not be applied
+     └── RegistryError     the model registry cannot serve the request (table missing, no such
+                           version, a version registered with other bytes)
 """
 
 from kernel.errors import VitalsError
@@ -24,4 +26,10 @@ class MigrationFailed(SinkError):
 
 
 class SinkRejected(SinkError):
-    """The database refused a write for a reason retrying cannot fix (a constraint, a privilege)."""
+    """The database refused a write for a reason retrying cannot fix (a constraint, a privilege),
+    or returned a row that fails its integrity check (a registry blob that does not match its SHA-256)."""
+
+
+class RegistryError(SinkError):
+    """The model registry cannot serve the request (table missing, no such version, a version
+    already registered with other bytes)."""

@@ -73,7 +73,7 @@ class Script:
     transactional: bool
 
     @classmethod
-    def parse(cls, text: str) -> "Script":
+    def parse(cls, text: str) -> Script:
         first = text.lstrip().split("\n", 1)[0].strip()
         return cls(text, first != NO_TRANSACTION)
 
@@ -109,10 +109,14 @@ class Migration:
 
 
 class _PolicySettings(Protocol):
-    sink_raw_retention_days: int
-    sink_scores_retention_days: int
-    sink_rollup_retention_days: int
-    sink_compress_after_days: int
+    @property
+    def sink_raw_retention_days(self) -> int: ...
+    @property
+    def sink_scores_retention_days(self) -> int: ...
+    @property
+    def sink_rollup_retention_days(self) -> int: ...
+    @property
+    def sink_compress_after_days(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +149,7 @@ class SinkPolicies:
                 raise ValueError(f"{name} must be >= 0 days, got {value!r}")
 
     @classmethod
-    def from_settings(cls, settings: _PolicySettings) -> "SinkPolicies":
+    def from_settings(cls, settings: _PolicySettings) -> SinkPolicies:
         """The policies named by ``VITALS_SINK_*_DAYS`` settings."""
         return cls(settings.sink_raw_retention_days, settings.sink_scores_retention_days,
                    settings.sink_rollup_retention_days, settings.sink_compress_after_days)

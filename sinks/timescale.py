@@ -1,4 +1,4 @@
-"""Idempotent batched writes to PostgreSQL / TimescaleDB: features, scores, readings, models, ops events.
+"""Idempotent batched writes to PostgreSQL / TimescaleDB: features, scores, readings, ops events.
 
 A batch is one transaction. Each table's rows go in by binary ``COPY``, first straight into the
 table inside a savepoint: that is as fast as PostgreSQL ingests (``COPY`` inserts tuples in
@@ -10,8 +10,9 @@ batches keep conflicting, and returns to the fast one after a batch without conf
 way a replayed batch adds no rows, and a failed one adds none either.
 
 Transient failures (a lost connection, a server shutting down or starting up, a serialization
-failure or deadlock, a write that exceeds its timeout) are retried with exponential backoff and
-full jitter for as long as ``retry_for_s`` allows (for ever by default); meanwhile the caller,
+failure or deadlock, a write that exceeds its timeout) are retried on the shared schedule
+(:class:`kernel.backoff.Backoff`: capped exponential backoff with jitter) for as long as
+``retry_for_s`` allows (for ever by default); meanwhile the caller,
 awaiting the write, stops consuming, which is the backpressure that keeps Kafka offsets behind
 the database. Errors that retrying cannot fix (a violated check, a missing privilege) raise
 :class:`~sinks.errors.SinkRejected` at once.
@@ -21,6 +22,9 @@ One connection per writer, not a pool: a worker commits its batches strictly one
 the staging tables live in that session, and reconnecting is part of the retry loop. The
 periodic rollup refresh (:func:`refresh_rollups`) opens its own short-lived connection so it
 never delays a batch.
+
+The rows come from :mod:`sinks.rows` (events to tuples, pure). Operational events, a few an hour
+from the trainer, are inserted on the caller's connection (:func:`write_ops_events`).
 
 Examples
 --------
@@ -33,13 +37,11 @@ A writer is an async context manager (or call :meth:`TimescaleWriter.close` at t
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from operator import attrgetter
+from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -47,27 +49,26 @@ import psycopg
 import psycopg.errors
 from psycopg.conninfo import make_conninfo
 from psycopg.copy import AsyncQueuedLibpqWriter
-from psycopg.types.json import Jsonb
+from psycopg.rows import TupleRow
 
-from sinks.errors import SinkRejected, SinkUnavailable
+from kernel.backoff import Backoff
 from kernel.events import OpsEvent, RiskScore, VitalReading, WindowFeatures
+from sinks.errors import SinkRejected, SinkUnavailable
+from sinks.rows import feature_rows, ops_event_row, reading_rows, score_rows
 
 if TYPE_CHECKING:
-    from sinks.metrics import PipelineMetrics
     from kernel.settings import Settings
+    from sinks.metrics import PipelineMetrics
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: First retry delay; doubles up to MAX_BACKOFF_S, with full jitter.
+#: Ceiling of the first retry delay of a lost database; doubles up to MAX_BACKOFF_S (the alert store's too).
 FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 #: libpq keepalives: a peer that vanished without closing the socket is noticed in ~25 s.
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_PATIENT = attrgetter("patient_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +89,13 @@ class Target:
     @property
     def staging_sql(self) -> str:
         # Same column names and types; no constraints, keys or defaults.
-        return (f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ON COMMIT DELETE ROWS AS "  # noqa: S608
+        return (f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ON COMMIT DELETE ROWS AS "  # noqa: S608 - our own table names
                 f"SELECT {', '.join(self.columns)} FROM {self.table} WITH NO DATA")
 
     @property
     def move_sql(self) -> str:
         cols = ", ".join(self.columns)
-        return f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {self.stage} ON CONFLICT DO NOTHING"  # noqa: S608
+        return f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {self.stage} ON CONFLICT DO NOTHING"  # noqa: S608 - our own names
 
 
 FEATURES = Target("features", ("patient_id", "metric", "window_start", "window_end", "n", "mean", "min", "max"),
@@ -108,108 +109,11 @@ READINGS = Target("readings", ("patient_id", "metric", "ts", "value", "device_id
                   ("text", "text", "timestamptz", "float8", "text"))
 TARGETS = (FEATURES, RISK_SCORES, READINGS)
 
-_INSERT_SNAPSHOT = """
-INSERT INTO model_registry (model_name, model_version, created_at, examples_seen, metrics, model, model_sha256)
-VALUES (%s, %s, to_timestamp(%s / 1000.0::float8), %s, %s, %s, %s)
-ON CONFLICT DO NOTHING
-"""
-
-#: One ops event, epoch ms first; a replayed event (same kind, subject, time) is a no-op.
+#: One ops event (:func:`sinks.rows.ops_event_row`); a replayed event (same kind, subject, time) is a no-op.
 INSERT_OPS_EVENT = """
-INSERT INTO ops_events (ts, kind, subject, details) VALUES (to_timestamp(%s / 1000.0::float8), %s, %s, %s)
+INSERT INTO ops_events (ts, kind, subject, details) VALUES (to_timestamp(%s / 1000.0::float8), %s, %s, %s::jsonb)
 ON CONFLICT DO NOTHING
 """
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSnapshot:
-    """One serialized model version for the registry; ``sha256`` is computed from ``model``.
-
-    Examples
-    --------
-    >>> snap = ModelSnapshot("river-logreg", "7", 1_767_571_200_000, 1200, {"auroc": 0.81}, b"model")
-    >>> snap.sha256[:12]
-    '9372c470eead'
-    """
-
-    model_name: str
-    model_version: str
-    created_ms: int
-    examples_seen: int
-    metrics: dict[str, float]
-    model: bytes
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.model).hexdigest()
-
-
-def utc(ms: int) -> datetime:
-    """Epoch milliseconds as an aware UTC datetime, exactly (integer arithmetic).
-
-    >>> utc(1_767_571_200_001).isoformat()
-    '2026-01-05T00:00:00.001000+00:00'
-    """
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-def feature_rows(windows: Sequence[WindowFeatures]) -> list[tuple[object, ...]]:
-    """Flatten windows to one ``features`` row per patient, metric and window, grouped by patient.
-
-    Grouping a batch by patient (a stable sort: each patient's windows stay in event-time order)
-    turns the primary key's B-tree inserts from scattered into nearly sequential, about 1.6x the
-    rows per second (see bench/bench_sink.py).
-
-    >>> from kernel.events import MetricStats
-    >>> row, = feature_rows([WindowFeatures("pt-1", 0, 60_000, {"heart_rate": MetricStats(2, 71.0, 70.0, 72.0)})])
-    >>> row[:2], row[3].isoformat(), row[4:]
-    (('pt-1', 'heart_rate'), '1970-01-01T00:01:00+00:00', (2, 71.0, 70.0, 72.0))
-    """
-    rows: list[tuple[object, ...]] = []
-    times: dict[int, datetime] = {}  # a batch's windows share a few boundaries
-    for w in sorted(windows, key=_PATIENT):
-        start = times.get(w.start_ms) or times.setdefault(w.start_ms, utc(w.start_ms))
-        end = times.get(w.end_ms) or times.setdefault(w.end_ms, utc(w.end_ms))
-        rows.extend((w.patient_id, metric, start, end, s.count, s.mean, s.min, s.max)
-                    for metric, s in w.metrics.items())
-    return rows
-
-
-def score_rows(scores: Sequence[RiskScore]) -> list[tuple[object, ...]]:
-    """One ``risk_scores`` row per score, grouped by patient; ``inputs`` and ``contributions`` stay
-    dicts (dumped as jsonb)."""
-    scores = sorted(scores, key=_PATIENT)
-    times: dict[int, datetime] = {}
-    for s in scores:
-        for ms in (s.window_start_ms, s.window_end_ms):
-            if ms not in times:
-                times[ms] = utc(ms)
-    return [(s.patient_id, times[s.window_start_ms], times[s.window_end_ms], s.model_name, s.model_version, s.score,
-             s.news2_total, s.news2_band, s.inputs, s.contributions, list(s.missing_inputs))
-            for s in scores]
-
-
-def reading_rows(readings: Iterable[VitalReading], every_ms: int) -> list[tuple[object, ...]]:
-    """The first reading per patient, metric and ``every_ms`` bucket (``0`` keeps them all).
-
-    >>> rs = [VitalReading("pt-1", "d", 1, "heart_rate", t, 70.0) for t in (0, 4_000, 9_999, 10_000)]
-    >>> [row[2].second for row in reading_rows(rs, 10_000)]
-    [0, 10]
-    >>> len(reading_rows(rs, 0))
-    4
-    """
-    if every_ms < 0:
-        raise ValueError(f"every_ms must be >= 0, got {every_ms}")
-    rows: list[tuple[object, ...]] = []
-    seen: set[tuple[str, str, int]] = set()
-    for r in sorted(readings, key=_PATIENT):
-        if every_ms:
-            key = (r.patient_id, r.metric, r.ts_ms // every_ms)
-            if key in seen:
-                continue
-            seen.add(key)
-        rows.append((r.patient_id, r.metric, utc(r.ts_ms), r.value, r.device_id))
-    return rows
 
 
 def refresh_rollups(conn: psycopg.Connection) -> None:
@@ -222,6 +126,35 @@ def refresh_rollups(conn: psycopg.Connection) -> None:
     """
     conn.execute("SELECT vitalrisk_maintenance()")
     conn.commit()
+
+
+def write_ops_events(conn: psycopg.Connection[TupleRow], events: Sequence[OpsEvent]) -> int:
+    """Record operational events in one transaction; return how many were new.
+
+    A replayed event (same kind, subject and time) adds nothing. Errors are psycopg's: the caller
+    (the trainer) keeps the events and tries again at its next step.
+    """
+    if not events:
+        return 0
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(INSERT_OPS_EVENT, [ops_event_row(event) for event in events])
+        return max(cur.rowcount, 0)
+
+
+INSERT_OUTCOME = ("INSERT INTO outcomes (patient_id, kind, onset, published_at) "
+                  "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING")
+
+
+def write_outcomes(conn: psycopg.Connection[TupleRow],
+                   rows: Sequence[tuple[str, str, datetime, datetime]]) -> int:
+    """Record outcome events ``(patient_id, kind, onset, published_at)`` in one transaction;
+    return how many were new (a replayed outcome adds nothing). Errors are psycopg's, as for
+    :func:`write_ops_events`."""
+    if not rows:
+        return 0
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(INSERT_OUTCOME, rows)
+        return max(cur.rowcount, 0)
 
 
 async def arefresh_rollups(conn: psycopg.AsyncConnection) -> None:
@@ -247,8 +180,9 @@ class TimescaleWriter:
         :class:`~sinks.errors.SinkUnavailable`; ``None`` retries for ever, which is what a
         worker wants: it stops consuming until the database is back.
     first_backoff_s, max_backoff_s
-        Retry delays: the first, then doubling up to the maximum, each drawn uniformly from
-        ``[0, delay]`` (full jitter) so that many workers do not reconnect in lockstep.
+        Retry delays (:class:`kernel.backoff.Backoff`): the first ceiling, doubling up to the
+        maximum, each delay drawn from ``[ceiling/2, ceiling]`` so that many workers do not
+        reconnect in lockstep.
     metrics
         When given, ``vitals_sink_up`` follows the database (1 after a commit, 0 while writes
         fail) and ``vitals_sink_errors_total`` counts the failed attempts that are retried.
@@ -258,12 +192,15 @@ class TimescaleWriter:
     rollup_refresh_s
         After a commit, refresh the rollups (:func:`refresh_rollups`) in the background if this
         long has passed since the last refresh; ``None`` never does.
+    rng
+        Jitter source of the retry delays (seed it in tests).
     """
 
     def __init__(self, url: str, *, connect_timeout_s: float = 5.0, write_timeout_s: float | None = 60.0,
                  retry_for_s: float | None = None, first_backoff_s: float = FIRST_BACKOFF_S,
                  max_backoff_s: float = MAX_BACKOFF_S, metrics: PipelineMetrics | None = None,
-                 readings_every_ms: int | None = None, rollup_refresh_s: float | None = 60.0) -> None:
+                 readings_every_ms: int | None = None, rollup_refresh_s: float | None = 60.0,
+                 rng: random.Random | None = None) -> None:
         for name, value in (("connect_timeout_s", connect_timeout_s), ("write_timeout_s", write_timeout_s),
                             ("first_backoff_s", first_backoff_s), ("max_backoff_s", max_backoff_s),
                             ("rollup_refresh_s", rollup_refresh_s)):
@@ -279,6 +216,8 @@ class TimescaleWriter:
         self.retry_for_s = retry_for_s
         self.first_backoff_s = first_backoff_s
         self.max_backoff_s = max(max_backoff_s, first_backoff_s)
+        self.backoff = Backoff(first_backoff_s, self.max_backoff_s, give_up_s=retry_for_s)
+        self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not cryptography
         self.metrics = metrics
         self.readings_every_ms = readings_every_ms
         self.rollup_refresh_s = rollup_refresh_s
@@ -289,12 +228,12 @@ class TimescaleWriter:
         self._conflicting: set[str] = set()  # tables whose last batch met rows already present
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, metrics: PipelineMetrics | None = None) -> "TimescaleWriter":
+    def from_settings(cls, settings: Settings, *, metrics: PipelineMetrics | None = None) -> TimescaleWriter:
         """A writer configured by ``settings`` (URL, readings thinning, rollup refresh)."""
         return cls(settings.database_url, metrics=metrics, readings_every_ms=settings.sink_readings_every_ms,
                    rollup_refresh_s=settings.sink_rollup_refresh_s)
 
-    async def __aenter__(self) -> "TimescaleWriter":
+    async def __aenter__(self) -> TimescaleWriter:
         try:
             await self._connect()
         except psycopg.OperationalError as exc:
@@ -337,57 +276,13 @@ class TimescaleWriter:
         self._maybe_refresh()
         return inserted
 
-    async def write_model_snapshot(self, snapshot: ModelSnapshot) -> bool:
-        """Register one model version; ``False`` if that exact snapshot was already registered.
-
-        Raises
-        ------
-        SinkRejected
-            The name and version are registered with a different model (a different SHA-256).
-        """
-        sha = snapshot.sha256
-
-        async def work(conn: psycopg.AsyncConnection) -> bool:
-            async with conn.transaction():
-                cur = await conn.execute(_INSERT_SNAPSHOT, (
-                    snapshot.model_name, snapshot.model_version, snapshot.created_ms, snapshot.examples_seen,
-                    Jsonb(snapshot.metrics), snapshot.model, sha))
-                if cur.rowcount == 1:
-                    return True
-                row = await (await conn.execute(
-                    "SELECT model_sha256 FROM model_registry WHERE model_name = %s AND model_version = %s",
-                    (snapshot.model_name, snapshot.model_version))).fetchone()
-            if row is not None and row[0] != sha:
-                raise SinkRejected(f"model {snapshot.model_name!r} version {snapshot.model_version!r} is "
-                                   f"registered with sha256 {row[0]}, not {sha}: versions are immutable")
-            return False
-
-        return await self._retrying(work)
-
-    async def write_ops_events(self, events: Sequence[OpsEvent]) -> int:
-        """Record operational events; returns how many were new."""
-        if not events:
-            return 0
-
-        async def work(conn: psycopg.AsyncConnection) -> int:
-            inserted = 0
-            async with conn.transaction(), conn.cursor() as cur:
-                for event in events:
-                    await cur.execute(INSERT_OPS_EVENT, (event.ts_ms, event.kind, event.subject,
-                                                          Jsonb(event.details)))
-                    inserted += max(cur.rowcount, 0)
-            return inserted
-
-        return await self._retrying(work)
-
     async def _retrying(self, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
         """Run ``work`` on a live connection, one call at a time, retrying transient failures."""
         if self._lock is None:
             self._lock = asyncio.Lock()  # created on the loop that first writes
         async with self._lock:
             loop = asyncio.get_running_loop()
-            deadline = None if self.retry_for_s is None else loop.time() + self.retry_for_s
-            delay = self.first_backoff_s
+            retries = self.backoff.start(now_s=loop.time(), rng=self._rng)
             while True:
                 try:
                     conn = await self._connect()
@@ -400,15 +295,15 @@ class TimescaleWriter:
                     await self._drop_connection()
                     self._set_up(False)
                     reason = "write timed out" if isinstance(exc, TimeoutError) else str(exc).strip()
-                    if deadline is not None and loop.time() + delay > deadline:
+                    delay = retries.next_delay(now_s=loop.time())
+                    if delay is None:
                         raise SinkUnavailable(f"database unreachable for {self.retry_for_s:.0f} s: "
                                               f"{reason}") from exc
                     if self.metrics is not None:
                         self.metrics.sink_errors.inc()
-                    logger.warning("sink write failed (%s: %s); retrying in up to %.1f s",
+                    logger.warning("sink write failed (%s: %s); retrying in %.1f s",
                                    type(exc).__name__, reason.splitlines()[0] if reason else "", delay)
-                    await asyncio.sleep(random.uniform(0, delay))
-                    delay = min(delay * 2, self.max_backoff_s)
+                    await asyncio.sleep(delay)
                     continue
                 self._set_up(True)
                 return result
@@ -504,27 +399,3 @@ class TimescaleWriter:
         except psycopg.Error as exc:
             logger.warning("rollup refresh failed (%s); next try in %.0f s", type(exc).__name__,
                            self.rollup_refresh_s or 0)
-
-
-def load_model_snapshot(conn: psycopg.Connection, model_name: str,
-                        model_version: str | None = None) -> ModelSnapshot | None:
-    """The newest registered snapshot of ``model_name`` (or that ``model_version``), checked.
-
-    Raises
-    ------
-    SinkRejected
-        The stored blob does not match its SHA-256.
-    """
-    query = ("SELECT model_name, model_version, (extract(epoch FROM created_at) * 1000)::bigint, examples_seen, "
-             "metrics, model, model_sha256 FROM model_registry WHERE model_name = %s")
-    params: tuple[object, ...] = (model_name,)
-    if model_version is not None:
-        query += " AND model_version = %s"
-        params += (model_version,)
-    row = conn.execute(query + " ORDER BY created_at DESC, registered_at DESC LIMIT 1", params).fetchone()
-    if row is None:
-        return None
-    snapshot = ModelSnapshot(row[0], row[1], int(row[2]), int(row[3]), dict(row[4]), bytes(row[5]))
-    if snapshot.sha256 != row[6]:
-        raise SinkRejected(f"model {model_name!r} version {row[1]!r}: blob does not match sha256 {row[6]}")
-    return snapshot

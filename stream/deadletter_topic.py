@@ -19,10 +19,10 @@ import json
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # type: ignore[import-untyped]
-from kafka.errors import KafkaError  # type: ignore[import-untyped]
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from infra.preflight import require_kafka
 from kernel.errors import VitalsError
@@ -37,7 +37,7 @@ class DeadLettersUnavailable(VitalsError):
     """The broker could not be reached or the dead-letter topic read."""
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """The ``deadletters`` subcommand and its options."""
     parser = sub.add_parser("deadletters", help="list, summarise or replay the dead-letter topic")
     parser.add_argument("action", choices=["list", "summary", "replay"])

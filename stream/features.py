@@ -137,7 +137,7 @@ class PatientState:
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "PatientState":
+    def from_bytes(cls, raw: bytes) -> PatientState:
         partition, last_reading, emitted, stopped, n_panes, n_base, n_known = cls._HEADER.unpack_from(raw, 0)
         pos = cls._HEADER.size
         state = cls(partition, last_reading_ms=last_reading, emitted_through_ms=emitted,
@@ -288,8 +288,8 @@ class FeatureEngine:
                 if expected is not None:
                     x[f"{metric}_completeness_60m"] = 0.0
                 continue
-            starts, stats = zip(*entries)
-            counts, sums, sumsqs, lows, highs, last_ts, last_values, rmssds, minutes = zip(*stats)
+            starts, pane_stats = zip(*entries)
+            counts, sums, sumsqs, lows, highs, last_ts, last_values, rmssds, minutes = zip(*pane_stats)
             n = sum(counts)
             if expected is not None:
                 x[f"{metric}_completeness_60m"] = min(1.0, n / (expected * LONG_WINDOW_MS / MS_PER_MINUTE))

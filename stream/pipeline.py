@@ -116,7 +116,7 @@ class VitalsPipeline:
         self._partitions: dict[int, _Partition] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, store: StateStore | None = None) -> "VitalsPipeline":
+    def from_settings(cls, settings: Settings, *, store: StateStore | None = None) -> VitalsPipeline:
         return cls(window_ms=settings.window_ms, grace_ms=settings.grace_ms, max_future_ms=settings.max_future_ms,
                    carry_ms=settings.news2_carry_ms, data_stopped_ms=settings.data_stopped_ms, store=store,
                    limits=Limits.from_settings(settings))

@@ -11,17 +11,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stream.offsets import OffsetSequencer
 from kernel.settings import Settings
 
 if TYPE_CHECKING:  # Faust is imported where an app is built: the CLI's other commands stay light
     import faust
-    from faust.types import TP, EventT
+    from faust.types import TP, Message
 
 
 logger = logging.getLogger(__name__)
+
+
+class IntakeEvent(Protocol):
+    """What the intake hands on: a Faust event, or a record read back from the broker, each
+    with its message and an ack that goes to the app's consumer."""
+
+    @property
+    def message(self) -> Message: ...
+
+    def ack(self) -> bool: ...
 
 
 class OrderedIntake:
@@ -39,7 +49,7 @@ class OrderedIntake:
     """
 
     def __init__(self, *, committed: Callable[[int], int | None] = lambda partition: None,
-                 read_skipped: Callable[[str, int, range], Awaitable[list[Any]]] | None = None,
+                 read_skipped: Callable[[str, int, range], Awaitable[list[IntakeEvent]]] | None = None,
                  on_skipped: Callable[[int, int], None] = lambda partition, n: None) -> None:
         self.sequencer = OffsetSequencer()
         self._committed = committed
@@ -53,7 +63,7 @@ class OrderedIntake:
     def forget(self, partition: int) -> None:
         self.sequencer.forget(partition)
 
-    async def events(self, event: Any) -> list[Any]:
+    async def events(self, event: IntakeEvent) -> list[IntakeEvent]:
         """The events to process for ``event``: any the consumer skipped before it, read from the
         broker, then itself; none when it is a re-read of one already processed."""
         message = event.message
@@ -68,7 +78,7 @@ class OrderedIntake:
         return [*await self._read_skipped(message.topic, message.partition, missed), event]
 
 
-async def cannot_read(topic: str, partition: int, offsets: range) -> list["EventT"]:
+async def cannot_read(topic: str, partition: int, offsets: range) -> list[IntakeEvent]:
     raise RuntimeError(f"{topic}/{partition}: offsets {offsets.start}-{offsets.stop - 1} were skipped by the "
                        "consumer and no reader of skipped records is wired")
 
@@ -80,12 +90,12 @@ class SkippedRecords:
 
     TIMEOUT_S = 30.0
 
-    def __init__(self, settings: Settings, app: "faust.App") -> None:
+    def __init__(self, settings: Settings, app: faust.App) -> None:
         self.settings = settings
         self.app = app
         self._consumer: Any = None
 
-    async def read(self, topic: str, partition: int, offsets: range) -> list["EventT"]:
+    async def read(self, topic: str, partition: int, offsets: range) -> list[IntakeEvent]:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         if self._consumer is None:
@@ -133,7 +143,7 @@ class _SkippedEvent:
         return bool(self._consumer.ack(self.message))
 
 
-def committed_offset(consumer: Any, tp: "TP") -> int | None:
+def committed_offset(consumer: Any, tp: TP) -> int | None:
     """The offset ``tp``'s consumption resumed at, as Faust read it from the broker when the
     partition was assigned (``None`` when nothing was committed). Faust keeps it in a private
     mapping; without it the sequencer takes the first record as it comes."""
@@ -142,7 +152,7 @@ def committed_offset(consumer: Any, tp: "TP") -> int | None:
     return offset if isinstance(offset, int) and offset > 0 else None
 
 
-def ordered_intake(settings: Settings, app: "faust.App", topic: str,
+def ordered_intake(settings: Settings, app: faust.App, topic: str,
                    skipped_counter: Any) -> tuple[OrderedIntake, SkippedRecords]:
     """The intake of ``topic``'s records in a Faust ``app``, resuming at Faust's committed offsets,
     counting skipped records per partition in ``skipped_counter`` (a Prometheus counter labelled

@@ -14,13 +14,13 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import psycopg
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # type: ignore[import-untyped]  # no stubs
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from psycopg import sql
 
 from infra.processes import child_env, free_port

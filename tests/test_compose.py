@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sinks.webhook import Router, parse_receivers
+from stream.alerts.routing import Router, parse_receivers
 from stream.cli import build_parser
 from kernel.settings import Settings
 

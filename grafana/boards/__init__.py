@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import Mapping
+from collections.abc import Mapping
 
 from grafana.boards.care import care_board
 from grafana.boards.model import model_board

@@ -42,14 +42,14 @@ def grafana_unit(metric: str) -> str:
     return _UNITS.get(unit, f"suffix: {unit}")
 
 
-def _scales() -> dict[str, "news2._Scale"]:
+def _scales() -> dict[str, news2._Scale]:
     """The scorer's NEWS2 chart rows, by :data:`stream.scoring.NEWS2_INPUTS` parameter name.
 
     models/news2.py keeps its chart rows private (``_Scale`` constants); reading them here, rather
     than copying the cut points, keeps the board's zones equal to what the scorer scores. A rename
     there fails :func:`vital_zones`' doctest, not silently.
     """
-    return {obj.parameter: obj for obj in vars(news2).values() if isinstance(obj, news2._Scale)}
+    return {obj.parameter: obj for obj in vars(news2).values() if isinstance(obj, news2._Scale)}  # noqa: SLF001 - draws NEWS2's own scale tables
 
 
 def vital_zones(metric: str) -> tuple[Step, ...]:

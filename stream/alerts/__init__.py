@@ -1,4 +1,4 @@
-"""Alerting: a pure engine (rules, engine, replay) and its adapters (service, api, delivery, commands).
+"""Alerting: a pure engine (rules, engine, replay, routing) and its adapters (service, api, delivery, commands).
 
 The records the engine shares with the sinks (alert state, pages, silences) are in :mod:`kernel.alerts`;
 the PostgreSQL alert store is :mod:`sinks.alert_store`.

@@ -9,7 +9,7 @@ is checked first: the store's pool would retry a server that is down for seconds
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from sinks.alert_store import AlertStore
 from infra.preflight import require_database
@@ -17,7 +17,7 @@ from kernel.settings import Settings
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def run_ack(settings: Settings, alert_id: str, *, by: str) -> int:

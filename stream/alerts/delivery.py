@@ -12,10 +12,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from sinks.metrics import AlertMetrics
-from sinks.webhook import Delivery, WebhookSender, alertmanager_body, encode_body
 from kernel.alerts import Page
 from kernel.errors import AlertDeliveryFailed
+from sinks.alertmanager import alertmanager_body, encode_body
+from sinks.metrics import AlertMetrics
+from sinks.webhook import Delivery, WebhookSender
 
 logger = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ class Effects:
     stale: bool = False    # the score was older than the patient's latest and was ignored
     storm: int = 0         # patients whose data_stopped page storm protection held back
 
-    def __add__(self, other: "Effects") -> "Effects":
+    def __add__(self, other: Effects) -> Effects:
         changed = tuple(dict.fromkeys((*self.changed, *other.changed)))
         return Effects(self.pages + other.pages, self.events + other.events, changed,
                        self.stale or other.stale, self.storm + other.storm)

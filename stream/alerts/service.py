@@ -28,7 +28,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sinks.metrics import AlertMetrics
-from sinks.webhook import Backoff, Router, WebhookSender, parse_receivers
+from kernel.backoff import Backoff
+from sinks.webhook import WebhookSender
+from stream.alerts.routing import Router, parse_receivers
 from stream.alerts.delivery import Dispatcher
 from stream.alerts.engine import AlertEngine, Effects
 from kernel.errors import AlertNotFiring, AlertStoreUnavailable, ConfigurationError, InvalidMessage, UnknownAlert

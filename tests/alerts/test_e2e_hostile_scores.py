@@ -12,7 +12,6 @@ import json
 import pytest
 from kafka import KafkaProducer
 
-from kernel.settings import Settings
 from kernel.wire import encode_score
 from stream.deadletter_topic import read_all
 from tests.alerts.conftest import AlertingStack, news2_score, read_jsonl, wait_for

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from kafka import KafkaProducer
 
-from sinks.webhook import signed_headers
+from sinks.signing import signed_headers
 from kernel.events import RiskScore
 from kernel.settings import Settings
 from kernel.wire import encode_score

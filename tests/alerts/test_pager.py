@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 
 from simulators.pager import Pager, build_pager_app, run_pager, serve_pager
-from sinks.webhook import alertmanager_body, encode_body, signed_headers
+from sinks.alertmanager import alertmanager_body, encode_body
+from sinks.signing import signed_headers
 from stream.alerts import AlertEngine, AlertPolicy
 from kernel.errors import ConfigurationError
 from kernel.settings import Settings

@@ -128,7 +128,7 @@ def test_a_restart_from_the_snapshots_pages_exactly_as_an_uninterrupted_run(
     expected = [p for s in scores for p in whole.on_score(s, now_ms=s.window_end_ms).pages]
     first = AlertEngine(policy(escalate_ms=None))
     got = [p for s in scores[:split] for p in first.on_score(s, now_ms=s.window_end_ms).pages]
-    snapshots = [PatientAlerts.from_json(first.snapshot(pid).to_json()) for pid in first.patients]  # type: ignore[union-attr]
+    snapshots = [PatientAlerts.from_json(first.snapshot(pid).to_json()) for pid in first.patients]
     second = AlertEngine(policy(escalate_ms=None))
     second.restore(snapshots)
     # the records after the last committed offset are replayed too: duplicates must change nothing

@@ -22,12 +22,15 @@ def a_batch(engine: AlertEngine, patient: str, minutes: list[tuple[int, int]]) -
     batch = Batch()
     for minute, total in minutes:
         outcome = engine.on_score(news2_score(patient, minute, total), now_ms=minute * 60_000)
-        batch.states[patient] = (3, engine.snapshot(patient))  # type: ignore[assignment]
+        state = engine.snapshot(patient)
+        assert state is not None
+        batch.states[patient] = (3, state)
         batch.events += outcome.events
         batch.pages += [(p, ("pager",), 1_000) for p in outcome.pages]
-        row = alert_row(engine.snapshot(patient), "news2_high", "critical")  # type: ignore[arg-type]
+        row = alert_row(state, "news2_high", "critical")
         if row is not None:
-            batch.alerts[row.state.alert_id] = row  # type: ignore[index]
+            assert row.state.alert_id is not None
+            batch.alerts[row.state.alert_id] = row
     return batch
 
 

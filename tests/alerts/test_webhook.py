@@ -1,4 +1,4 @@
-"""Webhook bodies, signatures, routing, retries and dead letters (local HTTP servers, no broker)."""
+"""Webhook bodies, signatures, retries and dead letters (local HTTP servers, no broker)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from aiohttp import web
 from hypothesis import given, strategies as st
 from prometheus_client import CollectorRegistry
 
-from sinks.metrics import AlertMetrics
-from sinks.webhook import (IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Attempt, Backoff, Delivery,
-                           Router, WebhookSender, alertmanager_body, encode_body, parse_receivers, sign, verify)
-from stream.alerts import AlertEngine, AlertPolicy
 from kernel.alerts import Page
+from kernel.backoff import Backoff
+from kernel.errors import AlertDeliveryFailed, SignatureInvalid
+from sinks.alertmanager import alertmanager_body, encode_body
+from sinks.metrics import AlertMetrics
+from sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
+from sinks.webhook import Attempt, Delivery, WebhookSender
+from stream.alerts import AlertEngine, AlertPolicy
 from stream.alerts.delivery import Dispatcher
-from kernel.errors import AlertDeliveryFailed, InvalidPolicy, SignatureInvalid
 from tests.alerts.conftest import free_port, news2_score
 
 SECRET = b"s3cret"
@@ -81,27 +83,6 @@ def test_any_body_signed_verifies_and_any_change_does_not(body: bytes, t: int, s
     assert verify([secret], body, header, str(t), now_s=t) == t
     with pytest.raises(SignatureInvalid):
         verify([secret], body + b"!", header, str(t), now_s=t)
-
-
-@given(st.floats(0.01, 5), st.floats(5, 60), st.integers(1, 40), st.integers(0, 2 ** 32))
-def test_backoff_grows_to_its_cap_and_jitters_within_half_to_full(first: float, cap: float, n: int, seed: int) -> None:
-    b = Backoff(first, cap, 900)
-    assert b.ceiling(n) <= b.ceiling(n + 1) <= cap
-    assert b.ceiling(n) / 2 <= b.delay(n, random.Random(seed)) <= b.ceiling(n)
-
-
-def test_routes_and_receivers_are_parsed_and_checked() -> None:
-    receivers = parse_receivers("pager=http://p/webhook;senior=https://s/hook")
-    router = Router.parse("critical=pager,senior;warning=pager;escalation=senior", frozenset(receivers))
-    assert router.receivers_for("critical", escalate=False) == ("pager", "senior")
-    assert router.receivers_for("warning", escalate=True) == ("senior",)
-    assert Router.parse("warning=pager", frozenset(receivers)).receivers_for("warning", escalate=True) == ("pager",)
-    with pytest.raises(InvalidPolicy, match="unknown receivers"):
-        Router.parse("critical=nobody", frozenset(receivers))
-    with pytest.raises(InvalidPolicy):
-        Router.parse("urgent=pager", frozenset(receivers))
-    with pytest.raises(InvalidPolicy):
-        parse_receivers("pager=ftp://x")
 
 
 class ListAudit:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from kafka import KafkaProducer  # type: ignore[import-untyped]
+from kafka import KafkaProducer
 
 from kernel.settings import Settings
 from kernel.wire import encode_device_message

@@ -192,7 +192,7 @@ def test_only_snapshots_signed_with_the_key_are_ever_loaded(isolated: Settings) 
 def test_a_restarted_trainer_registers_a_snapshot_left_on_the_topic_only(isolated: Settings) -> None:
     """Killed between its two writes, a trainer leaves its newest snapshot on the topic (scorers swap
     to it) but not in the registry; the next trainer resumes from it and registers it."""
-    from kafka import KafkaProducer  # type: ignore[import-untyped]
+    from kafka import KafkaProducer
 
     from models.risk import RiskModel
     from models.snapshot_topic import MAX_SNAPSHOT_BYTES, ensure_topic

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from kafka import KafkaProducer  # type: ignore[import-untyped]
+from kafka import KafkaProducer
 
 from models.patient_context import PatientContext
 from models.patient_topic import PatientFeed, read_patients

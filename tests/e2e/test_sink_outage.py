@@ -21,7 +21,7 @@ import warnings
 
 import psycopg
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 

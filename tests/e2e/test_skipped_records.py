@@ -7,7 +7,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from kafka import KafkaProducer  # type: ignore[import-untyped]
+from kafka import KafkaProducer
 
 from stream.skipped import SkippedRecords
 from kernel.settings import Settings
@@ -36,7 +36,7 @@ def test_skipped_offsets_are_read_in_order_with_their_values_and_acked_through_t
     producer.flush()
     producer.close()
     acks = _AckLog()
-    reader = SkippedRecords(isolated, SimpleNamespace(consumer=acks))  # type: ignore[arg-type]
+    reader = SkippedRecords(isolated, SimpleNamespace(consumer=acks))
 
     async def read() -> list:
         try:
@@ -57,7 +57,7 @@ def test_skipped_offsets_are_read_in_order_with_their_values_and_acked_through_t
 
 
 def test_offsets_the_log_does_not_hold_are_an_error_not_a_silent_gap(isolated: Settings) -> None:
-    reader = SkippedRecords(isolated, SimpleNamespace(consumer=_AckLog()))  # type: ignore[arg-type]
+    reader = SkippedRecords(isolated, SimpleNamespace(consumer=_AckLog()))
     reader.TIMEOUT_S = 3.0
 
     async def read() -> None:

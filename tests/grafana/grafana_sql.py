@@ -15,7 +15,7 @@ Two steps, as in Grafana:
 Examples
 --------
 >>> from datetime import datetime, timezone
->>> rng = TimeRange(datetime(2026, 1, 5, tzinfo=timezone.utc), datetime(2026, 1, 5, 0, 30, tzinfo=timezone.utc))
+>>> rng = TimeRange(datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 5, 0, 30, tzinfo=UTC))
 >>> q = "SELECT $__timeGroupAlias(t, $__interval), 1 FROM x WHERE $__timeFilter(t) AND p = ${p:sqlstring}"
 >>> print(expand(q, rng, interval="1m", variables={"p": "pt-1"}, timescaledb=False))
 SELECT floor(extract(epoch from t)/60)*60 AS "time", 1 FROM x WHERE t BETWEEN '2026-01-05T00:00:00Z' AND '2026-01-05T00:30:00Z' AND p = 'pt-1'
@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 
 
@@ -53,12 +53,12 @@ class TimeRange:
 def rfc3339nano(moment: datetime) -> str:
     """Go's ``t.UTC().Format(time.RFC3339Nano)``: fraction without trailing zeros, ``Z``.
 
-    >>> rfc3339nano(datetime(1960, 2, 1, 7, 0, 0, 500000, tzinfo=timezone.utc))
+    >>> rfc3339nano(datetime(1960, 2, 1, 7, 0, 0, 500000, tzinfo=UTC))
     '1960-02-01T07:00:00.5Z'
-    >>> rfc3339nano(datetime(2018, 4, 12, 18, 0, tzinfo=timezone.utc))
+    >>> rfc3339nano(datetime(2018, 4, 12, 18, 0, tzinfo=UTC))
     '2018-04-12T18:00:00Z'
     """
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     fraction = f"{utc.microsecond:06d}".rstrip("0")
     return utc.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
 
@@ -192,7 +192,7 @@ def _macro(name: str, args: list[str], time_range: TimeRange, *, timescaledb: bo
 def expand_macros(sql: str, time_range: TimeRange, *, timescaledb: bool) -> str:
     """Step 2, in the data source: the macros (each match replaced in one pass, as Go does).
 
-    >>> rng = TimeRange(datetime(2018, 4, 12, 18, tzinfo=timezone.utc), datetime(2018, 4, 12, 18, 5, tzinfo=timezone.utc))
+    >>> rng = TimeRange(datetime(2018, 4, 12, 18, tzinfo=UTC), datetime(2018, 4, 12, 18, 5, tzinfo=UTC))
     >>> expand_macros("SELECT $__timeGroup(time_column,'5m'), value", rng, timescaledb=False)
     'SELECT floor(extract(epoch from time_column)/300)*300 AS "time", value'
     >>> expand_macros("GROUP BY $__timeGroup(time_column , '20ms')", rng, timescaledb=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 import psycopg
@@ -190,7 +190,7 @@ def _run(conn: psycopg.Connection[Any], text: str, *, timescaledb: bool) -> tupl
 def _time_range(conn: psycopg.Connection[Any]) -> TimeRange:
     row = conn.execute("SELECT min(window_start), max(window_end) FROM features").fetchone()
     assert row and row[0] is not None, "the pipeline wrote no features"
-    return TimeRange(row[0].astimezone(timezone.utc), row[1].astimezone(timezone.utc))
+    return TimeRange(row[0].astimezone(UTC), row[1].astimezone(UTC))
 
 
 def _resolve_variables(conn: psycopg.Connection[Any], board: str, time_range: TimeRange) -> dict[str, str]:

@@ -47,7 +47,7 @@ def _episodes(groups: dict[str, dict[str, str]], seed: int,
 
 def _monitor(groups: dict[str, dict[str, str]], pids: list[str], y: np.ndarray, p: np.ndarray,
              **policy: object) -> FairnessMonitor:
-    mon = FairnessMonitor(groups, ("model",), {"model": 0.1}, policy=FairnessPolicy(**policy))  # type: ignore[arg-type]
+    mon = FairnessMonitor(groups, ("model",), {"model": 0.1}, policy=FairnessPolicy(**policy))
     mon.update_many(pids, y, {"model": p})
     return mon
 
@@ -88,7 +88,7 @@ def test_events_are_raised_once_per_open_gap_and_again_when_it_names_a_new_group
     mon.update_many(pids, y, {"model": p})
     assert mon.check(789) == []  # III-IV flagged once: not yet confirmed
     again = mon.check(790)
-    assert again and all("III-IV" in e.details["low_groups"] for e in again)  # type: ignore[operator]
+    assert again and all("III-IV" in e.details["low_groups"] for e in again)
     assert mon.check(999) == []
 
 
@@ -254,10 +254,10 @@ def test_simulated_spo2_overreading_is_flagged_only_when_switched_on() -> None:
         results[bias] = evaluate_cohort(config, EvaluateOptions(warmup_ms=FAIRNESS_WARMUP_DAYS * 86_400_000),
                                         Settings())
     on = results[True].fairness_flags
-    assert any(f["scorer"] == "news2" and f["attribute"] == "skin_tone" and "V-VI" in f["low_groups"]  # type: ignore[operator]
+    assert any(f["scorer"] == "news2" and f["attribute"] == "skin_tone" and "V-VI" in f["low_groups"]
                for f in on)
     # Only skin tone, and only the groups the simulator biases (III-IV by 1 point, V-VI by 2.5).
-    assert all(f["attribute"] == "skin_tone" and set(f["low_groups"]) <= {"III-IV", "V-VI"}  # type: ignore[arg-type]
+    assert all(f["attribute"] == "skin_tone" and set(f["low_groups"]) <= {"III-IV", "V-VI"}
                for f in on)
     assert results[True].fairness_events
     assert results[False].fairness_flags == []

@@ -175,6 +175,7 @@ def test_the_trainer_records_drift_and_fairness_events_one_row_per_gap() -> None
     from kernel.events import OpsEvent
     from models.trainer_service import TrainerService
     from sinks.metrics import ModelMetrics
+    from sinks.rows import ops_event_row
     from kernel.settings import Settings
 
     registry = CollectorRegistry()
@@ -186,10 +187,10 @@ def test_the_trainer_records_drift_and_fairness_events_one_row_per_gap() -> None
         OpsEvent(kind="fairness", ts_ms=T0, subject="risk-logreg", details={"scorer": "news2", "metric": "sensitivity",
                                                  "attribute": "skin_tone", "gap": 0.3}),
     ])
-    subjects = [(kind, subject) for _, kind, subject, _ in service._ops_rows]
+    subjects = [(e.kind, e.subject) for e in service._ops_events]
     assert subjects == [("drift", "risk-logreg"), ("fairness", "risk-logreg:news2:calibration:skin_tone"),
                         ("fairness", "risk-logreg:news2:sensitivity:skin_tone")]
-    assert _json.loads(service._ops_rows[1][3])["gap"] == 0.4
+    assert _json.loads(ops_event_row(service._ops_events[1])[3])["gap"] == 0.4
     assert registry.get_sample_value("vitals_drift_events_total", {"model": "risk-logreg"}) == 1
     assert registry.get_sample_value("vitals_ops_events_total", {"kind": "fairness"}) == 2
 

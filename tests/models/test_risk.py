@@ -139,7 +139,7 @@ def test_negative_rate_must_be_a_share() -> None:
 
 
 def _clip_of(model: RiskModel) -> dict[str, float]:
-    return {c: head.classifier.steps["clip"].limit for c, head in model.heads.items()}  # type: ignore[attr-defined]
+    return {c: head.classifier.steps["clip"].limit for c, head in model.heads.items()}
 
 
 def test_the_af_head_keeps_far_tail_evidence_that_the_other_heads_clip() -> None:
@@ -152,7 +152,7 @@ def test_the_af_head_keeps_far_tail_evidence_that_the_other_heads_clip() -> None
         model.learn_one({"rmssd": rng.gauss(2.8, 0.2)}, {c: False for c in CONDITIONS})
     far = {"rmssd": 2.8 + 15 * 0.2}
     scaled = {c: head.classifier.steps["clip"].transform_one(head.classifier.steps["scale"].transform_one(far))["rmssd"]
-              for c, head in model.heads.items()}  # type: ignore[attr-defined]
+              for c, head in model.heads.items()}
     assert scaled["any"] == DEFAULT_CLIP_SD and 13 < scaled["af_episode"] < 17
 
 

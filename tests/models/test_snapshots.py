@@ -82,9 +82,9 @@ def test_garbage_is_rejected(raw: bytes) -> None:
 @pytest.mark.parametrize("key", [None, "short", SecretStr("")])
 def test_missing_or_short_keys_are_refused(key: object) -> None:
     with pytest.raises(SnapshotKeyMissing):
-        signing_key(key)  # type: ignore[arg-type]
+        signing_key(key)
     with pytest.raises(SnapshotKeyMissing):
-        _snapshot().to_bytes(key)  # type: ignore[arg-type]
+        _snapshot().to_bytes(key)
 
 
 def test_scorer_swaps_only_to_newer_versions_of_its_model() -> None:

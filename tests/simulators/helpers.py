@@ -11,7 +11,8 @@ import json
 import math
 import re
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from simulators.cohort import CohortConfig, SimulatedMessage, simulate
 from kernel.vocabulary import METRICS

@@ -157,20 +157,20 @@ def test_bad_config_raises_value_error_naming_rule_and_value(kwargs: dict, rule:
         (lambda: DeviceSchedule(bp_cuff_times_h=(25.0,)), "bp_cuff_times_h"),
     ],
 )
-def test_bad_parts_raise_value_error(factory, rule: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_parts_raise_value_error(factory, rule: str) -> None:
     with pytest.raises(ValueError, match=rule):
         factory()
 
 
 def test_non_int_patients_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="patients must be an int"):
-        CohortConfig(patients=2.5)  # type: ignore[arg-type]
+        CohortConfig(patients=2.5)
 
 
 def test_config_is_frozen_and_hashable() -> None:
     config = CohortConfig()
     with pytest.raises(AttributeError):
-        config.patients = 3  # type: ignore[misc]
+        config.patients = 3
     assert hash(config) == hash(CohortConfig())
 
 

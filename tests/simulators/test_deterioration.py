@@ -124,15 +124,15 @@ def paired() -> tuple[CohortConfig, Series, Series, list[SimulatedMessage]]:
     episodes' effect (a counterfactual pair)."""
     kwargs = dict(patients=40, seed=4, duration_ms=36 * HOUR, spo2_skin_bias=False,
                   devices=DeviceSchedule(heart_rate_interval_ms=60_000, bp_cuff_fraction=0.0))  # fmt: skip
-    with_episodes = CohortConfig(**kwargs, incidence=Incidence().scaled(100.0))  # type: ignore[arg-type]
-    without = CohortConfig(**kwargs, incidence=Incidence.none())  # type: ignore[arg-type]
+    with_episodes = CohortConfig(**kwargs, incidence=Incidence().scaled(100.0))
+    without = CohortConfig(**kwargs, incidence=Incidence.none())
     a, outcomes = _series(with_episodes)
     b, none = _series(without)
     assert none == []
     return with_episodes, a, b, outcomes
 
 
-def test_outcomes_are_published_at_onset_for_episodes_that_do_not_resolve(paired) -> None:  # type: ignore[no-untyped-def]
+def test_outcomes_are_published_at_onset_for_episodes_that_do_not_resolve(paired) -> None:
     config, _, _, outcomes = paired
     truth = [e for e in episodes(config) if not e.resolved_without_event]
     assert len(outcomes) == len(truth) > 10
@@ -143,7 +143,7 @@ def test_outcomes_are_published_at_onset_for_episodes_that_do_not_resolve(paired
         assert message.sent_ms == episode.onset_ms > episode.prodrome_start_ms
 
 
-def test_nothing_changes_before_the_prodrome_starts(paired) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_changes_before_the_prodrome_starts(paired) -> None:
     config, a, b, _ = paired
     first_drift: dict[str, int] = {}
     for e in episodes(config):
@@ -168,7 +168,7 @@ DIRECTIONS = {
 }
 
 
-def test_vitals_drift_the_right_way_before_onset(paired) -> None:  # type: ignore[no-untyped-def]
+def test_vitals_drift_the_right_way_before_onset(paired) -> None:
     """In the last part of the prodrome (before onset), each kind's vitals have moved in the
     expected direction compared with the same patient and minutes without the episode."""
     config, a, b, _ = paired
@@ -190,7 +190,7 @@ def test_vitals_drift_the_right_way_before_onset(paired) -> None:  # type: ignor
     assert set(seen) == set(EPISODE_KINDS), seen
 
 
-def test_deteriorating_patients_move_away_from_their_baseline(paired) -> None:  # type: ignore[no-untyped-def]
+def test_deteriorating_patients_move_away_from_their_baseline(paired) -> None:
     config, series, _, _ = paired
     baseline = {p.patient_id: p.baseline for p in population(config)}
     checked = 0
@@ -239,7 +239,7 @@ def test_effect_rises_through_the_prodrome_and_is_gone_at_the_end(
 ) -> None:  # fmt: skip
     onset = 100 * HOUR
     acute = 0 if resolves else int(acute_h * HOUR)
-    e = Episode("pt-x", kind, onset - int(prodrome_h * HOUR), onset, onset + acute,  # type: ignore[arg-type]
+    e = Episode("pt-x", kind, onset - int(prodrome_h * HOUR), onset, onset + acute,
                 onset + acute + 10 * HOUR, severity, resolves)  # fmt: skip
     walker = EpisodeEffects([e], {"pt-x": 0}, 1)
     column = 0  # heart rate rises in every kind
@@ -276,7 +276,7 @@ SIGNS = {
 @pytest.mark.parametrize("kind", EPISODE_KINDS)
 def test_each_kind_moves_its_vitals_the_clinical_way_at_onset(kind: str) -> None:
     onset = 50 * HOUR
-    e = Episode("pt-x", kind, onset - 10 * HOUR, onset, onset + 5 * HOUR, onset + 9 * HOUR,  # type: ignore[arg-type]
+    e = Episode("pt-x", kind, onset - 10 * HOUR, onset, onset + 5 * HOUR, onset + 9 * HOUR,
                 1.0, False)  # fmt: skip
     at_onset = EpisodeEffects([e], {"pt-x": 0}, 1).at(onset + HOUR)[0]
     for column, sign in SIGNS[kind].items():

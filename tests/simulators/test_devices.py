@@ -146,9 +146,9 @@ def _spo2_by_patient(config: CohortConfig) -> dict[str, list[float]]:
 def test_spo2_bias_shifts_measured_spo2_for_dark_skin_only() -> None:
     base = dict(patients=80, seed=31, duration_ms=HOUR, incidence=Incidence.none(),
                 devices=DeviceSchedule(heart_rate_interval_ms=60_000))  # fmt: skip
-    on = run(CohortConfig(**base, spo2_skin_bias=True))  # type: ignore[arg-type]
-    off = run(CohortConfig(**base, spo2_skin_bias=False))  # type: ignore[arg-type]
-    tone = {p.patient_id: p.skin_tone for p in population(CohortConfig(**base))}  # type: ignore[arg-type]
+    on = run(CohortConfig(**base, spo2_skin_bias=True))
+    off = run(CohortConfig(**base, spo2_skin_bias=False))
+    tone = {p.patient_id: p.skin_tone for p in population(CohortConfig(**base))}
     shift: dict[int, list[float]] = defaultdict(list)
     for m_on, m_off in zip(device_messages(on), device_messages(off)):
         assert m_on["device_id"] == m_off["device_id"] and m_on["seq"] == m_off["seq"]
@@ -173,9 +173,9 @@ def test_the_bias_table_is_configurable(offset: float, tone: int) -> None:
     base = dict(patients=12, seed=5, duration_ms=20 * MINUTE, incidence=Incidence.none(),
                 devices=DeviceSchedule(heart_rate_interval_ms=60_000),
                 skin_tone_weights=(1, 1, 1, 1, 1, 1))  # fmt: skip
-    on = _spo2_by_patient(CohortConfig(**base, spo2_bias_by_skin_tone=table))  # type: ignore[arg-type]
-    off = _spo2_by_patient(CohortConfig(**base, spo2_skin_bias=False))  # type: ignore[arg-type]
-    for p in population(CohortConfig(**base)):  # type: ignore[arg-type]
+    on = _spo2_by_patient(CohortConfig(**base, spo2_bias_by_skin_tone=table))
+    off = _spo2_by_patient(CohortConfig(**base, spo2_skin_bias=False))
+    for p in population(CohortConfig(**base)):
         diff = np.array(on[p.patient_id]) - np.array(off[p.patient_id])
         if p.skin_tone != tone or offset == 0.0:
             assert (diff == 0).all()

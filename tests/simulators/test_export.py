@@ -61,7 +61,7 @@ def expected() -> list[Row]:
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_round_trip_equals_the_simulators_stream(tmp_path: Path, fmt: str, expected: list[Row]) -> None:
-    report = export_cohort(CONFIG, tmp_path, fmt=fmt, chunk_rows=1_000)  # type: ignore[arg-type]
+    report = export_cohort(CONFIG, tmp_path, fmt=fmt, chunk_rows=1_000)
 
     readings = read_export(tmp_path / f"readings.{fmt}")
     assert table_rows(readings) == expected
@@ -122,9 +122,9 @@ def test_csv_has_a_header_iso_times_and_reads_back_with_type_inference(tmp_path:
 def test_same_seed_gives_identical_files(tmp_path: Path, fmt: str) -> None:
     config = CohortConfig(patients=5, seed=9, duration_ms=HOUR, incidence=Incidence().scaled(1000.0))
     first, again, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    export_cohort(config, first, fmt=fmt, chunk_rows=500)  # type: ignore[arg-type]
-    export_cohort(config, again, fmt=fmt, chunk_rows=500)  # type: ignore[arg-type]
-    export_cohort(CohortConfig(patients=5, seed=10, duration_ms=HOUR), other, fmt=fmt)  # type: ignore[arg-type]
+    export_cohort(config, first, fmt=fmt, chunk_rows=500)
+    export_cohort(config, again, fmt=fmt, chunk_rows=500)
+    export_cohort(CohortConfig(patients=5, seed=10, duration_ms=HOUR), other, fmt=fmt)
     names = sorted(p.name for p in first.iterdir())
     assert names == sorted(p.name for p in again.iterdir()) and len(names) == 4
     for name in names:
@@ -190,7 +190,7 @@ def test_cli_bad_arguments_end_in_one_line(tmp_path: Path, capsys: pytest.Captur
     try:
         status = main(argv)
     except SystemExit as exc:  # argparse's own checks
-        status = exc.code  # type: ignore[assignment]
+        status = exc.code
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and message in err, err

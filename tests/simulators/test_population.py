@@ -44,14 +44,14 @@ def test_a_cohort_is_a_prefix_of_any_larger_one_with_the_same_seed(seed: int, n:
     assert large[:n] == small
 
 
-def test_ages_are_adult_and_skewed_older(big) -> None:  # type: ignore[no-untyped-def]
+def test_ages_are_adult_and_skewed_older(big) -> None:
     age = big.age_years
     assert age.min() >= 40 and age.max() <= 95
     assert 66 <= np.median(age) <= 76
     assert (age >= 65).mean() > (age < 55).mean()
 
 
-def test_sex_and_skin_tone_follow_their_shares(big) -> None:  # type: ignore[no-untyped-def]
+def test_sex_and_skin_tone_follow_their_shares(big) -> None:
     n = len(big)
     assert abs(big.female.mean() - 0.5) < 5 * np.sqrt(0.25 / n)
     observed = np.bincount(big.skin_tone, minlength=7)[1:] / n
@@ -62,7 +62,7 @@ def test_sex_and_skin_tone_follow_their_shares(big) -> None:  # type: ignore[no-
 
 
 @pytest.mark.parametrize("condition", CONDITIONS)
-def test_prevalence_matches_the_age_curve_and_rises_with_age(big, condition) -> None:  # type: ignore[no-untyped-def]
+def test_prevalence_matches_the_age_curve_and_rises_with_age(big, condition) -> None:
     has = big.has(condition)
     expected = prevalence(condition, big.age_years).sum()
     assert abs(has.sum() - expected) < 5 * np.sqrt(expected)
@@ -71,7 +71,7 @@ def test_prevalence_matches_the_age_curve_and_rises_with_age(big, condition) -> 
         assert has[old].mean() > has[young].mean()
 
 
-def test_baselines_differ_between_patients_and_by_condition(big) -> None:  # type: ignore[no-untyped-def]
+def test_baselines_differ_between_patients_and_by_condition(big) -> None:
     copd, htn = big.has("copd"), big.has("hypertension")
     assert big.spo2_pct[copd].mean() < big.spo2_pct[~copd].mean() - 2.5
     assert big.systolic_mmhg[htn].mean() > big.systolic_mmhg[~htn].mean() + 10
@@ -97,4 +97,4 @@ def test_bad_population_arguments() -> None:
     with pytest.raises(ValueError, match="at least 1 patient"):
         sample_cohort(0, seed=1)
     with pytest.raises(ValueError, match="condition must be one of"):
-        prevalence("gout", 60)  # type: ignore[arg-type]
+        prevalence("gout", 60)

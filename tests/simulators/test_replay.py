@@ -259,7 +259,7 @@ def test_cli_bad_input_ends_in_one_line_before_anything_is_sent(tmp_path: Path, 
         # An unreachable broker: the checks must fail first, without trying to connect.
         status = main(["replay", str(csv_path), "--patient", "pt-1", *args])
     except SystemExit as exc:
-        status = exc.code  # type: ignore[assignment]
+        status = exc.code
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and message in err, err

@@ -163,7 +163,8 @@ def test_a_failing_transactional_migration_leaves_nothing(empty_db: Database, tm
 
 @pytest.mark.integration
 def test_policies_are_stored_and_enforced_on_plain_postgres(db: Database) -> None:
-    assert migrate(db.owner_url, timescale="off", policies=SinkPolicies(raw_retention_days=30, scores_retention_days=60)) == []
+    policies = SinkPolicies(raw_retention_days=30, scores_retention_days=60)
+    assert migrate(db.owner_url, timescale="off", policies=policies) == []
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     old, recent = now - timedelta(days=45), now - timedelta(days=1)
     with psycopg.connect(db.owner_url) as conn:

@@ -84,13 +84,14 @@ def test_migrations_build_hypertables_aggregates_and_policies(ts_db: str) -> Non
     assert [c["compress_after"] for c in by_kind["policy_compression"]] == ["7 days"] * 3
     assert "policy_retention" not in by_kind, "0 days: no retention by default"
 
-    migrate(ts_db, timescale="on", policies=SinkPolicies(raw_retention_days=30, scores_retention_days=90, rollup_retention_days=365,
-                                         compress_after_days=3))
+    migrate(ts_db, timescale="on", policies=SinkPolicies(raw_retention_days=30, scores_retention_days=90,
+                                                         rollup_retention_days=365, compress_after_days=3))
     with psycopg.connect(ts_db) as conn:
         retention = sorted(r[0] for r in conn.execute(
             "SELECT config->>'drop_after' FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"))
         compression = [r[0] for r in conn.execute(
-            "SELECT config->>'compress_after' FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'")]
+            "SELECT config->>'compress_after' FROM timescaledb_information.jobs "
+            "WHERE proc_name = 'policy_compression'")]
     assert retention == sorted(["30 days", "30 days", "90 days"] + ["365 days"] * 4)
     assert compression == ["3 days"] * 3
 

@@ -1,4 +1,4 @@
-"""TimescaleWriter on the real PostgreSQL: idempotence, fallbacks, outages, rollups, registry, ops events."""
+"""TimescaleWriter on the real PostgreSQL: idempotence, fallbacks, outages, rollups; ops events."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import logging
 import socket
 from datetime import timedelta
 
+import numpy as np
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from kernel.events import OpsEvent, RiskScore, VitalReading
 from sinks.errors import SinkRejected, SinkUnavailable
 from sinks.metrics import PipelineMetrics
-from kernel.events import OpsEvent
-from sinks.timescale import ModelSnapshot, TimescaleWriter, load_model_snapshot, refresh_rollups, utc
-from kernel.events import RiskScore, VitalReading
+from sinks.rows import utc
+from sinks.timescale import TimescaleWriter, refresh_rollups, write_ops_events
 from tests.sinks.conftest import START_MS, Database, make_scores, make_windows
 
 pytestmark = pytest.mark.integration
@@ -28,9 +29,10 @@ def _counts(db: Database) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def _writer(db: Database, **options: object) -> TimescaleWriter:
-    options = {"first_backoff_s": 0.05, "max_backoff_s": 0.5, "rollup_refresh_s": None, **options}
-    return TimescaleWriter(db.writer_url, **options)  # type: ignore[arg-type]
+def _writer(db: Database, *, write_timeout_s: float = 60.0, metrics: PipelineMetrics | None = None,
+            readings_every_ms: int | None = None, rollup_refresh_s: float | None = None) -> TimescaleWriter:
+    return TimescaleWriter(db.writer_url, first_backoff_s=0.05, max_backoff_s=0.5, write_timeout_s=write_timeout_s,
+                           metrics=metrics, readings_every_ms=readings_every_ms, rollup_refresh_s=rollup_refresh_s)
 
 
 def test_rows_land_exactly_and_a_replay_adds_nothing(db: Database, caplog: pytest.LogCaptureFixture) -> None:
@@ -186,7 +188,7 @@ def test_rollups_equal_date_bin_queries_and_the_writer_refreshes_them(db: Databa
         refresh_rollups(conn)
     with psycopg.connect(db.reader_url) as conn:
         for view, width in (("vitals_5m", "5 minutes"), ("vitals_1h", "1 hour")):
-            got = conn.execute(f"SELECT bucket, patient_id, metric, n, mean, min, max FROM {view} "  # noqa: S608
+            got = conn.execute(f"SELECT bucket, patient_id, metric, n, mean, min, max FROM {view} "  # noqa: S608 - view names from a literal tuple
                                "ORDER BY 1, 2, 3").fetchall()
             want = conn.execute(
                 "SELECT date_bin(%s::interval, window_start, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, "
@@ -197,7 +199,7 @@ def test_rollups_equal_date_bin_queries_and_the_writer_refreshes_them(db: Databa
         assert all(b[0].minute % 5 == 0 and b[0].second == 0 for b in buckets)
         assert len(conn.execute("SELECT DISTINCT bucket FROM vitals_1h").fetchall()) == 2
         for view, width in (("risk_5m", "5 minutes"), ("risk_1h", "1 hour")):
-            got = conn.execute(f"SELECT bucket, patient_id, model_name, windows, score_max, news2_max "  # noqa: S608
+            got = conn.execute(f"SELECT bucket, patient_id, model_name, windows, score_max, news2_max "  # noqa: S608 - view names from a literal tuple
                                f"FROM {view} ORDER BY 1, 2, 3").fetchall()
             want = conn.execute(
                 "SELECT date_bin(%s::interval, window_start, TIMESTAMPTZ '2000-01-01 00:00:00+00'), patient_id, "
@@ -209,40 +211,17 @@ def test_rollups_equal_date_bin_queries_and_the_writer_refreshes_them(db: Databa
         assert first[0] + timedelta(hours=1) == utc(START_MS + 3_600_000)
 
 
-def test_model_registry_keeps_versions_immutable_and_verified(db: Database) -> None:
-    v1 = ModelSnapshot("river-logreg", "1", START_MS, 100, {"auroc": 0.71}, b"\x80model-one")
-    v2 = ModelSnapshot("river-logreg", "2", START_MS + 60_000, 250, {"auroc": 0.78}, b"\x80model-two")
-    tampered = ModelSnapshot("river-logreg", "1", START_MS, 100, {"auroc": 0.99}, b"\x80other-bytes")
-
-    async def run() -> tuple[bool, bool, bool]:
-        async with _writer(db) as writer:
-            first = await writer.write_model_snapshot(v1)
-            again = await writer.write_model_snapshot(v1)
-            second = await writer.write_model_snapshot(v2)
-            with pytest.raises(SinkRejected, match="versions are immutable"):
-                await writer.write_model_snapshot(tampered)
-            return first, again, second
-
-    assert asyncio.run(run()) == (True, False, True)
-    with psycopg.connect(db.reader_url) as conn:
-        assert load_model_snapshot(conn, "river-logreg") == v2
-        assert load_model_snapshot(conn, "river-logreg", "1") == v1
-        assert load_model_snapshot(conn, "nope") is None
-    with psycopg.connect(db.writer_url) as conn, pytest.raises(psycopg.errors.CheckViolation):
-        conn.execute("INSERT INTO model_registry (model_name, model_version, created_at, examples_seen, model, "
-                     "model_sha256) VALUES ('m', '9', now(), 0, 'abc', %s)", (v1.sha256,))
-
-
 def test_ops_events_are_recorded_once(db: Database) -> None:
-    events = [OpsEvent(ts_ms=START_MS, kind="drift", subject="river-logreg", details={"detector": "adwin", "loss": 0.31}),
+    events = [OpsEvent(ts_ms=START_MS, kind="drift", subject="river-logreg",
+                       details={"detector": "adwin", "loss": 0.31}),
               OpsEvent(ts_ms=START_MS, kind="data_stopped", subject="pt-0001", details={"silent_s": 900}),
-              OpsEvent(ts_ms=START_MS + 1, kind="fairness", subject="river-logreg", details={"attribute": "sex", "gap": 0.12})]
+              OpsEvent(ts_ms=START_MS + 1, kind="fairness", subject="river-logreg",
+                       details={"attribute": "sex", "gap": np.float64(0.12)})]  # numpy's floats, as fairness gives
 
-    async def run() -> tuple[int, int]:
-        async with _writer(db) as writer:
-            return await writer.write_ops_events(events), await writer.write_ops_events(events + events)
-
-    assert asyncio.run(run()) == (3, 0)
+    with psycopg.connect(db.writer_url, autocommit=True) as conn:  # as the trainer's connection is
+        assert write_ops_events(conn, events) == 3
+        assert write_ops_events(conn, events + events) == 0
+        assert write_ops_events(conn, []) == 0
     with psycopg.connect(db.reader_url) as conn:
         rows = conn.execute("SELECT kind, subject, details FROM ops_events ORDER BY ts, kind").fetchall()
     assert rows == [("data_stopped", "pt-0001", {"silent_s": 900}),

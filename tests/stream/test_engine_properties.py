@@ -130,7 +130,7 @@ def _hour_of_readings(seed: int) -> list[tuple[str, str, int, float]]:
     rng = np.random.default_rng(seed)
     out = []
     for minute in range(150):
-        for k in range(int(rng.integers(0, 6))):
+        for _ in range(int(rng.integers(0, 6))):
             metric = str(rng.choice(sorted(METRICS)))
             lo, hi = METRICS[metric]
             out.append(("pt-a", metric, START + minute * MINUTE + int(rng.integers(0, MINUTE)),
