@@ -11,7 +11,7 @@ No services needed::
    timed one by one on one cohort in this process: simulate (:func:`simulators.cohort.minute_frames`),
    1-minute window statistics (:func:`stream.cohort_features.frame_metrics`), hopping features
    (:class:`stream.batch_features.BatchFeatureEngine`), and the model loop (score, label, judge,
-   learn, alert replay: :meth:`stream.evaluate.EvaluationCore.add_hop` and ``finish``), in ms
+   learn, alert replay: :meth:`stream.evaluate_loop.EvaluationCore.add_hop` and ``finish``), in ms
    per patient-hour; with ``--message-path`` also the old path (JSON, pipeline core,
    :class:`~stream.features.FeatureEngine`) on the same cohort.
 2. **Scoring**: rows per second for ``predict_proba_one`` per row, ``predict_many`` in batches
@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from stream.cohort_features import frame_metrics
-from stream.evaluate import EvaluateOptions, EvaluationCore, default_processes, evaluate_cohort
+from stream.evaluate_cohort import default_processes, evaluate_cohort
+from stream.evaluate_loop import EvaluateOptions, EvaluationCore
 from models.fairness import subgroups
 from models.labelling import LABELS, LabelledWindow, Outcome
 from models.risk import RiskModel

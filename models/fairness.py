@@ -95,15 +95,15 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from kernel.events import OpsEvent
-from models.evaluation import ScoreSketch
+from models.prequential import ScoreSketch
 from kernel.wire import PATIENT_ATTRIBUTES, PatientRecord
 
 if TYPE_CHECKING:
@@ -154,7 +154,23 @@ def subgroups(sex: str, age_years: int, skin_tone: int) -> dict[str, str]:
     return {"sex": sex, "age_band": age_band(age_years), "skin_tone": skin_tone_group(skin_tone)}
 
 
-def patient_record(patient: Any) -> PatientRecord:
+class PatientAttributes(Protocol):
+    """What :func:`patient_record` reads of a patient: :class:`simulators.population.Patient` has it
+    (the models import no simulator, so the type is structural)."""
+
+    @property
+    def patient_id(self) -> str: ...
+    @property
+    def sex(self) -> str: ...
+    @property
+    def age_years(self) -> int: ...
+    @property
+    def skin_tone(self) -> int: ...
+    @property
+    def conditions(self) -> Iterable[str]: ...
+
+
+def patient_record(patient: PatientAttributes) -> PatientRecord:
     """A simulated patient (:class:`simulators.population.Patient`) as the programme records them:
     coarse subgroups and enrolment diagnoses, nothing more.
 

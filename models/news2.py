@@ -3,7 +3,9 @@
 NEWS2 (Royal College of Physicians, *National Early Warning Score (NEWS) 2*, 2017) adds
 points for seven parameters, each 0 (normal) to 3, and maps the total to a clinical-risk
 band. :func:`news2_score` scores one set of observations; :class:`News2Scorer` wraps it in
-the River protocol so that it can serve as a baseline next to the learned models.
+the River protocol so that it can serve as a baseline next to the learned models;
+:func:`news2_score_many` scores arrays of observations at once (numpy), on the same chart,
+missing vitals (NaN) scoring 0 as :class:`News2Scorer` scores an absent one.
 
 Non-integer inputs
 ------------------
@@ -43,6 +45,9 @@ from bisect import bisect_right
 from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
+import numpy as np
+import numpy.typing as npt
+
 #: Level of consciousness on the ACVPU scale: alert, or new confusion, voice, pain, unresponsive.
 Consciousness = Literal["alert", "confusion", "voice", "pain", "unresponsive"]
 
@@ -57,6 +62,9 @@ _RED_SCORE = 3
 _MEDIUM_TOTAL = 5
 _HIGH_TOTAL = 7
 _OXYGEN_POINTS = 2
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,18 @@ class _Scale:
         if not math.isfinite(value):
             raise ValueError(f"{self.parameter} must be a finite number, got {value!r}")
         return self.points[bisect_right(self.cuts, value)]
+
+    def score_many(self, values: FloatArray) -> IntArray:
+        """Points for each of ``values`` (``bisect_right`` as :meth:`score`); NaN, a missing value, scores 0.
+
+        Raises ``ValueError`` if a value is infinite.
+        """
+        if np.isinf(values).any():
+            bad = float(values[np.isinf(values)][0])
+            raise ValueError(f"{self.parameter} must be a finite number or NaN (missing), got {bad!r}")
+        present = ~np.isnan(values)
+        rows = np.searchsorted(np.asarray(self.cuts), np.where(present, values, 0.0), side="right")
+        return np.where(present, np.asarray(self.points, dtype=np.int64)[rows], 0)
 
 
 # Cut points: midway between adjacent chart values (see the module docstring).
@@ -249,6 +269,109 @@ def news2_score(
         heart_rate=_HEART_RATE.score(heart_rate),
         consciousness=_consciousness_points(consciousness),
         temperature=_TEMPERATURE.score(temperature),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class News2Many:
+    """NEWS2 results of many observations at once: :class:`News2`'s fields as arrays of points.
+
+    Returned by :func:`news2_score_many`; element ``i`` of every field is observation ``i``'s
+    points. As for :class:`News2`, the fields are *points*, not observations.
+
+    Examples
+    --------
+    >>> many = news2_score_many(respiratory_rate=[22.0, 16.0], spo2=[95.0, 97.0], systolic_bp=[118.0, 125.0],
+    ...                         heart_rate=[96.0, 72.0], temperature=[38.4, 36.8])
+    >>> many.total.tolist(), many.band.tolist(), many.largest.tolist()
+    ([5, 0], ['medium', 'low'], [2, 0])
+    """
+
+    respiratory_rate: IntArray
+    spo2: IntArray
+    air_or_oxygen: IntArray
+    systolic_bp: IntArray
+    heart_rate: IntArray
+    consciousness: IntArray
+    temperature: IntArray
+
+    @property
+    def subscores(self) -> dict[str, IntArray]:
+        """Points of each parameter, by name, in chart order."""
+        return {name: getattr(self, name) for name in _PARAMETERS}
+
+    @property
+    def total(self) -> IntArray:
+        """The aggregate score of each observation, 0 to :data:`MAX_TOTAL`."""
+        total: IntArray = sum((getattr(self, name) for name in _PARAMETERS), np.zeros_like(self.spo2))
+        return total
+
+    @property
+    def largest(self) -> IntArray:
+        """Each observation's largest single-parameter points (3: a "red score")."""
+        largest: IntArray = np.maximum.reduce([getattr(self, name) for name in _PARAMETERS])
+        return largest
+
+    @property
+    def band(self) -> npt.NDArray[np.str_]:
+        """The clinical-risk band of each observation, by :attr:`News2.band`'s rules."""
+        total = self.total
+        return np.select([total >= _HIGH_TOTAL, total >= _MEDIUM_TOTAL, self.largest == _RED_SCORE],
+                         ["high", "medium", "low-medium"], "low")
+
+
+def news2_score_many(
+    *,
+    respiratory_rate: npt.ArrayLike,
+    spo2: npt.ArrayLike,
+    systolic_bp: npt.ArrayLike,
+    heart_rate: npt.ArrayLike,
+    temperature: npt.ArrayLike,
+    on_oxygen: npt.ArrayLike = False,
+) -> News2Many:
+    """Score arrays of observations on the NEWS2 chart (SpO2 scale 1), vectorised with numpy.
+
+    The same chart, cut points and rounding as :func:`news2_score`, element by element (the
+    tests check that they agree on every input). Unlike :func:`news2_score`, a vital may be
+    missing: NaN scores 0, as an absent vital does in :meth:`News2Scorer.score_one`.
+    Consciousness is not an input: it scores 0 (alert), as in :class:`News2Scorer`.
+
+    Parameters
+    ----------
+    respiratory_rate, spo2, systolic_bp, heart_rate, temperature
+        Observations in the units of :func:`news2_score`, arrays of one shape (or scalars,
+        broadcast); NaN for a missing value.
+    on_oxygen
+        Whether each patient breathes supplemental oxygen (2 points); default: all on air.
+
+    Returns
+    -------
+    News2Many
+        The points of each parameter, their ``total``, ``band`` and ``largest``.
+
+    Raises
+    ------
+    ValueError
+        If a value is infinite.
+
+    Examples
+    --------
+    >>> news2_score_many(respiratory_rate=[8.49, float("nan")], spo2=98, systolic_bp=120, heart_rate=70,
+    ...                  temperature=37.0).respiratory_rate.tolist()
+    [3, 0]
+    """
+    values = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64)
+                                   for v in (respiratory_rate, spo2, systolic_bp, heart_rate, temperature)))
+    rr, sp, bp, hr, temp = values
+    oxygen = np.broadcast_to(np.asarray(on_oxygen, dtype=np.bool_), rr.shape)
+    return News2Many(
+        respiratory_rate=_RESPIRATORY_RATE.score_many(rr),
+        spo2=_SPO2_SCALE_1.score_many(sp),
+        air_or_oxygen=np.where(oxygen, _OXYGEN_POINTS, 0).astype(np.int64),
+        systolic_bp=_SYSTOLIC_BP.score_many(bp),
+        heart_rate=_HEART_RATE.score_many(hr),
+        consciousness=np.zeros(rr.shape, dtype=np.int64),
+        temperature=_TEMPERATURE.score_many(temp),
     )
 
 

@@ -4,7 +4,7 @@
 Kafka and the registry, and it is pure: no Kafka, no database, no clock. Each feature row is
 scored test-then-train: the current model and NEWS2 score it when it arrives, the
 :class:`~models.labelling.DelayedLabeller` holds it until outcomes (or their absence) label it,
-and then it is judged (:class:`~models.evaluation.PrequentialEvaluator`, ADWIN drift) and
+and then it is judged (:class:`~models.prequential.PrequentialEvaluator`, ADWIN drift) and
 learned by the :class:`~models.trainer.Trainer`, which takes snapshots every N windows or T of
 event time.
 
@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kernel.events import OpsEvent
-from models.evaluation import PrequentialEvaluator
+from models.prequential import PrequentialEvaluator
 from models.fairness import FairnessMonitor
 from models.labelling import ANY, DelayedLabeller, Outcome
 from models.news2 import MAX_TOTAL
@@ -231,7 +231,7 @@ class OnlineLearner:
         learned_before = max((t for t in (final_before, self.learned_before_ms) if t is not None), default=None)
         return {"learned_before_ms": learned_before, "features": {str(p): o for p, o in sorted(lowest.items())}}
 
-    def metrics(self, *, rolling: bool = True) -> dict[str, dict[str, dict[str, float]]]:
+    def metrics(self, *, rolling: bool = True) -> dict[str, dict[str, dict[str, float | None]]]:
         """Scorer -> condition -> AUROC/AUPRC/Brier/ECE dicts (rolling window by default)."""
         return {s: {c: self.evaluator.metrics(s, c, rolling=rolling).as_dict() for c in self.conditions}
                 for s in (MODEL, NEWS2)}

@@ -5,8 +5,9 @@
 - :class:`FeatureSpace` turns feature dicts into rows of a numpy matrix with a stable column
   order, for batch scoring of many patients at once.
 - :class:`News2RowScorer` scores NEWS2 from the same feature row the model sees (15-minute
-  means, falling back to 60-minute ones), carrying blood pressure forward like
-  :mod:`stream.scoring`, so model and NEWS2 are compared on identical windows.
+  means, falling back to 60-minute ones), carrying blood pressure forward by the one rule of
+  :mod:`models.carry_forward`, so model and NEWS2 are compared on identical windows;
+  :class:`News2MatrixScorer` does the same for a matrix of rows at once.
 
 Examples
 --------
@@ -26,17 +27,18 @@ False
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from models.news2 import MAX_TOTAL, News2, News2Scorer
+from models.carry_forward import carried, carried_many
+from models.news2 import MAX_TOTAL, News2, News2Scorer, news2_score_many
 from models.labelling import ANY
 from models.snapshots import Snapshot
 from kernel.events import RiskScore
 
 FloatMatrix = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 #: NEWS2 input -> feature keys tried in order (the first present is used).
 NEWS2_FEATURES: Mapping[str, tuple[str, ...]] = {
@@ -160,16 +162,16 @@ class FeatureSpace:
         return out
 
     def to_dict(self, vector: npt.NDArray[np.float64]) -> dict[str, float]:
-        """The feature dict of a vector (NaN entries dropped)."""
-        return {c: v for c, v in zip(self._columns, vector.tolist()) if v == v}
+        """The feature dict of a vector (NaN entries dropped; a vector made before new columns is shorter)."""
+        return {c: v for c, v in zip(self._columns, vector.tolist(), strict=False) if v == v}
 
 
 class News2RowScorer:
     """NEWS2 from a feature row, with blood pressure carried forward per patient.
 
     Wearables measure blood pressure twice a day: the last systolic value seen in a patient's
-    rows stands in for up to ``carry_ms`` (like :mod:`stream.scoring`). Vitals missing from the
-    row score 0 (see :class:`models.news2.News2Scorer`).
+    rows stands in for up to ``carry_ms`` (:mod:`models.carry_forward`, as in :mod:`stream.scoring`).
+    Vitals missing from the row score 0 (see :class:`models.news2.News2Scorer`).
 
     Examples
     --------
@@ -198,10 +200,8 @@ class News2RowScorer:
                     break
         if "systolic_bp" in out:
             self._bp[patient_id] = (ts_ms, out["systolic_bp"])
-        else:
-            carried = self._bp.get(patient_id)
-            if carried is not None and ts_ms - carried[0] <= self.carry_ms:
-                out["systolic_bp"] = carried[1]
+        elif (bp := carried(self._bp.get(patient_id), ts_ms, carry_ms=self.carry_ms)) is not None:
+            out["systolic_bp"] = bp
         return out
 
     def score(self, patient_id: str, ts_ms: int, x: Mapping[str, float]) -> News2:
@@ -220,6 +220,56 @@ class News2RowScorer:
         return news2.total / MAX_TOTAL
 
     @staticmethod
-    def metric_inputs(inputs: Mapping[str, Any]) -> dict[str, float]:
+    def metric_inputs(inputs: Mapping[str, float]) -> dict[str, float]:
         """NEWS2 inputs renamed to wire metrics (for ``RiskScore.inputs``)."""
         return {_NEWS2_METRIC[k]: float(v) for k, v in inputs.items()}
+
+
+class News2MatrixScorer:
+    """:class:`News2RowScorer` over a matrix of rows, one hop at a time: same inputs, chart and carry.
+
+    Rows are patients by position (``0 .. patients - 1``); a hop's matrix ``X`` holds some of
+    them (``rows``), its columns named by ``columns`` (NaN: feature absent). Each NEWS2 input
+    is the first present of its :data:`NEWS2_FEATURES`; blood pressure is carried per patient
+    for ``carry_ms`` (:mod:`models.carry_forward`); a vital still missing scores 0. Scored with
+    :func:`models.news2.news2_score_many`.
+
+    Examples
+    --------
+    >>> n2 = News2MatrixScorer(2, carry_ms=3_600_000)
+    >>> columns = ("respiratory_rate_mean_15m", "systolic_blood_pressure_last")
+    >>> total, largest = n2.score(np.array([0, 1]), 0, np.array([[22.0, 85.0], [16.0, np.nan]]), columns)
+    >>> total.tolist(), largest.tolist()
+    ([5, 0], [3, 0])
+    >>> n2.score(np.array([0]), 3_600_000, np.array([[16.0, np.nan]]), columns)[0].tolist()  # 85 mmHg carried
+    [3]
+    """
+
+    def __init__(self, patients: int, *, carry_ms: int = 12 * 3_600_000) -> None:
+        self.carry_ms = carry_ms
+        self._bp_ts = np.full(patients, np.iinfo(np.int64).min // 2, dtype=np.int64)
+        self._bp = np.full(patients, np.nan)
+        self._columns: tuple[str, ...] = ()
+        self._sources: dict[str, list[int]] = {}
+
+    def score(self, rows: IntArray, ts_ms: int, X: FloatMatrix,
+              columns: tuple[str, ...]) -> tuple[IntArray, IntArray]:
+        """Each row's NEWS2 total and its largest single-parameter points (rows of one hop, at ``ts_ms``)."""
+        if columns != self._columns:
+            index = {c: j for j, c in enumerate(columns)}
+            self._sources = {name: [index[k] for k in keys if k in index] for name, keys in NEWS2_FEATURES.items()}
+            self._columns = columns
+        values: dict[str, npt.NDArray[np.float64]] = {}
+        for name, sources in self._sources.items():
+            value = np.full(len(rows), np.nan)
+            for j in sources:  # the first present feature of the list
+                value = np.where(np.isnan(value), X[:, j], value)
+            values[name] = value
+        bp = values["systolic_bp"]
+        seen = ~np.isnan(bp)
+        self._bp_ts[rows[seen]] = ts_ms
+        self._bp[rows[seen]] = bp[seen]
+        values["systolic_bp"] = np.where(seen, bp, carried_many(self._bp_ts[rows], self._bp[rows], ts_ms,
+                                                                  carry_ms=self.carry_ms))
+        news2 = news2_score_many(**values)
+        return news2.total, news2.largest

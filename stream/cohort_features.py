@@ -8,7 +8,7 @@ exactly that minute's readings. This module computes those windows from
 :func:`simulators.cohort.minute_frames` with numpy (:func:`~stream.batch_features.summarise_columns`,
 the same sums as :func:`stream.windows.summarise`) and folds them with
 :class:`~stream.batch_features.BatchFeatureEngine`: the same rows as the message path
-(``tests/models/test_cohort_features.py`` compares them), about fifty times faster.
+(``tests/stream/test_cohort_features.py`` compares them), about fifty times faster.
 
 Patients are split into contiguous shards, one per worker process. Each worker steps the
 whole cohort's simulation (its random streams are drawn for all patients together, so a
@@ -24,7 +24,8 @@ import multiprocessing as mp
 import queue as queue_module
 import traceback
 from collections.abc import Iterator
-from typing import Any
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +35,9 @@ from simulators.devices import WristMinute, wrist_values
 from stream.batch_features import BatchFeatureEngine, MetricBatch, feature_columns, summarise_columns
 from stream.windows import summarise
 
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue  # generic to the type checker only (not subscriptable in 3.11)
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -41,8 +45,12 @@ IntArray = npt.NDArray[np.int64]
 CHUNK_HOPS = 12
 #: Chunks a worker may run ahead of the parent (bounds memory: ~4 MB each per 500 patients).
 QUEUE_CHUNKS = 8
+_ROWS = "rows"
 _DONE = "done"
 _FAILED = "failed"
+
+#: What a worker sends: ``(_ROWS, hops)``, then ``(_DONE, None)``; or ``(_FAILED, traceback text)``.
+WorkerQueue: TypeAlias = "Queue[tuple[str, list[tuple[int, FloatArray]] | str | None]]"
 
 
 class UnsupportedCohort(ValueError):
@@ -109,8 +117,9 @@ def frame_metrics(frame: MinuteFrame, lo: int, hi: int, heart_rate_interval_ms: 
             out["diastolic_blood_pressure"] = MetricBatch.single(rows, frame.cuff.diastolic_mmhg[mine])
             # The cuff's pulse joins the wrist's heart rate in the same window: summarised like the core does.
             stats = []
-            for r, t, pulse in zip(rows.tolist(), frame.cuff_t_ms[mine].tolist(), frame.cuff.pulse_bpm[mine].tolist()):
-                points = list(zip(hr_t[:, r].tolist(), hr_v[:, r].tolist()))
+            for r, t, pulse in zip(rows.tolist(), frame.cuff_t_ms[mine].tolist(), frame.cuff.pulse_bpm[mine].tolist(),
+                                   strict=True):
+                points = list(zip(hr_t[:, r].tolist(), hr_v[:, r].tolist(), strict=True))
                 stats.append(summarise(points + [(t, pulse)]))
             hr = hr.replace_rows(rows, stats)
     out["heart_rate"] = hr
@@ -145,22 +154,23 @@ def cohort_hops(config: CohortConfig, *, processes: int = 1) -> Iterator[tuple[i
     parts = shards(config.patients, processes)
     # fork where there is one: starts in milliseconds and needs no importable __main__ (a script
     # or a REPL); the workers run only numpy element-wise code and the simulator, no BLAS or threads.
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    queues = [ctx.Queue(maxsize=QUEUE_CHUNKS) for _ in parts]
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
+    queues: list[WorkerQueue] = [ctx.Queue(maxsize=QUEUE_CHUNKS) for _ in parts]
     workers = [ctx.Process(target=_worker, args=(config, lo, hi, q), daemon=True, name=f"vitalrisk-features-{lo}")
-               for (lo, hi), q in zip(parts, queues)]
+               for (lo, hi), q in zip(parts, queues, strict=True)]
     for w in workers:
         w.start()
     try:
         while True:
-            chunks = [_receive(q, w) for q, w in zip(queues, workers)]
-            if all(c is None for c in chunks):
+            received = [_receive(q, w) for q, w in zip(queues, workers, strict=True)]
+            chunks = [c for c in received if c is not None]
+            if not chunks:
                 return
-            if any(c is None for c in chunks):
+            if len(chunks) < len(received):
                 raise RuntimeError("feature workers ended out of step")
-            for hop in range(len(chunks[0])):  # type: ignore[arg-type]
-                ts = chunks[0][hop][0]  # type: ignore[index]
-                yield ts, np.concatenate([c[hop][1] for c in chunks])  # type: ignore[index]
+            for hop in range(len(chunks[0])):
+                ts = chunks[0][hop][0]
+                yield ts, np.concatenate([c[hop][1] for c in chunks])
     finally:
         for w in workers:
             if w.is_alive():
@@ -171,7 +181,8 @@ def cohort_hops(config: CohortConfig, *, processes: int = 1) -> Iterator[tuple[i
             q.cancel_join_thread()
 
 
-def _receive(q: Any, worker: Any) -> list[tuple[int, FloatArray]] | None:
+def _receive(q: WorkerQueue, worker: BaseProcess) -> list[tuple[int, FloatArray]] | None:
+    """A worker's next chunk of hops; ``None`` once it is done. Raises if it failed or died."""
     while True:
         try:
             kind, body = q.get(timeout=1.0)
@@ -179,25 +190,25 @@ def _receive(q: Any, worker: Any) -> list[tuple[int, FloatArray]] | None:
             if not worker.is_alive():
                 raise RuntimeError(f"feature worker {worker.name} died (exit code {worker.exitcode})") from None
             continue
+        if kind == _ROWS and isinstance(body, list):
+            return body
         if kind == _DONE:
             return None
-        if kind == _FAILED:
-            raise RuntimeError(f"feature worker {worker.name} failed:\n{body}")
-        return body  # type: ignore[no-any-return]
+        raise RuntimeError(f"feature worker {worker.name} failed:\n{body}")
 
 
-def _worker(config: CohortConfig, lo: int, hi: int, q: Any) -> None:
+def _worker(config: CohortConfig, lo: int, hi: int, q: WorkerQueue) -> None:
     try:
         chunk: list[tuple[int, FloatArray]] = []
         for hop in shard_hops(config, lo, hi):
             chunk.append(hop)
             if len(chunk) >= CHUNK_HOPS:
-                q.put(("rows", chunk))
+                q.put((_ROWS, chunk))
                 chunk = []
         if chunk:
-            q.put(("rows", chunk))
+            q.put((_ROWS, chunk))
         q.put((_DONE, None))
-    except BaseException:  # report anything to the parent, which would otherwise wait
+    except BaseException:  # noqa: BLE001  # report anything to the parent, which would otherwise wait
         q.put((_FAILED, traceback.format_exc()))
 
 

@@ -2,7 +2,8 @@
 
 Wearables measure vitals at different rates: heart rate every few seconds, blood pressure a
 few times a day. A window rarely holds all five NEWS2 vitals, so each patient's latest window
-mean per vital is kept and used while it is younger than ``carry_ms``.
+mean per vital is kept and used while it is no older than ``carry_ms`` (the one carry-forward
+rule, :mod:`models.carry_forward`).
 
 A window is scored when the wearable's continuous vitals (heart rate, respiratory rate, SpO2)
 are known. Temperature and blood pressure, measured rarely, may be missing: they then score 0,
@@ -34,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kernel.events import RiskScore, WindowFeatures
+from models.carry_forward import carried
 from models.news2 import MAX_TOTAL, News2Scorer
 
 MODEL_NAME = "news2"
@@ -68,9 +70,9 @@ def news2_for_window(window: WindowFeatures, known: Mapping[str, tuple[int, floa
     carry_ms
         Oldest measurement, relative to the window's end, that may stand in for a missing vital.
     """
-    oldest_allowed = window.end_ms - carry_ms
-    inputs = {metric: seen[1] for metric in NEWS2_INPUTS
-              if (seen := known.get(metric)) is not None and seen[0] >= oldest_allowed}
+    end_ms = window.end_ms
+    inputs = {metric: value for metric in NEWS2_INPUTS
+              if (value := carried(known.get(metric), end_ms, carry_ms=carry_ms)) is not None}
     if not inputs.keys() >= _REQUIRED:
         return None
     news2 = _NEWS2.score_one({NEWS2_INPUTS[m]: v for m, v in inputs.items()})

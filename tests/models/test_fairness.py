@@ -242,7 +242,8 @@ def test_simulated_spo2_overreading_is_flagged_only_when_switched_on() -> None:
     raises nothing. The two runs are a paired counterfactual (same cohort, physiology and noise;
     only the measured SpO2 differs). Measured at seeds 42, 7 and 1 (docs/models.md, "Fairness",
     item 2): the flags at the end hold on all three; this test runs seed 42."""
-    from stream.evaluate import EvaluateOptions, evaluate_cohort
+    from stream.evaluate_cohort import evaluate_cohort
+    from stream.evaluate_loop import EvaluateOptions
     from simulators.deterioration import Incidence
     from kernel.settings import Settings
 

@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.news2 import MAX_TOTAL, News2, News2Scorer, news2_score
+import numpy as np
+
+from models.news2 import MAX_TOTAL, News2, News2Scorer, news2_score, news2_score_many
 
 NORMAL: dict[str, float] = {
     "respiratory_rate": 16.0,
@@ -456,3 +458,48 @@ def test_scorer_probability_is_monotone_in_total(a: dict[str, Any], b: dict[str,
         assert pa[True] < pb[True]
     elif ta == tb:
         assert pa[True] == pb[True]
+
+
+# --- Vectorised NEWS2 -------------------------------------------------------------------
+
+
+def maybe_missing(vital: str) -> st.SearchStrategy[float]:
+    """A chart value (ties included), any finite float, or NaN: a missing vital."""
+    return st.one_of(vital_value(vital), st.floats(allow_nan=False, allow_infinity=False), st.just(math.nan))
+
+
+cohort = st.lists(
+    st.fixed_dictionaries({vital: maybe_missing(vital) for vital in VITALS} | {"on_oxygen": st.booleans()}),
+    min_size=1, max_size=20,
+)
+
+
+@given(cohort)
+def test_vectorised_news2_agrees_with_the_scalar_one_on_every_input(rows: list[dict[str, Any]]) -> None:
+    """Row i of news2_score_many is News2Scorer.score_one of observation i (NaN: absent), and
+    news2_score's when no vital is missing."""
+    many = news2_score_many(**{v: np.array([r[v] for r in rows]) for v in VITALS},
+                            on_oxygen=np.array([r["on_oxygen"] for r in rows]))
+    for i, row in enumerate(rows):
+        present = {v: row[v] for v in VITALS if not math.isnan(row[v])}
+        one = News2Scorer().score_one({**present, "on_oxygen": float(row["on_oxygen"])})
+        assert {k: int(p[i]) for k, p in many.subscores.items()} == one.subscores
+        assert (int(many.total[i]), str(many.band[i]), int(many.largest[i])) == (
+            one.total, one.band, max(one.subscores.values()))
+        if len(present) == len(VITALS):
+            assert one == news2_score(**present, on_oxygen=row["on_oxygen"])
+
+
+@pytest.mark.parametrize("vital", VITALS)
+@pytest.mark.parametrize("value", [math.inf, -math.inf])
+def test_vectorised_news2_rejects_infinite_vitals_like_the_scalar_one(vital: str, value: float) -> None:
+    with pytest.raises(ValueError, match=rf"^{vital} must be a finite number"):
+        news2_score(**{**NORMAL, vital: value})
+    with pytest.raises(ValueError, match=rf"^{vital} must be a finite number or NaN \(missing\), got -?inf$"):
+        news2_score_many(**{**NORMAL, vital: [37.0, value]})
+
+
+def test_vectorised_news2_broadcasts_scalars_and_defaults_to_air() -> None:
+    many = news2_score_many(**{**NORMAL, "heart_rate": [70.0, 135.0, math.nan]})
+    assert many.heart_rate.tolist() == [0, 3, 0] and many.air_or_oxygen.tolist() == [0, 0, 0]
+    assert many.band.tolist() == ["low", "low-medium", "low"] and many.total.dtype == np.int64

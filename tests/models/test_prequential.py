@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from river import evaluate, metrics
 from scipy.stats import binomtest
 
-from models.evaluation import PrequentialEvaluator, RollingSketch, ScoreSketch, wilson_interval
+from models.prequential import PrequentialEvaluator, RollingSketch, ScoreSketch, wilson_interval
 from models.labelling import DelayedLabeller, Outcome
 from models.risk import RiskModel, make_risk_model
 from models.scorer import Scorer
@@ -72,7 +72,7 @@ def test_sketch_roc_auc_river_equals_river(scored: tuple[np.ndarray, np.ndarray]
     y, p = scored
     for n in (10, 50):
         river_metric = metrics.ROCAUC(n_thresholds=n)
-        for yi, pi in zip(y.tolist(), p.tolist()):
+        for yi, pi in zip(y.tolist(), p.tolist(), strict=True):
             river_metric.update(yi, {False: 1 - pi, True: pi})
         sketch = ScoreSketch(river_thresholds=n)
         sketch.update_many(y, p)
@@ -172,7 +172,7 @@ def test_prequential_auroc_equals_river_progressive_val_score() -> None:
     river_metric = metrics.ROCAUC()
     evaluate.progressive_val_score(
         dataset, make_risk_model("logreg", seed=5, negative_rate=0.3), river_metric,
-        moment=lambda x: dt.datetime.fromtimestamp(times[id(x)] / 1000, dt.timezone.utc),
+        moment=lambda x: dt.datetime.fromtimestamp(times[id(x)] / 1000, dt.UTC),
         delay=dt.timedelta(milliseconds=horizon + grace + 1))  # final once now > ts + horizon + grace
 
     ours = evaluator.metrics("model", "any")

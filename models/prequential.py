@@ -47,15 +47,18 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from river import drift
-from scipy import integrate
+from scipy import integrate  # type: ignore[import-untyped]  # scipy publishes no type information (no stubs here)
 
 from kernel.events import OpsEvent
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
 
 #: Score bins of a sketch, uniform in logit over [-LOGIT_RANGE, LOGIT_RANGE] (0 and 1 in the end bins).
 N_BINS = 4096
@@ -72,6 +75,23 @@ DEFAULT_WINDOW_MS = 7 * 24 * MS_PER_HOUR
 DEFAULT_BUCKET_MS = 6 * MS_PER_HOUR
 
 FloatVector = npt.NDArray[np.float64]
+
+
+class QualityGauges(Protocol):
+    """The four gauges :meth:`PrequentialEvaluator.publish` sets, labelled by model and condition
+    (:class:`sinks.metrics.ModelMetrics` has them; the models import no sink)."""
+
+    @property
+    def auroc(self) -> Gauge: ...
+
+    @property
+    def auprc(self) -> Gauge: ...
+
+    @property
+    def brier(self) -> Gauge: ...
+
+    @property
+    def ece(self) -> Gauge: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +113,9 @@ class Metrics:
         """Share of positive windows."""
         return self.positives / self.n if self.n else math.nan
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | None]:
         """Plain dict, NaN as ``None`` (JSON-friendly)."""
-        out = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        out: dict[str, float] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["prevalence"] = self.prevalence
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
@@ -413,8 +433,8 @@ class PrequentialEvaluator:
         ADWIN's confidence parameter (smaller: fewer, surer detections).
     drift_min_rise
         A change ADWIN detects becomes a drift event only if the recent loss (an exponential
-        average over the last ~10 windows) is at least this many times ADWIN's mean before it: the model getting *better* (it does, while it learns) or
-        a small wobble is not an ops event.
+        average over the last ~10 windows) is at least this many times ADWIN's mean before it:
+        the model getting *better* (it does, while it learns) or a small wobble is not an ops event.
     window_ms, bucket_ms
         Rolling window of the ``rolling=True`` metrics, and its granularity.
     river_thresholds
@@ -443,7 +463,8 @@ class PrequentialEvaluator:
                 self._cumulative[(s, c)] = sketch
                 self._rolling[(s, c)] = RollingSketch(sketch, window_ms=window_ms, bucket_ms=bucket_ms)
         self.drift_min_rise = drift_min_rise
-        self._adwin = {s: drift.ADWIN(delta=drift_delta) for s in self.learned}
+        self._adwin = {s: drift.ADWIN(delta=drift_delta)  # type: ignore[no-untyped-call]  # river: no annotations
+                       for s in self.learned}
         self._recent_loss = {s: 0.0 for s in self.learned}
         self.drift_events: list[OpsEvent] = []
         self.labelled = 0
@@ -476,7 +497,7 @@ class PrequentialEvaluator:
                 recent = self._recent_loss[s]
                 for loss in losses.tolist():
                     before = adwin.estimation
-                    adwin.update(loss)
+                    adwin.update(loss)  # type: ignore[no-untyped-call]  # river's ADWIN has no annotations
                     recent += _RECENT_ALPHA * (loss - recent)
                     if adwin.drift_detected and recent > before * self.drift_min_rise:
                         events.append(OpsEvent(kind="drift", ts_ms=ts_ms, subject=s, details={
@@ -496,7 +517,7 @@ class PrequentialEvaluator:
         """Metrics of ``scorer`` on ``condition``, since the start or over the rolling window."""
         return self.sketch(scorer, condition, rolling=rolling).metrics()
 
-    def publish(self, model_metrics: Any, *, rolling: bool = True) -> None:
+    def publish(self, model_metrics: QualityGauges, *, rolling: bool = True) -> None:
         """Set the ``vitals_model_*`` gauges of a :class:`sinks.metrics.ModelMetrics`."""
         for s in self.scorers:
             for c in self.conditions:

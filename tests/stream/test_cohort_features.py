@@ -65,14 +65,14 @@ def test_worker_processes_give_the_same_floats() -> None:
     for processes in (1, 2):
         split = list(cohort_hops(config, processes=processes))
         assert [ts for ts, _ in split] == [ts for ts, _ in alone]
-        assert all(np.array_equal(a, b, equal_nan=True) for (_, a), (_, b) in zip(alone, split))
+        assert all(np.array_equal(a, b, equal_nan=True) for (_, a), (_, b) in zip(alone, split, strict=True))
 
 
 def test_a_shard_is_the_same_rows_as_in_the_whole_cohort() -> None:
     config = _config()
     whole = list(shard_hops(config, 0, 6))
     part = list(shard_hops(config, 2, 5))
-    assert all(np.array_equal(w[2:5], p, equal_nan=True) for (_, w), (_, p) in zip(whole, part))
+    assert all(np.array_equal(w[2:5], p, equal_nan=True) for (_, w), (_, p) in zip(whole, part, strict=True))
 
 
 def test_faults_need_the_message_path() -> None:
@@ -86,4 +86,4 @@ def test_shards_cover_every_patient_once() -> None:
     for n, parts in ((1, 2), (7, 3), (1000, 2)):
         bounds = shards(n, parts)
         assert bounds[0][0] == 0 and bounds[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))

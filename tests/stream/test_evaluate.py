@@ -9,11 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.evaluate import EvaluateOptions, EvaluationCore, evaluate_cohort, reliability, roc_curve, run_evaluate
-from models.evaluation import ScoreSketch
-from models.labelling import Outcome
+import stream.evaluate_burden as evaluate_burden
 from kernel.events import FeatureRow
 from kernel.settings import Settings
+from models.labelling import Outcome
+from models.prequential import ScoreSketch
+from simulators.cohort import CohortConfig
+from simulators.deterioration import Incidence
+from stream.evaluate import run_evaluate
+from stream.evaluate_cohort import evaluate_cohort, evaluate_messages
+from stream.evaluate_loop import EvaluateOptions, EvaluationCore
+from stream.evaluate_plots import reliability, roc_curve
+from stream.evaluate_report import EvaluationResult
 
 H = 3_600_000
 
@@ -87,17 +94,14 @@ def test_roc_and_reliability_curves_from_a_sketch() -> None:
     assert counts.sum() == pytest.approx(5_000) and np.all(np.diff(predicted) > 0)
 
 
-def _summary_without_time(result: object) -> str:
-    summary = result.summary()  # type: ignore[attr-defined]
+def _summary_without_time(result: EvaluationResult) -> str:
+    summary = result.summary()
     summary.pop("seconds")
     return json.dumps(summary, sort_keys=True)
 
 
 def test_results_do_not_depend_on_the_number_of_feature_processes() -> None:
     """The trainer sees the same (time, patient) order however the feature rows were computed."""
-    from simulators.cohort import CohortConfig
-    from simulators.deterioration import Incidence
-
     config = CohortConfig(patients=24, seed=5, duration_ms=int(1.5 * 24 * H), incidence=Incidence().scaled(20))
     options = EvaluateOptions(warmup_ms=12 * H)
     runs = {n: _summary_without_time(evaluate_cohort(config, options, Settings(), processes=n)) for n in (0, 1, 2)}
@@ -107,46 +111,19 @@ def test_results_do_not_depend_on_the_number_of_feature_processes() -> None:
 
 def test_array_path_scores_like_the_message_path() -> None:
     """Same windows, labels and NEWS2; the model differs only by when snapshots swap within a hop."""
-    from stream.evaluate import _evaluate_messages
-    from simulators.cohort import CohortConfig
-    from simulators.deterioration import Incidence
-
     config = CohortConfig(patients=10, seed=8, duration_ms=30 * H, incidence=Incidence().scaled(30))
     options = EvaluateOptions(warmup_ms=8 * H)
     arrays = evaluate_cohort(config, options, Settings(), processes=0).summary()
-    messages = _evaluate_messages(config, options, Settings(), progress=None).summary()
+    messages = evaluate_messages(config, options, Settings(), progress=None).summary()
     for key in ("windows_scored", "windows_labelled", "labeller", "auroc_news2", "auprc_news2", "brier_news2"):
         assert arrays[key] == messages[key], key
     assert arrays["metrics"]["news2"] == messages["metrics"]["news2"]
     assert arrays["brier_model"] == pytest.approx(messages["brier_model"], rel=0.05)
 
 
-def test_vectorised_news2_equals_the_row_scorer() -> None:
-    from stream.evaluate import _News2Batch
-    from models.scorer import News2RowScorer
-
-    rng = np.random.default_rng(3)
-    columns = ("respiratory_rate_mean_15m", "respiratory_rate_mean_60m", "oxygen_saturation_mean_15m",
-               "heart_rate_mean_60m", "body_temperature_mean_15m", "systolic_blood_pressure_last")
-    centre = np.array([18, 18, 94, 90, 37.5, 110])
-    spread = np.array([6, 6, 4, 25, 1.5, 25])
-    batch, rows = _News2Batch(5, carry_ms=2 * H), np.arange(5)
-    scorer = News2RowScorer(carry_ms=2 * H)
-    for hop in range(60):
-        X = np.round(centre + spread * rng.standard_normal((5, len(columns))), 2)
-        X[rng.random(X.shape) < 0.3] = np.nan
-        total, red = batch.score(rows, hop * 300_000, X, columns)
-        for i in range(5):
-            x = {c: float(v) for c, v in zip(columns, X[i]) if v == v}
-            expected = scorer.score(f"pt-{i}", hop * 300_000, x)
-            assert (total[i], red[i]) == (expected.total, max(expected.subscores.values()))
-
-
 def test_alert_replay_of_state_changes_only_pages_like_a_full_replay(monkeypatch: pytest.MonkeyPatch) -> None:
     """The burden replays only the scores that change an alert's state (of any risk head); replaying all gives
     the same pages."""
-    import stream.evaluate as evaluate
-
     rng = np.random.default_rng(4)
     groups = {f"pt-{i}": {"sex": "F", "age_band": "75+", "skin_tone": "I-II"} for i in range(12)}
     core = EvaluationCore(EvaluateOptions(warmup_ms=0, burden_thresholds=(0.3, 0.1)), start_ms=0, groups=groups)
@@ -161,9 +138,9 @@ def test_alert_replay_of_state_changes_only_pages_like_a_full_replay(monkeypatch
         if i % 3 == 0:
             core.outcomes.append(Outcome(pid, "infection", onset_ms=int(rng.integers(100, steps)) * 300_000, t_ms=0))
     end = (steps + 1) * 300_000
-    filtered = core._burden(12, end / 86_400_000, end)
-    monkeypatch.setattr(evaluate, "_transitions", lambda ts, value, threshold: np.ones(len(ts), dtype=bool))
-    full = core._burden(12, end / 86_400_000, end)
+    filtered = core.alert_burden(12, end / 86_400_000, end)
+    monkeypatch.setattr(evaluate_burden, "_transitions", lambda ts, value, threshold: np.ones(len(ts), dtype=bool))
+    full = core.alert_burden(12, end / 86_400_000, end)
     assert [b.as_dict() for b in filtered] == [b.as_dict() for b in full]
     assert sum(b.pages for b in full) > 20
     by_scorer = {b.scorer: b for b in full}
@@ -188,7 +165,7 @@ def test_alert_burden_by_outcome_kind_counts_heads_and_late_pages_apart() -> Non
         core.series.add([pid] * steps, ts, any_risk, zeros, zeros, after, [hf_risk, low, low, low])
         core.outcomes.append(Outcome(pid, kind, onset_ms=onset, t_ms=onset))
     end = int(ts[-1]) + step
-    burden = {b.scorer: b for b in core._burden(3, end / 86_400_000, end)}
+    burden = {b.scorer: b for b in core.alert_burden(3, end / 86_400_000, end)}
 
     every_head, any_head = burden["model"], burden["model:any"]
     assert every_head.kinds == ("risk_high:any", "risk_high:hf_decompensation", "risk_high:copd_exacerbation",
@@ -229,7 +206,7 @@ def test_an_onset_whose_horizon_lies_inside_an_earlier_episode_is_counted_apart(
         core.add_outcome(Outcome("pt-hf", "hf_decompensation", onset_ms=onset, t_ms=onset))
     core.labeller.add("pt-hf", second + 6 * 24 * H, None)  # a window after both episodes: the labeller forgets them
     end = int(ts[-1]) + step
-    model = next(b for b in core._burden(1, end / 86_400_000, end) if b.scorer == "model")
+    model = next(b for b in core.alert_burden(1, end / 86_400_000, end) if b.scorer == "model")
     assert (model.outcomes, model.detected, model.in_episode, model.sensitivity) == (1, 1, 1, 1.0)
     assert model.by_kind["hf_decompensation"]["in_episode"] == 1
     assert model.as_dict()["in_episode"] == 1
