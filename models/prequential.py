@@ -52,7 +52,6 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from river import drift
 from scipy import integrate  # type: ignore[import-untyped]  # scipy publishes no type information (no stubs here)
 
 from kernel.events import OpsEvent
@@ -463,7 +462,11 @@ class PrequentialEvaluator:
                 self._cumulative[(s, c)] = sketch
                 self._rolling[(s, c)] = RollingSketch(sketch, window_ms=window_ms, bucket_ms=bucket_ms)
         self.drift_min_rise = drift_min_rise
-        self._adwin = {s: drift.ADWIN(delta=drift_delta)  # type: ignore[no-untyped-call]  # river: no annotations
+        # Imported here, not at the top: river.drift loads scipy.stats for its KSWIN (two seconds of
+        # every `vitalrisk` command's start-up), and only an evaluator needs ADWIN.
+        from river.drift import ADWIN
+
+        self._adwin = {s: ADWIN(delta=drift_delta)  # type: ignore[no-untyped-call]  # river: no annotations
                        for s in self.learned}
         self._recent_loss = {s: 0.0 for s in self.learned}
         self.drift_events: list[OpsEvent] = []
