@@ -61,9 +61,9 @@ def percentile(values: list[float], q: float) -> float:
 def score(patient: str, minute: int, total: int) -> RiskScore:
     subscores = {"respiratory_rate": min(total, 3), "heart_rate": min(max(total - 3, 0), 3),
                  "spo2": max(total - 6, 0)}
-    return RiskScore(patient, START_MS + (minute - 1) * 60_000, START_MS + minute * 60_000, "news2",
-                     "rcp-2017-scale1", total / 20, total, "high" if total >= 7 else "low", {},
-                     {k: float(v) for k, v in subscores.items() if v}, news2_subscores=subscores)
+    return RiskScore(patient_id=patient, window_start_ms=START_MS + (minute - 1) * 60_000, window_end_ms=START_MS + minute * 60_000, model_name="news2",
+                     model_version="rcp-2017-scale1", score=total / 20, news2_total=total, news2_band="high" if total >= 7 else "low", inputs={},
+                     contributions={k: float(v) for k, v in subscores.items() if v}, news2_subscores=subscores)
 
 
 def free_port() -> int:

@@ -87,7 +87,7 @@ def stages(patients: int, hours: int, seed: int) -> tuple[dict[str, float], list
     core.finish(end_ms=config.start_ms + config.duration_ms, seconds=0.0, patients=patients)
     timing["models"] = time.perf_counter() - t
     ids = [p.patient_id for p in people]
-    rows = [FeatureRow(ids[i], ts, row_dict(columns, x[i])) for ts, x in hops for i in range(patients)]
+    rows = [FeatureRow(patient_id=ids[i], ts_ms=ts, x=row_dict(columns, x[i])) for ts, x in hops for i in range(patients)]
     timing["rows"] = float(len(rows))
     return timing, rows
 

@@ -86,13 +86,13 @@ def make_batches(patients: int, minutes: int, batch_windows: int) -> list[Batch]
             patient = f"pt-{p:010x}"
             base = 60.0 + (p * 7 + minute) % 40
             stats = {m: MetricStats(12, base + i, base + i - 2.5, base + i + 3.25) for i, m in enumerate(METRICS)}
-            windows.append(WindowFeatures(patient, start, start + 60_000, stats))
+            windows.append(WindowFeatures(patient_id=patient, start_ms=start, end_ms=start + 60_000, metrics=stats))
             total = (p + minute) % 8
-            scores.append(RiskScore(patient, start, start + 60_000, "news2", "rcp-2017", total / 20, total,
-                                    "low" if total < 5 else "medium",
-                                    {"heart_rate": base, "respiratory_rate": 16.0, "oxygen_saturation": 96.0},
-                                    {"heart_rate": 0.0, "respiratory_rate": 0.0, "oxygen_saturation": 0.0},
-                                    ("body_temperature",) if p % 3 else ()))
+            scores.append(RiskScore(patient_id=patient, window_start_ms=start, window_end_ms=start + 60_000, model_name="news2", model_version="rcp-2017", score=total / 20, news2_total=total,
+                                    news2_band="low" if total < 5 else "medium",
+                                    inputs={"heart_rate": base, "respiratory_rate": 16.0, "oxygen_saturation": 96.0},
+                                    contributions={"heart_rate": 0.0, "respiratory_rate": 0.0, "oxygen_saturation": 0.0},
+                                    missing_inputs=("body_temperature",) if p % 3 else ()))
     return [(windows[i:i + batch_windows], scores[i:i + batch_windows]) for i in range(0, len(windows), batch_windows)]
 
 

@@ -59,8 +59,8 @@ class Evidence:
 
     Examples
     --------
-    >>> s = RiskScore("pt-1", 0, 60_000, "news2", "rcp-2017-scale1", 0.35, 7, "high",
-    ...               {"heart_rate": 135.0}, {"heart_rate": 3.0, "respiratory_rate": 2.0, "spo2": 2.0})
+    >>> s = RiskScore(patient_id="pt-1", window_start_ms=0, window_end_ms=60_000, model_name="news2", model_version="rcp-2017-scale1", score=0.35, news2_total=7, news2_band="high",
+    ...               inputs={"heart_rate": 135.0}, contributions={"heart_rate": 3.0, "respiratory_rate": 2.0, "spo2": 2.0})
     >>> Evidence.from_score(s, top=2).top_features
     (('heart_rate', 3.0), ('respiratory_rate', 2.0))
     """

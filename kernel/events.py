@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VitalReading:
     """One validated measurement of one metric for one patient.
 
     Examples
     --------
-    >>> VitalReading("pt-1", "dev-1", 7, "heart_rate", 1_700_000_000_000, 72.0).metric
+    >>> VitalReading(patient_id="pt-1", device_id="dev-1", seq=7, metric="heart_rate", ts_ms=1_700_000_000_000, value=72.0).metric
     'heart_rate'
     """
 
@@ -48,7 +48,7 @@ class MetricStats:
     rmssd: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WindowFeatures:
     """All metrics of one patient over one closed event-time window ``[start_ms, end_ms)``."""
 
@@ -62,7 +62,7 @@ class WindowFeatures:
     baseline_mean: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RiskScore:
     """A score for one patient and window; names the model and the inputs behind it.
 
@@ -104,7 +104,7 @@ class OpsEvent:
     details: dict[str, object] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeadLetter:
     """A refused record, once, with the reason it was refused.
 
@@ -115,9 +115,9 @@ class DeadLetter:
 
     Examples
     --------
-    >>> DeadLetter("not_json", "bad", b"{").counts
+    >>> DeadLetter(reason="not_json", detail="bad", payload=b"{").counts
     {'not_json': 1}
-    >>> DeadLetter("late", "t=1 ...", b"{}", {"late": 2, "impossible_value": 1}, accepted=9).counts
+    >>> DeadLetter(reason="late", detail="t=1 ...", payload=b"{}", reasons={"late": 2, "impossible_value": 1}, accepted=9).counts
     {'late': 2, 'impossible_value': 1}
     """
 
@@ -139,7 +139,7 @@ class DeadLetter:
 HOP_MS = 5 * 60_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FeatureRow:
     """Model input for one patient at one hop boundary ``ts_ms`` (features of ``[ts_ms - 1h, ts_ms)``)."""
 

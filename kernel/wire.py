@@ -98,7 +98,7 @@ class DeviceBatch:
     @property
     def readings(self) -> list[VitalReading]:
         """The valid readings as events, in message order."""
-        return [VitalReading(self.patient_id, self.device_id, self.seq, metric, t, value)
+        return [VitalReading(patient_id=self.patient_id, device_id=self.device_id, seq=self.seq, metric=metric, ts_ms=t, value=value)
                 for metric, t, value in self.points]
 
 
@@ -235,8 +235,8 @@ SCORE_SCHEMA = "vitalrisk.score/1"
 def encode_score(score: RiskScore) -> bytes:
     """A score as the ``risk.scores`` topic carries it (``vitalrisk.score/1``), keyed by patient.
 
-    >>> s = RiskScore("pt-1", 0, 60_000, "news2", "rcp-2017-scale1", 0.15, 3, "low-medium",
-    ...               {"heart_rate": 135.0}, {"heart_rate": 3.0}, ("body_temperature",),
+    >>> s = RiskScore(patient_id="pt-1", window_start_ms=0, window_end_ms=60_000, model_name="news2", model_version="rcp-2017-scale1", score=0.15, news2_total=3, news2_band="low-medium",
+    ...               inputs={"heart_rate": 135.0}, contributions={"heart_rate": 3.0}, missing_inputs=("body_temperature",),
     ...               news2_subscores={"heart_rate": 3})
     >>> decode_score(encode_score(s)) == s
     True
@@ -277,8 +277,8 @@ def decode_score(raw: bytes | None, *, limits: Limits = DEFAULT_LIMITS) -> RiskS
     if not all(type(m) is str for m in missing):
         raise InvalidMessage("wrong_type", "missing_inputs must be a list of names")
     return RiskScore(
-        patient_id, start, end, names[0], names[1], score, news2_total, names[2],
-        _numbers(body, "inputs"), _numbers(body, "contributions"), tuple(missing),
+        patient_id=patient_id, window_start_ms=start, window_end_ms=end, model_name=names[0], model_version=names[1], score=score, news2_total=news2_total, news2_band=names[2],
+        inputs=_numbers(body, "inputs"), contributions=_numbers(body, "contributions"), missing_inputs=tuple(missing),
         risks={k: _probability(v, f"risks[{clip(k)}]") for k, v in _numbers(body, "risks").items()},
         news2_subscores={k: int(v) for k, v in _numbers(body, "news2_subscores", int).items()},
     )
@@ -337,7 +337,7 @@ def encode_window(window: WindowFeatures) -> bytes:
     """A closed window as JSON (``vitalrisk.window/1``): how a quarantined ``features`` row is kept.
 
     >>> from kernel.events import MetricStats
-    >>> encode_window(WindowFeatures("pt-1", 0, 60_000, {"heart_rate": MetricStats(2, 71.0, 70.0, 72.0)}))
+    >>> encode_window(WindowFeatures(patient_id="pt-1", start_ms=0, end_ms=60_000, metrics={"heart_rate": MetricStats(2, 71.0, 70.0, 72.0)}))
     b'{"schema":"vitalrisk.window/1","patient_id":"pt-1","start":0,"end":60000,"metrics":{"heart_rate":[2,71.0,70.0,72.0]}}'
     """
     return json.dumps({"schema": WINDOW_SCHEMA, "patient_id": window.patient_id, "start": window.start_ms,
@@ -352,7 +352,7 @@ FEATURES_SCHEMA = "vitalrisk.features/1"
 def encode_feature_row(row: FeatureRow) -> bytes:
     """A model-input row as the ``vitals.features`` topic carries it, keyed by patient.
 
-    >>> row = FeatureRow("pt-1", 300_000, {"heart_rate_mean_60m": 71.5})
+    >>> row = FeatureRow(patient_id="pt-1", ts_ms=300_000, x={"heart_rate_mean_60m": 71.5})
     >>> decode_feature_row(encode_feature_row(row)) == row
     True
     """
@@ -372,7 +372,7 @@ def decode_feature_row(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Featur
     if not isinstance(body, dict) or body.get("schema") != FEATURES_SCHEMA:
         raise InvalidMessage("unknown_schema", f"a feature row must be a {FEATURES_SCHEMA!r} object")
     patient_id = check_id(_required(body, "patient_id", str), "patient_id")
-    return FeatureRow(patient_id, _epoch_ms(body, "t"), _numbers(body, "x"))
+    return FeatureRow(patient_id=patient_id, ts_ms=_epoch_ms(body, "t"), x=_numbers(body, "x"))
 
 
 PATIENT_SCHEMA = "vitalrisk.patient/1"

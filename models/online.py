@@ -27,7 +27,7 @@ Examples
 >>> learner = OnlineLearner(RiskModel(conditions=("any",), negative_rate=1.0), name="risk-logreg",
 ...                         horizon_ms=H, outcome_grace_ms=0, snapshot_every=2, snapshot_every_ms=None)
 >>> for i, t in enumerate(range(0, 4 * H, H)):
-...     _ = learner.offer(FeatureRow("pt-1", t, {"heart_rate_z_60m": float(i)}), partition=0, offset=i)
+...     _ = learner.offer(FeatureRow(patient_id="pt-1", ts_ms=t, x={"heart_rate_z_60m": float(i)}), partition=0, offset=i)
 >>> learner.on_outcome(Outcome("pt-1", "infection", onset_ms=4 * H, t_ms=4 * H))
 >>> events, snapshot = learner.advance(6 * H)
 >>> snapshot.version, snapshot.examples_seen, snapshot.resume

@@ -113,11 +113,11 @@ class Scorer:
         risks = dict(risks) if risks is not None else self.score(x)
         contributions = dict(self.explain(x))
         return RiskScore(
-            patient_id, window_start_ms, window_end_ms, self.snapshot.name, self.snapshot.label,
-            float(risks.get(ANY, max(risks.values(), default=0.0))),
-            news2.news2_total if news2 is not None else -1, news2.news2_band if news2 is not None else "unknown",
-            {k: float(v) for k, v in x.items()}, contributions,
-            news2.missing_inputs if news2 is not None else (), risks={k: float(v) for k, v in risks.items()},
+            patient_id=patient_id, window_start_ms=window_start_ms, window_end_ms=window_end_ms, model_name=self.snapshot.name, model_version=self.snapshot.label,
+            score=float(risks.get(ANY, max(risks.values(), default=0.0))),
+            news2_total=news2.news2_total if news2 is not None else -1, news2_band=news2.news2_band if news2 is not None else "unknown",
+            inputs={k: float(v) for k, v in x.items()}, contributions=contributions,
+            missing_inputs=news2.missing_inputs if news2 is not None else (), risks={k: float(v) for k, v in risks.items()},
             news2_subscores=dict(news2.news2_subscores) if news2 is not None else {})
 
 

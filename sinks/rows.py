@@ -37,7 +37,7 @@ def feature_rows(windows: Sequence[WindowFeatures]) -> list[tuple[object, ...]]:
     rows per second (see bench/bench_sink.py).
 
     >>> from kernel.events import MetricStats
-    >>> row, = feature_rows([WindowFeatures("pt-1", 0, 60_000, {"heart_rate": MetricStats(2, 71.0, 70.0, 72.0)})])
+    >>> row, = feature_rows([WindowFeatures(patient_id="pt-1", start_ms=0, end_ms=60_000, metrics={"heart_rate": MetricStats(2, 71.0, 70.0, 72.0)})])
     >>> row[:2], row[3].isoformat(), row[4:]
     (('pt-1', 'heart_rate'), '1970-01-01T00:01:00+00:00', (2, 71.0, 70.0, 72.0))
     """
@@ -68,7 +68,7 @@ def score_rows(scores: Sequence[RiskScore]) -> list[tuple[object, ...]]:
 def reading_rows(readings: Iterable[VitalReading], every_ms: int) -> list[tuple[object, ...]]:
     """The first reading per patient, metric and ``every_ms`` bucket (``0`` keeps them all).
 
-    >>> rs = [VitalReading("pt-1", "d", 1, "heart_rate", t, 70.0) for t in (0, 4_000, 9_999, 10_000)]
+    >>> rs = [VitalReading(patient_id="pt-1", device_id="d", seq=1, metric="heart_rate", ts_ms=t, value=70.0) for t in (0, 4_000, 9_999, 10_000)]
     >>> [row[2].second for row in reading_rows(rs, 10_000)]
     [0, 10]
     >>> len(reading_rows(rs, 0))

@@ -214,8 +214,8 @@ class WorkerRuntime:
                          message.partition, message.offset)
             logger.debug("internal error on %s[%d]@%d", message.topic, message.partition, message.offset,
                          exc_info=True)
-            step = StepResult(dead_letters=[DeadLetter("internal_error", f"{type(exc).__name__} in the core",
-                                                       as_bytes(message.value))])
+            step = StepResult(dead_letters=[DeadLetter(reason="internal_error", detail=f"{type(exc).__name__} in the core",
+                                                       payload=as_bytes(message.value))])
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         self._ledger.hold(message.partition, message.offset, event)
         self._last_seen[message.partition] = self._clock.monotonic()
@@ -354,7 +354,7 @@ class WorkerRuntime:
                 table, payload = "risk_scores", encode_score(item)
             else:
                 table, payload = "features", encode_window(item)
-            letter = DeadLetter("sink_rejected", error, payload, patient_id=item.patient_id)
+            letter = DeadLetter(reason="sink_rejected", detail=error, payload=payload, patient_id=item.patient_id)
             self.metrics.deadletters.labels(letter.reason).inc()
             logger.warning("quarantined a %s row of %s the database refused", table, item.patient_id)
             await self._producer.send(self._deadletter_topic, item.patient_id.encode(), payload,

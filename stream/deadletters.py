@@ -20,8 +20,8 @@ the dead letter), so a second replay skips it.
 Examples
 --------
 >>> from kernel.events import DeadLetter
->>> letter = DeadLetter("impossible_value", "reading 1: heart_rate must lie in [20, 300]", b'{"x":1}',
-...                     {"impossible_value": 1}, accepted=4, device_id="dev-1", patient_id="pt-1")
+>>> letter = DeadLetter(reason="impossible_value", detail="reading 1: heart_rate must lie in [20, 300]", payload=b'{"x":1}',
+...                     reasons={"impossible_value": 1}, accepted=4, device_id="dev-1", patient_id="pt-1")
 >>> headers = deadletter_headers(letter, topic="vitals.readings", partition=2, offset=9, record_ts_ms=5)
 >>> record = DeadLetterRecord.from_kafka(0, 17, 1_000, b"pt-1", b'{"x":1}', headers)
 >>> record.reason, record.counts, record.source, record.patient_id, record.replayable

@@ -278,7 +278,7 @@ def _replay(period: _Period, policy: AlertPolicy, scorers: tuple[str, ...], head
                 idx = np.flatnonzero(needed)
                 columns = {c: r[idx].tolist() for c, r in risks.items()}
                 first = next(iter(columns))
-                scores = [RiskScore(pid, t - HOP_MS, t, "risk", label, columns[first][j], 0, "", {}, {},
+                scores = [RiskScore(patient_id=pid, window_start_ms=t - HOP_MS, window_end_ms=t, model_name="risk", model_version=label, score=columns[first][j], news2_total=0, news2_band="", inputs={}, contributions={},
                                     risks={c: columns[c][j] for c in columns})
                           for j, t in enumerate(ts[idx].tolist())]
             else:
@@ -286,7 +286,7 @@ def _replay(period: _Period, policy: AlertPolicy, scorers: tuple[str, ...], head
                 red = s.red[keep].astype(np.int64)
                 needed = (_transitions(ts, total, policy.news2_total)
                           | _transitions(ts, red, policy.news2_parameter))
-                scores = [RiskScore(pid, t - HOP_MS, t, "news2", label, n / MAX_TOTAL, n, "", {}, {},
+                scores = [RiskScore(patient_id=pid, window_start_ms=t - HOP_MS, window_end_ms=t, model_name="news2", model_version=label, score=n / MAX_TOTAL, news2_total=n, news2_band="", inputs={}, contributions={},
                                     news2_subscores={"max": r})
                           for t, n, r in zip(ts[needed].tolist(), total[needed].tolist(), red[needed].tolist(),
                                              strict=True)]

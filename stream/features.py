@@ -31,7 +31,7 @@ Examples
 >>> rows = []
 >>> for minute in range(10):
 ...     hr = MetricStats(12, 70.0 + minute, 69.0, 72.0 + minute, 1.0, 71.0, 0.0, 1.0)
-...     w = WindowFeatures("pt-1", minute * 60_000, (minute + 1) * 60_000, {"heart_rate": hr})
+...     w = WindowFeatures(patient_id="pt-1", start_ms=minute * 60_000, end_ms=(minute + 1) * 60_000, metrics={"heart_rate": hr})
 ...     rows += engine.on_window(w, partition=0).rows
 >>> [(r.ts_ms, r.x["heart_rate_mean_60m"]) for r in rows]
 [(300000, 72.0), (600000, 74.5)]
@@ -312,7 +312,7 @@ class FeatureEngine:
             if metric == "heart_rate":
                 x["heart_rate_rmssd_60m"] = math.fsum(rmssds) / sum(minutes)
         x["minutes_since_reading"] = max(0.0, (boundary - state.last_reading_ms) / MS_PER_MINUTE)
-        return FeatureRow(patient_id, boundary, x)
+        return FeatureRow(patient_id=patient_id, ts_ms=boundary, x=x)
 
 
 def _add_minute(pane: dict[str, list[float]], metric: str, s: MetricStats, minute_start_ms: int) -> None:

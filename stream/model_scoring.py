@@ -16,11 +16,11 @@ Examples
 >>> from models.snapshots import Snapshot
 >>> from kernel.events import FeatureRow
 >>> scoring = ModelScoring(Scorer())
->>> scoring.score_rows([FeatureRow("pt-1", 600_000, {"heart_rate_mean_15m": 120.0})])
+>>> scoring.score_rows([FeatureRow(patient_id="pt-1", ts_ms=600_000, x={"heart_rate_mean_15m": 120.0})])
 []
 >>> scoring.swap(Snapshot("risk-logreg", 4, 0, 0, {}, RiskModel(conditions=("any", "infection"))))
 True
->>> [score] = scoring.score_rows([FeatureRow("pt-1", 600_000, {"heart_rate_mean_15m": 120.0})])
+>>> [score] = scoring.score_rows([FeatureRow(patient_id="pt-1", ts_ms=600_000, x={"heart_rate_mean_15m": 120.0})])
 >>> score.model_version, score.window_start_ms, score.news2_total, sorted(score.risks)
 ('risk-logreg-v4', 300000, 2, ['any', 'infection'])
 """
@@ -75,9 +75,9 @@ class ModelScoring:
         out: list[RiskScore] = []
         for row in rows:
             inputs, n2 = self.news2.score_with_inputs(row.patient_id, row.ts_ms, row.x)
-            news2 = RiskScore(row.patient_id, row.ts_ms - HOP_MS, row.ts_ms, NEWS2_NAME, NEWS2_VERSION,
-                              n2.total / MAX_TOTAL, n2.total, n2.band, {}, {},
-                              tuple(k for k in NEWS2_FEATURES if k not in inputs),
+            news2 = RiskScore(patient_id=row.patient_id, window_start_ms=row.ts_ms - HOP_MS, window_end_ms=row.ts_ms, model_name=NEWS2_NAME, model_version=NEWS2_VERSION,
+                              score=n2.total / MAX_TOTAL, news2_total=n2.total, news2_band=n2.band, inputs={}, contributions={},
+                              missing_inputs=tuple(k for k in NEWS2_FEATURES if k not in inputs),
                               news2_subscores=dict(n2.subscores))
             x = self.context.join(row.patient_id, row.x)
             score = self.scorer.risk_score(row.patient_id, row.ts_ms - HOP_MS, row.ts_ms, x, news2=news2)

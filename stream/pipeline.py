@@ -150,7 +150,7 @@ class VitalsPipeline:
                                           limits=self.limits)
         except InvalidMessage as exc:
             if not replay:
-                step.dead_letters.append(DeadLetter(exc.reason, exc.detail, as_bytes(raw)))
+                step.dead_letters.append(DeadLetter(reason=exc.reason, detail=exc.detail, payload=as_bytes(raw)))
             return step
         seqs = part.seqs
         if not _first_time(seqs, batch.device_id, batch.seq):
@@ -273,7 +273,7 @@ class VitalsPipeline:
                 continue
             out = self.features.on_window(window, partition=partition)
             part.dirty.add(window.patient_id)
-            enriched = WindowFeatures(window.patient_id, window.start_ms, window.end_ms, window.metrics,
+            enriched = WindowFeatures(patient_id=window.patient_id, start_ms=window.start_ms, end_ms=window.end_ms, metrics=window.metrics,
                                       baseline_z=out.z, baseline_mean=out.baseline)
             step.windows.append(enriched)
             step.features.extend(out.rows)
@@ -333,4 +333,4 @@ def _refused_readings(raw: bytes, batch: DeviceBatch, late: list[tuple[str, int,
     refused = sum(reasons.values())
     if refused > 1:
         detail += f" (and {refused - 1} more refused)"
-    return DeadLetter(reason, detail, raw, dict(reasons), accepted, batch.device_id, batch.patient_id)
+    return DeadLetter(reason=reason, detail=detail, payload=raw, reasons=dict(reasons), accepted=accepted, device_id=batch.device_id, patient_id=batch.patient_id)

@@ -13,7 +13,7 @@ carried-forward blood pressure is visible in the row.
 
 Examples
 --------
->>> window = WindowFeatures("pt-1", 60_000, 120_000, {})
+>>> window = WindowFeatures(patient_id="pt-1", start_ms=60_000, end_ms=120_000, metrics={})
 >>> known = {"systolic_blood_pressure": (60_000, 118.0), "heart_rate": (120_000, 96.0),
 ...          "respiratory_rate": (120_000, 22.0), "oxygen_saturation": (120_000, 95.0),
 ...          "body_temperature": (120_000, 38.4)}
@@ -79,8 +79,8 @@ def news2_for_window(window: WindowFeatures, known: Mapping[str, tuple[int, floa
     subscores, total = news2.subscores, news2.total  # computed on each access: once each
     contributions = {_SUBSCORE_METRIC.get(name, name): float(points) for name, points in subscores.items() if points}
     missing = tuple(m for m in _INPUTS_SORTED if m not in inputs)
-    return RiskScore(window.patient_id, window.start_ms, window.end_ms, MODEL_NAME, MODEL_VERSION,
-                     total / MAX_TOTAL, total, news2.band, inputs, contributions, missing,
+    return RiskScore(patient_id=window.patient_id, window_start_ms=window.start_ms, window_end_ms=window.end_ms, model_name=MODEL_NAME, model_version=MODEL_VERSION,
+                     score=total / MAX_TOTAL, news2_total=total, news2_band=news2.band, inputs=inputs, contributions=contributions, missing_inputs=missing,
                      news2_subscores=subscores)
 
 

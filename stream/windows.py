@@ -17,19 +17,19 @@ Examples
 --------
 >>> from kernel.events import VitalReading
 >>> w = PartitionWindows(window_ms=60_000, grace_ms=10_000)
->>> w.add(VitalReading("pt-1", "d", 1, "heart_rate", 5_000, 70.0), offset=0)
+>>> w.add(VitalReading(patient_id="pt-1", device_id="d", seq=1, metric="heart_rate", ts_ms=5_000, value=70.0), offset=0)
 True
->>> w.add(VitalReading("pt-1", "d", 2, "heart_rate", 65_000, 90.0), offset=1)
+>>> w.add(VitalReading(patient_id="pt-1", device_id="d", seq=2, metric="heart_rate", ts_ms=65_000, value=90.0), offset=1)
 True
 >>> w.close_ready()
 []
->>> w.add(VitalReading("pt-1", "d", 3, "heart_rate", 71_000, 80.0), offset=2)
+>>> w.add(VitalReading(patient_id="pt-1", device_id="d", seq=3, metric="heart_rate", ts_ms=71_000, value=80.0), offset=2)
 True
 >>> [(f.start_ms, f.metrics["heart_rate"].mean) for f in w.close_ready()]
 [(0, 70.0)]
 >>> w.low_offset()
 1
->>> w.add(VitalReading("pt-1", "d", 4, "heart_rate", 30_000, 75.0), offset=3)
+>>> w.add(VitalReading(patient_id="pt-1", device_id="d", seq=4, metric="heart_rate", ts_ms=30_000, value=75.0), offset=3)
 False
 """
 
@@ -213,8 +213,8 @@ class PartitionWindows:
         while self._by_end and self._by_end[0][0] <= limit_ms:
             end, patient, start = heapq.heappop(self._by_end)
             window = self._open.pop((patient, start))
-            closed.append(WindowFeatures(patient, start, end,
-                                         {m: summarise(pts) for m, pts in sorted(window.points.items())}))
+            closed.append(WindowFeatures(patient_id=patient, start_ms=start, end_ms=end,
+                                         metrics={m: summarise(pts) for m, pts in sorted(window.points.items())}))
         if self.closed_before_ms is None or limit_ms > self.closed_before_ms:
             self.closed_before_ms = limit_ms
         return closed

@@ -27,8 +27,8 @@ Examples
 >>> from kernel.events import RiskScore
 >>> engine = AlertEngine(AlertPolicy())
 >>> def news2(t_min, total):
-...     return RiskScore("pt-1", (t_min - 1) * 60_000, t_min * 60_000, "news2", "rcp-2017-scale1",
-...                      total / 20, total, "high" if total >= 7 else "low", {}, {"respiratory_rate": 3.0})
+...     return RiskScore(patient_id="pt-1", window_start_ms=(t_min - 1) * 60_000, window_end_ms=t_min * 60_000, model_name="news2", model_version="rcp-2017-scale1",
+...                      score=total / 20, news2_total=total, news2_band="high" if total >= 7 else "low", inputs={}, contributions={"respiratory_rate": 3.0})
 >>> [p.action for t, n in [(1, 7), (2, 8), (3, 6), (4, 7), (5, 3), (6, 2), (7, 2)]
 ...  for p in engine.on_score(news2(t, n), now_ms=t * 60_000).pages]
 ['firing', 'resolved']

@@ -9,8 +9,8 @@ Examples
 --------
 >>> from kernel.events import RiskScore
 >>> def score(minute, risk):
-...     return RiskScore("pt-1", (minute - 1) * 60_000, minute * 60_000, "river", "v3", risk, 2, "low",
-...                      {}, {}, risks={"any": risk})
+...     return RiskScore(patient_id="pt-1", window_start_ms=(minute - 1) * 60_000, window_end_ms=minute * 60_000, model_name="river", model_version="v3", score=risk, news2_total=2, news2_band="low",
+...                      inputs={}, contributions={}, risks={"any": risk})
 >>> pages = replay_pages([score(m, r) for m, r in enumerate([.2, .8, .72, .75, .9, .6, .4, .3, .2], 1)])
 >>> [(p.action, p.kind, p.event_ms // 60_000) for p in pages]
 [('firing', 'risk_high:any', 4), ('resolved', 'risk_high:any', 9)]

@@ -229,7 +229,7 @@ def signals(score: RiskScore) -> dict[str, float]:
     A kind whose input the score lacks is absent: a NEWS2-only score has no ``risks``, so it
     neither raises nor clears a model-risk alert.
 
-    >>> s = RiskScore("pt-1", 0, 60_000, "news2", "rcp-2017-scale1", 0.35, 7, "high", {}, {},
+    >>> s = RiskScore(patient_id="pt-1", window_start_ms=0, window_end_ms=60_000, model_name="news2", model_version="rcp-2017-scale1", score=0.35, news2_total=7, news2_band="high", inputs={}, contributions={},
     ...               risks={"infection": 0.8}, news2_subscores={"heart_rate": 3, "spo2": 2})
     >>> signals(s)
     {'news2_high': 7.0, 'news2_red_parameter': 3.0, 'risk_high:infection': 0.8}

@@ -187,7 +187,7 @@ class AlerterRuntime:
         except InvalidMessage as exc:
             logger.warning("unreadable score at %s[%d]@%d dead-lettered: %s", message.topic, message.partition,
                            message.offset, exc.reason)
-            await self._dead_letter(DeadLetter(exc.reason, exc.detail, as_bytes(message.value)), message, source_ms)
+            await self._dead_letter(DeadLetter(reason=exc.reason, detail=exc.detail, payload=as_bytes(message.value)), message, source_ms)
             return
         except Exception as exc:  # noqa: BLE001 - a bug of ours must cost one record, never the partition
             # The exception's type and place only: its message may quote the record's values.
@@ -195,8 +195,8 @@ class AlerterRuntime:
                          message.partition, message.offset)
             logger.debug("internal error on %s[%d]@%d", message.topic, message.partition, message.offset,
                          exc_info=True)
-            await self._dead_letter(DeadLetter("internal_error", f"{type(exc).__name__} in the alert engine",
-                                               as_bytes(message.value)), message, source_ms)
+            await self._dead_letter(DeadLetter(reason="internal_error", detail=f"{type(exc).__name__} in the alert engine",
+                                               payload=as_bytes(message.value)), message, source_ms)
             return
         self._partition_of[score.patient_id] = message.partition
         self._absorb(outcome, source_ms)

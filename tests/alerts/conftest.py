@@ -43,8 +43,8 @@ def news2_score(patient: str, minute: int, total: int, *, red: bool = False, ris
         subscores[name] = points
         left -= points
     band = "high" if total >= 7 else "medium" if total >= 5 else "low-medium" if total >= 1 else "low"
-    return RiskScore(patient, START_MS + (minute - 1) * 60_000, START_MS + minute * 60_000, "news2", model_version,
-                     total / 20, total, band, {}, {k: float(v) for k, v in subscores.items() if v},
+    return RiskScore(patient_id=patient, window_start_ms=START_MS + (minute - 1) * 60_000, window_end_ms=START_MS + minute * 60_000, model_name="news2", model_version=model_version,
+                     score=total / 20, news2_total=total, news2_band=band, inputs={}, contributions={k: float(v) for k, v in subscores.items() if v},
                      risks={} if risk is None else {"any": risk}, news2_subscores=subscores)
 
 

@@ -24,14 +24,14 @@ def at(minute: float) -> int:
 
 def risk_score(patient: str, minute: int, risks: dict[str, float], total: int = 1) -> RiskScore:
     """A model score of the window ending at ``minute``, with two contributing features and NEWS2 ``total``."""
-    return RiskScore(patient, T0 + (minute - 1) * MIN, T0 + minute * MIN, "river-logreg", "v7", max(risks.values()),
-                     total, "low", {}, {"hr_vs_baseline": 0.4, "rr_slope": 0.2}, risks=risks,
+    return RiskScore(patient_id=patient, window_start_ms=T0 + (minute - 1) * MIN, window_end_ms=T0 + minute * MIN, model_name="river-logreg", model_version="v7", score=max(risks.values()),
+                     news2_total=total, news2_band="low", inputs={}, contributions={"hr_vs_baseline": 0.4, "rr_slope": 0.2}, risks=risks,
                      news2_subscores={"heart_rate": min(total, 1)})
 
 
 def any_risk(minute: int, risk: float, patient: str = "pt-1") -> RiskScore:
     """A model score of the window ending at ``minute`` with one risk, ``any``."""
-    return RiskScore(patient, T0 + (minute - 1) * MIN, T0 + minute * MIN, "river", "v1", risk, 0, "low", {}, {},
+    return RiskScore(patient_id=patient, window_start_ms=T0 + (minute - 1) * MIN, window_end_ms=T0 + minute * MIN, model_name="river", model_version="v1", score=risk, news2_total=0, news2_band="low", inputs={}, contributions={},
                      risks={"any": risk})
 
 

@@ -27,7 +27,7 @@ CONDITIONS = ["any", "infection", "hf_decompensation", "copd_exacerbation", "af_
        risks=st.dictionaries(st.sampled_from(CONDITIONS), st.floats(0.0, 1.0, allow_nan=False)))
 def test_each_kind_signals_its_own_part_of_a_score(total: int, subscores: dict[str, int],
                                                    risks: dict[str, float]) -> None:
-    score = RiskScore("pt-1", 0, 60_000, "m", "v", 0.5, total, "low", {}, {}, risks=risks,
+    score = RiskScore(patient_id="pt-1", window_start_ms=0, window_end_ms=60_000, model_name="m", model_version="v", score=0.5, news2_total=total, news2_band="low", inputs={}, contributions={}, risks=risks,
                       news2_subscores=subscores)
     expected = {NEWS2_HIGH: float(total)}
     if subscores:

@@ -81,11 +81,11 @@ def test_a_silence_must_end_after_it_starts() -> None:
 
 
 def test_evidence_lists_the_largest_positive_contributions_ties_by_name() -> None:
-    score = RiskScore("pt-1", 0, 60_000, "river", "v1", 0.7, 3, "low-medium", {"heart_rate": 120.0},
-                      {"b": 0.5, "a": 0.5, "c": 0.9, "d": -1.0, "e": 0.0, "f": 0.1}, ("spo2",),
+    score = RiskScore(patient_id="pt-1", window_start_ms=0, window_end_ms=60_000, model_name="river", model_version="v1", score=0.7, news2_total=3, news2_band="low-medium", inputs={"heart_rate": 120.0},
+                      contributions={"b": 0.5, "a": 0.5, "c": 0.9, "d": -1.0, "e": 0.0, "f": 0.1}, missing_inputs=("spo2",),
                       risks={"infection": 0.9, "any": 0.7})
     found = Evidence.from_score(score, top=3)
     assert found.top_features == (("c", 0.9), ("a", 0.5), ("b", 0.5))
     assert found.risks == (("any", 0.7), ("infection", 0.9)) and found.missing_inputs == ("spo2",)
     assert (found.risk("risk_high:any"), found.risk("news2_high"), Evidence.from_score(
-        RiskScore("pt-1", 0, 1, "news2", "v", 0.1, 2, "low", {}, {})).risk("news2_high")) == (0.7, 0.9, None)
+        RiskScore(patient_id="pt-1", window_start_ms=0, window_end_ms=1, model_name="news2", model_version="v", score=0.1, news2_total=2, news2_band="low", inputs={}, contributions={})).risk("news2_high")) == (0.7, 0.9, None)

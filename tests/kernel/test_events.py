@@ -11,13 +11,13 @@ from kernel.events import (HOP_MS, DeadLetter, FeatureRow, MetricStats, OpsEvent
                            WindowFeatures)
 
 EVENTS = [
-    VitalReading("pt-1", "dev-1", 7, "heart_rate", 1_000, 72.0),
+    VitalReading(patient_id="pt-1", device_id="dev-1", seq=7, metric="heart_rate", ts_ms=1_000, value=72.0),
     MetricStats(1, 72.0, 72.0, 72.0),
-    WindowFeatures("pt-1", 0, 60_000, {}),
-    RiskScore("pt-1", 0, 60_000, "news2", "rcp-2017-scale1", 0.1, 2, "low", {}, {}),
+    WindowFeatures(patient_id="pt-1", start_ms=0, end_ms=60_000, metrics={}),
+    RiskScore(patient_id="pt-1", window_start_ms=0, window_end_ms=60_000, model_name="news2", model_version="rcp-2017-scale1", score=0.1, news2_total=2, news2_band="low", inputs={}, contributions={}),
     OpsEvent(kind="drift", ts_ms=0, subject="risk-logreg"),
-    DeadLetter("not_json", "bad", b"{"),
-    FeatureRow("pt-1", 300_000, {}),
+    DeadLetter(reason="not_json", detail="bad", payload=b"{"),
+    FeatureRow(patient_id="pt-1", ts_ms=300_000, x={}),
 ]
 
 
@@ -36,8 +36,8 @@ def test_an_ops_event_is_built_by_keyword_only() -> None:
 
 
 def test_a_dead_letter_counts_its_refused_readings_or_itself_once() -> None:
-    assert DeadLetter("not_json", "bad", b"{").counts == {"not_json": 1}
-    letter = DeadLetter("late", "t=1", b"{}", {"late": 2, "wrong_unit": 1}, accepted=4, device_id="d")
+    assert DeadLetter(reason="not_json", detail="bad", payload=b"{").counts == {"not_json": 1}
+    letter = DeadLetter(reason="late", detail="t=1", payload=b"{}", reasons={"late": 2, "wrong_unit": 1}, accepted=4, device_id="d")
     assert letter.counts == {"late": 2, "wrong_unit": 1} and letter.patient_id is None
 
 

@@ -71,7 +71,7 @@ def test_the_reading_fast_path_accepts_and_rejects_exactly_as_the_slow_path(read
     good, reasons = _plain_decode(json.loads(json.dumps(body)), reference_ms)
     assert batch.points == good
     assert [f"{d.reason}: {d.detail}" for d in batch.rejected] == reasons
-    assert batch.readings == [VitalReading("p", "d", 3, m, t, v) for m, t, v in good]
+    assert batch.readings == [VitalReading(patient_id="p", device_id="d", seq=3, metric=m, ts_ms=t, value=v) for m, t, v in good]
 
 
 def _plain_envelope_fault(body: dict) -> str | None:
@@ -194,8 +194,8 @@ def test_more_readings_than_the_limit_refuse_the_whole_message() -> None:
 
 scores = st.builds(
     lambda patient, start, length, names, score, total, inputs, contributions, missing, risks, subscores:
-    RiskScore(patient, start, start + length, names[0], names[1], score, total, names[2], inputs, contributions,
-              tuple(missing), risks=risks, news2_subscores=subscores),
+    RiskScore(patient_id=patient, window_start_ms=start, window_end_ms=start + length, model_name=names[0], model_version=names[1], score=score, news2_total=total, news2_band=names[2], inputs=inputs, contributions=contributions,
+              missing_inputs=tuple(missing), risks=risks, news2_subscores=subscores),
     ids, st.integers(0, 2**62), st.integers(0, 10**9), st.tuples(names, names, names), probability,
     st.integers(0, 20), st.dictionaries(names, finite, max_size=5), st.dictionaries(names, finite, max_size=5),
     st.lists(names, max_size=3), st.dictionaries(names, probability, max_size=5),
@@ -211,7 +211,7 @@ def test_a_score_decodes_to_the_score_encoded(score: RiskScore) -> None:
 @settings(max_examples=200, deadline=None)
 @given(patient=ids, ts_ms=st.integers(0, 2**63 - 1), x=st.dictionaries(names, finite, max_size=30))
 def test_a_feature_row_decodes_to_the_row_encoded(patient: str, ts_ms: int, x: dict[str, float]) -> None:
-    row = FeatureRow(patient, ts_ms, x)
+    row = FeatureRow(patient_id=patient, ts_ms=ts_ms, x=x)
     assert decode_feature_row(encode_feature_row(row)) == row
 
 
@@ -237,7 +237,7 @@ def test_a_patient_record_decodes_to_the_record_encoded(patient: str, groups: di
     ({"schema": "vitalrisk.score/2"}, "unknown_schema"),
 ])
 def test_a_score_breaking_a_rule_is_refused_with_its_reason(change: dict[str, object], reason: str) -> None:
-    good = RiskScore("pt-1", START, START + 60_000, "news2", "rcp-2017-scale1", 0.15, 3, "low-medium", {}, {},
+    good = RiskScore(patient_id="pt-1", window_start_ms=START, window_end_ms=START + 60_000, model_name="news2", model_version="rcp-2017-scale1", score=0.15, news2_total=3, news2_band="low-medium", inputs={}, contributions={},
                      risks={"any": 0.2})
     body = {**json.loads(encode_score(good)), **change}
     with pytest.raises(InvalidMessage) as caught:

@@ -41,7 +41,7 @@ def _stream(seed: int, patients: int = 6, hours: int = 12) -> list[Record]:
         for t in range(T0 + HOP_MS, T0 + hours * H, HOP_MS):
             sick = onset is not None and onset - HORIZON <= t < onset
             hr = 70 + (25 if sick else 0) + rng.gauss(0, 6)
-            events.append((t, p % 2, FeatureRow(pid, t, {"heart_rate_mean_60m": hr, "heart_rate_z_60m": (hr - 70) / 8,
+            events.append((t, p % 2, FeatureRow(patient_id=pid, ts_ms=t, x={"heart_rate_mean_60m": hr, "heart_rate_z_60m": (hr - 70) / 8,
                                                           "respiratory_rate_mean_15m": 16 + rng.gauss(0, 2)})))
         if onset is not None:
             arrives = onset + rng.randrange(0, 20 * 60_000)  # within the outcome grace
@@ -135,7 +135,7 @@ def test_snapshots_say_where_to_resume() -> None:
 
 def test_no_snapshot_of_an_untrained_model() -> None:
     learner = _learner()
-    rows = [FeatureRow("pt-1", T0 + i * HOP_MS, {"heart_rate_mean_60m": 70.0}) for i in range(1, 12)]
+    rows = [FeatureRow(patient_id="pt-1", ts_ms=T0 + i * HOP_MS, x={"heart_rate_mean_60m": 70.0}) for i in range(1, 12)]
     for i, row in enumerate(rows):
         assert learner.offer(row, partition=0, offset=i) == ([], None)
 

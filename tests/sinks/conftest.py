@@ -75,7 +75,7 @@ def make_windows(patients: int, minutes: int, *, first_minute: int = 0) -> list[
         start = START_MS + minute * 60_000
         for p in range(patients):
             base = 60.0 + p + minute / 10
-            out.append(WindowFeatures(f"pt-{p:04x}", start, start + 60_000, {
+            out.append(WindowFeatures(patient_id=f"pt-{p:04x}", start_ms=start, end_ms=start + 60_000, metrics={
                 "heart_rate": MetricStats(12, base, base - 2.0, base + 3.0),
                 "respiratory_rate": MetricStats(1, 15.0 + p, 15.0 + p, 15.0 + p),
                 "oxygen_saturation": MetricStats(2, 96.5, 96.0, 97.0)}))
@@ -83,7 +83,7 @@ def make_windows(patients: int, minutes: int, *, first_minute: int = 0) -> list[
 
 
 def make_scores(windows: list[WindowFeatures]) -> list[RiskScore]:
-    return [RiskScore(w.patient_id, w.start_ms, w.end_ms, "news2", "rcp-2017", (i % 7) / 20, i % 7,
-                      "low" if i % 7 < 5 else "medium", {"heart_rate": w.metrics["heart_rate"].mean},
-                      {"heart_rate": 0.0}, ("body_temperature",))
+    return [RiskScore(patient_id=w.patient_id, window_start_ms=w.start_ms, window_end_ms=w.end_ms, model_name="news2", model_version="rcp-2017", score=(i % 7) / 20, news2_total=i % 7,
+                      news2_band="low" if i % 7 < 5 else "medium", inputs={"heart_rate": w.metrics["heart_rate"].mean},
+                      contributions={"heart_rate": 0.0}, missing_inputs=("body_temperature",))
             for i, w in enumerate(windows)]

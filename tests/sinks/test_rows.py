@@ -36,8 +36,8 @@ def test_rows_have_their_tables_columns_and_are_grouped_by_patient() -> None:
 
 
 def test_a_window_without_metrics_has_no_rows_and_times_are_shared() -> None:
-    empty = WindowFeatures("pt-1", START_MS, START_MS + 60_000, {})
-    full = WindowFeatures("pt-2", START_MS, START_MS + 60_000, {"heart_rate": MetricStats(1, 70.0, 70.0, 70.0),
+    empty = WindowFeatures(patient_id="pt-1", start_ms=START_MS, end_ms=START_MS + 60_000, metrics={})
+    full = WindowFeatures(patient_id="pt-2", start_ms=START_MS, end_ms=START_MS + 60_000, metrics={"heart_rate": MetricStats(1, 70.0, 70.0, 70.0),
                                                                "respiratory_rate": MetricStats(1, 15.0, 15.0, 15.0)})
     rows = feature_rows([empty, full])
     assert [r[:2] for r in rows] == [("pt-2", "heart_rate"), ("pt-2", "respiratory_rate")]
@@ -45,7 +45,7 @@ def test_a_window_without_metrics_has_no_rows_and_times_are_shared() -> None:
 
 
 def test_readings_are_thinned_per_patient_metric_and_bucket() -> None:
-    readings = [VitalReading(p, "d", 1, m, START_MS + t, 70.0) for p in ("pt-2", "pt-1")
+    readings = [VitalReading(patient_id=p, device_id="d", seq=1, metric=m, ts_ms=START_MS + t, value=70.0) for p in ("pt-2", "pt-1")
                 for m in ("heart_rate", "oxygen_saturation") for t in (0, 1_000, 10_000)]
     rows = reading_rows(readings, 10_000)
     assert len(rows) == 2 * 2 * 2 and {len(r) for r in rows} == {len(READINGS.columns)}

@@ -144,7 +144,7 @@ def _aged_data(owner_url: str) -> int:
     windows = []
     for days_ago in (45, 10, 1):
         windows += make_windows(patients=2, minutes=30, first_minute=-(days_ago * 1440))
-    shifted = [WindowFeatures(w.patient_id, w.start_ms - START_MS + now_ms, w.end_ms - START_MS + now_ms, w.metrics)
+    shifted = [WindowFeatures(patient_id=w.patient_id, start_ms=w.start_ms - START_MS + now_ms, end_ms=w.end_ms - START_MS + now_ms, metrics=w.metrics)
                for w in windows]
     _write(owner_url, shifted, make_scores(shifted))
     return len(shifted)

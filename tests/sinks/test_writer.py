@@ -72,8 +72,8 @@ def test_rows_land_exactly_and_a_replay_adds_nothing(db: Database, caplog: pytes
 
 
 def test_readings_are_thinned_and_optional(db: Database) -> None:
-    readings = [VitalReading("pt-1", "dev-1", 1, "heart_rate", START_MS + k * 1_000, 70.0 + k) for k in range(30)]
-    readings += [VitalReading("pt-1", "dev-1", 1, "oxygen_saturation", START_MS + 500, 97.0)]
+    readings = [VitalReading(patient_id="pt-1", device_id="dev-1", seq=1, metric="heart_rate", ts_ms=START_MS + k * 1_000, value=70.0 + k) for k in range(30)]
+    readings += [VitalReading(patient_id="pt-1", device_id="dev-1", seq=1, metric="oxygen_saturation", ts_ms=START_MS + 500, value=97.0)]
     windows = make_windows(1, 1)
 
     async def run() -> tuple[int, int, int]:
@@ -95,7 +95,7 @@ def test_readings_are_thinned_and_optional(db: Database) -> None:
 
 def test_a_refused_batch_raises_at_once_and_writes_nothing(db: Database) -> None:
     windows = make_windows(2, 1)
-    bad = [RiskScore("pt-0000", START_MS, START_MS + 60_000, "news2", "1", 0.5, 3, "purple", {}, {})]
+    bad = [RiskScore(patient_id="pt-0000", window_start_ms=START_MS, window_end_ms=START_MS + 60_000, model_name="news2", model_version="1", score=0.5, news2_total=3, news2_band="purple", inputs={}, contributions={})]
 
     async def run() -> int:
         async with _writer(db) as writer:

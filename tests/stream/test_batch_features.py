@@ -53,7 +53,7 @@ def test_batch_engine_rows_match_feature_engine() -> None:
             for j, r in enumerate(rows.tolist()):
                 per_patient[r][name] = b.stats(j)
         for p, stats in enumerate(per_patient):
-            w = WindowFeatures(f"pt-{p}", start, start + MINUTE, dict(sorted(stats.items())))
+            w = WindowFeatures(patient_id=f"pt-{p}", start_ms=start, end_ms=start + MINUTE, metrics=dict(sorted(stats.items())))
             for row in engine.on_window(w, partition=0).rows:
                 expected[(row.patient_id, row.ts_ms)] = row.x
         for ts, x in batch.add_minute(start, batches):

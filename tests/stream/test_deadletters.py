@@ -27,8 +27,9 @@ ids = st.one_of(st.none(), st.from_regex(ID_PATTERN, fullmatch=True), text)
 # What a sender controls (the detail quotes its values; ids; the bytes) is anything; the reasons are the
 # code's own and the topic an operator's name.
 letters = st.builds(
-    DeadLetter, st.sampled_from(RECORD_REASONS + READING_REASONS), text, st.binary(max_size=50),
-    st.dictionaries(st.sampled_from(READING_REASONS), st.integers(1, 10**6)), st.integers(0, 10**6), ids, ids)
+    DeadLetter, reason=st.sampled_from(RECORD_REASONS + READING_REASONS), detail=text, payload=st.binary(max_size=50),
+    reasons=st.dictionaries(st.sampled_from(READING_REASONS), st.integers(1, 10**6)),
+    accepted=st.integers(0, 10**6), device_id=ids, patient_id=ids)
 topics = st.one_of(st.sampled_from(["vitals.readings", "risk.scores", "sink:features"]),
                    st.from_regex(r"[A-Za-z0-9._-]{1,249}", fullmatch=True))  # Kafka allows 249
 
@@ -36,8 +37,8 @@ topics = st.one_of(st.sampled_from(["vitals.readings", "risk.scores", "sink:feat
 @settings(max_examples=300, deadline=None)
 @given(letter=letters, topic=topics, partition=st.integers(0, 2**31 - 1),
        offset=st.integers(0, 2**63 - 1), record_ts_ms=st.one_of(st.none(), st.integers(0, 2**63 - 1)))
-@example(letter=DeadLetter("future_timestamp", "\xff" * 400, b"", dict.fromkeys(READING_REASONS, 10**6), 10**6,
-                           "d" * 64, "p" * 64),
+@example(letter=DeadLetter(reason="future_timestamp", detail="\xff" * 400, payload=b"", reasons=dict.fromkeys(READING_REASONS, 10**6), accepted=10**6,
+                           device_id="d" * 64, patient_id="p" * 64),
          topic="t" * 249, partition=2**31 - 1, offset=2**63 - 1, record_ts_ms=2**63 - 1)  # every field at its longest
 def test_headers_stay_within_their_bound_and_read_back_to_the_letter(letter: DeadLetter, topic: str,
                                                                    partition: int, offset: int,
@@ -73,7 +74,7 @@ def test_reading_any_headers_back_gives_a_record_never_an_exception(headers: lis
 
 
 def _record(*, accepted: int = 0) -> DeadLetterRecord:
-    letter = DeadLetter("not_json", "bad", b"{", accepted=accepted)
+    letter = DeadLetter(reason="not_json", detail="bad", payload=b"{", accepted=accepted)
     return DeadLetterRecord.from_kafka(0, 1, START, None, letter.payload, deadletter_headers(
         letter, topic="vitals.readings", partition=0, offset=7, record_ts_ms=START))
 
@@ -82,11 +83,11 @@ def test_only_a_record_refused_whole_from_a_topic_may_be_replayed() -> None:
     assert _record().replayable
     assert not _record(accepted=3).replayable, "some of its readings are in the windows already"
     assert not DeadLetterRecord.from_kafka(0, 1, START, None, b"", deadletter_headers(
-        DeadLetter("empty", "tombstone", b""), topic="t", partition=0, offset=1, record_ts_ms=None)).replayable
-    quarantined = deadletter_headers(DeadLetter("impossible_value", "row", b"{}"), topic="sink:features",
+        DeadLetter(reason="empty", detail="tombstone", payload=b""), topic="t", partition=0, offset=1, record_ts_ms=None)).replayable
+    quarantined = deadletter_headers(DeadLetter(reason="impossible_value", detail="row", payload=b"{}"), topic="sink:features",
                                      partition=0, offset=0, record_ts_ms=None)
     assert not DeadLetterRecord.from_kafka(0, 1, START, None, b"{}", quarantined).replayable
-    again = deadletter_headers(DeadLetter("not_json", "bad", b"{"), topic="t", partition=0, offset=1,
+    again = deadletter_headers(DeadLetter(reason="not_json", detail="bad", payload=b"{"), topic="t", partition=0, offset=1,
                                record_ts_ms=None, replay_of=b"0/17")
     refused_again = DeadLetterRecord.from_kafka(0, 2, START, None, b"{", again)
     assert refused_again.replay_of == (0, 17) and not refused_again.replayable
@@ -97,7 +98,7 @@ def test_only_a_record_refused_whole_from_a_topic_may_be_replayed() -> None:
 def test_the_replay_header_is_found_among_a_records_headers() -> None:
     assert replay_of([("a", b"x"), ("vitalrisk.replay_of", b"2/9")]) == b"2/9"
     assert replay_of([("vitalrisk.replay_of", None)]) is None and replay_of(None) is None
-    headers = deadletter_headers(DeadLetter("x", "y", b""), topic="t", partition=0, offset=0, record_ts_ms=None,
+    headers = deadletter_headers(DeadLetter(reason="x", detail="y", payload=b""), topic="t", partition=0, offset=0, record_ts_ms=None,
                                  replay_of=b"not a position")
     assert all(name != "vitalrisk.replay_of" for name, _ in headers), "a garbled position is not passed on"
     assert dict(headers)["vitalrisk.schema"] == SCHEMA.encode()

@@ -70,7 +70,7 @@ def test_core_learns_and_beats_chance_on_a_learnable_stream() -> None:
             pid = f"pt-{i}"
             lead = onsets.get(pid, -1) - t
             drift = 3.0 * (1 - lead / (12 * H)) if 0 < lead <= 12 * H else 0.0
-            rows.append(FeatureRow(pid, t, {"heart_rate_z_60m": float(rng.normal(drift, 1)),
+            rows.append(FeatureRow(patient_id=pid, ts_ms=t, x={"heart_rate_z_60m": float(rng.normal(drift, 1)),
                                             "heart_rate_mean_15m": float(75 + 5 * drift + rng.normal(0, 3)),
                                             "respiratory_rate_mean_15m": 16.0, "oxygen_saturation_mean_15m": 96.0}))
         core.add_rows(rows)

@@ -74,7 +74,7 @@ def test_hopping_features_equal_a_batch_recomputation(seed: int) -> None:
 
 def _minute(patient: str, minute: int, values: dict[str, list[float]]) -> WindowFeatures:
     start = START + minute * MINUTE
-    return WindowFeatures(patient, start, start + MINUTE, {
+    return WindowFeatures(patient_id=patient, start_ms=start, end_ms=start + MINUTE, metrics={
         metric: summarise([(start + 1_000 * i, v) for i, v in enumerate(points)])
         for metric, points in sorted(values.items())})
 

@@ -25,13 +25,13 @@ def _snapshot(version: int, name: str = "risk-logreg") -> Snapshot:
 def test_no_model_score_before_the_first_snapshot() -> None:
     scoring = ModelScoring(Scorer())
     assert scoring.version is None
-    assert scoring.score_rows([FeatureRow("pt-1", T, ROW)]) == []
+    assert scoring.score_rows([FeatureRow(patient_id="pt-1", ts_ms=T, x=ROW)]) == []
     assert scoring.swap(_snapshot(1)) and scoring.score_rows([]) == []
 
 
 def test_each_row_gets_one_score_naming_its_model_window_and_the_news2_of_the_same_row() -> None:
     scoring = ModelScoring(Scorer(_snapshot(4)))
-    rows = [FeatureRow("pt-1", T, ROW), FeatureRow("pt-2", T, {"heart_rate_mean_15m": 131.0})]
+    rows = [FeatureRow(patient_id="pt-1", ts_ms=T, x=ROW), FeatureRow(patient_id="pt-2", ts_ms=T, x={"heart_rate_mean_15m": 131.0})]
     first, second = scoring.score_rows(rows)
     expected = News2Scorer().score_one({"respiratory_rate": 22.0, "spo2": 95.0, "heart_rate": 96.0,
                                         "systolic_bp": 118.0})
@@ -49,7 +49,7 @@ def test_each_row_gets_one_score_naming_its_model_window_and_the_news2_of_the_sa
 def test_blood_pressure_stands_in_for_carry_ms_then_counts_as_missing() -> None:
     scoring = ModelScoring(Scorer(_snapshot(1)), news2_carry_ms=2 * HOP_MS)
     no_bp = {k: v for k, v in ROW.items() if k != "systolic_blood_pressure_last"}
-    missing = [scoring.score_rows([FeatureRow("pt-1", T + i * HOP_MS, ROW if i == 0 else no_bp)])[0].missing_inputs
+    missing = [scoring.score_rows([FeatureRow(patient_id="pt-1", ts_ms=T + i * HOP_MS, x=ROW if i == 0 else no_bp)])[0].missing_inputs
                for i in range(4)]
     assert missing == [("temperature",), ("temperature",), ("temperature",), ("temperature", "systolic_bp")]
 
@@ -59,7 +59,7 @@ def test_only_a_newer_snapshot_of_the_same_model_replaces_the_one_in_use() -> No
     assert not scoring.swap(_snapshot(3)) and not scoring.swap(_snapshot(2))
     assert not scoring.swap(_snapshot(9, name="risk-hat"))
     assert scoring.swap(_snapshot(5)) and scoring.version == "risk-logreg-v5"
-    [score] = scoring.score_rows([FeatureRow("pt-1", T, ROW)])
+    [score] = scoring.score_rows([FeatureRow(patient_id="pt-1", ts_ms=T, x=ROW)])
     assert score.model_version == "risk-logreg-v5"
 
 
@@ -67,7 +67,7 @@ def test_the_patients_diagnoses_are_among_the_inputs_of_their_scores_only() -> N
     context = PatientContext(("diagnoses",))
     context.update(PatientRecord("pt-1", {}, ("copd",)))
     scoring = ModelScoring(Scorer(_snapshot(1)), context=context)
-    known, unknown = scoring.score_rows([FeatureRow("pt-1", T, ROW), FeatureRow("pt-2", T, ROW)])
+    known, unknown = scoring.score_rows([FeatureRow(patient_id="pt-1", ts_ms=T, x=ROW), FeatureRow(patient_id="pt-2", ts_ms=T, x=ROW)])
     assert known.inputs["dx_copd"] == 1.0 and known.inputs["dx_heart_failure"] == 0.0
     assert not any(name.startswith("dx_") for name in unknown.inputs)
     assert {k: v for k, v in known.inputs.items() if not k.startswith("dx_")} == ROW

@@ -8,7 +8,7 @@ from kernel.events import WindowFeatures
 from stream.scoring import news2_for_window
 
 H = 3_600_000
-WINDOW = WindowFeatures("pt-1", 11 * H, 12 * H, {})
+WINDOW = WindowFeatures(patient_id="pt-1", start_ms=11 * H, end_ms=12 * H, metrics={})
 CONTINUOUS = {"heart_rate": (12 * H, 96.0), "respiratory_rate": (12 * H, 22.0), "oxygen_saturation": (12 * H, 95.0)}
 
 

@@ -59,7 +59,7 @@ def test_every_time_falls_in_exactly_one_aligned_window(ts_ms: int, window_ms: i
 
 
 def _reading(ts_ms: int, patient: str = "pt-1", value: float = 70.0) -> VitalReading:
-    return VitalReading(patient, "d", 1, "heart_rate", ts_ms, value)
+    return VitalReading(patient_id=patient, device_id="d", seq=1, metric="heart_rate", ts_ms=ts_ms, value=value)
 
 
 #: Times after START, often on a 5 s grid, so that readings land on window ends and watermarks.
@@ -111,7 +111,7 @@ def test_adding_a_message_at_once_equals_adding_its_readings_one_by_one(
         points = [(m, START + dt, v) for m, dt, v in points]
         late = many.add_many("pt-1", points, offset=offset)
         expected_late = [p for p in points
-                         if not one.add(VitalReading("pt-1", "d", offset, p[0], p[1], p[2]), offset=offset)]
+                         if not one.add(VitalReading(patient_id="pt-1", device_id="d", seq=offset, metric=p[0], ts_ms=p[1], value=p[2]), offset=offset)]
         assert late == expected_late
         assert (many.max_event_ms, many.low_offset()) == (one.max_event_ms, one.low_offset())
         assert many.close_ready() == one.close_ready()
