@@ -43,13 +43,18 @@ needs_promtool = pytest.mark.skipif(not Path(PROMTOOL).is_file(),
                                     reason="promtool not installed (Debian package prometheus; make system-deps)")
 
 
-def exported_metric_names() -> set[str]:
-    """Series names of every metric in sinks/metrics.py, registered on a fresh registry."""
-    registry = CollectorRegistry()
+def _metrics_classes() -> list[type]:
+    """The ``*Metrics`` classes of sinks/metrics.py."""
     classes = [obj for name, obj in vars(sinks.metrics).items()
                if isinstance(obj, type) and name.endswith("Metrics") and obj.__module__ == sinks.metrics.__name__]
     assert classes, "no *Metrics classes found in sinks/metrics.py"
-    for cls in classes:
+    return classes
+
+
+def exported_metric_names() -> set[str]:
+    """Series names of every metric in sinks/metrics.py, registered on a fresh registry."""
+    registry = CollectorRegistry()
+    for cls in _metrics_classes():
         cls(registry)
     return {family.name + suffix for family in registry.collect() for suffix in SUFFIXES[family.type]}
 
@@ -58,12 +63,11 @@ def exported_metric_labels() -> dict[str, set[str]]:
     """Series name -> the label names it carries, for every metric in sinks/metrics.py."""
     registry = CollectorRegistry()
     labels: dict[str, set[str]] = {}
-    for name, cls in vars(sinks.metrics).items():
-        if isinstance(cls, type) and name.endswith("Metrics") and cls.__module__ == sinks.metrics.__name__:
-            for metric in vars(cls(registry)).values():
-                if isinstance(metric, MetricWrapperBase):
-                    for suffix in SUFFIXES[metric._type]:
-                        labels[metric._name + suffix] = set(metric._labelnames) | ({"le"} if suffix == "_bucket" else set())
+    for cls in _metrics_classes():
+        for metric in vars(cls(registry)).values():
+            if isinstance(metric, MetricWrapperBase):
+                for suffix in SUFFIXES[metric._type]:
+                    labels[metric._name + suffix] = set(metric._labelnames) | ({"le"} if suffix == "_bucket" else set())
     return labels
 
 
