@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kernel.settings import Settings
+
 #: Scrape job of the Faust workers; dashboards select ``up{job="vitalrisk-worker"}``.
 WORKER_JOB = "vitalrisk-worker"
 #: Compose service name and metrics port of the workers (``VITALS_METRICS_PORT``).
@@ -35,6 +37,11 @@ ALERTER_METRICS_PORT = 9109
 TRAINER_JOB = "vitalrisk-trainer"
 TRAINER_SERVICE = "trainer"
 TRAINER_METRICS_PORT = 9110
+#: Scrape job of the ingest gateway (``vitalrisk gateway``): the Ops board's *Ingest gateway* row.
+GATEWAY_JOB = "vitalrisk-gateway"
+#: Compose service name of the gateway; it serves ``/metrics`` beside its API, on ``VITALS_GATEWAY_PORT``.
+GATEWAY_SERVICE = "gateway"
+GATEWAY_PORT: int = Settings.model_fields["gateway_port"].default
 SCRAPE_INTERVAL = "15s"
 #: Rule files, relative to prometheus.yml (docker-compose mounts grafana/prometheus at /etc/prometheus).
 RULE_FILES = "rules/*.yml"
@@ -55,6 +62,17 @@ DEADLETTER_RATIO_HIGH = 0.05
 PROCESSING_P99_REFERENCE_S = 0.01
 SCORING_P99_REFERENCE_S = 0.01
 SINK_FLUSH_P99_REFERENCE_S = 1.0
+#: Reference p99 of the gateway's produce latency (records handed to the producer to the broker's
+#: acks), seconds: the gateway's target is a p99 of 100 ms from upload to 202, most of it producing.
+GATEWAY_PRODUCE_P99_REFERENCE_S = 0.1
+#: The gateway's refusal reasons answered 503 (retry later): Kafka did not acknowledge the records,
+#: or the device table could not be read to check the token.
+GATEWAY_UNAVAILABLE_REASONS = ("broker_unavailable", "auth_unavailable")
+#: The label matcher selecting those refusals of ``vitals_gateway_rejections_total``.
+GATEWAY_UNAVAILABLE_MATCHER = f'reason=~"{"|".join(GATEWAY_UNAVAILABLE_REASONS)}"'
+#: Minutes VitalsGatewayUnavailable waits from the first 503 while 503s go on (some in every
+#: minute, so an outage of two minutes or more): a broker failover or restart takes seconds.
+GATEWAY_UNAVAILABLE_MINUTES = 3
 
 Severity = Literal["critical", "warning"]
 
@@ -116,7 +134,8 @@ def recording_rules() -> list[RecordingRule]:
         RecordingRule("job:vitals_consumer_lag:max", "max by (job) (vitals_consumer_lag)"),
         RecordingRule("job:vitals_watermark_lag_seconds:max", "max by (job) (vitals_watermark_lag_seconds)"),
     ]
-    for metric in ("vitals_processing_seconds", "vitals_scoring_seconds", "vitals_sink_flush_seconds"):
+    for metric in ("vitals_processing_seconds", "vitals_scoring_seconds", "vitals_sink_flush_seconds",
+                   "vitals_gateway_produce_seconds"):
         for quantile, name in ((0.5, "p50"), (0.99, "p99")):
             rules.append(RecordingRule(f"job:{metric}:{name}_5m", _p(quantile, metric, "5m")))
     return rules
@@ -185,6 +204,17 @@ def alerting_rules() -> list[AlertingRule]:
             summary="Worker {{ $labels.instance }} cannot write to the database",
             description="The sink reports the database as not accepting writes. Offsets wait and writes are "
                         "retried, so nothing is lost, but no new scores appear until it recovers."),
+        AlertingRule(
+            alert="VitalsGatewayUnavailable",
+            expr=f"sum by (job, reason) (rate(vitals_gateway_rejections_total{{{GATEWAY_UNAVAILABLE_MATCHER}}}[1m]))"
+                 " > 0",
+            for_=f"{GATEWAY_UNAVAILABLE_MINUTES}m", severity="critical",
+            summary=f"The ingest gateway has answered uploads 503 ({{{{ $labels.reason }}}}) for "
+                    f"{GATEWAY_UNAVAILABLE_MINUTES} minutes",
+            description="Devices are told to retry later, so their readings wait on the devices. "
+                        "broker_unavailable: Kafka does not acknowledge the gateway's records (the broker, its "
+                        "disk, the readings topic); auth_unavailable: the device table in PostgreSQL cannot be "
+                        "read. Nothing answered 503 was acknowledged: devices resend it and it is kept once."),
     ]
 
 
@@ -199,11 +229,11 @@ def rules_document() -> dict[str, Any]:
 def prometheus_config() -> dict[str, Any]:
     """``grafana/prometheus/prometheus.yml``.
 
-    Workers, alerters and the trainer are found by DNS: a compose service name resolves to every replica, so
-    each process is its own target and ``up{job="vitalrisk-worker"}`` counts the workers.
+    Workers, alerters, the trainer and the gateway are found by DNS: a compose service name resolves to
+    every replica, so each process is its own target and ``up{job="vitalrisk-worker"}`` counts the workers.
 
     >>> [job["job_name"] for job in prometheus_config()["scrape_configs"]]
-    ['vitalrisk-worker', 'vitalrisk-alerter', 'vitalrisk-trainer', 'prometheus']
+    ['vitalrisk-worker', 'vitalrisk-alerter', 'vitalrisk-trainer', 'vitalrisk-gateway', 'prometheus']
     """
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
@@ -217,6 +247,9 @@ def prometheus_config() -> dict[str, Any]:
                                  "refresh_interval": "30s"}]},
             {"job_name": TRAINER_JOB, "metrics_path": "/metrics",
              "dns_sd_configs": [{"names": [TRAINER_SERVICE], "type": "A", "port": TRAINER_METRICS_PORT,
+                                 "refresh_interval": "30s"}]},
+            {"job_name": GATEWAY_JOB, "metrics_path": "/metrics",
+             "dns_sd_configs": [{"names": [GATEWAY_SERVICE], "type": "A", "port": GATEWAY_PORT,
                                  "refresh_interval": "30s"}]},
             {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},
         ],

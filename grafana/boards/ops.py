@@ -7,7 +7,7 @@ Examples
 --------
 >>> board = ops_board()
 >>> [row.title for row in board.rows]
-['Throughput', 'Lag', 'Latency', 'Dead letters', 'Sink', 'Workers', 'Paging']
+['Throughput', 'Lag', 'Latency', 'Dead letters', 'Sink', 'Workers', 'Paging', 'Ingest gateway']
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ from grafana.dashboard import (Dashboard, Panel, PromQL, Row, Step, bargauge, by
 
 RATE = "$__rate_interval"
 UP_DOWN = value_text({"0": ("down", "red"), "1": ("up", "green")})
+#: The gateway's upload routes (``route`` is the route's pattern); /metrics, /healthz and
+#: /openapi.json are left out, and so are the 404s of paths it does not serve (``unmatched``).
+UPLOAD_ROUTES = ("/v1/uploads", "/fhir/Observation", "/fhir")
+#: HTTP status classes of the gateway's answers, each a line on the requests panel.
+STATUS_CLASSES = ("2", "4", "5")
 
 
 def _quantile(quantile: float, metric: str) -> PromQL:
@@ -43,8 +48,82 @@ def _latency(title: str, metric: str, reference_s: float, what: str) -> Panel:
         thresholds=(Step("green"), Step("red", reference_s)), thresholds_style="dashed")
 
 
+def _gateway_row() -> Row:
+    """The ingest gateway (``vitalrisk gateway``): what devices upload, what is refused and why, 503s."""
+    job = f'job="{rules.GATEWAY_JOB}"'
+    uploads = f'route=~"{"|".join(UPLOAD_ROUTES)}"'
+    unavailable = rules.GATEWAY_UNAVAILABLE_MATCHER
+    return Row("Ingest gateway", (
+        stat("Gateway readings/s now", "Readings the gateway produced to the readings topic and the broker "
+             "acknowledged, per second (answered 202).",
+             PromQL(f"sum(rate(vitals_gateway_readings_total[{RATE}]))", legend="readings/s"),
+             sparkline=True, unit="short", decimals=1, thresholds=(Step("blue"),)),
+        stat("Uploads/s now", "Upload requests answered per second, whatever the answer (202 or a refusal).",
+             PromQL(f"sum(rate(vitals_gateway_requests_total{{{uploads}}}[{RATE}]))", legend="uploads/s"),
+             sparkline=True, unit="short", decimals=1, thresholds=(Step("blue"),)),
+        stat("Gateway 503s in range", "Uploads answered 503 (retry later) over the selected range: the broker "
+             "did not acknowledge, or the device table could not be read. Devices resend them; "
+             f"VitalsGatewayUnavailable fires after {rules.GATEWAY_UNAVAILABLE_MINUTES} minutes of 503s.",
+             PromQL(f"sum(increase(vitals_gateway_rejections_total{{{unavailable}}}[$__range]))", legend="503",
+                    instant=True),
+             unit="short", decimals=0, thresholds=(Step("green"), Step("red", 1))),
+        stat("Gateways up", "Gateway processes Prometheus scrapes successfully (job vitalrisk-gateway).",
+             PromQL(f"sum(up{{{job}}})", legend="up"), background=True, unit="short", decimals=0,
+             thresholds=(Step("red"), Step("green", 1))),
+        timeseries("Upload requests per second by route and status class", "Upload requests answered per "
+                   "second, per route, as 2xx (accepted), 4xx (refused: the device must fix the upload, or "
+                   "wait after 429) and 5xx (503: retry later; 500: a gateway bug).",
+                   *(PromQL(f'sum by (route) (rate(vitals_gateway_requests_total{{{uploads}, status=~"{c}.."}}'
+                            f"[{RATE}]))", legend=f"{{{{route}}}} {c}xx") for c in STATUS_CLASSES),
+                   unit="reqps", min=0),
+        timeseries("Readings and messages accepted per second", "Readings produced and acknowledged per "
+                   "second by upload format (native, FHIR, Open mHealth); and device messages by outcome: "
+                   "produced, or duplicate (a retried upload already acknowledged, accepted once and not "
+                   "produced again).",
+                   PromQL(f"sum by (format) (rate(vitals_gateway_readings_total[{RATE}]))",
+                          legend="readings {{format}}"),
+                   PromQL(f"sum by (outcome) (rate(vitals_gateway_messages_total[{RATE}]))",
+                          legend="messages {{outcome}}"),
+                   unit="short", min=0),
+        timeseries("Upload refusals per second by reason", "Uploads refused, by reason: the body "
+                   "(too_large, not_json, unsupported_media_type, ...), the content (malformed_fhir, "
+                   "unknown_loinc, wrong_unit, impossible_value, ...), the device (unauthorized, "
+                   "patient_mismatch, device_mismatch, rate_limited) and the service (broker_unavailable, "
+                   "auth_unavailable). Nothing refused reaches the readings topic.",
+                   PromQL(f"sum by (reason) (rate(vitals_gateway_rejections_total[{RATE}]))", legend="{{reason}}"),
+                   bars=True, stacked=True, unit="short", min=0, width=8),
+        timeseries("Authentication failures per second by cause", "Uploads refused 401, by cause: missing "
+                   "(no bearer token), malformed (not a device token), unknown (no such token id), mismatch "
+                   "(a known id with the wrong secret) and revoked. A burst of unknown or mismatch is someone "
+                   "guessing tokens; revoked is a device still sending after `vitalrisk devices revoke`.",
+                   PromQL(f"sum by (reason) (rate(vitals_gateway_auth_failures_total[{RATE}]))",
+                          legend="{{reason}}"),
+                   bars=True, stacked=True, unit="short", min=0, width=8),
+        timeseries("Produce latency", "From an upload's records handed to the producer to the broker's "
+                   "acknowledgement of them all, p50 and p99 over all gateways. The dashed line is the "
+                   f"reference p99 ({rules.GATEWAY_PRODUCE_P99_REFERENCE_S * 1000:g} ms): above it devices "
+                   "wait longer for their 202, and a broker slower still answers 503.",
+                   *_quantiles("vitals_gateway_produce_seconds"), unit="s", min=0, width=8,
+                   thresholds=(Step("green"), Step("red", rules.GATEWAY_PRODUCE_P99_REFERENCE_S)),
+                   thresholds_style="dashed"),
+        timeseries("Uploads answered 503 per second", "Uploads the gateway told to retry later: "
+                   "broker_unavailable (Kafka did not acknowledge every record in time: nothing of the upload "
+                   "is acknowledged, the device resends it and it is kept once) or auth_unavailable (the "
+                   "device table could not be read). 503s for "
+                   f"{rules.GATEWAY_UNAVAILABLE_MINUTES} minutes fire VitalsGatewayUnavailable.",
+                   PromQL(f"sum by (reason) (rate(vitals_gateway_rejections_total{{{unavailable}}}[{RATE}]))",
+                          legend="{{reason}}"),
+                   bars=True, stacked=True, unit="short", min=0),
+        timeseries("Upload keys remembered", "Acknowledged messages the gateway remembers, per gateway, so "
+                   "that a retried upload is accepted once: about the message rate times "
+                   "VITALS_GATEWAY_IDEMPOTENCY_S, at most VITALS_GATEWAY_IDEMPOTENCY_KEYS.",
+                   PromQL("sum by (instance) (vitals_gateway_idempotency_keys)", legend="{{instance}}"),
+                   unit="short", min=0),
+    ))
+
+
 def ops_board() -> Dashboard:
-    """Throughput, lag, latency, dead letters, sink health and workers."""
+    """Throughput, lag, latency, dead letters, sink health, workers, paging and the ingest gateway."""
     job = f'job="{rules.WORKER_JOB}"'
     throughput = Row("Throughput", (
         stat("Readings/s now", "Valid readings accepted into windows per second, all workers.",
@@ -197,6 +276,8 @@ def ops_board() -> Dashboard:
              thresholds=(Step("green"), Step("red", 1))),
     ))
     return Dashboard(uid="vitalrisk-ops", title="vitalrisk · Ops",
-                     description="Pipeline health: throughput, lag, latency, dead letters, sink, workers and paging.",
-                     tags=("ops",), rows=(throughput, lag, latency, deadletters, sink, workers, paging),
+                     description="Pipeline health: throughput, lag, latency, dead letters, sink, workers, paging and "
+                                 "the ingest gateway.",
+                     tags=("ops",), rows=(throughput, lag, latency, deadletters, sink, workers, paging,
+                                          _gateway_row()),
                      time_from="now-3h", refresh="30s")

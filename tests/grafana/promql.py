@@ -3,7 +3,7 @@
 Grafana replaces its interval variables and dashboard variables before Prometheus parses a
 query; :func:`interpolate` does the same with fixed values so that ``promtool`` can check the
 result. :func:`metric_names` lists the series names an expression selects, to compare with the
-catalogue in :mod:`sinks.metrics`.
+catalogue in :mod:`sinks.metrics`, and :func:`label_names` the labels it matches or groups on.
 
 Examples
 --------
@@ -27,8 +27,9 @@ _VARIABLE = re.compile(r"\$\{(\w+)(?::[^}]+)?\}|\$(\w+)|\[\[(\w+)(?::\w+)?\]\]")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^}]*\}")
 _RANGE = re.compile(r"\[[^\]]*\]")
-_LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _IDENTIFIER = re.compile(r"(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
+_MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "atan2", "inf", "nan", "by", "without", "on", "ignoring",
              "group_left", "group_right", "start", "end"}
 #: ``label_values(<selector>, <label>)``: Grafana's variable query for label values.
@@ -68,3 +69,17 @@ def metric_names(expr: str) -> set[str]:
     text = _LABEL_LIST.sub(" ", text)
     return {match.group(1) for match in _IDENTIFIER.finditer(text)
             if match.group(2) is None and match.group(1).lower() not in _KEYWORDS}
+
+
+def label_names(expr: str) -> set[str]:
+    """Label names an expression matches on (``{label="..."}``) or groups by (``by``, ``on``, ...).
+
+    >>> sorted(label_names('sum by (route) (rate(a_total{status=~"5..", route!="/m,{x}"}[5m])) / on (job) b'))
+    ['job', 'route', 'status']
+    >>> sorted(label_names('histogram_quantile(0.5, sum by (le) (rate(h_bucket[1m])))'))
+    ['le']
+    """
+    text = _STRING.sub('""', expr)
+    found = {name for block in _MATCHERS.findall(text) for name in _MATCHER_LABEL.findall(block)}
+    found |= {name.strip() for names in _LABEL_LIST.findall(text) for name in names.split(",") if name.strip()}
+    return found - {"__name__"}

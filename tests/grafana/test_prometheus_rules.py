@@ -6,7 +6,9 @@ Grafana's variables replaced, becomes a recording rule in a generated file that
 ``promtool check rules`` parses. Metric names are compared with the catalogue: the names that
 the ``*Metrics`` classes of :mod:`sinks.metrics` register on a fresh registry (with the
 series suffixes their types export), ``up``, ``ALERTS`` (Prometheus' own series of its alerting
-rules) and, for rules, the recording rules defined next to them.
+rules) and, for rules, the recording rules defined next to them. Label names too: an expression
+on our metrics matches and groups only on the labels those metrics define, the target labels
+``job`` and ``instance``, and ``le`` of a histogram's buckets.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 
 import sinks.metrics
 from kernel.settings import Settings
 from grafana.build import yaml_text
 from tests.grafana.artefacts import (COMPOSE_FILE, PROMETHEUS_DIR, PROMTOOL_TESTS_DIR, RULES_DIR, BoardQuery,
                                      all_queries, dashboards, load_yaml)
-from tests.grafana.promql import LABEL_VALUES, interpolate, metric_names
+from tests.grafana.promql import LABEL_VALUES, interpolate, label_names, metric_names
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 #: Series suffixes each metric type exports (``_created`` series are not for dashboards).
@@ -32,21 +35,48 @@ SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_c
             "summary": ("", "_count", "_sum"), "info": ("_info",)}
 #: Series that exist without our code exporting them: scrape health and Prometheus' alert state.
 PROMETHEUS_SERIES = {"up", "ALERTS"}
+#: Labels Prometheus adds to every scraped series.
+TARGET_LABELS = {"job", "instance"}
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
 
 needs_promtool = pytest.mark.skipif(not Path(PROMTOOL).is_file(),
                                     reason="promtool not installed (Debian package prometheus; make system-deps)")
 
 
-def exported_metric_names() -> set[str]:
-    """Series names of every metric in sinks/metrics.py, registered on a fresh registry."""
-    registry = CollectorRegistry()
+def _metrics_classes() -> list[type]:
+    """The ``*Metrics`` classes of sinks/metrics.py."""
     classes = [obj for name, obj in vars(sinks.metrics).items()
                if isinstance(obj, type) and name.endswith("Metrics") and obj.__module__ == sinks.metrics.__name__]
     assert classes, "no *Metrics classes found in sinks/metrics.py"
-    for cls in classes:
+    return classes
+
+
+def exported_metric_names() -> set[str]:
+    """Series names of every metric in sinks/metrics.py, registered on a fresh registry."""
+    registry = CollectorRegistry()
+    for cls in _metrics_classes():
         cls(registry)
     return {family.name + suffix for family in registry.collect() for suffix in SUFFIXES[family.type]}
+
+
+def exported_metric_labels() -> dict[str, set[str]]:
+    """Series name -> the label names it carries, for every metric in sinks/metrics.py."""
+    registry = CollectorRegistry()
+    labels: dict[str, set[str]] = {}
+    for cls in _metrics_classes():
+        for metric in vars(cls(registry)).values():
+            if isinstance(metric, MetricWrapperBase):
+                for suffix in SUFFIXES[metric._type]:
+                    labels[metric._name + suffix] = set(metric._labelnames) | ({"le"} if suffix == "_bucket" else set())
+    return labels
+
+
+def unknown_labels(expr: str, catalogue: dict[str, set[str]]) -> set[str]:
+    """Labels ``expr`` uses that none of its metrics has (only for expressions on our metrics alone)."""
+    names = metric_names(expr)
+    if not names or not names <= set(catalogue):
+        return set()
+    return label_names(expr) - set().union(*(catalogue[name] for name in names)) - TARGET_LABELS
 
 
 def _promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -107,6 +137,24 @@ def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
 def test_dashboard_expressions_name_only_exported_metrics(query: BoardQuery) -> None:
     unknown = metric_names(_expression(query)) - exported_metric_names() - PROMETHEUS_SERIES
     assert not unknown, f"{query.label} reads {unknown}, which sinks/metrics.py does not export"
+
+
+def test_expressions_use_only_the_labels_their_metrics_define() -> None:
+    catalogue = exported_metric_labels()
+    assert exported_metric_names() == set(catalogue)
+    expressions = [(q.label, _expression(q)) for q in PROMQL_QUERIES]
+    expressions += [(rule.get("alert") or rule["record"], rule["expr"]) for rule in _rules()]
+    wrong = {label: unknown_labels(expr, catalogue) for label, expr in expressions}
+    assert not {label: names for label, names in wrong.items() if names}
+
+
+def test_the_label_check_can_fail() -> None:
+    catalogue = exported_metric_labels()
+    assert catalogue["vitals_gateway_requests_total"] == {"route", "status"}
+    assert catalogue["vitals_gateway_produce_seconds_bucket"] == {"le"}
+    assert unknown_labels('sum by (cause) (rate(vitals_gateway_auth_failures_total{code="5"}[5m]))',
+                          catalogue) == {"cause", "code"}
+    assert unknown_labels('sum by (reason, job) (rate(vitals_gateway_auth_failures_total[5m]))', catalogue) == set()
 
 
 def test_rule_expressions_name_only_exported_or_recorded_metrics() -> None:
@@ -174,6 +222,21 @@ def test_alerter_scrape_job_matches_compose() -> None:
     environment = compose["alerter"]["environment"]
     assert str(sd["port"]) == str(environment["VITALS_METRICS_PORT"]) != "0"
     assert str(sd["port"]) != str(environment["VITALS_ALERTER_PORT"]), "metrics and the HTTP API need two ports"
+
+
+def test_gateway_scrape_job_is_the_gateways_own_port() -> None:
+    """The gateway serves /metrics beside its API, on VITALS_GATEWAY_PORT (no separate metrics port)."""
+    config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
+    (gateway_job,) = [job for job in config["scrape_configs"] if job["job_name"] == "vitalrisk-gateway"]
+    (sd,) = gateway_job["dns_sd_configs"]
+    assert sd["names"] == ["gateway"] and gateway_job["metrics_path"] == "/metrics"
+    port = str(Settings.model_fields["gateway_port"].default)
+    gateway = load_yaml(COMPOSE_FILE)["services"].get("gateway")
+    if gateway is not None:  # docker-compose runs it as the service "gateway", with its port set or the default
+        port = str(gateway.get("environment", {}).get("VITALS_GATEWAY_PORT", port))
+    assert str(sd["port"]) == port
+    uses = {query.text for query in all_queries() if 'job="vitalrisk-gateway"' in query.text}
+    assert uses, "the Ops board selects the gateway job by name"
 
 
 def _metrics_host(service: str) -> str:

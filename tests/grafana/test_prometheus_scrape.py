@@ -6,14 +6,21 @@ grafana/prometheus/rules every second. The test waits until ``vitals_messages_to
 then checks that every rule group loaded and evaluates without error and that Prometheus' own
 query engine accepts every dashboard expression; expressions whose metrics the worker exports
 must also return data, so the Ops board shows a running pipeline.
+
+The ingest gateway's row is checked the same way against a running gateway app (its fake device
+table and broker from ``tests/gateway``, so no services): uploads accepted, refused for each kind
+of reason and answered 503, then every panel of the row has data and VitalsGatewayUnavailable
+is pending.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -24,12 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from kafka import KafkaProducer
+from prometheus_client import CollectorRegistry
 
+from gateway.app import BodyLimits, build_app, make_runner
+from gateway.service import Gateway
 from grafana.build import yaml_text
-from grafana.rules import WORKER_JOB
+from grafana.rules import GATEWAY_JOB, WORKER_JOB
 from kernel.settings import Settings
 from kernel.wire import encode_device_message
+from sinks.metrics import GatewayMetrics
+from tests.gateway.test_service_app import FakeBroker, FakeDirectory, native
 from tests.grafana.artefacts import RULES_DIR, all_queries, dashboards
 from tests.grafana.promql import LABEL_VALUES, interpolate, metric_names
 
@@ -88,14 +101,14 @@ class PrometheusApi:
 
 
 @contextmanager
-def local_prometheus(tmp_path: Path, metrics_port: int) -> Iterator[PrometheusApi]:
-    """Run Prometheus scraping ``127.0.0.1:metrics_port`` as the worker job, with our rules."""
+def local_prometheus(tmp_path: Path, metrics_port: int, job: str = WORKER_JOB) -> Iterator[PrometheusApi]:
+    """Run Prometheus scraping ``127.0.0.1:metrics_port`` as ``job`` (the worker's), with our rules."""
     port = _free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml_text({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES_DIR / "*.yml")],
-        "scrape_configs": [{"job_name": WORKER_JOB,
+        "scrape_configs": [{"job_name": job,
                             "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
     }))
     log = tmp_path / "prometheus.log"
@@ -188,14 +201,93 @@ def test_prometheus_scrapes_a_running_worker_and_answers_the_boards(isolated: Se
             prometheus.query(expr)  # raises on any parse or evaluation error
 
         def empty_panels() -> list[str]:
-            """Board queries with no data although Prometheus has every series they read."""
+            """Board queries with no data although Prometheus has every series they read (the gateway's
+            ``up`` is not scraped here: the gateway test below answers its row)."""
             present = set(prometheus.get("/api/v1/label/__name__/values"))
             return [label for label, expr in expressions
                     if (names := metric_names(expr)) and names <= present and "ALERTS" not in names
-                    and not prometheus.query(expr)]
+                    and GATEWAY_JOB not in expr and not prometheus.query(expr)]
 
         # a counter that appeared late needs a second scrape before rate() has a value
         deadline = time.monotonic() + 20
         while (empty := empty_panels()) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not empty, f"no data although Prometheus has the series they read: {empty}"
+
+
+@contextmanager
+def serving_gateway() -> Iterator[tuple[int, FakeDirectory, FakeBroker]]:
+    """The gateway's HTTP app on a free port, in a thread of its own, with a fake device table and broker."""
+    settings = Settings(gateway_rate_per_device=1000.0, gateway_burst=1000)
+    directory, broker, registry = FakeDirectory(), FakeBroker(timeout_s=0.1), CollectorRegistry()
+    gateway = Gateway.from_settings(settings, directory=directory, sink=broker, metrics=GatewayMetrics(registry))
+    runner = make_runner(build_app(gateway, registry, body_limits=BodyLimits(settings.gateway_max_body_bytes,
+                                                                             settings.gateway_max_decompressed_bytes)))
+    port = _free_port()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    try:
+        asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+        yield port, directory, broker
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def _upload(port: int, body: bytes, token: str | None, content_type: str = "application/json") -> int:
+    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/uploads", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - local test server
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _gateway_row_expressions() -> list[tuple[str, str]]:
+    return [(label, expr) for label, expr in _board_expressions()
+            if "vitals_gateway_" in expr or GATEWAY_JOB in expr]
+
+
+@pytest.mark.skipif(not PROMETHEUS.is_file(), reason="prometheus not installed (Debian package; make system-deps)")
+def test_prometheus_scrapes_a_running_gateway_and_answers_its_row(tmp_path: Path) -> None:
+    with serving_gateway() as (port, directory, broker), local_prometheus(tmp_path, port, GATEWAY_JOB) as prometheus:
+        token = directory.enroll("pt-1", "dev-1").token
+        expressions = _gateway_row_expressions()
+        assert len(expressions) >= 10, expressions
+
+        def upload_a_round(seq: int) -> list[int]:
+            statuses = [_upload(port, native(seq=seq), token),  # 202
+                        _upload(port, native(seq=seq), None),  # 401 missing
+                        _upload(port, native(seq=seq), "not-a-token"),  # 401 malformed
+                        _upload(port, b"{not json", token),  # 400 not_json
+                        _upload(port, native(patient="pt-2", seq=seq), token)]  # 403 patient_mismatch
+            broker.down = True  # the request below is the only one in flight: no race with the gateway's thread
+            statuses.append(_upload(port, native(seq=10_000 + seq), token))  # 503 broker_unavailable
+            broker.down = False
+            return statuses
+
+        def panels_without_data() -> list[str]:
+            return [label for label, expr in expressions if not prometheus.query(expr)]
+
+        seq, deadline, empty = 0, time.monotonic() + TIMEOUT_S, [label for label, _ in expressions]
+        while empty and time.monotonic() < deadline:
+            seq += 1
+            assert upload_a_round(seq) == [202, 401, 401, 400, 403, 503]
+            time.sleep(0.5)
+            empty = panels_without_data()
+        assert not empty, f"gateway panels without data: {empty}"
+        assert {s["metric"]["reason"] for s in prometheus.query("vitals_gateway_auth_failures_total")} == \
+            {"missing", "malformed"}
+
+        pending = prometheus.wait("VitalsGatewayUnavailable pending", lambda: prometheus.query(
+            'ALERTS{alertname="VitalsGatewayUnavailable", alertstate="pending"}'))
+        assert [s["metric"]["reason"] for s in pending] == ["broker_unavailable"]
