@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import tomllib
 from pathlib import Path
@@ -52,6 +53,7 @@ SECRET_AUDIENCE: dict[str, set[str]] = {
     "VITALS_OWNER_PASSWORD": {"timescaledb", "migrate"},
     "VITALS_WRITER_PASSWORD": {"timescaledb", "worker", "alerter", "trainer"},
     "VITALS_READER_PASSWORD": {"timescaledb", "grafana"},
+    "VITALS_GATEWAY_PASSWORD": {"timescaledb", "gateway"},
     "GRAFANA_ADMIN_PASSWORD": {"grafana"},
     # The alerter signs pages with it, the pager verifies them.
     "VITALS_WEBHOOK_SECRET": {"alerter", "pager"},
@@ -398,7 +400,7 @@ def test_images_are_pinned(config: dict[str, Any]) -> None:
 def test_project_image_is_tagged_with_the_project_version(config: dict[str, Any]) -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     built = {name: svc["image"] for name, svc in config["services"].items() if "build" in svc}
-    assert set(built) >= {"migrate", "worker", "simulator", "alerter", "pager"}
+    assert set(built) >= {"migrate", "gateway", "worker", "simulator", "alerter", "pager"}
     assert set(built.values()) == {f"vitalrisk:{version}"}
 
 
@@ -430,12 +432,14 @@ def test_pipeline_connects_as_least_privileged_roles(config: dict[str, Any]) -> 
     db_env = environment(services["timescaledb"])
     init_sql = INIT_SCRIPT.read_text()
     urls = {
-        name: urlsplit(environment(svc)["VITALS_DATABASE_URL"])
+        name: urlsplit(environment(svc)[variable])
         for name, svc in services.items()
-        if "VITALS_DATABASE_URL" in environment(svc)
+        for variable in ("VITALS_DATABASE_URL", "VITALS_ADMIN_DATABASE_URL", "VITALS_GATEWAY_DATABASE_URL")
+        if variable in environment(svc)
     }
     assert {name: url.username for name, url in urls.items()} == {
         "migrate": "vitalrisk_owner",
+        "gateway": "vitalrisk_gateway",
         "worker": "vitalrisk_writer",
         "alerter": "vitalrisk_writer",
         "trainer": "vitalrisk_writer",
@@ -449,6 +453,25 @@ def test_pipeline_connects_as_least_privileged_roles(config: dict[str, Any]) -> 
     assert re.search(r"CREATE ROLE vitalrisk_reader\s+LOGIN NOSUPERUSER ", init_sql)
     assert "ALTER DATABASE :\"db\" OWNER TO vitalrisk_owner" in init_sql
     assert "CREATE EXTENSION IF NOT EXISTS timescaledb" in init_sql
+
+
+@needs_compose
+@pytest.mark.parametrize("command", [["migrate"], ["devices", "list"]])
+def test_the_migrate_service_acts_as_the_schema_owner(config: dict[str, Any], command: list[str]) -> None:
+    """Run with the migrate service's environment, the command reaches for the owner's server.
+
+    Outside the compose network the host ``timescaledb`` does not resolve: "is it running?"
+    (exit 1) shows the URL was taken; a settings error (exit 2) would mean it was not.
+    """
+    service = config["services"]["migrate"]
+    assert service["command"] == ["migrate"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VITALS_")}
+    env.update(environment(service))
+    proc = subprocess.run([sys.executable, "-m", "stream.cli", *command], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=COMPOSE_TIMEOUT_S)
+    assert proc.returncode == 1, proc.stderr
+    assert "timescaledb:5432" in proc.stderr and "Traceback" not in proc.stderr
+    assert DUMMY_SECRETS["VITALS_OWNER_PASSWORD"] not in proc.stderr
 
 
 @needs_compose
@@ -493,6 +516,26 @@ def test_kafka_matches_what_the_pipeline_expects(config: dict[str, Any]) -> None
     assert int(kafka["KAFKA_NUM_PARTITIONS"]) == Settings.model_fields["partitions"].default
     for key in ("OFFSETS_TOPIC_REPLICATION_FACTOR", "TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
         assert int(kafka[f"KAFKA_{key}"]) == 1, key
+
+
+@needs_compose
+def test_devices_reach_kafka_only_through_the_gateway(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert not services["kafka"].get("ports"), "the broker is published: devices could bypass the gateway"
+    kafka = environment(services["kafka"])
+    assert "127.0.0.1" not in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    # What `vitalrisk gateway` reads from this environment is a valid configuration, listening
+    # inside its container on the port published on the host's loopback and scraped by Prometheus.
+    env = environment(services["gateway"])
+    settings = Settings(**{key.removeprefix("VITALS_").lower(): value for key, value in env.items()
+                           if key.startswith("VITALS_")})
+    assert settings.gateway_host == "0.0.0.0"
+    published = {str(port).split("/", 1)[0] for port in services["gateway"].get("ports") or []}
+    assert published == {f"127.0.0.1:{settings.gateway_port}:{settings.gateway_port}"}
+    assert depends_on(services["gateway"]) == {"kafka": "service_healthy", "timescaledb": "service_healthy",
+                                               "migrate": "service_completed_successfully"}
+    scrape = (ROOT / "grafana" / "prometheus" / "prometheus.yml").read_text()
+    assert re.search(rf"- gateway\n\s+type: A\n\s+port: {settings.gateway_port}\n", scrape)
 
 
 @needs_compose
