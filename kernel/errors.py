@@ -162,6 +162,16 @@ class AlertNotFiring(AlertError):
     """The alert exists but is no longer firing, so there is nothing to acknowledge."""
 
 
+class UnknownSilence(AlertError):
+    """No silence has this id."""
+
+    exit_status = EXIT_BAD_INPUT
+
+
+class SilenceEnded(AlertError):
+    """The silence has already ended (it ran out, or someone ended it)."""
+
+
 class AlertStoreUnavailable(AlertError):
     """The alert tables could not be read or written."""
 

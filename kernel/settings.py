@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernel.errors import first_line
@@ -80,6 +80,10 @@ def check_database_url(url: str) -> str:
         reason = first_line(exc).replace(f'"{url}"', "the URL")  # libpq quotes it, password and all
         raise ValueError(f"must be a libpq URL such as postgresql://user@host:port/dbname: {reason}") from None
     return url
+
+
+#: Shortest bearer token the alerter's API accepts: 32 URL-safe characters carry 192 bits.
+MIN_API_TOKEN_CHARS = 32
 
 
 class Settings(BaseSettings):
@@ -192,10 +196,23 @@ class Settings(BaseSettings):
     alert_external_url: str = Field("http://127.0.0.1:9094", description="the alerter's URL, as pages name it")
     alerter_host: str = Field("127.0.0.1", description="address the alerter's HTTP API (ack, silences) binds")
     alerter_port: int = Field(9094, ge=0, le=65535, description="port of the alerter's HTTP API; 0 disables it")
-    alerter_api_token: SecretStr | None = Field(None, description="bearer token the alerter's API requires, if set")
+    alerter_api_token: SecretStr | None = Field(
+        None, description="bearer token the alerter's API requires (at least 32 characters); "
+        "required when the API listens beyond the loopback address"
+    )
+    silence_max_minutes: float = Field(
+        7 * 24 * 60, gt=0, le=7 * 24 * 60, description="longest silence of one patient's pages, minutes"
+    )
+    silence_wildcard_max_minutes: float = Field(
+        60.0, gt=0, le=24 * 60, description="longest silence of every patient's pages (explicit all_patients), minutes"
+    )
     alerter_flush_s: float = Field(0.2, gt=0, description="persist alert state at least this often")
     webhook_receivers: str = Field(
         "pager=http://127.0.0.1:9095/webhook", description="webhook receivers as name=url;name=url"
+    )
+    webhook_require_https: bool = Field(False, description="refuse webhook receivers that are not https:// URLs")
+    webhook_ca_file: FilePath | None = Field(
+        None, description="PEM bundle of the CAs a receiver's certificate must chain to (default: the system's)"
     )
     webhook_routes: str = Field(
         "critical=pager;warning=pager;info=pager;escalation=pager",
@@ -263,6 +280,14 @@ class Settings(BaseSettings):
     @classmethod
     def _bootstrap_list(cls, value: str) -> str:
         kafka_servers(value)
+        return value
+
+    @field_validator("alerter_api_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_API_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_API_TOKEN_CHARS} characters, e.g. the output of "
+                             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
         return value
 
     @field_validator("database_url", "admin_database_url", "gateway_database_url")

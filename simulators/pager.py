@@ -23,8 +23,10 @@ Examples
 (200, {'status': 'ok', 'duplicate': False})
 >>> pager.accept(b'{"alerts":[]}', headers)
 (200, {'status': 'ok', 'duplicate': True})
->>> pager.accept(b'{"alerts":[]}', {**headers, "X-Vitalrisk-Signature": "t=1700000000,v1=00"})[0]
+>>> pager.accept(b'{"alerts":[]}', {**headers, "X-Vitalrisk-Signature": "t=1700000000,v2=00"})[0]
 401
+>>> pager.accept(b'{"alerts":[]}', {**headers, "Idempotency-Key": "al-1:resolved"})  # the key is signed
+(401, {'status': 'rejected', 'reason': 'mismatch'})
 """
 
 from __future__ import annotations
@@ -115,15 +117,12 @@ class Pager:
         received_at = self._clock()
         try:
             verify(self.secrets, body, headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER),
-                   now_s=received_at, tolerance_s=self.tolerance_s)
+                   headers.get(IDEMPOTENCY_HEADER), now_s=received_at, tolerance_s=self.tolerance_s)
         except SignatureInvalid as exc:
             self.rejected += 1
             logger.warning("rejected webhook: %s signature", exc.reason)
             return 401, {"status": "rejected", "reason": exc.reason}
-        key = headers.get(IDEMPOTENCY_HEADER, "")
-        if not key:
-            self.rejected += 1
-            return 400, {"status": "rejected", "reason": f"{IDEMPOTENCY_HEADER} is required"}
+        key = headers[IDEMPOTENCY_HEADER]  # signed, so present
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -135,8 +134,11 @@ class Pager:
             self.duplicates += 1
         else:
             self.accepted += 1
-        for alert in payload.get("alerts", []) if isinstance(payload, dict) else []:
-            labels = alert.get("labels", {})
+        alerts = payload.get("alerts", []) if isinstance(payload, dict) else []
+        for alert in alerts if isinstance(alerts, list) else []:
+            labels = alert.get("labels") if isinstance(alert, dict) else None
+            if not isinstance(labels, dict):
+                continue
             logger.info("page %s%s: alert %s, patient %s, %s, %s", key, " (duplicate)" if duplicate else "",
                         labels.get("alert_id"), labels.get("patient_id"), labels.get("kind"), alert.get("status"))
         self.record({"received_at": received_at, "idempotency_key": key, "duplicate": duplicate, "body": payload})

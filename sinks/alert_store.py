@@ -30,7 +30,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from kernel.alerts import AlertEvent, AlertState, Evidence, Page, PatientAlerts, Phase, Silence
 from kernel.backoff import Backoff
-from kernel.errors import AlertNotFiring, AlertStoreUnavailable, InvalidRequest, UnknownAlert
+from kernel.errors import (AlertNotFiring, AlertStoreUnavailable, InvalidRequest, SilenceEnded, UnknownAlert,
+                           UnknownSilence)
 from sinks.rows import utc
 from sinks.timescale import FIRST_BACKOFF_S, MAX_BACKOFF_S
 from sinks.webhook import Attempt, Delivery
@@ -373,6 +374,39 @@ class AlertStore:
             return Silence(silence_id, patient_id, kind, int(ms(row[0]) or 0), int(ms(row[1]) or 0), by, reason)
 
         return await self._retrying("creating a silence", work)
+
+    async def end_silence(self, silence_id: str, *, by: str) -> Silence:
+        """End a silence now, recording who ended it; return it as it now stands.
+
+        Raises
+        ------
+        UnknownSilence
+            No such silence.
+        SilenceEnded
+            It had already ended.
+        InvalidRequest
+            ``by`` empty or longer than 100 characters.
+        """
+        _check_name("by", by)
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> Silence:
+            async with conn.transaction():
+                # ends_at must stay after starts_at (the table's CHECK), even for a silence ended
+                # in the microsecond it began.
+                cur = await conn.execute(
+                    "UPDATE silences SET ends_at = greatest(now(), starts_at + interval '1 millisecond'), "
+                    "ended_by = %s, ended_at = now() WHERE silence_id = %s AND ends_at > now() "
+                    "RETURNING silence_id, patient_id, kind, starts_at, ends_at, created_by, reason", (by, silence_id))
+                row = await cur.fetchone()
+                if row is None:
+                    cur = await conn.execute("SELECT 1 FROM silences WHERE silence_id = %s", (silence_id,))
+                    if await cur.fetchone() is None:
+                        raise UnknownSilence(f"no silence {silence_id!r}")
+                    raise SilenceEnded(f"silence {silence_id} has already ended")
+            i, p, k, s, e, b, r = row
+            return Silence(str(i), p, k, int(ms(s) or 0), int(ms(e) or 0), str(b), str(r))
+
+        return await self._retrying("ending a silence", work)
 
     async def active_silences(self) -> list[Silence]:
         """Silences that have not ended yet (including ones that start later)."""

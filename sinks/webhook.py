@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
@@ -79,6 +81,21 @@ def classify(status: int) -> str:
     return "failed"
 
 
+def receiver_tls(ca_file: Path | None) -> ssl.SSLContext:
+    """The TLS context that verifies ``https://`` receivers: against ``ca_file``'s CAs, or the system's.
+
+    Raises
+    ------
+    InvalidPolicy
+        ``ca_file`` cannot be read or holds no certificate.
+    """
+    try:
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidPolicy(f"VITALS_WEBHOOK_CA_FILE: no CA certificate could be read from {ca_file}: "
+                            f"{exc.strerror or exc}") from None
+
+
 class WebhookSender:
     """Signs and posts deliveries with retries; use as ``async with WebhookSender(...) as s``.
 
@@ -96,11 +113,14 @@ class WebhookSender:
         Jitter source (seed it in tests).
     clock
         Unix-seconds clock used for the signature timestamp (inject in tests).
+    ca_file
+        PEM bundle of the CAs an ``https://`` receiver's certificate must chain to; ``None``: the
+        system's. The host name is always checked.
     """
 
     def __init__(self, secret: bytes, *, audit: DeliveryAudit, backoff: Backoff | None = None,
                  timeout_s: float = 5.0, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, ca_file: Path | None = None) -> None:
         if not secret:
             raise InvalidPolicy("a webhook secret is required: pages are always signed")
         self._secret = secret
@@ -110,9 +130,11 @@ class WebhookSender:
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not cryptography
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
+        self._tls = receiver_tls(ca_file)
 
     async def __aenter__(self) -> WebhookSender:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                                              connector=aiohttp.TCPConnector(ssl=self._tls))
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -34,7 +34,7 @@ from simulators.pager import run_pager
 from simulators.replay import run_replay
 from simulators.run import run_simulate
 from sinks.migrations import SinkPolicies, migrate
-from stream.alerts.commands import run_ack, run_silence
+from stream.alerts.commands import run_ack, run_silence, run_unsilence
 from stream.alerts.service import run_alerter
 from stream.demo import run_demo
 from stream.evaluate import run_evaluate
@@ -134,12 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     ack = sub.add_parser("ack", help="acknowledge a firing alert (recorded with who and when)")
     ack.add_argument("alert_id")
     ack.add_argument("--by", required=True, help="who acknowledges (staff id)")
-    silence = sub.add_parser("silence", help="silence pages for a patient and/or alert kind")
-    silence.add_argument("--patient", default=None, help="pseudonymous patient id (default: all)")
+    silence = sub.add_parser("silence", help="silence pages for a patient (or, briefly, every patient) and/or kind")
+    scope = silence.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--patient", default=None, help="pseudonymous patient id")
+    scope.add_argument("--all-patients", action="store_true",
+                       help="every patient: at most VITALS_SILENCE_WILDCARD_MAX_MINUTES (60) minutes")
     silence.add_argument("--kind", default=None, help="kind or prefix, e.g. risk_high (default: all)")
-    silence.add_argument("--minutes", type=_positive_float, required=True)
+    silence.add_argument("--minutes", type=_positive_float, required=True,
+                         help="how long; one patient at most VITALS_SILENCE_MAX_MINUTES (10080)")
     silence.add_argument("--by", required=True, help="who silences (staff id)")
     silence.add_argument("--reason", required=True, help="short reason code; no patient details")
+    unsilence = sub.add_parser("unsilence", help="end a silence now (recorded with who and when)")
+    unsilence.add_argument("silence_id")
+    unsilence.add_argument("--by", required=True, help="who ends it (staff id)")
     pager = sub.add_parser("pager", help="stand-in paging system: verify, deduplicate, record webhooks")
     pager.add_argument("--port", type=_port, default=9095)
     pager.add_argument("--host", default="127.0.0.1")
@@ -322,8 +329,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_alerter(settings)
     if args.command == "ack":
         return run_ack(settings, args.alert_id, by=args.by)
+    if args.command == "unsilence":
+        return run_unsilence(settings, args.silence_id, by=args.by)
     if args.command == "silence":
-        return run_silence(settings, patient_id=args.patient, kind=args.kind, minutes=args.minutes,
+        return run_silence(settings, patient_id=args.patient, all_patients=args.all_patients, kind=args.kind,
+                           minutes=args.minutes,
                            by=args.by, reason=args.reason)
     if args.command == "pager":
         return run_pager(settings, args.port, host=args.host, secret_env=args.secret_env,

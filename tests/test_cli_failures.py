@@ -134,7 +134,9 @@ def test_a_broker_that_dies_at_start(argv: list[str], extra: dict[str, str], dow
 
 @pytest.mark.parametrize("argv", [
     pytest.param(["ack", "al-1", "--by", "rn-1"], id="ack"),
-    pytest.param(["silence", "--minutes", "5", "--by", "rn-1", "--reason", "rounds"], id="silence"),
+    pytest.param(["silence", "--patient", "pt-1", "--minutes", "5", "--by", "rn-1", "--reason", "rounds"],
+                 id="silence"),
+    pytest.param(["unsilence", "si-1", "--by", "rn-1"], id="unsilence"),
     pytest.param(["migrate"], id="migrate"),
 ])
 def test_postgres_not_running(argv: list[str], down: dict[str, str]) -> None:
@@ -192,6 +194,15 @@ def test_infra_start_on_a_taken_port(service: str, variable: str, down: dict[str
     pytest.param(["alerter"], {"VITALS_WEBHOOK_SECRET": "s", "VITALS_WEBHOOK_ROUTES": "critical=nobody"},
                  ["unknown receivers"], id="routes"),
     pytest.param(["alerter"], {}, ["VITALS_WEBHOOK_SECRET must be set"], id="alerter-secret"),
+    pytest.param(["alerter"], {"VITALS_WEBHOOK_SECRET": "s", "VITALS_ALERTER_HOST": "0.0.0.0",
+                               "VITALS_ALERTER_PORT": "9094"},
+                 ["would listen on 0.0.0.0 without a token", "VITALS_ALERTER_API_TOKEN"], id="alerter-exposed"),
+    pytest.param(["alerter"], {"VITALS_WEBHOOK_SECRET": "s", "VITALS_ALERTER_API_TOKEN": "hunter2"},
+                 ["VITALS_ALERTER_API_TOKEN", "at least 32 characters"], id="alerter-short-token"),
+    pytest.param(["alerter"], {"VITALS_WEBHOOK_SECRET": "s", "VITALS_WEBHOOK_REQUIRE_HTTPS": "true"},
+                 ["receiver 'pager' must be an https:// URL"], id="alerter-https"),
+    pytest.param(["alerter"], {"VITALS_WEBHOOK_SECRET": "s", "VITALS_WEBHOOK_CA_FILE": "{files}/bad.csv"},
+                 ["VITALS_WEBHOOK_CA_FILE", "no CA certificate could be read"], id="alerter-ca-file"),
     pytest.param(["pager"], {}, ["VITALS_WEBHOOK_SECRET"], id="pager-secret"),
     pytest.param(["trainer"], {}, ["VITALS_SNAPSHOT_KEY"], id="trainer-key"),
     pytest.param(["worker"], {"VITALS_SNAPSHOT_KEY": "short"}, ["snapshot key must be at least 32"], id="short-key"),
@@ -225,6 +236,10 @@ def test_bad_setting(argv: list[str], extra: dict[str, str], fragments: list[str
     pytest.param(["pager", "--record", "{files}/bad.csv"], ["line 1 is not a JSON record"], id="pager-record-bad"),
     pytest.param(["pager", "--host", "no-such-host.invalid"], ["cannot listen on no-such-host.invalid", "--host"],
                  id="pager-host"),
+    pytest.param(["silence", "--minutes", "5", "--by", "rn-1", "--reason", "rounds"],
+                 ["one of the arguments --patient --all-patients is required"], id="silence-scope"),
+    pytest.param(["silence", "--all-patients", "--minutes", "90", "--by", "ops-1", "--reason", "maintenance"],
+                 ["every patient lasts at most 60 minutes"], id="silence-wildcard-too-long"),
     pytest.param(["pager", "--secret-env", "VITALS_TEST_UNSET_SECRET"], ["VITALS_TEST_UNSET_SECRET", "is unset"],
                  id="pager-secret-env"),
 ])

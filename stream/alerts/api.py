@@ -2,22 +2,30 @@
 
 ::
 
-    POST /alerts/{alert_id}/ack   {"by": "rn-ward-3"}                    200 {"alert_id", "acknowledged_by", "acknowledged_at"}
-    POST /silences                {"patient_id": "pt-…" | null, "kind": "risk_high" | null,
-                                   "minutes": 30, "by": "rn-ward-3", "reason": "…"}   201 {"silence_id", "starts_at", "ends_at"}
-    GET  /alerts?state=firing                                            200 [{alert_id, patient_id, kind, …}]
-    GET  /healthz                                                        200 {"status": "ok"}
+    POST   /alerts/{alert_id}/ack    {"by": "rn-ward-3"}                  200 {"alert_id", "acknowledged_by", "acknowledged_at"}
+    POST   /silences                 {"patient_id": "pt-…", "kind": "risk_high" | null,
+                                      "minutes": 30, "by": "rn-ward-3", "reason": "…"}  201 {"silence_id", "starts_at", "ends_at"}
+                                     (every patient: "patient_id": null, "all_patients": true, short)
+    GET    /silences                                                      200 [{silence_id, patient_id, kind, …}]
+    DELETE /silences/{silence_id}    {"by": "rn-ward-3"}                  200 {"silence_id", "ended_by", "ends_at"}
+    GET    /alerts?state=firing                                           200 [{alert_id, patient_id, kind, …}]
+    GET    /healthz                                                       200 {"status": "ok"}
 
 Every request names who acts (``by``); the database records when. With
-``VITALS_ALERTER_API_TOKEN`` set, requests need ``Authorization: Bearer <token>``. Errors are
-JSON ``{"error": "..."}``: 400 bad input, 401 no or wrong token, 404 unknown alert, 409 alert
-not firing, 503 database down. The handlers only write to the database; the alerter that owns
-the patient applies the acknowledgement at its next tick.
+``VITALS_ALERTER_API_TOKEN`` set, requests need ``Authorization: Bearer <token>``; the API will
+not start on an address beyond the loopback without one (:func:`check_exposure`). A request
+with a body must say ``Content-Type: application/json``: a browser's cross-site form post
+(``text/plain``, form encodings) is refused before it is read. Silences are bounded
+(:mod:`stream.alerts.silence_rules`). Errors are JSON ``{"error": "..."}``: 400 bad input, 401
+no or wrong token, 404 unknown alert or silence, 409 alert not firing or silence already ended,
+415 not JSON, 503 database down. The handlers only write to the database; the alerter that owns
+the patient applies the change at its next tick.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,9 +34,11 @@ from typing import Any
 
 from aiohttp import web
 
-from kernel.errors import AlertNotFiring, AlertStoreUnavailable, UnknownAlert, listen_failed
-from sinks.alert_store import AlertStore
+from kernel.errors import (AlertNotFiring, AlertStoreUnavailable, ConfigurationError, SilenceEnded, UnknownAlert,
+                           UnknownSilence, listen_failed)
 from kernel.settings import Settings
+from sinks.alert_store import AlertStore
+from stream.alerts.silence_rules import SilenceBounds
 
 logger = logging.getLogger(__name__)
 
@@ -43,23 +53,57 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def build_api(store: AlertStore, *, token: str | None = None, on_change: Callable[[], None] = lambda: None
-              ) -> web.Application:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("localhost"), is_loopback("0.0.0.0")
+    (True, True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve the API beyond the loopback address without a bearer token.
+
+    Anyone who reaches an unauthenticated API can silence every patient's pages.
+
+    Raises
+    ------
+    ConfigurationError
+        ``VITALS_ALERTER_HOST`` is not a loopback address and ``VITALS_ALERTER_API_TOKEN`` is unset.
+    """
+    if settings.alerter_port and settings.alerter_api_token is None and not is_loopback(settings.alerter_host):
+        raise ConfigurationError(
+            f"the alerter API would listen on {settings.alerter_host} without a token: set "
+            "VITALS_ALERTER_API_TOKEN (at least 32 characters), listen on 127.0.0.1, or set VITALS_ALERTER_PORT=0")
+
+
+def build_api(store: AlertStore, *, token: str | None = None, on_change: Callable[[], None] = lambda: None,
+              bounds: SilenceBounds | None = None) -> web.Application:
     """The aiohttp application (tests serve it directly)."""
+    limits = bounds or SilenceBounds(7 * 24 * 60, 60)
+    expected = f"Bearer {token}".encode() if token is not None else None
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token is not None and request.path != "/healthz":
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        if expected is not None and request.path != "/healthz":
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(given, expected):
                 return _error(401, "missing or wrong bearer token")
+        if request.method in ("POST", "DELETE") and request.content_type != "application/json":
+            return _error(415, "send the body as Content-Type: application/json")
         try:
             return await handler(request)
-        except (ValueError, json.JSONDecodeError) as exc:
+        except (ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _error(400, str(exc))
-        except UnknownAlert as exc:
+        except (UnknownAlert, UnknownSilence) as exc:
             return _error(404, str(exc))
-        except AlertNotFiring as exc:
+        except (AlertNotFiring, SilenceEnded) as exc:
             return _error(409, str(exc))
         except AlertStoreUnavailable as exc:
             return _error(503, str(exc))
@@ -90,15 +134,34 @@ def build_api(store: AlertStore, *, token: str | None = None, on_change: Callabl
         for name, value in (("patient_id", patient_id), ("kind", kind)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{name!r} must be a non-empty string or null")
+        all_patients = data.get("all_patients", False)
+        if not isinstance(all_patients, bool):
+            raise ValueError("'all_patients' must be true or false")
         by, reason = data.get("by"), data.get("reason")
         if not isinstance(by, str) or not isinstance(reason, str):
             raise ValueError("'by' and 'reason' are required strings")
+        limits.check(patient_id=patient_id, all_patients=all_patients, minutes=float(minutes))
         created = await store.add_silence(patient_id=patient_id, kind=kind, minutes=float(minutes), by=by,
                                           reason=reason)
         on_change()
         logger.info("silence %s created over HTTP", created.silence_id)
         return web.json_response({"silence_id": created.silence_id, "patient_id": patient_id, "kind": kind,
                                   "starts_at": _iso(created.starts_ms), "ends_at": _iso(created.ends_ms)}, status=201)
+
+    async def silences(request: web.Request) -> web.Response:
+        return web.json_response([{"silence_id": s.silence_id, "patient_id": s.patient_id, "kind": s.kind,
+                                   "starts_at": _iso(s.starts_ms), "ends_at": _iso(s.ends_ms), "created_by": s.created_by,
+                                   "reason": s.reason} for s in await store.active_silences()])
+
+    async def end_silence(request: web.Request) -> web.Response:
+        data = await body(request)
+        by = data.get("by")
+        if not isinstance(by, str):
+            raise ValueError("'by' (who ends the silence) is required")
+        ended = await store.end_silence(request.match_info["silence_id"], by=by)
+        on_change()
+        logger.info("silence %s ended over HTTP", ended.silence_id)
+        return web.json_response({"silence_id": ended.silence_id, "ended_by": by, "ends_at": _iso(ended.ends_ms)})
 
     async def alerts(request: web.Request) -> web.Response:
         state = request.query.get("state")
@@ -111,6 +174,7 @@ def build_api(store: AlertStore, *, token: str | None = None, on_change: Callabl
 
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app.add_routes([web.post("/alerts/{alert_id}/ack", ack), web.post("/silences", silence),
+                    web.get("/silences", silences), web.delete("/silences/{silence_id}", end_silence),
                     web.get("/alerts", alerts), web.get("/healthz", health)])
     return app
 
@@ -123,8 +187,10 @@ async def start_api(store: AlertStore, settings: Settings, *, on_change: Callabl
     PortInUse
         If another process listens on the port (``vitalrisk alerter`` checks before it starts).
     """
+    check_exposure(settings)
     token = settings.alerter_api_token.get_secret_value() if settings.alerter_api_token else None
-    runner = web.AppRunner(build_api(store, token=token, on_change=on_change), access_log=None)
+    runner = web.AppRunner(build_api(store, token=token, on_change=on_change, bounds=SilenceBounds.from_settings(settings)),
+                           access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.alerter_host, settings.alerter_port).start()

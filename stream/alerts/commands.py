@@ -1,4 +1,4 @@
-"""Entry functions of the ``vitalrisk ack`` and ``vitalrisk silence`` commands.
+"""Entry functions of the ``vitalrisk ack``, ``silence`` and ``unsilence`` commands.
 
 Both write straight to the database as the writer role, recording who and when; the alerter
 that owns the patient applies them within a second. Errors a user can fix raise
@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, UTC
 
-from sinks.alert_store import AlertStore
 from infra.preflight import require_database
 from kernel.settings import Settings
+from sinks.alert_store import AlertStore
+from stream.alerts.silence_rules import SilenceBounds
 
 
 def _iso(ms: int) -> str:
@@ -42,13 +43,18 @@ def run_ack(settings: Settings, alert_id: str, *, by: str) -> int:
     return 0
 
 
-def run_silence(settings: Settings, *, patient_id: str | None, kind: str | None, minutes: float, by: str,
-                reason: str) -> int:
-    """Silence pages for one patient and/or kind for ``minutes``; print the silence id and its end.
+def run_silence(settings: Settings, *, patient_id: str | None, all_patients: bool, kind: str | None,
+                minutes: float, by: str, reason: str) -> int:
+    """Silence pages for one patient (or every patient, briefly) and/or kind for ``minutes``; print its id and end.
 
-    ``kind`` may be a prefix (``risk_high`` silences every condition); ``None`` for ``patient_id``
-    or ``kind`` matches all of them.
+    ``kind`` may be a prefix (``risk_high`` silences every condition); ``None`` matches every kind.
+
+    Raises
+    ------
+    InvalidRequest
+        Wider or longer than :class:`~stream.alerts.silence_rules.SilenceBounds` allows.
     """
+    SilenceBounds.from_settings(settings).check(patient_id=patient_id, all_patients=all_patients, minutes=minutes)
     require_database(settings.database_url)
 
     async def main() -> tuple[str, int]:
@@ -59,4 +65,23 @@ def run_silence(settings: Settings, *, patient_id: str | None, kind: str | None,
     silence_id, ends_ms = asyncio.run(main())
     scope = f"patient {patient_id or 'all'}, kind {kind or 'all'}"
     print(f"silence {silence_id} ({scope}) by {by} until {_iso(ends_ms)}")
+    return 0
+
+
+def run_unsilence(settings: Settings, silence_id: str, *, by: str) -> int:
+    """End a silence now as ``by``; print when it ended.
+
+    Raises
+    ------
+    UnknownSilence, SilenceEnded
+        No such silence, or it has already ended.
+    """
+    require_database(settings.database_url)
+
+    async def main() -> int:
+        async with AlertStore(settings.database_url, retry_for_s=10) as store:
+            return (await store.end_silence(silence_id, by=by)).ends_ms
+
+    ends_ms = asyncio.run(main())
+    print(f"silence {silence_id} ended by {by} at {_iso(ends_ms)}")
     return 0

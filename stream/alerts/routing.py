@@ -18,8 +18,8 @@ from kernel.errors import InvalidPolicy
 ESCALATION_ROUTE = "escalation"
 
 
-def parse_receivers(text: str) -> dict[str, str]:
-    """``name=url;name=url`` as a dict.
+def parse_receivers(text: str, *, require_https: bool = False) -> dict[str, str]:
+    """``name=url;name=url`` as a dict; with ``require_https``, every URL must be ``https://``.
 
     >>> parse_receivers("pager=http://127.0.0.1:9095/webhook; oncall=https://oncall.example/hook")
     {'pager': 'http://127.0.0.1:9095/webhook', 'oncall': 'https://oncall.example/hook'}
@@ -27,12 +27,19 @@ def parse_receivers(text: str) -> dict[str, str]:
     Traceback (most recent call last):
     ...
     kernel.errors.InvalidPolicy: a receiver must be name=http(s)://..., got 'pager'
+    >>> parse_receivers("pager=http://pager.example/hook", require_https=True)
+    Traceback (most recent call last):
+    ...
+    kernel.errors.InvalidPolicy: receiver 'pager' must be an https:// URL (VITALS_WEBHOOK_REQUIRE_HTTPS): pages carry patient ids
     """
     out: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(";"))):
         name, sep, url = item.partition("=")
         if not sep or not name.strip() or not url.strip().startswith(("http://", "https://")):
             raise InvalidPolicy(f"a receiver must be name=http(s)://..., got {item!r}")
+        if require_https and not url.strip().startswith("https://"):
+            raise InvalidPolicy(f"receiver {name.strip()!r} must be an https:// URL (VITALS_WEBHOOK_REQUIRE_HTTPS): "
+                                "pages carry patient ids")
         out[name.strip()] = url.strip()
     return out
 

@@ -35,7 +35,7 @@ from faust.types import TP, EventT, Message
 
 from sinks.metrics import AlertMetrics
 from kernel.backoff import Backoff
-from sinks.webhook import WebhookSender
+from sinks.webhook import WebhookSender, receiver_tls
 from stream.alerts.routing import Router, parse_receivers
 from stream.alerts.delivery import Dispatcher
 from stream.alerts.engine import AlertEngine, Effects
@@ -50,7 +50,7 @@ from kernel.settings import Settings
 from stream.skipped import IntakeEvent, OrderedIntake, ordered_intake
 from kernel.wire import decode_score
 from kernel.alerts import PatientAlerts, Silence
-from stream.alerts.api import start_api
+from stream.alerts.api import check_exposure, start_api
 from stream.app import Clock
 from stream.ledger import AckLedger
 from stream.worker import serve
@@ -357,7 +357,7 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> faust.Ap
     """
     secret = webhook_secret(settings)
     policy = policy_from_settings(settings)
-    receivers = parse_receivers(settings.webhook_receivers)
+    receivers = parse_receivers(settings.webhook_receivers, require_https=settings.webhook_require_https)
     router = Router.parse(settings.webhook_routes, frozenset(receivers))
     datadir = settings.data_dir / "alerter"
     datadir.mkdir(parents=True, exist_ok=True)
@@ -389,7 +389,7 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> faust.Ap
                 sender = WebhookSender(secret, audit=audit,
                                        backoff=Backoff(settings.webhook_backoff_s, settings.webhook_backoff_max_s,
                                                        settings.webhook_give_up_s),
-                                       timeout_s=settings.webhook_timeout_s)
+                                       timeout_s=settings.webhook_timeout_s, ca_file=settings.webhook_ca_file)
                 await sender.__aenter__()
                 dispatcher = Dispatcher(sender, receivers=receivers, grafana_url=settings.alert_grafana_url,
                                         external_url=settings.alert_external_url, metrics=metrics)
@@ -474,7 +474,10 @@ def run_alerter(settings: Settings) -> int:
 
     webhook_secret(settings)
     policy_from_settings(settings)
-    Router.parse(settings.webhook_routes, frozenset(parse_receivers(settings.webhook_receivers)))
+    Router.parse(settings.webhook_routes, frozenset(parse_receivers(settings.webhook_receivers,
+                                                                    require_https=settings.webhook_require_https)))
+    check_exposure(settings)
+    receiver_tls(settings.webhook_ca_file)
     if settings.alerter_port:
         require_free_port(settings.alerter_host, settings.alerter_port, what="the alerter API",
                           setting="VITALS_ALERTER_PORT")

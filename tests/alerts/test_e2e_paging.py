@@ -91,7 +91,8 @@ def test_deterioration_pages_once_signed_acknowledged_and_resolved(alerting: Ale
     wait_for("the alerter to apply the acknowledgement", lambda: query(
         settings, "SELECT 1 FROM alert_events WHERE alert_id = %s AND event = 'acknowledged'", alert_id),
         timeout_s=10, procs=procs)
-    assert post(alerting.api("/alerts/al-nope/ack"), b'{"by": "x"}', {})[0] == 404
+    assert post(alerting.api("/alerts/al-nope/ack"), b'{"by": "x"}', {"Content-Type": "application/json"})[0] == 404
+    assert post(alerting.api("/alerts/al-nope/ack"), b'{"by": "x"}', {})[0] == 415, "JSON only: no form posts"
 
     # minutes 6-10: recovery; the alert resolves after two minutes at or below the exit threshold
     produce(settings, [news2_score(PATIENT, m, n) for m, n in [(6, 8), (7, 1), (8, 1), (9, 1), (10, 1)]])

@@ -46,8 +46,16 @@ def test_requests_without_a_key_or_json_are_refused() -> None:
     headers = signed_headers(SECRET, body, "k", now_s=time.time())
     assert pager.accept(body, headers)[0] == 400
     no_key = {k: v for k, v in signed_headers(SECRET, b"{}", "k", now_s=time.time()).items() if k != "Idempotency-Key"}
-    assert pager.accept(b"{}", no_key)[0] == 400
+    assert pager.accept(b"{}", no_key) == (401, {"status": "rejected", "reason": "missing"})  # the key is signed
     assert pager.rejected == 2 and pager.accepted == 0
+
+
+@pytest.mark.parametrize("signature", ["t=1,v2=\u00e9\u00e9", "t=\u0661\u0662,v2=00", "t=" + "9" * 5000 + ",v2=00",
+                                       ",,,", "t=1,t=2,v2=" + "0" * 64, "v2=" + "0" * 64])
+def test_malformed_signature_headers_are_401_not_an_error(signature: str) -> None:
+    headers = {**signed_headers(SECRET, b"{}", "k", now_s=time.time()), "X-Vitalrisk-Signature": signature}
+    status, answer = Pager([SECRET]).accept(b"{}", headers)
+    assert (status, answer["reason"]) == (401, "malformed")
 
 
 def test_logs_name_ids_never_vital_values(caplog: pytest.LogCaptureFixture) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from sinks.webhook import Attempt, Delivery
 from stream.alerts import AlertEngine, AlertPolicy
-from stream.alerts.commands import run_ack, run_silence
-from kernel.errors import AlertNotFiring, InvalidRequest, UnknownAlert
+from stream.alerts.commands import run_ack, run_silence, run_unsilence
+from kernel.errors import AlertNotFiring, InvalidRequest, SilenceEnded, UnknownAlert, UnknownSilence
 from sinks.alert_store import AlertStore, Batch, alert_row
 from kernel.settings import Settings
 from tests.alerts.conftest import news2_score
@@ -113,7 +113,7 @@ def test_the_ack_and_silence_commands_record_who_and_when(isolated: Settings,
     (page,) = [p for p, _, _ in batch.pages]
     assert run_ack(isolated, page.alert_id, by="rn-ward-3") == 0
     assert f"alert {page.alert_id} acknowledged by rn-ward-3 at " in capsys.readouterr().out
-    assert run_silence(isolated, patient_id="pt-s3", kind=None, minutes=15, by="rn-ward-3",
+    assert run_silence(isolated, patient_id="pt-s3", all_patients=False, kind=None, minutes=15, by="rn-ward-3",
                        reason="wound dressing") == 0
     assert "(patient pt-s3, kind all) by rn-ward-3 until" in capsys.readouterr().out
     with psycopg.connect(isolated.database_url) as conn:
@@ -122,3 +122,41 @@ def test_the_ack_and_silence_commands_record_who_and_when(isolated: Settings,
                             "FROM silences").fetchall() == [("rn-ward-3", "wound dressing", True)]
     with pytest.raises(UnknownAlert):
         run_ack(isolated, "al-missing", by="rn-ward-3")
+    with pytest.raises(InvalidRequest, match="every patient"):  # a wildcard must be asked for explicitly
+        run_silence(isolated, patient_id=None, all_patients=False, kind=None, minutes=15, by="ops-1", reason="x")
+    with pytest.raises(InvalidRequest, match="at most 60 minutes"):
+        run_silence(isolated, patient_id=None, all_patients=True, kind=None, minutes=90, by="ops-1", reason="x")
+    assert run_silence(isolated, patient_id=None, all_patients=True, kind=None, minutes=20, by="ops-1",
+                       reason="maintenance") == 0
+    wildcard = capsys.readouterr().out.split()[1]
+    assert run_unsilence(isolated, wildcard, by="ops-2") == 0
+    assert f"silence {wildcard} ended by ops-2 at " in capsys.readouterr().out
+    with pytest.raises(SilenceEnded):
+        run_unsilence(isolated, wildcard, by="ops-2")
+    with pytest.raises(UnknownSilence):
+        run_unsilence(isolated, "si-missing", by="ops-2")
+    with psycopg.connect(isolated.database_url) as conn:
+        assert conn.execute("SELECT ended_by, ends_at <= now(), ends_at = ended_at FROM silences "
+                            "WHERE silence_id = %s", (wildcard,)).fetchall() == [("ops-2", True, True)]
+
+
+def test_an_ended_silence_stops_muting_and_its_record_stays(isolated: Settings) -> None:
+    async def main() -> None:
+        async with AlertStore(isolated.database_url) as store:
+            kept = await store.add_silence(patient_id="pt-s4", kind=None, minutes=30, by="rn-1", reason="bath")
+            ended = await store.add_silence(patient_id="pt-s5", kind=None, minutes=30, by="rn-1", reason="bath")
+            now_ms = ended.starts_ms + 1_000
+            assert ended.matches("pt-s5", "news2_high", now_ms)
+            after = await store.end_silence(ended.silence_id, by="rn-2")
+            assert after.ends_ms <= now_ms + 60_000 and not after.matches("pt-s5", "news2_high", after.ends_ms)
+            assert [s.silence_id for s in await store.active_silences()] == [kept.silence_id]
+            with pytest.raises(InvalidRequest):
+                await store.end_silence(kept.silence_id, by="")
+
+    asyncio.run(main())
+    with psycopg.connect(isolated.database_url) as conn:  # the writer may end one, never rewrite or delete it
+        for statement in ("UPDATE silences SET patient_id = 'pt-other'", "UPDATE silences SET created_by = 'x'",
+                          "UPDATE silences SET reason = 'x'", "DELETE FROM silences"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(statement)
+        assert conn.execute("SELECT count(*) FROM silences").fetchone() == (2,)

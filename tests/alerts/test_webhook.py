@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiohttp import web
 from hypothesis import given, strategies as st
 from prometheus_client import CollectorRegistry
 
 from kernel.alerts import Page
 from kernel.backoff import Backoff
-from kernel.errors import AlertDeliveryFailed, SignatureInvalid
+from kernel.errors import AlertDeliveryFailed, InvalidPolicy, SignatureInvalid
 from sinks.alertmanager import alertmanager_body, encode_body
 from sinks.metrics import AlertMetrics
 from sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
-from sinks.webhook import Attempt, Delivery, WebhookSender
+from sinks.webhook import Attempt, Delivery, WebhookSender, receiver_tls
 from stream.alerts import AlertEngine, AlertPolicy
 from stream.alerts.delivery import Dispatcher
 from tests.alerts.conftest import free_port, news2_score
@@ -60,29 +63,47 @@ def test_the_body_is_alertmanager_version_4_with_everything_a_coordinator_needs(
 
 def test_signatures_verify_and_reject_what_they_should() -> None:
     body = b'{"x":1}'
-    header = sign(SECRET, body, 1_000)
-    assert verify([SECRET], body, header, "1000", now_s=1_100) == 1_000
-    assert verify([b"old", SECRET], body, header, "1000", now_s=1_100) == 1_000  # rotation
-    assert verify([SECRET], body, f"{header},v1=00", "1000", now_s=1_000) == 1_000
-    cases = {"missing": (None, "1000"), "malformed": ("v1=abc", "1000")}
-    for reason, (sig, ts) in cases.items():
+    header = sign(SECRET, body, 1_000, "al-1:firing")
+    assert verify([SECRET], body, header, "1000", "al-1:firing", now_s=1_100) == 1_000
+    assert verify([b"old", SECRET], body, header, "1000", "al-1:firing", now_s=1_100) == 1_000  # rotation
+    assert verify([SECRET], body, f"{header},v2={'0' * 64}", "1000", "al-1:firing", now_s=1_000) == 1_000
+    cases = {"missing": (None, "1000", "al-1:firing"), "no key": (header, "1000", None),
+             "malformed": ("v2=abc", "1000", "al-1:firing")}
+    for reason, (sig, ts, key) in cases.items():
         with pytest.raises(SignatureInvalid) as err:
-            verify([SECRET], body, sig, ts, now_s=1_000)
-        assert err.value.reason == reason
+            verify([SECRET], body, sig, ts, key, now_s=1_000)
+        assert err.value.reason == reason.replace("no key", "missing")
     with pytest.raises(SignatureInvalid, match="malformed"):
-        verify([SECRET], body, header, "999", now_s=1_000)  # timestamp header disagrees with t=
+        verify([SECRET], body, header, "999", "al-1:firing", now_s=1_000)  # timestamp header disagrees with t=
     with pytest.raises(SignatureInvalid, match="stale"):
-        verify([SECRET], body, header, "1000", now_s=1_301)
+        verify([SECRET], body, header, "1000", "al-1:firing", now_s=1_301)
     with pytest.raises(SignatureInvalid, match="mismatch"):
-        verify([b"other"], body, header, "1000", now_s=1_000)
+        verify([b"other"], body, header, "1000", "al-1:firing", now_s=1_000)
+    with pytest.raises(SignatureInvalid, match="mismatch"):  # a replay under a fresh key pages no one
+        verify([SECRET], body, header, "1000", "al-1:firing-again", now_s=1_000)
+    v1_only = header.replace("v2=", "v1=")  # the old scheme signed the body alone
+    with pytest.raises(SignatureInvalid, match="malformed"):
+        verify([SECRET], body, v1_only, "1000", "al-1:firing", now_s=1_000)
 
 
-@given(st.binary(max_size=512), st.integers(0, 2 ** 33), st.binary(min_size=1, max_size=64))
-def test_any_body_signed_verifies_and_any_change_does_not(body: bytes, t: int, secret: bytes) -> None:
-    header = sign(secret, body, t)
-    assert verify([secret], body, header, str(t), now_s=t) == t
+@given(st.binary(max_size=512), st.integers(0, 2 ** 33), st.binary(min_size=1, max_size=64),
+       st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=80))
+def test_any_body_signed_verifies_and_any_change_does_not(body: bytes, t: int, secret: bytes, key: str) -> None:
+    header = sign(secret, body, t, key)
+    assert verify([secret], body, header, str(t), key, now_s=t) == t
     with pytest.raises(SignatureInvalid):
-        verify([secret], body + b"!", header, str(t), now_s=t)
+        verify([secret], body + b"!", header, str(t), key, now_s=t)
+    with pytest.raises(SignatureInvalid):
+        verify([secret], body, header, str(t), key + "!", now_s=t)
+
+
+@given(st.text(max_size=200), st.text(max_size=40), st.text(max_size=120))
+def test_any_header_values_are_refused_as_signature_invalid_never_another_error(
+        signature: str, timestamp: str, key: str) -> None:
+    """Whatever a sender puts in the three headers (non-ASCII, huge numbers, empty parts), the
+    answer is SignatureInvalid: the pager's 401, never a 500."""
+    with pytest.raises(SignatureInvalid):
+        verify([SECRET], b"{}", signature, timestamp, key, now_s=1_000)
 
 
 class ListAudit:
@@ -118,7 +139,8 @@ def test_the_sender_retries_transient_failures_then_delivers_signed_with_one_key
         body = await request.read()
         seen.append({"key": request.headers[IDEMPOTENCY_HEADER],
                      "t": verify([SECRET], body, request.headers.get(SIGNATURE_HEADER),
-                                 request.headers.get(TIMESTAMP_HEADER), now_s=clock[0])})
+                                 request.headers.get(TIMESTAMP_HEADER), request.headers.get(IDEMPOTENCY_HEADER),
+                                 now_s=clock[0])})
         clock[0] += 1
         return web.Response(status=statuses[len(seen) - 1])
 
@@ -215,3 +237,41 @@ def test_the_dispatcher_keeps_an_alerts_pages_in_order_and_counts_them() -> None
     assert registry.get_sample_value("vitals_webhook_retries_total", {"receiver": "pager"}) == 1
     assert registry.get_sample_value("vitals_pages_total", {"receiver": "pager", "severity": "critical"}) == 2
     assert registry.get_sample_value("vitals_webhook_delivery_seconds_sum", {"receiver": "pager"}) == 0.5
+
+
+def test_https_receivers_are_verified_against_the_configured_ca(tmp_path: Path) -> None:
+    """A receiver with a private CA's certificate: delivered with VITALS_WEBHOOK_CA_FILE, refused without."""
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    received: list[bytes] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(status=200)
+
+    async def main() -> tuple[Attempt, Attempt]:
+        app = web.Application()
+        app.router.add_post("/hook", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_tls).start()
+        url = f"https://127.0.0.1:{port}/hook"
+        try:
+            async with WebhookSender(SECRET, audit=ListAudit(), ca_file=ca_file) as trusted:
+                good = await trusted.attempt(Delivery("al-4:firing", "al-4", "pager", url, b"{}"), 1)
+            async with WebhookSender(SECRET, audit=ListAudit()) as untrusting:  # the system's CAs only
+                bad = await untrusting.attempt(Delivery("al-5:firing", "al-5", "pager", url, b"{}"), 1)
+        finally:
+            await runner.cleanup()
+        return good, bad
+
+    good, bad = asyncio.run(main())
+    assert (good.outcome, good.status_code) == ("delivered", 200)
+    assert bad.outcome == "retry" and bad.status_code is None and "certificate verify failed" in (bad.error or "")
+    assert received == [b"{}"], "nothing reached the receiver over an unverified connection"
+    with pytest.raises(InvalidPolicy, match="VITALS_WEBHOOK_CA_FILE"):
+        receiver_tls(tmp_path / "missing.pem")
