@@ -18,12 +18,14 @@ with a body must say ``Content-Type: application/json``: a browser's cross-site 
 (``text/plain``, form encodings) is refused before it is read. Silences are bounded
 (:mod:`stream.alerts.silence_rules`). Errors are JSON ``{"error": "..."}``: 400 bad input, 401
 no or wrong token, 404 unknown alert or silence, 409 alert not firing or silence already ended,
-415 not JSON, 503 database down. The handlers only write to the database; the alerter that owns
+415 not JSON, 503 database down or not answering within :data:`REQUEST_DEADLINE_S` (with
+``Retry-After``). The handlers only write to the database; the alerter that owns
 the patient applies the change at its next tick.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -83,8 +85,13 @@ def check_exposure(settings: Settings) -> None:
             "VITALS_ALERTER_API_TOKEN (at least 32 characters), listen on 127.0.0.1, or set VITALS_ALERTER_PORT=0")
 
 
+#: How long a request may wait for the database before it is answered 503 (the store itself
+#: retries a lost database for as long as the alerter runs: a caller must not wait that long).
+REQUEST_DEADLINE_S = 5.0
+
+
 def build_api(store: AlertStore, *, token: str | None = None, on_change: Callable[[], None] = lambda: None,
-              bounds: SilenceBounds | None = None) -> web.Application:
+              bounds: SilenceBounds | None = None, deadline_s: float = REQUEST_DEADLINE_S) -> web.Application:
     """The aiohttp application (tests serve it directly)."""
     limits = bounds or SilenceBounds(7 * 24 * 60, 60)
     expected = f"Bearer {token}".encode() if token is not None else None
@@ -98,7 +105,14 @@ def build_api(store: AlertStore, *, token: str | None = None, on_change: Callabl
         if request.method in ("POST", "DELETE") and request.content_type != "application/json":
             return _error(415, "send the body as Content-Type: application/json")
         try:
-            return await handler(request)
+            async with asyncio.timeout(deadline_s):
+                return await handler(request)
+        except TimeoutError:
+            logger.warning("an API request to %s waited %g s for the database: answered 503", request.path,
+                           deadline_s)
+            response = _error(503, f"the alert database did not answer within {deadline_s:g} s; retry")
+            response.headers["Retry-After"] = str(max(1, round(deadline_s)))
+            return response
         except (ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _error(400, str(exc))
         except (UnknownAlert, UnknownSilence) as exc:

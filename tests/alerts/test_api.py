@@ -117,3 +117,33 @@ def test_the_api_is_not_served_beyond_loopback_without_a_token(host: str, token:
     else:
         check_exposure(settings)
     check_exposure(settings.model_copy(update={"alerter_port": 0}))  # no API, nothing exposed
+
+
+class UnansweringStore:
+    """A store whose database never answers (the real one retries a lost database for as long as it runs)."""
+
+    async def acknowledge(self, alert_id: str, *, by: str, via: str) -> tuple[str, int]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def list_alerts(self, *, state: str | None = None) -> list[dict[str, Any]]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def test_a_request_the_database_does_not_answer_is_503_within_the_deadline() -> None:
+    async def main() -> list[tuple[int, str | None, float]]:
+        app = build_api(UnansweringStore(), token=TOKEN, deadline_s=0.3)
+        answers = []
+        async with TestClient(TestServer(app)) as client:
+            for request in (client.get("/alerts", headers=AUTH),
+                            client.post("/alerts/al-1/ack", json={"by": "rn-1"}, headers=AUTH)):
+                started = asyncio.get_running_loop().time()
+                answer = await request
+                answers.append((answer.status, answer.headers.get("Retry-After"),
+                                asyncio.get_running_loop().time() - started))
+        return answers
+
+    for status, retry_after, took_s in asyncio.run(main()):
+        assert (status, retry_after) == (503, "1")
+        assert took_s < 3
