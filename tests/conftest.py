@@ -22,10 +22,11 @@ import psycopg
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from infra.processes import child_env, free_port
 from sinks.metrics import scrape
-from kernel.settings import Settings
+from kernel.settings import DEPRECATED_WRITER_ROLE, TRAINER_ROLE, WORKER_ROLE, Settings, role_url
 
 ROOT = Path(__file__).resolve().parent.parent
 # Apart from the demo's ports; overridable so two checkouts can run their suites side by side.
@@ -68,6 +69,14 @@ def committed_to_end(settings: Settings, topic: str, group: str) -> bool:
     finally:
         admin.close()
         consumer.close()
+
+def as_service(settings: Settings, role: str) -> Settings:
+    """``settings`` for a service process: the tests' URL (the deprecated writer, which may read every table
+    the tests check) becomes the service's own role's, as in a deployment. Another user is left as it is."""
+    if conninfo_to_dict(settings.database_url).get("user") != DEPRECATED_WRITER_ROLE:
+        return settings
+    return settings.model_copy(update={"database_url": role_url(settings.database_url, role)})
+
 
 @dataclass
 class Services:
@@ -177,14 +186,15 @@ class WorkerProcess:
         return self.proc.returncode
 
 
-def _spawner(tmp_path: Path, command: str) -> Iterator[Callable[[Settings], WorkerProcess]]:
-    """Start ``vitalrisk COMMAND`` processes with their own metrics ports; SIGKILL leftovers at the end."""
+def _spawner(tmp_path: Path, command: str, role: str) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    """Start ``vitalrisk COMMAND`` processes, as database ``role``, with their own metrics ports; SIGKILL
+    leftovers at the end."""
     running: list[WorkerProcess] = []
 
     def start(settings: Settings) -> WorkerProcess:
         port = free_port()
         log = tmp_path / f"{command}-{len(running)}.log"
-        env = child_env(settings, VITALS_METRICS_PORT=str(port))
+        env = child_env(as_service(settings, role), VITALS_METRICS_PORT=str(port))
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "stream.cli", command], cwd=ROOT, env=env,
                                     stdout=out, stderr=subprocess.STDOUT)
@@ -199,9 +209,9 @@ def _spawner(tmp_path: Path, command: str) -> Iterator[Callable[[Settings], Work
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
-    yield from _spawner(tmp_path, "worker")
+    yield from _spawner(tmp_path, "worker", WORKER_ROLE)
 
 
 @pytest.fixture
 def start_trainer(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
-    yield from _spawner(tmp_path, "trainer")
+    yield from _spawner(tmp_path, "trainer", TRAINER_ROLE)

@@ -1,7 +1,8 @@
 """Entry functions of the ``vitalrisk ack`` and ``vitalrisk silence`` commands.
 
-Both write straight to the database as the writer role, recording who and when; the alerter
-that owns the patient applies them within a second. Errors a user can fix raise
+Both write straight to the database as the alerter's role (``vitalrisk_alerter``, unless
+``VITALS_DATABASE_URL`` names another user), recording who and when; the alerter that owns the
+patient applies them within a second. Errors a user can fix raise
 :class:`~kernel.errors.VitalsError` subclasses (one line on stderr, exit 1 or 2). The database
 is checked first: the store's pool would retry a server that is down for seconds, logging each try.
 """
@@ -13,7 +14,7 @@ from datetime import datetime, UTC
 
 from sinks.alert_store import AlertStore
 from infra.preflight import require_database
-from kernel.settings import Settings
+from kernel.settings import ALERTER_ROLE, Settings
 
 
 def _iso(ms: int) -> str:
@@ -30,6 +31,7 @@ def run_ack(settings: Settings, alert_id: str, *, by: str) -> int:
     ServiceUnavailable, AlertStoreUnavailable
         The database is down (before the start, or after).
     """
+    settings = settings.for_service(ALERTER_ROLE)
     require_database(settings.database_url)
 
     async def main() -> tuple[str, int]:
@@ -49,6 +51,7 @@ def run_silence(settings: Settings, *, patient_id: str | None, kind: str | None,
     ``kind`` may be a prefix (``risk_high`` silences every condition); ``None`` for ``patient_id``
     or ``kind`` matches all of them.
     """
+    settings = settings.for_service(ALERTER_ROLE)
     require_database(settings.database_url)
 
     async def main() -> tuple[str, int]:
