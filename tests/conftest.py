@@ -24,6 +24,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from infra.postgres import LocalPostgres
 from infra.processes import child_env, free_port
 from sinks.metrics import scrape
 from kernel.settings import DEPRECATED_WRITER_ROLE, TRAINER_ROLE, WORKER_ROLE, Settings, role_url
@@ -32,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Apart from the demo's ports; overridable so two checkouts can run their suites side by side.
 TEST_KAFKA = f"127.0.0.1:{os.environ.get('VITALS_TEST_KAFKA_PORT', '29092')}"
 TEST_PG_PORT = int(os.environ.get("VITALS_TEST_PG_PORT", "25432"))
+#: The secured (TLS + SCRAM) cluster of the TLS tests: a second one, on its own port and state folder.
+TEST_PG_TLS_PORT = int(os.environ.get("VITALS_TEST_PG_TLS_PORT", str(TEST_PG_PORT + 1)))
 
 
 def timescale_usable(admin_url: str) -> bool:
@@ -109,6 +112,22 @@ def services() -> Iterator[Services]:
     if os.environ.get("VITALS_KEEP_TEST_SERVICES") != "1":
         for svc in started:
             svc.stop()
+
+
+@pytest.fixture(scope="session")
+def secured_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL cluster serving TLS only, with SCRAM passwords (``infra start postgres --secure``), for
+    the TLS tests alone; plain PostgreSQL stays the other tests'. Stopped at the end if the session started it."""
+    settings = Settings(state_dir=ROOT / ".local" / "test-tls",
+                        database_url=f"postgresql://127.0.0.1:{TEST_PG_TLS_PORT}/vitalrisk", sink_timescale="off")
+    cluster = LocalPostgres(settings, secure=True, timescale=False)
+    started = not cluster.healthy()
+    if started:
+        cluster.stop()  # a cluster left starting, or stopped: its mode is this fixture's to set
+    cluster.start()
+    yield cluster
+    if started and os.environ.get("VITALS_KEEP_TEST_SERVICES") != "1":
+        cluster.stop()
 
 
 @pytest.fixture
