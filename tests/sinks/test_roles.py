@@ -147,7 +147,7 @@ def test_alerter_keeps_alert_state_and_cannot_touch_the_pipelines_tables(db: Dat
         _refused(conn, "UPDATE silences SET ends_at = now() + interval '1 year'")
         _refused(conn, "UPDATE acknowledgements SET acknowledged_by = 'someone else'")
         for table in ("alert_events", "alert_notifications", "webhook_deliveries", "acknowledgements"):
-            _refused(conn, f"DELETE FROM {table}")  # noqa: S608 - history and audit are append-only
+            _refused(conn, f"DELETE FROM {table}")  # noqa: S608 - our own table names; history and audit are append-only
         for table, insert in ROW.items():
             _refused(conn, insert)
             _refused(conn, f"SELECT * FROM {table} LIMIT 1")  # noqa: S608 - table names from our own constants
