@@ -28,6 +28,8 @@ from kernel.settings import Settings, kafka_servers
 CONNECT_TIMEOUT_S = 3.0
 #: libpq's connect_timeout for the database check, whole seconds.
 DATABASE_TIMEOUT_S = 5
+#: libpq's words for a failed TLS handshake or server certificate check.
+_TLS_FAILURE = re.compile(r"SSL error|certificate|SSL SYSCALL|server does not support SSL|sslrootcert|root certificate")
 # libpq prefixes every connection failure with where it tried; the reason follows.
 _LIBPQ_WHERE = re.compile(r'^(connection failed: )?(connection to server (at|on) .*? failed: )?')
 
@@ -89,13 +91,21 @@ def require_database(url: str, *, setting: str = "VITALS_DATABASE_URL",
     Raises
     ------
     ServiceUnavailable
-        If the server cannot be reached or refuses the session (no such database or role).
+        If the server cannot be reached or refuses the session (no such database or role, a wrong
+        password, a connection without TLS to a server that requires it), or TLS fails (a server
+        certificate that the URL's ``sslrootcert`` does not trust, or issued for another host name).
     """
     try:
         psycopg.connect(url, connect_timeout=timeout_s, application_name="vitalrisk-check").close()
     except psycopg.OperationalError as exc:
         where = _database_address(url)
         detail = _LIBPQ_WHERE.sub("", first_line(exc))
+        if _TLS_FAILURE.search(detail):
+            raise ServiceUnavailable(f"PostgreSQL at {where}: TLS failed ({detail}); check sslmode, sslrootcert "
+                                     f"and the host name in {setting} (docs/storage.md, \"TLS\")") from None
+        if "no encryption" in detail:  # pg_hba.conf has hostssl lines only
+            raise ServiceUnavailable(f"PostgreSQL at {where} requires TLS ({detail.replace('FATAL:  ', '')}); "
+                                     f"add sslmode=verify-full and sslrootcert to {setting}") from None
         if "FATAL" in detail:  # the server answered, and refused
             raise ServiceUnavailable(f"PostgreSQL at {where} refused the connection ({detail.replace('FATAL:  ', '')}); "
                                      f"check {setting}, or create the schema with `vitalrisk migrate`") from None

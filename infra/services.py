@@ -9,8 +9,11 @@ from kernel.errors import ConfigurationError, PortInUse
 from kernel.settings import Settings
 
 
-def run_infra(settings: Settings, action: str, service: str) -> int:
+def run_infra(settings: Settings, action: str, service: str, *, secure: bool = False) -> int:
     """Apply ``action`` to ``service`` ("kafka", "postgres" or "all"); print each one's status.
+
+    ``secure`` starts PostgreSQL with TLS and SCRAM passwords (:class:`~infra.postgres.LocalPostgres`);
+    without it ``start`` starts it plain, and the other actions take it as it was started.
 
     ``clean`` stops the service and deletes its data (for PostgreSQL run as root from a private
     folder, that includes the data folder kept under ``/var/tmp``).
@@ -27,7 +30,8 @@ def run_infra(settings: Settings, action: str, service: str) -> int:
     """
     chosen: list[LocalKafka | LocalPostgres] = []
     if service in ("postgres", "all"):
-        chosen.append(_local(LocalPostgres, settings, "VITALS_DATABASE_URL"))
+        secure_postgres = True if secure else (False if action == "start" else None)
+        chosen.append(_local(LocalPostgres, settings, "VITALS_DATABASE_URL", secure=secure_postgres))
     if service in ("kafka", "all"):
         chosen.append(_local(LocalKafka, settings, "VITALS_KAFKA_BOOTSTRAP"))
     for svc in chosen:
@@ -43,11 +47,11 @@ def run_infra(settings: Settings, action: str, service: str) -> int:
     return 0
 
 
-def _local(kind: type[LocalKafka | LocalPostgres], settings: Settings, setting: str
+def _local(kind: type[LocalKafka | LocalPostgres], settings: Settings, setting: str, **options: bool | None
            ) -> LocalKafka | LocalPostgres:
     """The local service manager ``kind`` for ``settings``; a remote address is a bad setting."""
     try:
-        return kind(settings)
+        return kind(settings, **options)
     except ValueError as exc:  # the address is not 127.0.0.1
         raise ConfigurationError(f"{exc}; `vitalrisk infra` manages the local services only: point {setting} "
                                  "at 127.0.0.1") from None

@@ -14,7 +14,10 @@ Examples
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from pydantic import Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,6 +88,98 @@ def check_database_url(url: str) -> str:
 #: Shortest bearer token the alerter's API accepts: 32 URL-safe characters carry 192 bits.
 MIN_API_TOKEN_CHARS = 32
 
+#: The database roles, one per service; each is granted only what its service uses (sinks/migrations.py,
+#: docs/storage.md). A process connects as the user its URL names; a URL naming none gets its service's role.
+WORKER_ROLE = "vitalrisk_worker"
+TRAINER_ROLE = "vitalrisk_trainer"
+ALERTER_ROLE = "vitalrisk_alerter"  # also `vitalrisk ack` and `vitalrisk silence`
+GATEWAY_ROLE = "vitalrisk_gateway"
+READER_ROLE = "vitalrisk_reader"  # Grafana, and the demo's summary
+OWNER_ROLE = "vitalrisk_owner"  # owns the schema: `vitalrisk migrate`, `vitalrisk devices`
+#: What worker, trainer and alerter shared before each had a role of its own. Deprecated: kept with its old grants
+#: for one release so that a deployment can migrate before it moves its services to their own roles.
+DEPRECATED_WRITER_ROLE = "vitalrisk_writer"
+
+_URL = re.compile(r"^(postgres(?:ql)?://)([^/?#]*)(.*)$", re.S)
+
+
+def _url_parts(url: str) -> tuple[str, str, str, str] | None:
+    """``(scheme, userinfo, hosts, rest)`` of a libpq URL; ``None`` for a ``key=value`` connection string."""
+    match = _URL.match(url)
+    if match is None:
+        return None
+    userinfo, at, hosts = match.group(2).rpartition("@")
+    return match.group(1), userinfo if at else "", hosts, match.group(3)
+
+
+def role_url(url: str, role: str) -> str:
+    """``url`` connecting as ``role``, without a password: the same server, database and options, another role.
+
+    For local runs and tests, where every service reaches one server and only the role differs. A
+    password belongs to its role, so it is dropped, never carried over: give each role's in its own
+    URL, or in a libpq passfile (the ``passfile`` option of the URL, or ``PGPASSFILE``) that lists them all.
+
+    Examples
+    --------
+    >>> role_url("postgresql://vitalrisk_writer:pw@127.0.0.1:15432/vitalrisk?sslmode=verify-full", WORKER_ROLE)
+    'postgresql://vitalrisk_worker@127.0.0.1:15432/vitalrisk?sslmode=verify-full'
+    >>> role_url("postgresql://127.0.0.1/vitalrisk", READER_ROLE)
+    'postgresql://vitalrisk_reader@127.0.0.1/vitalrisk'
+    >>> role_url("host=127.0.0.1 dbname=vitalrisk user=w password=pw", TRAINER_ROLE)
+    'dbname=vitalrisk host=127.0.0.1 user=vitalrisk_trainer'
+    """
+    parts = _url_parts(url)
+    if parts is not None and not re.search(r"[?&](user|password)=", parts[3]):
+        scheme, _, hosts, rest = parts
+        return f"{scheme}{quote(role, safe='')}@{hosts}{rest}"
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo  # see check_database_url
+
+    params = {k: v for k, v in conninfo_to_dict(url).items() if k not in ("user", "password")}
+    return make_conninfo("", **params, user=role)
+
+
+def with_default_role(url: str, role: str) -> str:
+    """``url`` as it is if it names a user, else ``url`` as ``role`` (its password, if any, kept).
+
+    >>> with_default_role("postgresql://127.0.0.1:15432/vitalrisk", WORKER_ROLE)
+    'postgresql://vitalrisk_worker@127.0.0.1:15432/vitalrisk'
+    >>> with_default_role("postgresql://someone@db.example/vitalrisk", WORKER_ROLE)
+    'postgresql://someone@db.example/vitalrisk'
+    """
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo  # see check_database_url
+
+    params = conninfo_to_dict(url)
+    if params.get("user"):
+        return url
+    parts = _url_parts(url)
+    if parts is not None and not re.search(r"[?&]password=", parts[3]):
+        scheme, userinfo, hosts, rest = parts
+        return f"{scheme}{quote(role, safe='')}{userinfo}@{hosts}{rest}"  # userinfo is "" or ":password"
+    return make_conninfo("", **params, user=role)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``: fit for a log line, an error or a repr.
+
+    >>> redact_url("postgresql://w:s3cret@127.0.0.1/vitalrisk?sslmode=verify-full")
+    'postgresql://w:***@127.0.0.1/vitalrisk?sslmode=verify-full'
+    >>> redact_url("host=127.0.0.1 user=w password='s3 cret' dbname=v")
+    'host=127.0.0.1 user=w password=*** dbname=v'
+    >>> redact_url("postgresql://w@127.0.0.1/v?password=s3cret&sslmode=require")
+    'postgresql://w@127.0.0.1/v?password=***&sslmode=require'
+    """
+    parts = _url_parts(url)
+    if parts is not None:
+        scheme, userinfo, hosts, rest = parts
+        user, colon, _ = userinfo.partition(":")
+        shown = f"{user}{':***' if colon else ''}@" if userinfo else ""
+        return f"{scheme}{shown}{hosts}" + re.sub(r"([?&]password=)[^&#]*", r"\1***", rest)
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+
+
+#: The settings that hold a libpq URL, and so maybe a password.
+_DATABASE_URLS = ("database_url", "admin_database_url", "gateway_database_url")
+
 
 class Settings(BaseSettings):
     """Immutable configuration of every vitalrisk process."""
@@ -146,8 +241,9 @@ class Settings(BaseSettings):
 
     # PostgreSQL / TimescaleDB
     database_url: str = Field(
-        "postgresql://vitalrisk_writer@127.0.0.1:15432/vitalrisk",
-        description="libpq URL the pipeline writes with (the writer role)",
+        "postgresql://127.0.0.1:15432/vitalrisk",
+        description="libpq URL this process connects with; naming no user, each service connects as its own "
+        "role (vitalrisk_worker, vitalrisk_trainer, vitalrisk_alerter)",
     )
     admin_database_url: str | None = Field(
         None, description="URL of the schema owner; when set, the worker applies migrations at start"
@@ -291,9 +387,30 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("database_url", "admin_database_url", "gateway_database_url")
+
+    @field_validator(*_DATABASE_URLS)
     @classmethod
     def _libpq_url(cls, value: str | None) -> str | None:
         return None if value is None else check_database_url(value)
+
+    def for_service(self, role: str) -> Settings:
+        """These settings for the service that connects as ``role``: a database URL naming no user names it.
+
+        >>> Settings().for_service(WORKER_ROLE).database_url
+        'postgresql://vitalrisk_worker@127.0.0.1:15432/vitalrisk'
+        >>> Settings(database_url="postgresql://me@127.0.0.1/v").for_service(WORKER_ROLE).database_url
+        'postgresql://me@127.0.0.1/v'
+        """
+        return self.model_copy(update={"database_url": with_default_role(self.database_url, role)})
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, object]]:
+        """Pydantic's repr, database passwords shown as ``***``.
+
+        >>> "pw" in repr(Settings(database_url="postgresql://w:pw@127.0.0.1/v"))
+        False
+        """
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name in _DATABASE_URLS and isinstance(value, str) else value
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``VITALS_*`` variables, for a child process to read back.

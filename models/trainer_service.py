@@ -44,7 +44,7 @@ from sinks.timescale import write_ops_events, write_outcomes
 from kernel.errors import InvalidMessage, ServiceUnavailable, VitalsError, first_line
 from kernel.events import FeatureRow, OpsEvent
 from infra.preflight import require_database, require_kafka
-from kernel.settings import Settings
+from kernel.settings import TRAINER_ROLE, Settings
 from models.patient_context import parse_inputs
 from models.patient_topic import apply_records
 from kernel.wire import decode_feature_row
@@ -357,6 +357,7 @@ def run_trainer(settings: Settings) -> int:
     from kafka.errors import KafkaError
     from prometheus_client import CollectorRegistry
 
+    settings = settings.for_service(TRAINER_ROLE)
     metrics_registry = CollectorRegistry()
     service = TrainerService(settings, metrics=ModelMetrics(metrics_registry))
     serve_metrics(settings, metrics_registry)  # first: a taken port is this machine's to fix, whatever else is down

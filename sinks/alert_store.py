@@ -391,12 +391,8 @@ class AlertStore:
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> Silence:
             async with conn.transaction():
-                # ends_at must stay after starts_at (the table's CHECK), even for a silence ended
-                # in the microsecond it began.
-                cur = await conn.execute(
-                    "UPDATE silences SET ends_at = greatest(now(), starts_at + interval '1 millisecond'), "
-                    "ended_by = %s, ended_at = now() WHERE silence_id = %s AND ends_at > now() "
-                    "RETURNING silence_id, patient_id, kind, starts_at, ends_at, created_by, reason", (by, silence_id))
+                # The owner's function (migration 0013): no role may UPDATE silences itself.
+                cur = await conn.execute("SELECT * FROM end_silence(%s, %s)", (silence_id, by))
                 row = await cur.fetchone()
                 if row is None:
                     cur = await conn.execute("SELECT 1 FROM silences WHERE silence_id = %s", (silence_id,))

@@ -33,6 +33,7 @@ from typing import Protocol
 import psycopg
 from psycopg import sql
 
+from kernel.settings import ALERTER_ROLE, DEPRECATED_WRITER_ROLE, READER_ROLE, TRAINER_ROLE, WORKER_ROLE
 from sinks.errors import MigrationFailed
 
 logger = logging.getLogger(__name__)
@@ -43,12 +44,42 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 NO_TRANSACTION = "-- vitalrisk: no-transaction"
 #: Arbitrary but fixed key for pg_advisory_lock, shared by every vitalrisk migrator.
 _LOCK_KEY = 0x76697461  # "vita"
-WRITER_ROLE = "vitalrisk_writer"
-READER_ROLE = "vitalrisk_reader"
-#: Tables the writer may read but never write: the runner's own bookkeeping.
+#: The role worker, trainer and alerter shared before each had its own (deprecated; see the CHANGELOG).
+WRITER_ROLE = DEPRECATED_WRITER_ROLE
+#: Tables the deprecated writer may read but never write: the runner's own bookkeeping.
 _OWNER_ONLY_TABLES = ("schema_migrations", "sink_policies")
-#: Functions the writer may call (SECURITY DEFINER, owned by the migrator); nobody else may.
-_WRITER_FUNCTIONS = ("vitalrisk_maintenance()",)
+#: The plain PostgreSQL maintenance function (SECURITY DEFINER, owned by the migrator): refreshes the rollups.
+_MAINTENANCE = "vitalrisk_maintenance()"
+_END_SILENCE = "end_silence(text, text)"
+
+#: What each service's role may do, table by table (schema ``public``); the one place these grants are
+#: written. ``UPDATE (a, b)`` limits an update to those columns. A table not named here is out of a role's
+#: reach, a table added later included: unlike Grafana's reader, the services get no default privileges.
+#: Migration 0012 creates the roles; the gateway's grants are in 0011 (its own schema).
+SERVICE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
+    # Windows, scores and thinned readings, by COPY into session-local staging tables (TEMPORARY below).
+    WORKER_ROLE: {"features": ("INSERT",), "risk_scores": ("INSERT",), "readings": ("INSERT",)},
+    # Registers model versions (and reads them back to resume); records outcomes and drift/fairness events.
+    TRAINER_ROLE: {"model_registry": ("SELECT", "INSERT"), "outcomes": ("INSERT",), "ops_events": ("INSERT",)},
+    # Alert state, episodes and their history, the outbox and its audit, acknowledgements and silences.
+    ALERTER_ROLE: {
+        "alert_state": ("SELECT", "INSERT", "UPDATE (kafka_partition, state, updated_at)"),
+        "alerts": ("SELECT", "INSERT", "UPDATE (state, fired_at, resolved_at, updated_at, acknowledged_by, "
+                   "acknowledged_at, escalated_at, notified_at, last_notified_at, peak, model_name, model_version)"),
+        "alert_events": ("INSERT",),
+        "alert_notifications": ("SELECT", "INSERT"),
+        "webhook_deliveries": ("SELECT", "INSERT"),
+        "webhook_deadletters": ("SELECT", "INSERT"),
+        "acknowledgements": ("SELECT", "INSERT"),
+        "silences": ("SELECT", "INSERT"),
+    },
+}
+#: Roles that may create session-local temporary tables (the worker's COPY staging).
+_TEMPORARY_ROLES = (WORKER_ROLE, WRITER_ROLE)
+#: Roles that may call the maintenance function (the worker refreshes the rollups after its commits).
+_MAINTENANCE_ROLES = (WORKER_ROLE, WRITER_ROLE)
+#: Roles that may end a silence early, through the owner's function only (migration 0013).
+_SILENCE_ENDING_ROLES = (ALERTER_ROLE, WRITER_ROLE)
 #: Which sink_policies column governs the retention of each hypertable or continuous aggregate.
 _RETENTION = (("features", "raw_retention_days"), ("readings", "raw_retention_days"),
               ("risk_scores", "scores_retention_days"), ("vitals_5m", "rollup_retention_days"),
@@ -405,27 +436,36 @@ def _apply_timescale_policies(conn: psycopg.Connection) -> None:
 def grant(conn: psycopg.Connection) -> None:
     """Least privilege, re-applied after every migrate so new tables are covered.
 
-    The writer may connect, create its session's temporary staging tables, read every table and
-    insert into the pipeline's tables (not the migrator's bookkeeping), and call the
-    maintenance function. The reader may connect and read. Neither owns anything, so neither
-    can ALTER or DROP; neither is granted UPDATE, DELETE or TRUNCATE. Default privileges give
-    tables the migrator creates later the same grants, and PUBLIC loses ``TEMPORARY`` on the
-    database, ``CREATE`` on the schema and ``EXECUTE`` on the maintenance function.
+    Each service's role gets exactly :data:`SERVICE_GRANTS`: everything else it held on the tables
+    of ``public`` is revoked first, in the same transaction, so a privilege taken out of the table
+    is gone after the next migrate. The worker may also create its session's temporary staging
+    tables and call the maintenance function. Grafana's reader may connect and read every table,
+    those created later too (default privileges). The deprecated writer keeps, for one release,
+    what it had: read every table, insert into the pipeline's tables (not the migrator's
+    bookkeeping), temporary tables, the maintenance function. None of them owns anything, so none
+    can ALTER or DROP, and none may create objects in the schema; PUBLIC loses ``TEMPORARY`` on
+    the database, ``CREATE`` on the schema and ``EXECUTE`` on the maintenance function.
     """
     db = sql.Identifier(conn.info.dbname)
     writer, reader = sql.Identifier(WRITER_ROLE), sql.Identifier(READER_ROLE)
+    services = sql.SQL(", ").join(sql.Identifier(role) for role in SERVICE_GRANTS)
     statements: list[sql.SQL | sql.Composed] = [
         sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(db),
-        sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, writer),
-        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, reader),
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}, {}").format(db, writer, reader, services),
         sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"),
-        sql.SQL("GRANT USAGE ON SCHEMA public TO {}, {}").format(writer, reader),
+        sql.SQL("GRANT USAGE ON SCHEMA public TO {}, {}, {}").format(writer, reader, services),
         sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}, {}").format(writer, reader),
         sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(writer),
         sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(reader),
         sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT ON TABLES TO {}").format(writer),
         sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO {}").format(writer),
+        # Table-level revokes take the column-level privileges (UPDATE (a, b)) with them.
+        sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(services),
+        sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {}").format(services),
+        sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM {}").format(db, services),
     ]
+    statements += [sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(db, sql.Identifier(role))
+                   for role in _TEMPORARY_ROLES]
     tables = [row[0] for row in conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p' "
@@ -436,10 +476,22 @@ def grant(conn: psycopg.Connection) -> None:
                               .format(sql.Identifier(table), writer))
         else:
             statements.append(sql.SQL("GRANT INSERT ON {} TO {}").format(sql.Identifier(table), writer))
-    for function in _WRITER_FUNCTIONS:
-        if conn.execute("SELECT to_regprocedure(%s)", (function,)).fetchone() != (None,):
-            statements.append(sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM PUBLIC").format(sql.SQL(function)))
-            statements.append(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(function), writer))
+    for role, grants in SERVICE_GRANTS.items():
+        for table, privileges in grants.items():
+            if table not in tables:
+                raise MigrationFailed(f"SERVICE_GRANTS names table {table!r} for {role}, but the migrations "
+                                      "made no such table")
+            statements.append(sql.SQL("GRANT {} ON {} TO {}").format(
+                sql.SQL(", ").join(sql.SQL(privilege) for privilege in privileges), sql.Identifier(table),
+                sql.Identifier(role)))
+    if conn.execute("SELECT to_regprocedure(%s)", (_MAINTENANCE,)).fetchone() != (None,):
+        statements.append(sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM PUBLIC").format(sql.SQL(_MAINTENANCE)))
+        statements += [sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(_MAINTENANCE), sql.Identifier(role))
+                       for role in _MAINTENANCE_ROLES]
+    if conn.execute("SELECT to_regprocedure(%s)", (_END_SILENCE,)).fetchone() != (None,):
+        statements.append(sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM PUBLIC").format(sql.SQL(_END_SILENCE)))
+        statements += [sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(_END_SILENCE), sql.Identifier(role))
+                       for role in _SILENCE_ENDING_ROLES]
     for statement in statements:
         conn.execute(statement)
 

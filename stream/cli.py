@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     infra.add_argument("action", choices=["start", "stop", "status", "clean"],
                        help="clean: stop and delete the service's data")
     infra.add_argument("service", nargs="?", choices=["kafka", "postgres", "all"], default="all")
+    infra.add_argument("--secure", action="store_true",
+                       help="start: PostgreSQL serves TLS only, with SCRAM passwords (a throwaway CA; see docs/storage.md)")
 
     migrate = sub.add_parser("migrate", help="apply database migrations (as the schema owner)")
     migrate.add_argument("--url", type=_database_url, help="owner URL; default VITALS_ADMIN_DATABASE_URL, or the local cluster's")
@@ -298,7 +300,7 @@ def _owner_url(given: str | None, settings: Settings) -> str:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "infra":
-        return run_infra(settings, args.action, args.service)
+        return run_infra(settings, args.action, args.service, secure=args.secure)
     if args.command == "migrate":
         url = _owner_url(args.url, settings)
         applied = migrate(url, policies=SinkPolicies.from_settings(settings), timescale=settings.sink_timescale)

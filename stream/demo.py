@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from infra.kafka import LocalKafka
-from infra.postgres import LocalPostgres
+from infra.postgres import SUPERUSER, LocalPostgres
 from infra.processes import child_env, free_port, port_open
 from simulators.cohort import CohortConfig, simulate
 from simulators.kafka_publisher import make_producer, publish
@@ -26,7 +26,7 @@ from simulators.run import MS_PER_MINUTE, progress_line
 from sinks.metrics import scrape
 from sinks.migrations import migrate
 from kernel.errors import ConfigurationError, ProcessDied
-from kernel.settings import Settings
+from kernel.settings import READER_ROLE, WORKER_ROLE, Settings, role_url
 
 DEMO_DATABASE = "vitalrisk_demo"
 WORKER_START_TIMEOUT_S = 120.0
@@ -88,18 +88,20 @@ def run_demo(settings: Settings, *, patients: int, minutes: int, seed: int) -> i
 
 
 def _fresh_demo_settings(settings: Settings, postgres: LocalPostgres, run_id: str) -> Settings:
-    """A new database and topic names for this run, so a demo never sees an earlier one's data."""
-    admin = postgres.superuser_url.rsplit("/", 1)[0]
-    with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+    """A new database and topic names for this run, so a demo never sees an earlier one's data.
+
+    The worker connects as its own role, ``vitalrisk_worker`` (with TLS when the cluster is secured).
+    """
+    with psycopg.connect(postgres.url(SUPERUSER, "postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DATABASE)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DATABASE)))
-    migrate(f"{admin}/{DEMO_DATABASE}", timescale=settings.sink_timescale)
+    migrate(postgres.url(SUPERUSER, DEMO_DATABASE), timescale=settings.sink_timescale)
     prefix = f"demo-{run_id}"
     return settings.model_copy(update={
         "app_id": f"vitalrisk-{prefix}",
         "readings_topic": f"{prefix}.vitals.readings", "deadletter_topic": f"{prefix}.vitals.deadletter",
         "outcomes_topic": f"{prefix}.vitals.outcomes", "scores_topic": f"{prefix}.risk.scores",
-        "database_url": f"postgresql://vitalrisk_writer@127.0.0.1:{postgres.target.port}/{DEMO_DATABASE}",
+        "database_url": postgres.url(WORKER_ROLE, DEMO_DATABASE),
         "data_dir": settings.state_dir / "faust" / prefix,
         "metrics_port": settings.metrics_port or free_port(),
         "idle_timeout_s": 3.0,
@@ -171,7 +173,7 @@ def _drain(worker: subprocess.Popen[bytes], metrics_url: str, device_messages: i
 
 
 def _summary(settings: Settings, *, readings: int, seconds: float) -> None:
-    reader_url = settings.database_url.replace("vitalrisk_writer@", "vitalrisk_reader@")
+    reader_url = role_url(settings.database_url, READER_ROLE)  # read-only, as Grafana reads
     with psycopg.connect(reader_url) as conn:
         windows, patients = conn.execute(
             "SELECT count(DISTINCT (patient_id, window_start)), count(DISTINCT patient_id) FROM features").fetchone() or (0, 0)

@@ -12,7 +12,7 @@ from models.snapshots import signing_key
 from sinks.metrics import ModelMetrics, PipelineMetrics, serve_metrics
 from kernel.errors import ConfigurationError
 from infra.preflight import require_database, require_kafka
-from kernel.settings import Settings
+from kernel.settings import WORKER_ROLE, Settings
 from sinks.migrations import SinkPolicies, migrate
 from stream.app import create_app
 
@@ -72,7 +72,7 @@ def run_worker(settings: Settings) -> int:
         ``VITALS_SNAPSHOT_KEY`` is set but too short: a setting to fix, so reported before any
         service is checked (unset, the worker scores NEWS2 only).
     """
-
+    settings = settings.for_service(WORKER_ROLE)
     if settings.snapshot_key is not None:
         signing_key(settings.snapshot_key)
 

@@ -22,15 +22,19 @@ import psycopg
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
+from infra.postgres import LocalPostgres
 from infra.processes import child_env, free_port
 from sinks.metrics import scrape
-from kernel.settings import Settings
+from kernel.settings import DEPRECATED_WRITER_ROLE, TRAINER_ROLE, WORKER_ROLE, Settings, role_url
 
 ROOT = Path(__file__).resolve().parent.parent
 # Apart from the demo's ports; overridable so two checkouts can run their suites side by side.
 TEST_KAFKA = f"127.0.0.1:{os.environ.get('VITALS_TEST_KAFKA_PORT', '29092')}"
 TEST_PG_PORT = int(os.environ.get("VITALS_TEST_PG_PORT", "25432"))
+#: The secured (TLS + SCRAM) cluster of the TLS tests: a second one, on its own port and state folder.
+TEST_PG_TLS_PORT = int(os.environ.get("VITALS_TEST_PG_TLS_PORT", str(TEST_PG_PORT + 1)))
 
 
 def timescale_usable(admin_url: str) -> bool:
@@ -69,6 +73,14 @@ def committed_to_end(settings: Settings, topic: str, group: str) -> bool:
         admin.close()
         consumer.close()
 
+def as_service(settings: Settings, role: str) -> Settings:
+    """``settings`` for a service process: the tests' URL (the deprecated writer, which may read every table
+    the tests check) becomes the service's own role's, as in a deployment. Another user is left as it is."""
+    if conninfo_to_dict(settings.database_url).get("user") != DEPRECATED_WRITER_ROLE:
+        return settings
+    return settings.model_copy(update={"database_url": role_url(settings.database_url, role)})
+
+
 @dataclass
 class Services:
     """Handles on the session's Kafka and PostgreSQL."""
@@ -100,6 +112,22 @@ def services() -> Iterator[Services]:
     if os.environ.get("VITALS_KEEP_TEST_SERVICES") != "1":
         for svc in started:
             svc.stop()
+
+
+@pytest.fixture(scope="session")
+def secured_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL cluster serving TLS only, with SCRAM passwords (``infra start postgres --secure``), for
+    the TLS tests alone; plain PostgreSQL stays the other tests'. Stopped at the end if the session started it."""
+    settings = Settings(state_dir=ROOT / ".local" / "test-tls",
+                        database_url=f"postgresql://127.0.0.1:{TEST_PG_TLS_PORT}/vitalrisk", sink_timescale="off")
+    cluster = LocalPostgres(settings, secure=True, timescale=False)
+    started = not cluster.healthy()
+    if started:
+        cluster.stop()  # a cluster left starting, or stopped: its mode is this fixture's to set
+    cluster.start()
+    yield cluster
+    if started and os.environ.get("VITALS_KEEP_TEST_SERVICES") != "1":
+        cluster.stop()
 
 
 @pytest.fixture
@@ -177,14 +205,15 @@ class WorkerProcess:
         return self.proc.returncode
 
 
-def _spawner(tmp_path: Path, command: str) -> Iterator[Callable[[Settings], WorkerProcess]]:
-    """Start ``vitalrisk COMMAND`` processes with their own metrics ports; SIGKILL leftovers at the end."""
+def _spawner(tmp_path: Path, command: str, role: str) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    """Start ``vitalrisk COMMAND`` processes, as database ``role``, with their own metrics ports; SIGKILL
+    leftovers at the end."""
     running: list[WorkerProcess] = []
 
     def start(settings: Settings) -> WorkerProcess:
         port = free_port()
         log = tmp_path / f"{command}-{len(running)}.log"
-        env = child_env(settings, VITALS_METRICS_PORT=str(port))
+        env = child_env(as_service(settings, role), VITALS_METRICS_PORT=str(port))
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "stream.cli", command], cwd=ROOT, env=env,
                                     stdout=out, stderr=subprocess.STDOUT)
@@ -199,9 +228,9 @@ def _spawner(tmp_path: Path, command: str) -> Iterator[Callable[[Settings], Work
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
-    yield from _spawner(tmp_path, "worker")
+    yield from _spawner(tmp_path, "worker", WORKER_ROLE)
 
 
 @pytest.fixture
 def start_trainer(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
-    yield from _spawner(tmp_path, "trainer")
+    yield from _spawner(tmp_path, "trainer", TRAINER_ROLE)

@@ -1,7 +1,8 @@
 """Entry functions of the ``vitalrisk ack``, ``silence`` and ``unsilence`` commands.
 
-Both write straight to the database as the writer role, recording who and when; the alerter
-that owns the patient applies them within a second. Errors a user can fix raise
+Both write straight to the database as the alerter's role (``vitalrisk_alerter``, unless
+``VITALS_DATABASE_URL`` names another user), recording who and when; the alerter that owns the
+patient applies them within a second. Errors a user can fix raise
 :class:`~kernel.errors.VitalsError` subclasses (one line on stderr, exit 1 or 2). The database
 is checked first: the store's pool would retry a server that is down for seconds, logging each try.
 """
@@ -12,7 +13,7 @@ import asyncio
 from datetime import datetime, UTC
 
 from infra.preflight import require_database
-from kernel.settings import Settings
+from kernel.settings import ALERTER_ROLE, Settings
 from sinks.alert_store import AlertStore
 from stream.alerts.silence_rules import SilenceBounds
 
@@ -31,6 +32,7 @@ def run_ack(settings: Settings, alert_id: str, *, by: str) -> int:
     ServiceUnavailable, AlertStoreUnavailable
         The database is down (before the start, or after).
     """
+    settings = settings.for_service(ALERTER_ROLE)
     require_database(settings.database_url)
 
     async def main() -> tuple[str, int]:
@@ -55,6 +57,7 @@ def run_silence(settings: Settings, *, patient_id: str | None, all_patients: boo
         Wider or longer than :class:`~stream.alerts.silence_rules.SilenceBounds` allows.
     """
     SilenceBounds.from_settings(settings).check(patient_id=patient_id, all_patients=all_patients, minutes=minutes)
+    settings = settings.for_service(ALERTER_ROLE)
     require_database(settings.database_url)
 
     async def main() -> tuple[str, int]:
@@ -76,6 +79,7 @@ def run_unsilence(settings: Settings, silence_id: str, *, by: str) -> int:
     UnknownSilence, SilenceEnded
         No such silence, or it has already ended.
     """
+    settings = settings.for_service(ALERTER_ROLE)
     require_database(settings.database_url)
 
     async def main() -> int:

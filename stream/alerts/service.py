@@ -46,7 +46,7 @@ from stream.deadletters import as_bytes, deadletter_headers
 from kernel.events import DeadLetter
 from kernel.limits import Limits
 from infra.preflight import require_free_port
-from kernel.settings import Settings
+from kernel.settings import ALERTER_ROLE, Settings
 from stream.skipped import IntakeEvent, OrderedIntake, ordered_intake
 from kernel.wire import decode_score
 from kernel.alerts import PatientAlerts, Silence
@@ -472,6 +472,7 @@ def run_alerter(settings: Settings) -> int:
         Kafka or PostgreSQL does not answer (see :func:`stream.worker.serve`).
     """
 
+    settings = settings.for_service(ALERTER_ROLE)
     webhook_secret(settings)
     policy_from_settings(settings)
     Router.parse(settings.webhook_routes, frozenset(parse_receivers(settings.webhook_receivers,

@@ -16,7 +16,8 @@ import pytest
 
 from kernel.events import RiskScore
 from infra.processes import child_env, free_port  # noqa: F401 - re-exported for the alert tests
-from kernel.settings import Settings
+from kernel.settings import ALERTER_ROLE, Settings
+from tests.conftest import as_service
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-secret-not-for-production"
@@ -123,7 +124,8 @@ class AlertingStack:
         log = self.tmp / f"alerter-{len(self.running)}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "stream.alerts", "alerter"], cwd=ROOT,
-                                    env=env_for(self.settings), stdout=out, stderr=subprocess.STDOUT)
+                                    env=env_for(as_service(self.settings, ALERTER_ROLE)), stdout=out,
+                                    stderr=subprocess.STDOUT)
         alerter = Proc(proc, log)
         self.running.append(alerter)
         return alerter
