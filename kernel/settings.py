@@ -386,8 +386,6 @@ class Settings(BaseSettings):
                              "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
         return value
 
-    @field_validator("database_url", "admin_database_url", "gateway_database_url")
-
     @field_validator(*_DATABASE_URLS)
     @classmethod
     def _libpq_url(cls, value: str | None) -> str | None:
