@@ -51,7 +51,9 @@ COMPOSE_TIMEOUT_S = 60
 SECRET_AUDIENCE: dict[str, set[str]] = {
     "POSTGRES_PASSWORD": {"timescaledb"},
     "VITALS_OWNER_PASSWORD": {"timescaledb", "migrate"},
-    "VITALS_WRITER_PASSWORD": {"timescaledb", "worker", "alerter", "trainer"},
+    "VITALS_WORKER_PASSWORD": {"timescaledb", "worker"},
+    "VITALS_TRAINER_PASSWORD": {"timescaledb", "trainer"},
+    "VITALS_ALERTER_PASSWORD": {"timescaledb", "alerter"},
     "VITALS_READER_PASSWORD": {"timescaledb", "grafana"},
     "VITALS_GATEWAY_PASSWORD": {"timescaledb", "gateway"},
     "GRAFANA_ADMIN_PASSWORD": {"grafana"},
@@ -440,9 +442,9 @@ def test_pipeline_connects_as_least_privileged_roles(config: dict[str, Any]) -> 
     assert {name: url.username for name, url in urls.items()} == {
         "migrate": "vitalrisk_owner",
         "gateway": "vitalrisk_gateway",
-        "worker": "vitalrisk_writer",
-        "alerter": "vitalrisk_writer",
-        "trainer": "vitalrisk_writer",
+        "worker": "vitalrisk_worker",
+        "alerter": "vitalrisk_alerter",
+        "trainer": "vitalrisk_trainer",
     }
     for name, url in urls.items():
         assert url.username != db_env["POSTGRES_USER"], name
