@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from psycopg.conninfo import conninfo_to_dict
 
 from kernel.errors import ServiceUnavailable, first_line, listen_failed
+from kernel.kafka_security import aiokafka_options
 from kernel.settings import Settings, kafka_servers
 
 #: How long one TCP connection attempt to a broker may take, seconds.
@@ -55,19 +56,19 @@ def require_kafka(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S) -
         raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} is not reachable ({'; '.join(reasons)}); "
                                  "start it with `vitalrisk infra start kafka` or set VITALS_KAFKA_BOOTSTRAP")
     try:
-        asyncio.run(asyncio.wait_for(_bootstrap(settings.kafka_bootstrap, timeout_s), timeout=2 * timeout_s))
+        asyncio.run(asyncio.wait_for(_bootstrap(settings, timeout_s), timeout=2 * timeout_s))
     except (KafkaError, TimeoutError) as exc:
         raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} accepts connections but does not answer as a "
                                  f"broker ({first_line(exc)}); check it with `vitalrisk infra status`") from None
 
 
-async def _bootstrap(bootstrap: str, timeout_s: float) -> None:
+async def _bootstrap(settings: Settings, timeout_s: float) -> None:
     """One metadata request, as Faust's first; aiokafka's own error log is muted, the error says it all."""
     library_log = logging.getLogger("aiokafka")
     level = library_log.level
     library_log.setLevel(logging.CRITICAL)
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                            client_id="vitalrisk-check")
+    client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                            client_id="vitalrisk-check", **aiokafka_options(settings))
     try:
         await client.bootstrap()
     finally:

@@ -242,6 +242,8 @@ def bad_settings_line(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     names = [str(error["loc"][0]) if error["loc"] else "" for error in errors]
     first, name = errors[0], names[0]
+    if not name:  # a rule across settings (or an unknown variable): the rule names them, no value shown
+        return "bad settings: " + str(first["msg"]).removeprefix("Value error, ")
     field = Settings.model_fields.get(name)
     secret = name in _UNSHOWN_SETTINGS or (field is not None and SecretStr in (field.annotation,
                                                                                 *get_args(field.annotation)))
