@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import shlex
+from typing import TypeVar
+
 from infra.kafka import LocalKafka
 from infra.postgres import LocalPostgres
+from infra.preflight import require_database, require_kafka
 from infra.processes import port_open
 from kernel.errors import ConfigurationError, PortInUse
 from kernel.settings import Settings
 
+Local = TypeVar("Local", LocalKafka, LocalPostgres)
 
-def run_infra(settings: Settings, action: str, service: str) -> int:
+
+def run_infra(settings: Settings, action: str, service: str, *, secure: bool = False,
+              principal: str | None = None) -> int:
     """Apply ``action`` to ``service`` ("kafka", "postgres" or "all"); print each one's status.
 
     ``clean`` stops the service and deletes its data (for PostgreSQL run as root from a private
-    folder, that includes the data folder kept under ``/var/tmp``).
+    folder, that includes the data folder kept under ``/var/tmp``). ``secure`` asks ``start`` for
+    a secured Kafka broker (SASL_SSL, ACLs) when it formats the broker's storage.
+    ``credentials`` prints, as shell ``export`` lines, the ``VITALS_KAFKA_*`` variables that
+    connect to the secured broker as ``principal``. ``check`` connects as this process's settings
+    say (any broker, local or not, secured or not), as every command does before it starts work.
 
     Raises
     ------
@@ -25,11 +36,27 @@ def run_infra(settings: Settings, action: str, service: str) -> int:
     ServiceFailed, ToolMissing
         If the service did not start, or a program it needs is not installed.
     """
+    if action == "check":
+        if service in ("kafka", "all"):
+            require_kafka(settings)
+            who = f" as {settings.kafka_username}" if settings.kafka_username else ""
+            print(f"kafka at {settings.kafka_bootstrap}: answers ({settings.kafka_security_protocol}{who})")
+        if service in ("postgres", "all"):
+            require_database(settings.database_url)
+            print("postgres: answers")
+        return 0
+    if action == "credentials":
+        if service != "kafka" or principal is None:
+            raise ConfigurationError("`vitalrisk infra credentials` needs kafka and --principal NAME")
+        kafka = _local(LocalKafka, settings, "VITALS_KAFKA_BOOTSTRAP")
+        for name, value in kafka.client_env(principal).items():
+            print(f"export {name}={shlex.quote(value)}")
+        return 0
     chosen: list[LocalKafka | LocalPostgres] = []
     if service in ("postgres", "all"):
         chosen.append(_local(LocalPostgres, settings, "VITALS_DATABASE_URL"))
     if service in ("kafka", "all"):
-        chosen.append(_local(LocalKafka, settings, "VITALS_KAFKA_BOOTSTRAP"))
+        chosen.append(_local(LocalKafka, settings, "VITALS_KAFKA_BOOTSTRAP", secure=secure))
     for svc in chosen:
         if action == "start":
             if not svc.running():
@@ -43,11 +70,10 @@ def run_infra(settings: Settings, action: str, service: str) -> int:
     return 0
 
 
-def _local(kind: type[LocalKafka | LocalPostgres], settings: Settings, setting: str
-           ) -> LocalKafka | LocalPostgres:
+def _local(kind: type[Local], settings: Settings, setting: str, **options: bool) -> Local:
     """The local service manager ``kind`` for ``settings``; a remote address is a bad setting."""
     try:
-        return kind(settings)
+        return kind(settings, **options)
     except ValueError as exc:  # the address is not 127.0.0.1
         raise ConfigurationError(f"{exc}; `vitalrisk infra` manages the local services only: point {setting} "
                                  "at 127.0.0.1") from None
