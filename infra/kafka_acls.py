@@ -14,8 +14,7 @@ the prefix ``{app_id}-``, which would cover the alerter's too.
 
 Examples
 --------
->>> from infra.errors import ServiceFailed
-from kernel.settings import Settings
+>>> from kernel.settings import Settings
 >>> [str(rule) for rule in rules("device", Settings())]
 ['Write topic vitals.readings']
 """

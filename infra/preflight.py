@@ -57,11 +57,11 @@ def require_kafka(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S) -
     else:
         raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} is not reachable ({'; '.join(reasons)}); "
                                  "start it with `vitalrisk infra start kafka` or set VITALS_KAFKA_BOOTSTRAP")
-    reasons: list[str] = []
+    refusals: list[str] = []
     try:
-        asyncio.run(asyncio.wait_for(_bootstrap(settings, timeout_s, reasons), timeout=2 * timeout_s))
+        asyncio.run(asyncio.wait_for(_bootstrap(settings, timeout_s, refusals), timeout=2 * timeout_s))
     except (KafkaError, TimeoutError) as exc:
-        raise ServiceUnavailable(refusal(settings, reasons[-1] if reasons else first_line(exc))) from None
+        raise ServiceUnavailable(refusal(settings, refusals[-1] if refusals else first_line(exc))) from None
 
 
 def refusal(settings: Settings, reason: str) -> str:
