@@ -360,9 +360,10 @@ class LocalKafka:
         self.paths.config.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
 
     def _format(self, classpath: str) -> None:
+        # `=` joins the id to its option: an id may start with "-", which would read as an option
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         argv = [_require("java"), f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", classpath,
-                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.paths.config),
+                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.paths.config),
                 "--ignore-formatted"]
         if self.secured:  # SCRAM users are metadata: a KRaft broker gets its first ones at format time
             argv += [arg for name, password in self.credentials().items() if name != "stores"

@@ -21,11 +21,13 @@ Examples
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
 from kafka.admin import (
     ACL,
+    ACLFilter,
     ACLOperation,
     ACLPermissionType,
     ACLResourcePatternType,
@@ -37,8 +39,10 @@ from kafka.admin import (
 from infra.errors import ServiceFailed
 from kernel.settings import Settings
 
-#: The super user: topic creation, ACLs, the operator's tools.
+#: The super user: topic creation, ACLs.
 ADMIN = "admin"
+#: How long :func:`apply` waits for the broker to enforce the ACLs it created, seconds.
+APPLY_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,15 @@ def apply(admin: KafkaAdminClient, settings: Settings) -> int:
     if result["failed"]:
         acl, error = result["failed"][0]
         raise ServiceFailed(f"creating the ACL {acl} failed: {error}")
+    # The authorizer learns ACLs from the metadata log, a moment after the request returns; once the
+    # last one shows, all do (the log is applied in order).
+    last = wanted[-1]
+    deadline = time.monotonic() + APPLY_TIMEOUT_S
+    while not admin.describe_acls(ACLFilter(last.principal, "*", last.operation, last.permission_type,
+                                            last.resource_pattern))[0]:
+        if time.monotonic() > deadline:
+            raise ServiceFailed(f"the broker did not apply its ACLs within {APPLY_TIMEOUT_S:.0f} s")
+        time.sleep(0.1)
     return len(wanted)
 
 
