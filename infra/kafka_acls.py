@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Literal
 
 from kafka.admin import (
@@ -155,7 +156,10 @@ def markdown_table(settings: Settings) -> str:
     lines = ["| Principal | Service | Topics and groups it may use |", "|---|---|---|",
              f"| `{ADMIN}` | super user: creates topics and ACLs | everything |"]
     for principal, (what, _) in PRINCIPALS.items():
-        grants = "; ".join(f"{', '.join(r.operations)} `{r.name}{'*' if r.prefixed else ''}`"
-                           + (" (group)" if r.resource == "group" else "") for r in rules(principal, settings))
-        lines.append(f"| `{principal}` | {what} | {grants} |")
+        grants = []
+        for (operations, resource), same in groupby(rules(principal, settings), key=lambda r: (r.operations,
+                                                                                            r.resource)):
+            names = ", ".join(f"`{r.name}{'*' if r.prefixed else ''}`" for r in same)
+            grants.append(f"{', '.join(operations)} {names}{' (group)' if resource == 'group' else ''}")
+        lines.append(f"| `{principal}` | {what} | {'; '.join(grants)} |")
     return "\n".join(lines)
