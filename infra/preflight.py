@@ -71,7 +71,7 @@ def refusal(settings: Settings, reason: str) -> str:
     >>> print(refusal(s, "[Error 58] SaslAuthenticationFailed: Authentication failed during authentication"))
     Kafka at 127.0.0.1:19092 refused worker's login ([Error 58] SaslAuthenticationFailed: Authentication failed during authentication); check VITALS_KAFKA_USERNAME and VITALS_KAFKA_PASSWORD
     >>> print(refusal(Settings(), "KafkaConnectionError: Connection at 127.0.0.1:19092 closed"))
-    Kafka at 127.0.0.1:19092 closed the connection (KafkaConnectionError: Connection at 127.0.0.1:19092 closed); a secured broker closes PLAINTEXT clients: set VITALS_KAFKA_SECURITY_PROTOCOL and its credentials
+    Kafka at 127.0.0.1:19092 accepts connections but does not answer as a broker (KafkaConnectionError: Connection at 127.0.0.1:19092 closed); a secured broker closes PLAINTEXT clients: set VITALS_KAFKA_SECURITY_PROTOCOL and its credentials
     """
     where, protocol = f"Kafka at {settings.kafka_bootstrap}", settings.kafka_security_protocol
     if "SaslAuthenticationFailed" in reason or "Authentication failed" in reason:
@@ -80,9 +80,9 @@ def refusal(settings: Settings, reason: str) -> str:
     if "CERTIFICATE_VERIFY_FAILED" in reason:
         return (f"{where} has a certificate this client does not trust ({reason}); check VITALS_KAFKA_CA_FILE "
                 "(and VITALS_KAFKA_CHECK_HOSTNAME)")
-    if protocol == "PLAINTEXT" and "closed" in reason:
-        return (f"{where} closed the connection ({reason}); a secured broker closes PLAINTEXT clients: "
-                "set VITALS_KAFKA_SECURITY_PROTOCOL and its credentials")
+    if protocol == "PLAINTEXT" and "closed" in reason:  # not a broker, or a secured one
+        return (f"{where} accepts connections but does not answer as a broker ({reason}); a secured broker "
+                "closes PLAINTEXT clients: set VITALS_KAFKA_SECURITY_PROTOCOL and its credentials")
     return f"{where} accepts connections but does not answer as a broker ({reason}); check it with " \
            f"`vitalrisk infra status`{'' if protocol == 'PLAINTEXT' else ' and VITALS_KAFKA_SECURITY_PROTOCOL'}"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from itertools import groupby
 from pathlib import Path
@@ -128,15 +127,6 @@ def test_each_principal_may_do_what_its_acls_grant(secure_isolated: Settings) ->
     _read(as_(s, "trainer"), s.features_topic)
 
 
-def _wait(what: str, condition: Callable[[], bool], *, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"{what} did not happen in {timeout_s:.0f} s")
-
-
 def _count(settings: Settings, sql: str) -> int:
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute(sql).fetchone()
@@ -168,11 +158,12 @@ def test_the_pipeline_runs_secured_with_one_principal_per_process(secure_isolate
         alerter = alerting.start_alerter()
         worker = start_worker(as_(settings, "worker"))
         start_trainer(as_(settings, "trainer"))
-        _wait("a snapshot in the registry", lambda: _count(settings, "SELECT count(*) FROM model_registry") >= 1,
-              timeout_s=180)
+        wait_for("a snapshot in the registry", lambda: _count(settings, "SELECT count(*) FROM model_registry"),
+                 timeout_s=180, procs=(pager, alerter), every_s=1.0)
         publish(hours.get(3, []), settings=simulator, producer=producer)
-        _wait("scores by the trained model", lambda: _count(
-            settings, "SELECT count(*) FROM risk_scores WHERE model_name = 'risk-logreg'") > 0)
+        wait_for("scores by the trained model", lambda: _count(
+            settings, "SELECT count(*) FROM risk_scores WHERE model_name = 'risk-logreg'"), timeout_s=120,
+            procs=(pager, alerter), every_s=1.0)
         assert worker.proc.poll() is None
         pages = wait_for("a signed page", lambda: read_jsonl(alerting.record), timeout_s=120, procs=(pager, alerter))
         assert pages[0]["body"]["alerts"], "the pager records only pages whose signature it verified"
