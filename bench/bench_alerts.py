@@ -37,6 +37,7 @@ from kafka import KafkaProducer
 from psycopg import sql
 
 from kernel.events import RiskScore
+from kernel.kafka_security import kafka_python_options
 from kernel.settings import Settings
 from kernel.wire import encode_score
 from infra.kafka import LocalKafka
@@ -137,7 +138,8 @@ def main() -> int:
         with open(logs[1], "wb") as out:
             procs.append(subprocess.Popen([sys.executable, "-m", "stream.alerts", "alerter"], cwd=ROOT, env=env,
                                           stdout=out, stderr=subprocess.STDOUT))
-        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0)
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0,
+                                 **kafka_python_options(settings))
 
         # warm-up: one episode, so the consumer group has formed and every connection is open
         producer.send(settings.scores_topic, key=b"pt-warmup", value=encode_score(score("pt-warmup", 1, 9)))
@@ -191,7 +193,7 @@ def main() -> int:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
         from kafka.admin import KafkaAdminClient
 
-        client = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        client = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_python_options(settings))
         try:
             client.delete_topics([t for t in client.list_topics() if t.startswith(f"b{tag}.")])
         finally:

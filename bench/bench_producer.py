@@ -41,6 +41,7 @@ from infra.processes import port_open
 from simulators.kafka_publisher import BATCH_SIZE_BYTES, LINGER_MS, KafkaSender, make_producer
 from simulators.load import LoadCohort, LoadReport, run_load
 from simulators.run import few_gc_collections
+from kernel.kafka_security import kafka_python_options
 from kernel.settings import Settings
 
 PAYLOAD_SAMPLE = 20_000  # distinct device messages in ProducerPerformance's payload file
@@ -125,7 +126,8 @@ def main() -> int:
 
     tag = uuid.uuid4().hex[:8]
     topics = {step: f"bench-producer-{tag}.{step}" for step in ("unpaced", "paced", "java-random", "java-real")}
-    admin = KafkaAdminClient(bootstrap_servers=base.kafka_bootstrap, client_id="bench-producer")
+    admin = KafkaAdminClient(bootstrap_servers=base.kafka_bootstrap, client_id="bench-producer",
+                             **kafka_python_options(base))
     admin.create_topics([NewTopic(t, num_partitions=base.partitions, replication_factor=1) for t in topics.values()])
     settings = base.model_copy(update={"readings_topic": topics["unpaced"]})
     loads: list[str] = [load_average()]

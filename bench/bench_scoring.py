@@ -40,6 +40,7 @@ from kernel.events import FeatureRow
 from stream.model_scoring import ModelScoring
 from models.scorer import Scorer
 from stream.pipeline import VitalsPipeline
+from kernel.kafka_security import kafka_python_options
 from kernel.settings import Settings
 from kernel.wire import encode_feature_row
 from infra.kafka import LocalKafka
@@ -111,7 +112,7 @@ def kafka_rates(rows: list[FeatureRow], outcomes: list[tuple[int, Outcome]], bas
         "snapshot_every_ms": HOUR_MS})
     LocalKafka(settings).create_topics()
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20,
-                             compression_type="lz4")
+                             compression_type="lz4", **kafka_python_options(settings))
     for row in rows:
         producer.send(settings.features_topic, key=row.patient_id.encode(), value=encode_feature_row(row))
     for _, outcome in outcomes:
@@ -122,7 +123,7 @@ def kafka_rates(rows: list[FeatureRow], outcomes: list[tuple[int, Outcome]], bas
     producer.close()
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                             max_poll_records=1_000)
+                             max_poll_records=1_000, **kafka_python_options(settings))
     tps = [TopicPartition(settings.features_topic, p) for p in consumer.partitions_for_topic(settings.features_topic)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)

@@ -40,6 +40,7 @@ from simulators.kafka_publisher import make_producer, publish
 from sinks.metrics import scrape
 from sinks.migrations import migrate
 from stream.pipeline import VitalsPipeline
+from kernel.kafka_security import aiokafka_options
 from kernel.settings import Settings
 
 
@@ -59,7 +60,7 @@ async def _raw_consume(settings: Settings, expected: int) -> float:
 
     consumer = AIOKafkaConsumer(settings.readings_topic, bootstrap_servers=settings.kafka_bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
-                                group_id=f"bench-raw-{uuid.uuid4().hex[:6]}")
+                                group_id=f"bench-raw-{uuid.uuid4().hex[:6]}", **aiokafka_options(settings))
     await consumer.start()
     count, first = 0, None
     try:

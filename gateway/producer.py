@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 
 from gateway.service import RECEIVED_HEADER, ProduceFailed, Record
 from kernel.errors import first_line
+from kernel.kafka_security import aiokafka_options
 from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class KafkaRecords:
             bootstrap_servers=settings.kafka_bootstrap, client_id="vitalrisk-gateway", acks="all",
             enable_idempotence=True, linger_ms=LINGER_MS, compression_type="lz4", retry_backoff_ms=RETRY_BACKOFF_MS,
             request_timeout_ms=int(self.timeout_s * 1000),
-            max_request_size=max(1_048_576, settings.limit_message_bytes + 65_536))
+            max_request_size=max(1_048_576, settings.limit_message_bytes + 65_536), **aiokafka_options(settings))
 
     async def __aenter__(self) -> KafkaRecords:
         try:

@@ -3,13 +3,23 @@
 The jars are resolved by Maven from ``infra/kafka/pom.xml`` into the local Maven cache; the
 classpath Maven prints is cached under the state folder, keyed by the pom's hash, so later starts
 need neither the network nor Maven.
+
+Secured (``vitalrisk infra start kafka --secure``, docs/security-kafka.md): the client listener is
+SASL_SSL (SCRAM-SHA-512 or -256) with a certificate from a throwaway CA (:mod:`infra.kafka_tls`),
+one SCRAM user per service principal created when the storage is formatted, the KRaft
+``StandardAuthorizer`` and the ACLs of :mod:`infra.kafka_acls`, applied at every start. The
+controller listener, on 127.0.0.1 too, is TLS with client certificates: only the broker's own
+key opens it. Whether a broker is secured is decided when its storage is formatted and kept with
+it (``<state_dir>/kafka/secure/``); the principals' passwords are there, mode 0600.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
+import secrets
 import shutil
 import subprocess
 import sys
@@ -17,8 +27,15 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from kafka.admin import KafkaAdminClient
+
+from pydantic import SecretStr
+
+from infra import kafka_acls
 from infra.errors import ServiceFailed, ToolMissing
+from infra.kafka_tls import BROKER_PRINCIPAL, make_broker_keystore, make_ca
 from infra.processes import port_open, read_pid, spawn, tail, terminate, wait_until
+from kernel.kafka_security import kafka_python_options
 from kernel.settings import Settings
 from kernel.wire import SNAPSHOT_TOPIC
 
@@ -29,6 +46,8 @@ POM = Path(__file__).with_name("kafka") / "pom.xml"
 LOG4J_CONFIG = Path(__file__).with_name("kafka") / "log4j2.properties"
 START_TIMEOUT_S = 90.0
 JVM_HEAP = "-Xmx1g"
+#: The SCRAM mechanisms the secured broker offers; the first is the one its admin client uses.
+SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +76,20 @@ class KafkaPaths:
     def log(self) -> Path:
         return self.root / "broker.log"
 
+    @property
+    def secure(self) -> Path:
+        """The secured broker's TLS stores, CA and principals' passwords (mode 0700)."""
+        return self.root / "secure"
+
+    @property
+    def credentials(self) -> Path:
+        return self.secure / "credentials.json"
+
+    @property
+    def ca(self) -> Path:
+        """The CA's certificate: ``VITALS_KAFKA_CA_FILE`` for the secured broker's clients."""
+        return self.secure / "ca.pem"
+
 
 def bootstrap_address(settings: Settings) -> tuple[str, int]:
     """Host and port of the first bootstrap server.
@@ -71,15 +104,57 @@ def bootstrap_address(settings: Settings) -> tuple[str, int]:
 
 
 class LocalKafka:
-    """Start, stop and inspect the one-node KRaft broker on 127.0.0.1."""
+    """Start, stop and inspect the one-node KRaft broker on 127.0.0.1.
 
-    def __init__(self, settings: Settings) -> None:
+    ``secure=True`` asks for a secured broker when the storage is formatted; a broker already
+    formatted stays as it was made (:attr:`secured` says which).
+    """
+
+    def __init__(self, settings: Settings, *, secure: bool = False) -> None:
         self.settings = settings
+        self.secure = secure
         self.paths = KafkaPaths(settings.state_dir.resolve() / "kafka")
         self.host, self.port = bootstrap_address(settings)
         if self.host not in ("127.0.0.1", "localhost"):
             raise ValueError(f"the local broker listens on 127.0.0.1 only, not {self.host!r}")
         self.controller_port = self.port + 1
+
+    @property
+    def secured(self) -> bool:
+        """Whether the broker's storage was formatted secured (SASL_SSL, SCRAM users, ACLs)."""
+        return self.paths.credentials.exists()
+
+    def credentials(self) -> dict[str, str]:
+        """Each principal's SCRAM password, and the TLS stores' (``"stores"``)."""
+        if not self.secured:
+            raise ServiceFailed(f"the Kafka broker under {self.paths.root} is not secured; start it with "
+                                "`vitalrisk infra start kafka --secure` (after `vitalrisk infra clean kafka`)")
+        loaded: dict[str, str] = json.loads(self.paths.credentials.read_text())
+        return loaded
+
+    def client_settings(self, principal: str = kafka_acls.ADMIN) -> Settings:
+        """``settings`` as ``principal`` on this broker: SASL_SSL, its password, the CA; unchanged if not secured."""
+        if not self.secured:
+            return self.settings
+        if principal not in kafka_acls.PRINCIPALS and principal != kafka_acls.ADMIN:
+            raise ValueError(f"no Kafka principal {principal!r}; the principals are: "
+                             f"{', '.join([kafka_acls.ADMIN, *kafka_acls.PRINCIPALS])}")
+        return self.settings.model_copy(update={
+            "kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": SCRAM_MECHANISMS[0],
+            "kafka_username": principal, "kafka_password": SecretStr(self.credentials()[principal]),
+            "kafka_ca_file": self.paths.ca, "kafka_cert_file": None, "kafka_key_file": None,
+            "kafka_check_hostname": True})
+
+    def client_env(self, principal: str) -> dict[str, str]:
+        """The ``VITALS_KAFKA_*`` variables a process needs to connect as ``principal``."""
+        s = self.client_settings(principal)
+        return {name: value for name, value in s.as_env().items()
+                if name.startswith("VITALS_KAFKA_") and name != "VITALS_KAFKA_BOOTSTRAP"}
+
+    def _admin(self, **options: object) -> KafkaAdminClient:
+        admin_settings = self.client_settings()
+        return KafkaAdminClient(bootstrap_servers=admin_settings.kafka_bootstrap, client_id="vitalrisk-infra",
+                                **options, **kafka_python_options(admin_settings))
 
     def running(self) -> bool:
         return read_pid(self.paths.pid) is not None
@@ -94,8 +169,14 @@ class LocalKafka:
         else:
             self.paths.root.mkdir(parents=True, exist_ok=True)
             classpath = self.classpath()
+            formatted = (self.paths.data / "meta.properties").exists()
+            if self.secure and formatted and not self.secured:
+                raise ServiceFailed(f"the Kafka storage under {self.paths.root} was formatted without --secure; "
+                                    "delete it with `vitalrisk infra clean kafka` to start a secured broker")
+            if self.secure and not formatted:
+                self._make_secrets()
             self._write_config()
-            if not (self.paths.data / "meta.properties").exists():
+            if not formatted:
                 self._format(classpath)
             java = _require("java")
             argv = [java, JVM_HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true",
@@ -104,8 +185,11 @@ class LocalKafka:
             spawn(argv, log_file=self.paths.log, pid_file=self.paths.pid)
             wait_until(self._serves_metadata, timeout_s=START_TIMEOUT_S, what=f"Kafka {KAFKA_VERSION}",
                        log_file=self.paths.log, pid_file=self.paths.pid)
-            logger.info("kafka %s started on 127.0.0.1:%d", KAFKA_VERSION, self.port)
+            logger.info("kafka %s started on 127.0.0.1:%d%s", KAFKA_VERSION, self.port,
+                        " (SASL_SSL, ACLs)" if self.secured else "")
         self.create_topics()
+        if self.secured:
+            self.apply_acls()
 
     def stop(self) -> bool:
         return terminate(self.paths.pid, name="kafka")
@@ -119,10 +203,20 @@ class LocalKafka:
         if self.running():
             raise ServiceFailed("kafka is running; stop it before discarding its storage")
         shutil.rmtree(self.paths.data, ignore_errors=True)
+        shutil.rmtree(self.paths.secure, ignore_errors=True)  # its SCRAM users were in the storage
 
     def status(self) -> str:
         state = "healthy" if self.healthy() else ("starting" if self.running() else "stopped")
-        return f"kafka {KAFKA_VERSION} on 127.0.0.1:{self.port}: {state}"
+        secured = " (SASL_SSL + ACLs; `vitalrisk infra credentials kafka --principal NAME`)" if self.secured else ""
+        return f"kafka {KAFKA_VERSION} on 127.0.0.1:{self.port}{secured}: {state}"
+
+    def apply_acls(self, settings: Settings | None = None) -> int:
+        """Create every principal's ACLs for the topics ``settings`` (default: the broker's) name."""
+        admin = self._admin()
+        try:
+            return kafka_acls.apply(admin, settings or self.settings)
+        finally:
+            admin.close()
 
     def create_topics(self) -> None:
         """Create the pipeline's topics with ``settings.partitions`` partitions; existing ones stay.
@@ -132,11 +226,11 @@ class LocalKafka:
         each record with the broker's time (``LogAppendTime``): the worker bounds event time by
         it, so a sender cannot move a watermark ahead by forging its record time.
         """
-        from kafka.admin import KafkaAdminClient, NewTopic
+        from kafka.admin import NewTopic
         from kafka.errors import TopicAlreadyExistsError
 
         s = self.settings
-        admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="vitalrisk-infra")
+        admin = self._admin()
         try:
             existing = set(admin.list_topics())
             wanted = [s.readings_topic, s.deadletter_topic, s.outcomes_topic, s.scores_topic, s.features_topic]
@@ -159,12 +253,10 @@ class LocalKafka:
     def _serves_metadata(self) -> bool:
         if not port_open("127.0.0.1", self.port):
             return False
-        from kafka.admin import KafkaAdminClient
         from kafka.errors import KafkaError
 
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
-                                     request_timeout_ms=3000, client_id="vitalrisk-infra")
+            admin = self._admin(request_timeout_ms=3000)
         except KafkaError:
             return False
         try:
@@ -196,18 +288,57 @@ class LocalKafka:
         stamp.write_text(digest)
         return cached.read_text().strip()
 
+    def _make_secrets(self) -> None:
+        """A CA, the broker's keystore and truststore, and a password per principal, under ``secure/``."""
+        shutil.rmtree(self.paths.secure, ignore_errors=True)
+        logger.info("making a throwaway CA, the broker's certificate and the principals' passwords")
+        ca = make_ca(self.paths.secure)
+        stores = make_broker_keystore(ca, self.paths.secure)
+        passwords = {name: secrets.token_urlsafe(24) for name in (kafka_acls.ADMIN, *kafka_acls.PRINCIPALS)}
+        passwords["stores"] = stores.password
+        self.paths.credentials.touch(mode=0o600)
+        self.paths.credentials.write_text(json.dumps(passwords, indent=1) + "\n")
+
+    def _security_config(self) -> dict[str, str]:
+        """The listeners of a plaintext broker, or of a secured one with its TLS, SASL and authorizer."""
+        p, c = self.port, self.controller_port
+        if not self.secured:
+            return {"listeners": f"PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
+                    "advertised.listeners": f"PLAINTEXT://127.0.0.1:{p}",
+                    "inter.broker.listener.name": "PLAINTEXT",
+                    "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"}
+        passwords = self.credentials()
+        secure, store = self.paths.secure, passwords["stores"]
+        login = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{kafka_acls.ADMIN}" '
+                 f'password="{passwords[kafka_acls.ADMIN]}";')
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{p}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISMS[0],
+            **{f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": login for m in SCRAM_MECHANISMS},
+            "ssl.keystore.type": "PKCS12", "ssl.keystore.location": str(secure / "broker.p12"),
+            "ssl.keystore.password": store, "ssl.key.password": store,
+            "ssl.truststore.type": "PKCS12", "ssl.truststore.location": str(secure / "truststore.p12"),
+            "ssl.truststore.password": store,
+            "ssl.client.auth": "none",
+            # the controller listener: TLS, and only a client holding the broker's key gets in
+            "listener.name.controller.ssl.client.auth": "required",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{kafka_acls.ADMIN};{BROKER_PRINCIPAL}",
+            "allow.everyone.if.no.acl.found": "false",
+            "auto.create.topics.enable": "false",
+        }
+
     def _write_config(self) -> None:
-        p = self.port
         c = self.controller_port
         lines = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{c}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{p}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.paths.data),
             "num.partitions": str(self.settings.partitions),
             "offsets.topic.replication.factor": "1",
@@ -222,14 +353,22 @@ class LocalKafka:
             # retention would delete them while they are being read. Keep data by size only.
             "log.retention.ms": "-1",
             "log.retention.bytes": str(2 * 1024**3),
+            **self._security_config(),
         }
+        self.paths.config.touch(mode=0o600)  # a secured broker's holds the admin's and the stores' passwords
+        self.paths.config.chmod(0o600)
         self.paths.config.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
 
     def _format(self, classpath: str) -> None:
+        # `=` joins the id to its option: an id may start with "-", which would read as an option
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         argv = [_require("java"), f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", classpath,
-                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.paths.config),
+                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.paths.config),
                 "--ignore-formatted"]
+        if self.secured:  # SCRAM users are metadata: a KRaft broker gets its first ones at format time
+            argv += [arg for name, password in self.credentials().items() if name != "stores"
+                     for mechanism in SCRAM_MECHANISMS
+                     for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:
             raise ServiceFailed(f"formatting Kafka storage failed:\n{done.stdout}{done.stderr}")

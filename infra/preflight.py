@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from psycopg.conninfo import conninfo_to_dict
 
 from kernel.errors import ServiceUnavailable, first_line, listen_failed
+from kernel.kafka_security import aiokafka_options
 from kernel.settings import Settings, kafka_servers
 
 #: How long one TCP connection attempt to a broker may take, seconds.
@@ -39,7 +40,9 @@ def require_kafka(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S) -
 
     Two steps: a TCP connection (fast, and its failure has a plain reason such as "Connection
     refused"), then aiokafka's bootstrap, the metadata request Faust itself starts with, so that
-    something on the port that is not a working broker fails here too.
+    something on the port that is not a working broker fails here too. The bootstrap speaks the
+    configured security protocol, so a wrong password, an untrusted certificate or a plaintext
+    client at a secured broker fails here, with the reason and the setting to check.
 
     Raises
     ------
@@ -56,25 +59,69 @@ def require_kafka(settings: Settings, *, timeout_s: float = CONNECT_TIMEOUT_S) -
     else:
         raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} is not reachable ({'; '.join(reasons)}); "
                                  "start it with `vitalrisk infra start kafka` or set VITALS_KAFKA_BOOTSTRAP")
+    refusals: list[str] = []
     try:
-        asyncio.run(asyncio.wait_for(_bootstrap(settings.kafka_bootstrap, timeout_s), timeout=2 * timeout_s))
+        asyncio.run(asyncio.wait_for(_bootstrap(settings, timeout_s, refusals), timeout=2 * timeout_s))
     except (KafkaError, TimeoutError) as exc:
-        raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} accepts connections but does not answer as a "
-                                 f"broker ({first_line(exc)}); check it with `vitalrisk infra status`") from None
+        raise ServiceUnavailable(refusal(settings, refusals[-1] if refusals else first_line(exc))) from None
 
 
-async def _bootstrap(bootstrap: str, timeout_s: float) -> None:
-    """One metadata request, as Faust's first; aiokafka's own error log is muted, the error says it all."""
+def refusal(settings: Settings, reason: str) -> str:
+    """The one line for a broker that took the connection but not the client, with the setting to check.
+
+    >>> s = Settings(kafka_security_protocol="SASL_SSL", kafka_username="worker", kafka_password="pw")
+    >>> print(refusal(s, "[Error 58] SaslAuthenticationFailed: Authentication failed during authentication"))
+    Kafka at 127.0.0.1:19092 refused worker's login ([Error 58] SaslAuthenticationFailed: Authentication failed during authentication); check VITALS_KAFKA_USERNAME and VITALS_KAFKA_PASSWORD
+    >>> print(refusal(Settings(), "KafkaConnectionError: Connection at 127.0.0.1:19092 closed"))
+    Kafka at 127.0.0.1:19092 accepts connections but does not answer as a broker (KafkaConnectionError: Connection at 127.0.0.1:19092 closed); a secured broker closes PLAINTEXT clients: set VITALS_KAFKA_SECURITY_PROTOCOL and its credentials
+    """
+    where, protocol = f"Kafka at {settings.kafka_bootstrap}", settings.kafka_security_protocol
+    if "SaslAuthenticationFailed" in reason or "Authentication failed" in reason:
+        return (f"{where} refused {settings.kafka_username}'s login ({reason}); "
+                "check VITALS_KAFKA_USERNAME and VITALS_KAFKA_PASSWORD")
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        return (f"{where} has a certificate this client does not trust ({reason}); check VITALS_KAFKA_CA_FILE "
+                "(and VITALS_KAFKA_CHECK_HOSTNAME)")
+    if protocol == "PLAINTEXT" and "closed" in reason:  # not a broker, or a secured one
+        return (f"{where} accepts connections but does not answer as a broker ({reason}); a secured broker "
+                "closes PLAINTEXT clients: set VITALS_KAFKA_SECURITY_PROTOCOL and its credentials")
+    return f"{where} accepts connections but does not answer as a broker ({reason}); check it with " \
+           f"`vitalrisk infra status`{'' if protocol == 'PLAINTEXT' else ' and VITALS_KAFKA_SECURITY_PROTOCOL'}"
+
+
+class _Reasons(logging.Handler):
+    """Keeps the reason of each connection aiokafka logs as failed (its exception only says "Unable to bootstrap")."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(logging.ERROR)
+        self.reasons = reasons
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = _AIOKAFKA_WHERE.sub("", record.getMessage().splitlines()[0])
+        self.reasons.append(_SSL_SOURCE.sub("", message).strip())
+
+
+_AIOKAFKA_WHERE = re.compile(r'^Unable connect to "[^"]*": ')
+_SSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
+
+
+async def _bootstrap(settings: Settings, timeout_s: float, reasons: list[str]) -> None:
+    """One metadata request, as Faust's first; aiokafka's error log goes to ``reasons``, not the console."""
     library_log = logging.getLogger("aiokafka")
-    level = library_log.level
-    library_log.setLevel(logging.CRITICAL)
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                            client_id="vitalrisk-check")
+    level, propagate = library_log.level, library_log.propagate
+    handler = _Reasons(reasons)
+    library_log.setLevel(logging.ERROR)
+    library_log.propagate = False
+    library_log.addHandler(handler)
+    client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                            client_id="vitalrisk-check", **aiokafka_options(settings))
     try:
         await client.bootstrap()
     finally:
         await client.close()
+        library_log.removeHandler(handler)
         library_log.setLevel(level)
+        library_log.propagate = propagate
 
 
 def require_database(url: str, *, setting: str = "VITALS_DATABASE_URL",

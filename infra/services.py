@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Callable
+from typing import TypeVar
+
 from infra.kafka import LocalKafka
 from infra.postgres import LocalPostgres
+from infra.preflight import require_database, require_kafka
 from infra.processes import port_open
 from kernel.errors import ConfigurationError, PortInUse
 from kernel.settings import Settings
 
+Local = TypeVar("Local", LocalKafka, LocalPostgres)
 
-def run_infra(settings: Settings, action: str, service: str, *, secure: bool = False) -> int:
+
+def run_infra(settings: Settings, action: str, service: str, *, secure: bool = False,
+              principal: str | None = None) -> int:
     """Apply ``action`` to ``service`` ("kafka", "postgres" or "all"); print each one's status.
 
     ``secure`` starts PostgreSQL with TLS and SCRAM passwords (:class:`~infra.postgres.LocalPostgres`);
     without it ``start`` starts it plain, and the other actions take it as it was started.
 
     ``clean`` stops the service and deletes its data (for PostgreSQL run as root from a private
-    folder, that includes the data folder kept under ``/var/tmp``).
+    folder, that includes the data folder kept under ``/var/tmp``). ``secure`` asks ``start`` for
+    a secured Kafka broker (SASL_SSL, ACLs) when it formats the broker's storage.
+    ``credentials`` prints, as shell ``export`` lines, the ``VITALS_KAFKA_*`` variables that
+    connect to the secured broker as ``principal``. ``check`` connects as this process's settings
+    say (any broker, local or not, secured or not), as every command does before it starts work.
 
     Raises
     ------
@@ -28,12 +40,28 @@ def run_infra(settings: Settings, action: str, service: str, *, secure: bool = F
     ServiceFailed, ToolMissing
         If the service did not start, or a program it needs is not installed.
     """
+    if action == "check":
+        if service in ("kafka", "all"):
+            require_kafka(settings)
+            who = f" as {settings.kafka_username}" if settings.kafka_username else ""
+            print(f"kafka at {settings.kafka_bootstrap}: answers ({settings.kafka_security_protocol}{who})")
+        if service in ("postgres", "all"):
+            require_database(settings.database_url)
+            print("postgres: answers")
+        return 0
+    if action == "credentials":
+        if service != "kafka" or principal is None:
+            raise ConfigurationError("`vitalrisk infra credentials` needs kafka and --principal NAME")
+        kafka = _local(lambda: LocalKafka(settings), "VITALS_KAFKA_BOOTSTRAP")
+        for name, value in kafka.client_env(principal).items():
+            print(f"export {name}={shlex.quote(value)}")
+        return 0
     chosen: list[LocalKafka | LocalPostgres] = []
     if service in ("postgres", "all"):
         secure_postgres = True if secure else (False if action == "start" else None)
-        chosen.append(_local(LocalPostgres, settings, "VITALS_DATABASE_URL", secure=secure_postgres))
+        chosen.append(_local(lambda: LocalPostgres(settings, secure=secure_postgres), "VITALS_DATABASE_URL"))
     if service in ("kafka", "all"):
-        chosen.append(_local(LocalKafka, settings, "VITALS_KAFKA_BOOTSTRAP"))
+        chosen.append(_local(lambda: LocalKafka(settings, secure=secure), "VITALS_KAFKA_BOOTSTRAP"))
     for svc in chosen:
         if action == "start":
             if not svc.running():
@@ -47,11 +75,10 @@ def run_infra(settings: Settings, action: str, service: str, *, secure: bool = F
     return 0
 
 
-def _local(kind: type[LocalKafka | LocalPostgres], settings: Settings, setting: str, **options: bool | None
-           ) -> LocalKafka | LocalPostgres:
-    """The local service manager ``kind`` for ``settings``; a remote address is a bad setting."""
+def _local(make: Callable[[], Local], setting: str) -> Local:
+    """The local service manager ``make`` builds; a remote address is a bad setting."""
     try:
-        return kind(settings, **options)
+        return make()
     except ValueError as exc:  # the address is not 127.0.0.1
         raise ConfigurationError(f"{exc}; `vitalrisk infra` manages the local services only: point {setting} "
                                  "at 127.0.0.1") from None

@@ -14,8 +14,8 @@ the alert engine, the alert store and the webhook sender, are here (``AlertError
      ├── PortInUse          a port a service would listen on is taken by another process
      ├── ProcessDied        a process the command started (the demo's worker) exited
      └── AlertError         the alerting's errors (engine, store, webhooks, API)
-          ├── InvalidPolicy, InvalidRequest, UnknownAlert   (exit status 2)
-          └── AlertNotFiring, AlertStoreUnavailable, AlertDeliveryFailed, SignatureInvalid
+          ├── InvalidPolicy, InvalidRequest, UnknownAlert, UnknownSilence   (exit status 2)
+          └── AlertNotFiring, SilenceEnded, AlertStoreUnavailable, AlertDeliveryFailed, SignatureInvalid
 
 Each class carries the ``vitalrisk`` command's exit status for it (:attr:`VitalsError.exit_status`):
 2 when what the user typed or configured must change, 1 when something outside must (a service

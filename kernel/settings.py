@@ -1,7 +1,10 @@
 """One typed settings object, read from the environment once and passed down.
 
 Every variable carries the ``VITALS_`` prefix (``VITALS_KAFKA_BOOTSTRAP``,
-``VITALS_DATABASE_URL``, ...). Nothing else in the code base reads ``os.environ``.
+``VITALS_DATABASE_URL``, ...). Nothing else in the code base reads ``os.environ``. A ``VITALS_*``
+variable that is no setting is an error, not silently ignored (a typo would otherwise leave a
+default in force, such as a broker spoken to in plaintext); the test harness's ``VITALS_TEST_*``
+and the few :data:`NOT_SETTINGS` that other programs read are exempt.
 
 Examples
 --------
@@ -14,12 +17,15 @@ Examples
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal, Self
 from urllib.parse import quote
 
-from pydantic import Field, FilePath, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernel.errors import first_line
@@ -180,11 +186,57 @@ def redact_url(url: str) -> str:
 #: The settings that hold a libpq URL, and so maybe a password.
 _DATABASE_URLS = ("database_url", "admin_database_url", "gateway_database_url")
 
+#: ``VITALS_*`` variables that are not settings but are read by other programs: the test suite
+#: (``VITALS_TEST_*`` too, by prefix), the TimescaleDB build script, and docker-compose's database
+#: init script, Grafana and the pager (``--grafana-token-env``) in their containers. A user who
+#: keeps compose's ``.env`` in the shell may run ``vitalrisk`` with them set.
+NOT_SETTINGS = frozenset({
+    "VITALS_KEEP_TEST_SERVICES", "VITALS_SLOW_TESTS",
+    "VITALS_BUILD_DIR", "VITALS_TIMESCALEDB_SOURCE",
+    "VITALS_OWNER_PASSWORD", "VITALS_WRITER_PASSWORD", "VITALS_READER_PASSWORD", "VITALS_GATEWAY_PASSWORD",
+    "VITALS_WORKER_PASSWORD", "VITALS_TRAINER_PASSWORD", "VITALS_ALERTER_PASSWORD",
+    "VITALS_PG_HOST", "VITALS_PG_DATABASE", "VITALS_PG_READER", "VITALS_PROMETHEUS_URL",
+    "VITALS_GRAFANA_DASHBOARDS_DIR", "VITALS_PAGER_GRAFANA_TOKEN",
+})
+#: Prefix of the test harness's own variables (tests/conftest.py), never settings.
+TEST_PREFIX = "VITALS_TEST_"
+
+#: Kafka security protocols, as every client library names them.
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"]
+#: SASL mechanisms with a username and password.
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+
+
+def unknown_variables(environ: dict[str, str] | os._Environ[str], known: set[str] | frozenset[str]) -> list[str]:
+    """Each ``VITALS_*`` name in ``environ`` that is neither in ``known`` nor exempt, with a close match.
+
+    Names are compared upper-cased, as the settings read them. ``NOT_SETTINGS`` is the one list of
+    exemptions: tests/kernel/test_settings.py checks that the repository names no other.
+
+    Examples
+    --------
+    >>> unknown_variables({"vitals_partiton": "3", "VITALS_TEST_KAFKA_PORT": "1", "HOME": "/"},
+    ...                   {"VITALS_PARTITIONS"})
+    ['vitals_partiton (did you mean VITALS_PARTITIONS?)']
+    >>> unknown_variables({"VITALS_SLOW_TESTS": "1", "vitals_partitions": "3"}, {"VITALS_PARTITIONS"})
+    []
+    """
+    unknown = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("VITALS_") or upper in known or upper in NOT_SETTINGS or upper.startswith(TEST_PREFIX):
+            continue
+        close = difflib.get_close_matches(upper.removeprefix("VITALS_"), [k.removeprefix("VITALS_") for k in known],
+                                          n=1, cutoff=0.8)
+        unknown.append(f"{name} (did you mean VITALS_{close[0]}?)" if close else name)
+    return unknown
+
 
 class Settings(BaseSettings):
     """Immutable configuration of every vitalrisk process."""
 
-    model_config = SettingsConfigDict(env_prefix="VITALS_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VITALS_", frozen=True, extra="forbid",
+                                      hide_input_in_errors=True)  # an input may be a password
 
     state_dir: Path = Field(Path(".local"), description="local services' data and logs (git-ignored)")
 
@@ -199,6 +251,25 @@ class Settings(BaseSettings):
     snapshots_topic: str = Field("models.snapshots", description="compacted topic of signed model snapshots")
     patients_topic: str = Field("vitals.patients",
                                 description="compacted topic of patients' subgroups and enrolment diagnoses")
+
+    # Kafka security (docs/configuration.md, "Kafka security"); kernel.kafka_security turns these into
+    # each client library's options
+    kafka_security_protocol: KafkaProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_SSL (TLS + SASL) or SASL_PLAINTEXT (SASL, no TLS)"
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        "SCRAM-SHA-512", description="SASL mechanism: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"
+    )
+    kafka_username: str | None = Field(None, description="SASL username: this process's Kafka principal")
+    kafka_password: SecretStr | None = Field(None, description="SASL password of kafka_username")
+    kafka_ca_file: Path | None = Field(
+        None, description="PEM file of the CA(s) the broker's certificate must chain to; unset: the system's"
+    )
+    kafka_cert_file: Path | None = Field(None, description="PEM client certificate, for brokers that ask for one")
+    kafka_key_file: Path | None = Field(None, description="PEM private key of kafka_cert_file")
+    kafka_check_hostname: bool = Field(
+        True, description="TLS: the broker's certificate must name the host connected to"
+    )
 
     # Faust worker
     app_id: str = Field("vitalrisk", description="Faust application id: consumer group and table prefix")
@@ -385,6 +456,40 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {MIN_API_TOKEN_CHARS} characters, e.g. the output of "
                              "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
         return value
+
+    @field_validator("kafka_ca_file", "kafka_cert_file", "kafka_key_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("no such file")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, data: object) -> object:
+        # pydantic-settings' environment source drops unknown names even with extra="forbid"
+        unknown = unknown_variables(os.environ, {f"VITALS_{name.upper()}" for name in cls.model_fields})
+        if unknown:
+            raise ValueError(f"unknown variable{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                             "not a vitalrisk setting (docs/configuration.md lists them); unset it")
+        return data
+
+    @model_validator(mode="after")
+    def _kafka_security_fits(self) -> Self:
+        protocol = self.kafka_security_protocol
+        sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
+        given = f"VITALS_KAFKA_SECURITY_PROTOCOL={protocol}"
+        if sasl and (self.kafka_username is None or self.kafka_password is None):
+            raise ValueError(f"{given} needs VITALS_KAFKA_USERNAME and VITALS_KAFKA_PASSWORD")
+        if not sasl and (self.kafka_username is not None or self.kafka_password is not None):
+            raise ValueError(f"{given} sends no username or password; unset VITALS_KAFKA_USERNAME and "
+                             "VITALS_KAFKA_PASSWORD or use SASL_SSL")
+        files = [name for name in ("kafka_ca_file", "kafka_cert_file", "kafka_key_file") if getattr(self, name)]
+        if files and not tls:
+            raise ValueError(f"{given} uses no TLS; unset VITALS_{files[0].upper()} or use SSL or SASL_SSL")
+        if self.kafka_key_file is not None and self.kafka_cert_file is None:
+            raise ValueError("VITALS_KAFKA_KEY_FILE needs VITALS_KAFKA_CERT_FILE, the certificate it is the key of")
+        return self
 
     @field_validator(*_DATABASE_URLS)
     @classmethod

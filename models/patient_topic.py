@@ -17,6 +17,7 @@ from typing import Any
 
 from models.patient_context import PatientContext
 from kernel.errors import InvalidMessage
+from kernel.kafka_security import aiokafka_options, kafka_python_options
 from kernel.settings import Settings
 from kernel.limits import valid_id
 from kernel.wire import PatientRecord, decode_patient
@@ -49,7 +50,7 @@ def topic_partitions(settings: Settings) -> list[int]:
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                             client_id="vitalrisk-patients")
+                             client_id="vitalrisk-patients", **kafka_python_options(settings))
     try:
         return sorted(consumer.partitions_for_topic(settings.patients_topic) or ())
     finally:
@@ -65,7 +66,7 @@ def read_patients(settings: Settings, context: PatientContext, *, timeout_s: flo
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                             client_id="vitalrisk-patients")
+                             client_id="vitalrisk-patients", **kafka_python_options(settings))
     try:
         partitions = consumer.partitions_for_topic(settings.patients_topic) or set()
         if not partitions:
@@ -109,7 +110,7 @@ class PatientFeed:
                 await asyncio.sleep(5.0)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
-                                    client_id="vitalrisk-patient-feed")
+                                    client_id="vitalrisk-patient-feed", **aiokafka_options(self.settings))
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in partitions]

@@ -20,6 +20,7 @@ from typing import Any
 
 from models.errors import SnapshotRejected
 from models.snapshots import Snapshot, signing_key
+from kernel.kafka_security import aiokafka_options, kafka_python_options
 from kernel.settings import Settings
 from kernel.wire import SNAPSHOT_TOPIC
 
@@ -43,7 +44,8 @@ def ensure_topic(settings: Settings) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="vitalrisk-snapshots")
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="vitalrisk-snapshots",
+                             **kafka_python_options(settings))
     try:
         if settings.snapshots_topic not in set(admin.list_topics()):
             try:
@@ -78,7 +80,7 @@ def read_latest(settings: Settings, name: str, *, timeout_s: float = 30.0) -> tu
     tp = TopicPartition(settings.snapshots_topic, 0)
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
                              client_id="vitalrisk-snapshots", fetch_max_bytes=MAX_SNAPSHOT_BYTES,
-                             max_partition_fetch_bytes=MAX_SNAPSHOT_BYTES)
+                             max_partition_fetch_bytes=MAX_SNAPSHOT_BYTES, **kafka_python_options(settings))
     try:
         consumer.assign([tp])
         consumer.seek_to_beginning(tp)
@@ -122,7 +124,8 @@ class SnapshotFeed:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
                                     enable_auto_commit=False, client_id="vitalrisk-snapshot-feed",
                                     fetch_max_bytes=MAX_SNAPSHOT_BYTES,
-                                    max_partition_fetch_bytes=MAX_SNAPSHOT_BYTES)
+                                    max_partition_fetch_bytes=MAX_SNAPSHOT_BYTES,
+                                    **aiokafka_options(self.settings))
         await consumer.start()
         try:
             consumer.assign([tp])

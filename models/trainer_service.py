@@ -44,6 +44,7 @@ from sinks.timescale import write_ops_events, write_outcomes
 from kernel.errors import InvalidMessage, ServiceUnavailable, VitalsError, first_line
 from kernel.events import FeatureRow, OpsEvent
 from infra.preflight import require_database, require_kafka
+from kernel.kafka_security import kafka_python_options
 from kernel.settings import TRAINER_ROLE, Settings
 from models.patient_context import parse_inputs
 from models.patient_topic import apply_records
@@ -111,9 +112,11 @@ class TrainerService:
         else:
             logger.info("no snapshot of %s yet: starting a fresh %s model", self.name, s.model)
         self.consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                                      client_id=f"vitalrisk-trainer-{self.name}", max_poll_records=1_000)
+                                      client_id=f"vitalrisk-trainer-{self.name}", max_poll_records=1_000,
+                                      **kafka_python_options(s))
         self.producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all",
-                                      max_request_size=MAX_SNAPSHOT_BYTES, client_id=f"vitalrisk-trainer-{self.name}")
+                                      max_request_size=MAX_SNAPSHOT_BYTES, client_id=f"vitalrisk-trainer-{self.name}",
+                                      **kafka_python_options(s))
         features = [TopicPartition(s.features_topic, p) for p in self._partitions(s.features_topic)]
         outcomes = [TopicPartition(s.outcomes_topic, p) for p in self._partitions(s.outcomes_topic)]
         patients = [TopicPartition(s.patients_topic, p) for p in self._partitions(s.patients_topic, required=False)]

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from kernel.errors import ServiceUnavailable
 from infra.preflight import require_kafka
+from kernel.kafka_security import kafka_python_options
 from kernel.settings import Settings
 from kernel.wire import encode_patient
 from models.fairness import patient_record
@@ -86,7 +87,7 @@ def make_producer(settings: Settings, *, compression: str | None = "lz4") -> Any
         return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all",
                              linger_ms=LINGER_MS, batch_size=BATCH_SIZE_BYTES, compression_type=compression,
                              max_request_size=4 * 1024 * 1024,
-                             retries=5, client_id="vitalrisk-simulator")
+                             retries=5, client_id="vitalrisk-simulator", **kafka_python_options(settings))
     except KafkaError as exc:  # kafka-python 3: KafkaTimeoutError "Unable to bootstrap"
         raise BrokerUnavailable(f"no Kafka broker answers at {settings.kafka_bootstrap} ({exc}); "
                                 "start one with: vitalrisk infra start kafka") from None

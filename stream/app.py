@@ -46,6 +46,7 @@ from stream.ledger import AckLedger
 from stream.model_scoring import ModelScoring
 from stream.skipped import IntakeEvent, OrderedIntake, ordered_intake
 from stream.pipeline import StepResult, VitalsPipeline
+from kernel.kafka_security import faust_credentials
 from kernel.settings import Settings
 from kernel.wire import encode_feature_row, encode_score, encode_window
 
@@ -451,6 +452,7 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=1,

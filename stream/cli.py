@@ -24,6 +24,7 @@ from kernel.limits import ID_PATTERN, valid_id
 from kernel.settings import Settings, check_database_url
 from gateway.app import run_gateway
 from gateway.enrolment import run_devices
+from infra.kafka_acls import ADMIN, PRINCIPALS
 from infra.postgres import LocalPostgres
 from infra.preflight import require_database
 from infra.services import run_infra
@@ -105,11 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     infra = sub.add_parser("infra", help="start, stop, inspect or delete the local Kafka and PostgreSQL")
-    infra.add_argument("action", choices=["start", "stop", "status", "clean"],
-                       help="clean: stop and delete the service's data")
+    infra.add_argument("action", choices=["start", "stop", "status", "clean", "check", "credentials"],
+                       help="clean: stop and delete the service's data; check: connect with this process's "
+                       "settings; credentials (kafka): print the VITALS_KAFKA_* variables of --principal")
     infra.add_argument("service", nargs="?", choices=["kafka", "postgres", "all"], default="all")
     infra.add_argument("--secure", action="store_true",
-                       help="start: PostgreSQL serves TLS only, with SCRAM passwords (a throwaway CA; see docs/storage.md)")
+                       help="start: a secured Kafka broker (SASL_SSL, SCRAM users, ACLs) when its storage is new; "
+                            "PostgreSQL serving TLS only, with SCRAM passwords (throwaway CAs; docs/security-kafka.md, "
+                            "docs/storage.md)")
+    infra.add_argument("--principal", choices=[ADMIN, *PRINCIPALS], default=None,
+                       help="credentials: the Kafka principal (service) whose variables to print")
 
     migrate = sub.add_parser("migrate", help="apply database migrations (as the schema owner)")
     migrate.add_argument("--url", type=_database_url, help="owner URL; default VITALS_ADMIN_DATABASE_URL, or the local cluster's")
@@ -251,6 +257,8 @@ def bad_settings_line(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     names = [str(error["loc"][0]) if error["loc"] else "" for error in errors]
     first, name = errors[0], names[0]
+    if not name:  # a rule across settings (or an unknown variable): the rule names them, no value shown
+        return "bad settings: " + str(first["msg"]).removeprefix("Value error, ")
     field = Settings.model_fields.get(name)
     secret = name in _UNSHOWN_SETTINGS or (field is not None and SecretStr in (field.annotation,
                                                                                 *get_args(field.annotation)))
@@ -300,7 +308,7 @@ def _owner_url(given: str | None, settings: Settings) -> str:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "infra":
-        return run_infra(settings, args.action, args.service, secure=args.secure)
+        return run_infra(settings, args.action, args.service, secure=args.secure, principal=args.principal)
     if args.command == "migrate":
         url = _owner_url(args.url, settings)
         applied = migrate(url, policies=SinkPolicies.from_settings(settings), timescale=settings.sink_timescale)

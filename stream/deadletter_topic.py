@@ -26,6 +26,7 @@ from kafka.errors import KafkaError
 
 from infra.preflight import require_kafka
 from kernel.errors import VitalsError
+from kernel.kafka_security import kafka_python_options
 from kernel.settings import Settings
 from stream.deadletters import DeadLetterRecord, iso, replayed_headers, summarise
 
@@ -78,7 +79,7 @@ def read_all(settings: Settings) -> list[DeadLetterRecord]:
     try:
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                  enable_auto_commit=False, request_timeout_ms=TIMEOUT_MS + 1,
-                                 client_id="vitalrisk-deadletters")
+                                 client_id="vitalrisk-deadletters", **kafka_python_options(settings))
     except KafkaError as exc:
         raise DeadLettersUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
     try:
@@ -124,7 +125,7 @@ def replay(settings: Settings, records: list[DeadLetterRecord], every: list[Dead
     try:
         producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                  request_timeout_ms=TIMEOUT_MS, max_block_ms=TIMEOUT_MS,
-                                 client_id="vitalrisk-deadletters")
+                                 client_id="vitalrisk-deadletters", **kafka_python_options(settings))
     except KafkaError as exc:
         raise DeadLettersUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
     try:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stream.offsets import OffsetSequencer
+from kernel.kafka_security import aiokafka_options
 from kernel.settings import Settings
 
 if TYPE_CHECKING:  # Faust is imported where an app is built: the CLI's other commands stay light
@@ -100,7 +101,8 @@ class SkippedRecords:
 
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
-                                              enable_auto_commit=False, client_id=f"{self.settings.app_id}-refetch")
+                                              enable_auto_commit=False, client_id=f"{self.settings.app_id}-refetch",
+                                              **aiokafka_options(self.settings))
             await self._consumer.start()
         tp = TopicPartition(topic, partition)
         self._consumer.assign([tp])

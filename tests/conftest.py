@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import psycopg
 import pytest
@@ -29,12 +29,19 @@ from infra.processes import child_env, free_port
 from sinks.metrics import scrape
 from kernel.settings import DEPRECATED_WRITER_ROLE, TRAINER_ROLE, WORKER_ROLE, Settings, role_url
 
+if TYPE_CHECKING:
+    from infra.kafka import LocalKafka
+
 ROOT = Path(__file__).resolve().parent.parent
 # Apart from the demo's ports; overridable so two checkouts can run their suites side by side.
 TEST_KAFKA = f"127.0.0.1:{os.environ.get('VITALS_TEST_KAFKA_PORT', '29092')}"
 TEST_PG_PORT = int(os.environ.get("VITALS_TEST_PG_PORT", "25432"))
 #: The secured (TLS + SCRAM) cluster of the TLS tests: a second one, on its own port and state folder.
 TEST_PG_TLS_PORT = int(os.environ.get("VITALS_TEST_PG_TLS_PORT", str(TEST_PG_PORT + 1)))
+# The secured broker (SASL_SSL + ACLs) of the security tests: its own port, after the plain broker's
+# and its controller's (docs/testing.md).
+TEST_SECURE_KAFKA = "127.0.0.1:" + os.environ.get("VITALS_TEST_SECURE_KAFKA_PORT",
+                                                   str(int(TEST_KAFKA.rpartition(":")[2]) + 2))
 
 
 def timescale_usable(admin_url: str) -> bool:
@@ -128,6 +135,41 @@ def secured_postgres() -> Iterator[LocalPostgres]:
     yield cluster
     if started and os.environ.get("VITALS_KEEP_TEST_SERVICES") != "1":
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka() -> Iterator[LocalKafka]:
+    """The secured broker (SASL_SSL, a throwaway CA, one SCRAM user per service, ACLs), started by the tests
+    that use it, under ``.local/test-secure``."""
+    from infra.kafka import LocalKafka
+
+    base = Settings(state_dir=ROOT / ".local" / "test-secure", kafka_bootstrap=TEST_SECURE_KAFKA)
+    kafka = LocalKafka(base, secure=True)
+    started = not kafka.healthy()
+    if started:
+        kafka.stop()
+        kafka.discard_storage()  # a fresh CA and fresh passwords every session
+    kafka.start()
+    yield kafka
+    if started and os.environ.get("VITALS_KEEP_TEST_SERVICES") != "1":
+        kafka.stop()
+
+
+@pytest.fixture
+def secure_isolated(isolated: Settings, secure_kafka: LocalKafka) -> Settings:
+    """``isolated``'s topics, group and database on the secured broker, topics made and ACLs granted by its admin.
+
+    The settings carry no credentials: give a process a principal's with
+    ``LocalKafka(settings).client_settings("worker")``.
+    """
+    from infra.kafka import LocalKafka
+
+    settings = isolated.model_copy(update={"state_dir": secure_kafka.settings.state_dir,
+                                           "kafka_bootstrap": secure_kafka.settings.kafka_bootstrap})
+    broker = LocalKafka(settings)
+    broker.create_topics()
+    broker.apply_acls()
+    return settings
 
 
 @pytest.fixture

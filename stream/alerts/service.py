@@ -46,6 +46,7 @@ from stream.deadletters import as_bytes, deadletter_headers
 from kernel.events import DeadLetter
 from kernel.limits import Limits
 from infra.preflight import require_free_port
+from kernel.kafka_security import faust_credentials
 from kernel.settings import ALERTER_ROLE, Settings
 from stream.skipped import IntakeEvent, OrderedIntake, ordered_intake
 from kernel.wire import decode_score
@@ -364,6 +365,7 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> faust.Ap
     app = faust.App(
         f"{settings.app_id}-alerter",
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),
         datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=1,

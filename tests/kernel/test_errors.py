@@ -15,15 +15,15 @@ import models.errors
 import sinks.errors
 from kernel.errors import (EXIT_BAD_INPUT, EXIT_FAILURE, AlertDeliveryFailed, AlertError, AlertNotFiring,
                            AlertStoreUnavailable, ConfigurationError, InvalidMessage, InvalidPolicy, InvalidRequest,
-                           PortInUse, ProcessDied, ServiceUnavailable, SignatureInvalid, UnknownAlert, VitalsError,
-                           first_line, listen_failed)
+                           PortInUse, ProcessDied, ServiceUnavailable, SignatureInvalid, SilenceEnded, UnknownAlert,
+                           UnknownSilence, VitalsError, first_line, listen_failed)
 
 EXIT_STATUS = {
     VitalsError: EXIT_FAILURE, InvalidMessage: EXIT_FAILURE, ConfigurationError: EXIT_BAD_INPUT,
     ServiceUnavailable: EXIT_FAILURE, PortInUse: EXIT_FAILURE, ProcessDied: EXIT_FAILURE, AlertError: EXIT_FAILURE,
     InvalidPolicy: EXIT_BAD_INPUT, InvalidRequest: EXIT_BAD_INPUT, UnknownAlert: EXIT_BAD_INPUT,
     AlertNotFiring: EXIT_FAILURE, AlertStoreUnavailable: EXIT_FAILURE, AlertDeliveryFailed: EXIT_FAILURE,
-    SignatureInvalid: EXIT_FAILURE,
+    SignatureInvalid: EXIT_FAILURE, UnknownSilence: EXIT_BAD_INPUT, SilenceEnded: EXIT_FAILURE,
 }
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from kernel.settings import Settings, check_database_url, kafka_servers
+from kernel.settings import NOT_SETTINGS, TEST_PREFIX, Settings, check_database_url, kafka_servers
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -26,7 +28,6 @@ def test_the_variables_are_read_with_their_prefix_and_their_types(env: pytest.Mo
     env.setenv("VITALS_STATE_DIR", "/tmp/vitals-state")
     env.setenv("VITALS_SNAPSHOT_KEY", "k" * 32)
     env.setenv("VITALS_SINK_READINGS_EVERY_MS", "0")
-    env.setenv("VITALS_NOT_A_SETTING", "ignored")
     env.setenv("PARTITIONS", "9")  # no prefix: not ours
     s = Settings()
     assert (s.partitions, s.grace_ms, s.webhook_timeout_s, s.state_dir) == (3, 0, 2.5, Path("/tmp/vitals-state"))
@@ -106,3 +107,88 @@ def test_a_database_url_or_connection_string_is_checked_without_echoing_its_pass
     assert "hunter2" not in str(caught.value)
     with pytest.raises(ValueError, match="libpq URL"):
         check_database_url("host=127.0.0.1 colour=blue")
+
+
+def test_an_unknown_variable_is_refused_naming_it_and_a_close_match(env: pytest.MonkeyPatch) -> None:
+    typo = "VITALS_" + "PARTITION"  # spelt apart, so the repository scan below does not find it
+    env.setenv(typo, "3")
+    env.setenv("VITALS_" + "SOMETHING_ELSE", "x")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = str(caught.value.errors()[0]["msg"])
+    assert f"unknown variables {typo} (did you mean VITALS_PARTITIONS?), VITALS_{'SOMETHING_ELSE'}: " in message
+    assert "3" not in message.replace("VITALS_", ""), "a value is never echoed"
+
+
+def test_the_harness_and_other_programs_variables_are_not_unknown(env: pytest.MonkeyPatch) -> None:
+    env.setenv(TEST_PREFIX + "ANYTHING", "1")
+    for name in NOT_SETTINGS:
+        env.setenv(name, "1")
+    assert Settings().partitions == 6
+
+
+def test_every_vitals_variable_the_repository_names_is_a_setting_or_exempt() -> None:
+    """Makefile, CI, compose, scripts, docs and tests: none may name a variable the settings would refuse."""
+    import re
+
+    settings = {f"VITALS_{name.upper()}" for name in Settings.model_fields}
+    files = [ROOT / name for name in ("Makefile", ".ci/run", "docker-compose.yml", "README.md", "Dockerfile")]
+    for folder in ("docs", "tests", "bench", "infra", "sinks", "grafana", "stream", "kernel", "simulators", "gateway",
+                   "models"):
+        files += [p for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix in
+                  (".py", ".md", ".sh", ".yml", ".yaml", ".sql", ".toml", "")]
+    unknown = {}
+    for path in files:
+        if not path.exists():
+            continue
+        for name in re.findall(r"\bVITALS_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(errors="replace")):
+            if name not in settings and name not in NOT_SETTINGS and not name.startswith(TEST_PREFIX):
+                unknown.setdefault(name, str(path.relative_to(ROOT)))
+    assert not unknown, f"VITALS_* names that are no setting (add to NOT_SETTINGS if another program reads them): {unknown}"
+
+
+@pytest.mark.parametrize("variables,rule", [
+    ({"VITALS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "SASL_SSL needs VITALS_KAFKA_USERNAME and VITALS_KAFKA_PASSWORD"),
+    ({"VITALS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "VITALS_KAFKA_USERNAME": "worker"}, "needs"),
+    ({"VITALS_KAFKA_USERNAME": "worker", "VITALS_KAFKA_PASSWORD": "pw"}, "PLAINTEXT sends no username or password"),
+    ({"VITALS_KAFKA_SECURITY_PROTOCOL": "SSL", "VITALS_KAFKA_PASSWORD": "pw"}, "SSL sends no username"),
+    ({"VITALS_KAFKA_CA_FILE": "{ca}"}, "PLAINTEXT uses no TLS; unset VITALS_KAFKA_CA_FILE"),
+    ({"VITALS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "VITALS_KAFKA_USERNAME": "w", "VITALS_KAFKA_PASSWORD": "pw",
+      "VITALS_KAFKA_CERT_FILE": "{ca}"}, "SASL_PLAINTEXT uses no TLS"),
+    ({"VITALS_KAFKA_SECURITY_PROTOCOL": "SSL", "VITALS_KAFKA_KEY_FILE": "{ca}"}, "KEY_FILE needs VITALS_KAFKA_CERT_FILE"),
+])
+def test_kafka_security_settings_that_cannot_work_together_are_refused(
+        env: pytest.MonkeyPatch, tmp_path: Path, variables: dict[str, str], rule: str) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-")
+    for name, value in variables.items():
+        env.setenv(name, value.format(ca=ca))
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert rule in str(caught.value.errors()[0]["msg"])
+    assert "pw" not in str(caught.value), "the password is never in the error"
+
+
+@pytest.mark.parametrize("variable", ["VITALS_KAFKA_CA_FILE", "VITALS_KAFKA_CERT_FILE", "VITALS_KAFKA_KEY_FILE"])
+def test_a_tls_file_that_does_not_exist_is_refused_at_load(env: pytest.MonkeyPatch, tmp_path: Path,
+                                                          variable: str) -> None:
+    env.setenv("VITALS_KAFKA_SECURITY_PROTOCOL", "SSL")
+    env.setenv(variable, str(tmp_path / "missing.pem"))
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert caught.value.errors()[0]["loc"] == (variable.removeprefix("VITALS_").lower(),)
+
+
+def test_secured_kafka_settings_load_and_hide_the_password(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-")
+    env.setenv("VITALS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    env.setenv("VITALS_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")
+    env.setenv("VITALS_KAFKA_USERNAME", "worker")
+    env.setenv("VITALS_KAFKA_PASSWORD", "hunter2-hunter2")
+    env.setenv("VITALS_KAFKA_CA_FILE", str(ca))
+    env.setenv("VITALS_KAFKA_CHECK_HOSTNAME", "false")
+    s = Settings()
+    assert (s.kafka_username, s.kafka_ca_file, s.kafka_check_hostname) == ("worker", ca, False)
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s)
+    assert s.as_env()["VITALS_KAFKA_PASSWORD"] == "hunter2-hunter2", "a child process needs the password itself"
