@@ -5,6 +5,8 @@ enrolled and revoked with ``vitalrisk devices``, records read back from the read
   gateway's receive time in its header; a retried upload is produced once;
 - no token, a revoked token, another patient: 401, 401, 403, and nothing reaches the topic;
   an oversized body and a gzip bomb: 413; a flood: 429 with Retry-After;
+- a malformed FHIR resource (400), an unknown LOINC code and a wrong unit (422), on the FHIR
+  routes and on ``/v1/uploads``: an OperationOutcome naming the element, nothing on the topic;
 - the broker stopped: 503 with Retry-After; after it is back, the device's retries are accepted
   and the topic holds every reading exactly once.
 """
@@ -23,8 +25,15 @@ from kernel.settings import Settings
 from kernel.wire import decode_device_message, encode_device_message
 from tests.conftest import Services
 from tests.gateway.conftest import START_MS, GatewayProcess, enroll, gateway_settings, topic_records, vitalrisk
+from tests.gateway.resources import bundle, dumps, mutated, observation
 
 pytestmark = pytest.mark.integration
+
+
+def native_message_with_unit(patient: str, device: str, unit: str) -> bytes:
+    return dumps({"schema": "vitalrisk.device/1", "device_id": device, "patient_id": patient, "seq": 1,
+                  "sent_at": START_MS, "readings": [{"metric": "heart_rate", "t": START_MS, "value": 71.0,
+                                                     "unit": unit}]})
 
 
 def native(patient: str, device: str, seq: int, n: int = 5) -> bytes:
@@ -98,6 +107,45 @@ def test_bad_uploads_get_their_status_and_nothing_reaches_the_topic(
     assert len(topic_records(settings)) == [a.status for a in statuses].count(202)
     assert gateway.metric("vitals_gateway_rejections_total", {"reason": "rate_limited"}) == len(refused)
     assert gateway.metric("vitals_gateway_auth_failures_total") == 2
+    assert gateway.stop() == 0
+
+
+#: Bad FHIR content, each refused with its status and reason, naming the element at fault.
+BAD_FHIR = {
+    "malformed resource": (mutated(observation("heart_rate", START_MS, 71, patient="pt-1"), "effectiveDateTime",
+                                   "yesterday"), 400, "malformed_fhir", "Observation.effectiveDateTime"),
+    "unknown LOINC code": (mutated(observation("heart_rate", START_MS, 71, patient="pt-1"), "code.coding.0.code",
+                                   "2339-0"), 422, "unknown_loinc", "Observation.code.coding[0].code"),
+    "wrong unit": (observation("heart_rate", START_MS, 71, patient="pt-1", code="%"), 422, "wrong_unit",
+                   "Observation.valueQuantity.code"),
+    "wrong unit in a Bundle": (bundle([observation("heart_rate", START_MS, 71, patient="pt-1"),
+                                       observation("oxygen_saturation", START_MS, 0.97, patient="pt-1", code="1")]),
+                               422, "wrong_unit", "Bundle.entry[1].resource.valueQuantity.code"),
+}
+
+
+def test_bad_fhir_content_gets_an_operation_outcome_naming_the_element_and_nothing_reaches_the_topic(
+        isolated: Settings, start_gateway: Callable[[Settings], GatewayProcess]) -> None:
+    settings = gateway_settings(isolated)
+    token = enroll(settings, "pt-1", "dev-1")
+    gateway = start_gateway(settings)
+    fhir = {"Content-Type": "application/fhir+json"}
+    for case, (document, status, reason, element) in BAD_FHIR.items():
+        route = "/fhir" if document["resourceType"] == "Bundle" else "/fhir/Observation"
+        for path in (route, "/v1/uploads"):  # the FHIR route, and the generic one with FHIR's media type
+            answer = gateway.post(dumps(document), token, path=path, headers=fhir)
+            assert answer.status == status, (case, path, answer.body)
+            assert answer.headers["Content-Type"].startswith("application/fhir+json"), (case, path)
+            assert answer.body["resourceType"] == "OperationOutcome", (case, path)
+            issue, = answer.body["issue"]
+            assert issue["severity"] == "error" and issue["expression"] == [element], (case, path, issue)
+            assert issue["details"]["coding"][0]["code"] == reason and issue["details"]["text"], (case, path, issue)
+    native = gateway.post(native_message_with_unit("pt-1", "dev-1", "%"), token)  # native: JSON, not FHIR
+    assert (native.status, native.body["reason"]) == (422, "wrong_unit") and native.body["detail"].startswith("reading 0:")
+    assert topic_records(settings, timeout_ms=1000) == []
+    for reason in ("malformed_fhir", "unknown_loinc"):
+        assert gateway.metric("vitals_gateway_rejections_total", {"reason": reason}) == 2, reason
+    assert gateway.metric("vitals_gateway_rejections_total", {"reason": "wrong_unit"}) == 5
     assert gateway.stop() == 0
 
 
