@@ -7,6 +7,8 @@ enrolled and revoked with ``vitalrisk devices``, records read back from the read
   an oversized body and a gzip bomb: 413; a flood: 429 with Retry-After;
 - a malformed FHIR resource (400), an unknown LOINC code and a wrong unit (422), on the FHIR
   routes and on ``/v1/uploads``: an OperationOutcome naming the element, nothing on the topic;
+- a simulated cohort enrolled at once (a tokens file, mode 0600) and the load generator through
+  the gateway, each device with its own token: the topic holds every acknowledged message once;
 - the broker stopped: 503 with Retry-After; after it is back, the device's retries are accepted
   and the topic holds every reading exactly once.
 """
@@ -14,6 +16,7 @@ enrolled and revoked with ``vitalrisk devices``, records read back from the read
 from __future__ import annotations
 
 import gzip
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +24,10 @@ from pathlib import Path
 import pytest
 
 from infra.kafka import LocalKafka
+from infra.processes import child_env
 from kernel.settings import Settings
 from kernel.wire import decode_device_message, encode_device_message
+from stream.cli import main
 from tests.conftest import Services
 from tests.gateway.conftest import START_MS, GatewayProcess, enroll, gateway_settings, topic_records, vitalrisk
 from tests.gateway.resources import bundle, dumps, mutated, observation
@@ -207,3 +212,38 @@ def test_vitalrisk_replay_via_the_gateway_lands_once_even_when_run_twice(
     wrong = vitalrisk(settings, *replay, "--token", "vrd1.000000000000." + "A" * 43)
     assert wrong.returncode == 2 and wrong.stderr.startswith("vitalrisk: the gateway refused the device token")
     assert gateway.stop() == 0
+
+
+def test_the_load_generator_sends_through_the_gateway_each_device_with_its_own_token(
+        isolated: Settings, start_gateway: Callable[[Settings], GatewayProcess], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = gateway_settings(isolated)
+    for name, value in child_env(settings).items():  # the commands run in this process, as `vitalrisk` would
+        monkeypatch.setenv(name, value)
+    tokens = tmp_path / "tokens.jsonl"
+    assert main(["devices", "enroll", "--cohort", "20", "--seed", "7", "--out", str(tokens)]) == 0
+    enrolled = capsys.readouterr()
+    assert enrolled.out == "" and "and 19 more" in enrolled.err
+    assert tokens.stat().st_mode & 0o777 == 0o600
+    lines = [json.loads(line) for line in tokens.read_text().splitlines()]
+    assert len(lines) == 20 and all(line["token"] not in enrolled.err for line in lines)
+    assert main(["devices", "enroll", "--cohort", "21", "--seed", "7", "--out", str(tmp_path / "more")]) == 2
+    assert "already enrolled" in capsys.readouterr().err and not (tmp_path / "more").exists(), "all or nothing"
+    gateway = start_gateway(settings)
+
+    status = main(["simulate", "--patients", "20", "--seed", "7", "--rate", "600", "--duration", "3",
+                   "--via-gateway", gateway.base, "--tokens", str(tokens)])
+    run = capsys.readouterr()
+    assert status == 0, run.err + run.out
+    sent = int(run.out.split("sent", 1)[1].split("messages")[0].replace(",", ""))
+    acked = int(run.out.split("acknowledged", 1)[1].split("messages")[0].replace(",", ""))
+    assert acked == sent >= 40, run.out  # two rounds of 20 devices at least
+    records = topic_records(settings)
+    batches = [decode_device_message(r.value) for r in records]
+    assert len({(b.device_id, b.seq) for b in batches}) == len(records) == acked, "every acknowledged message once"
+    assert {(b.device_id, b.patient_id) for b in batches} == {(line["device_id"], line["patient_id"]) for line in lines}
+    assert all(r.key == b.patient_id.encode() and dict(r.headers).get("vitalrisk.received_ms")
+               for r, b in zip(records, batches))
+    assert gateway.metric("vitals_gateway_messages_total", {"format": "native", "outcome": "produced"}) == acked
+    assert gateway.stop() == 0
+    assert not any(line["token"] in run.out + run.err + gateway.log.read_text() for line in lines)
