@@ -30,13 +30,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from fhirclient.models.bundle import Bundle, BundleEntry, BundleEntryRequest
 from fhirclient.models.codeableconcept import CodeableConcept
-from fhirclient.models.coding import Coding
 from fhirclient.models.fhirdatetime import FHIRDateTime
-from fhirclient.models.fhirreference import FHIRReference
 from fhirclient.models.observation import Observation, ObservationComponent
-from fhirclient.models.quantity import Quantity
 from fhirclient.server import FHIRServer
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
@@ -51,6 +47,7 @@ from kernel.wire import decode_device_message, encode_device_message
 from sinks.devices import DeviceCredential
 from sinks.metrics import GatewayMetrics
 from tests.conftest import WorkerProcess
+from tests.gateway.fhirclient_models import bundle, concept, quantity, reference
 from tests.gateway.conftest import START_MS, GatewayProcess, enroll, gateway_settings, topic_records
 from tests.gateway.test_service_app import FakeBroker, FakeDirectory
 from tests.e2e.streams import wait_until
@@ -94,26 +91,6 @@ def patients_apart(partitions: int) -> tuple[str, str]:
 
 # -- the FHIR client's side ------------------------------------------------------------------------
 
-def _concept(code: str) -> CodeableConcept:
-    coding = Coding()
-    coding.system, coding.code = "http://loinc.org", code
-    concept = CodeableConcept()
-    concept.coding = [coding]
-    return concept
-
-
-def _quantity(value: float, code: str, unit: str) -> Quantity:
-    quantity = Quantity()
-    quantity.value, quantity.unit, quantity.system, quantity.code = value, unit, "http://unitsofmeasure.org", code
-    return quantity
-
-
-def _reference(text: str) -> FHIRReference:
-    reference = FHIRReference()
-    reference.reference = text
-    return reference
-
-
 def _when(t_ms: int) -> FHIRDateTime:
     when = FHIRDateTime()
     when.datetime = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=t_ms)
@@ -127,40 +104,26 @@ def observation(readings_of_one: list[Reading], patient: str, device: str | None
     resource.status = "final"
     resource.category = [CodeableConcept({"coding": [{
         "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]})]
-    resource.subject = _reference(f"Patient/{patient}")
+    resource.subject = reference(f"Patient/{patient}")
     if device is not None:
-        resource.device = _reference(f"Device/{device}")
+        resource.device = reference(f"Device/{device}")
     resource.effectiveDateTime = _when(readings_of_one[0][1])
     if len(readings_of_one) == 2:
-        resource.code = _concept(BP.loinc)
+        resource.code = concept(BP.loinc)
         resource.component = []
         for name, _, value in readings_of_one:
             component = ObservationComponent()
-            component.code = _concept(METRICS[name].loinc)
-            component.valueQuantity = _quantity(value, "mm[Hg]", "mmHg")
+            component.code = concept(METRICS[name].loinc)
+            component.valueQuantity = quantity(value, "mm[Hg]", "mmHg")
             resource.component.append(component)
         return resource
     (name, _, value), = readings_of_one
     metric = METRICS[name]
-    resource.code = _concept(metric.loinc)
+    resource.code = concept(metric.loinc)
     if name == "body_temperature":
-        resource.valueQuantity = _quantity(round(value * 9 / 5 + 32, 2), "[degF]", "degF")
+        resource.valueQuantity = quantity(round(value * 9 / 5 + 32, 2), "[degF]", "degF")
     else:
-        resource.valueQuantity = _quantity(value, metric.ucum, metric.unit)
-    return resource
-
-
-def bundle(observations: list[Observation], kind: str) -> Bundle:
-    resource = Bundle()
-    resource.type = kind
-    resource.entry = []
-    for each in observations:
-        entry = BundleEntry()
-        entry.resource = each
-        if kind != "collection":
-            entry.request = BundleEntryRequest()
-            entry.request.method, entry.request.url = "POST", "Observation"
-        resource.entry.append(entry)
+        resource.valueQuantity = quantity(value, metric.ucum, metric.unit)
     return resource
 
 
