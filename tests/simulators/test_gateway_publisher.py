@@ -225,7 +225,7 @@ def test_a_connection_the_gateway_closed_while_idle_is_replaced_at_once() -> Non
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, but the connection is closed after each answer
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(202)
             self.send_header("Content-Length", "2")
