@@ -6,7 +6,8 @@
                            FHIR R4 (application/fhir+json: Observation or Bundle) or
                            Open mHealth (application/vnd.openmhealth+json)
     POST /fhir/Observation a FHIR Observation, for FHIR clients whose base URL is /fhir
-    POST /fhir             a FHIR Bundle (transaction, batch or collection)
+    POST /fhir             a FHIR Bundle (transaction, batch or collection); also at /fhir/, where
+                           FHIR clients that keep a slash after the base URL post a transaction
     GET  /healthz          {"status": "ok"}
     GET  /metrics          Prometheus text
     GET  /openapi.json     this API as OpenAPI 3 (gateway/openapi.py)
@@ -129,9 +130,9 @@ async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
 
 
 def _route(request: web.Request) -> str:
-    """The route's pattern, for metrics: never the path as the client wrote it."""
+    """The route's pattern, for metrics: never the path as the client wrote it (``/fhir/`` is ``/fhir``)."""
     resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
+    return resource.canonical.rstrip("/") if resource is not None else "unmatched"
 
 
 def _wants_fhir(request: web.Request) -> bool:
@@ -217,6 +218,7 @@ def build_app(gateway: Gateway, registry: CollectorRegistry, *, body_limits: Bod
 
     app = web.Application(middlewares=[answer], client_max_size=body_limits.max_body_bytes)
     app.add_routes([web.post("/v1/uploads", uploads), web.post("/fhir/Observation", fhir), web.post("/fhir", fhir),
+                    web.post("/fhir/", fhir),
                     web.get("/healthz", health, allow_head=False), web.get("/metrics", prometheus, allow_head=False),
                     web.get("/openapi.json", openapi, allow_head=False)])
     return app

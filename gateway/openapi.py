@@ -10,7 +10,7 @@ Examples
 --------
 >>> doc = openapi_document(1_048_576)
 >>> sorted(doc["paths"])
-['/fhir', '/fhir/Observation', '/healthz', '/metrics', '/openapi.json', '/v1/uploads']
+['/fhir', '/fhir/', '/fhir/Observation', '/healthz', '/metrics', '/openapi.json', '/v1/uploads']
 >>> sorted(doc["paths"]["/v1/uploads"]["post"]["responses"])
 ['202', '400', '401', '403', '413', '415', '422', '429', '503']
 """
@@ -183,11 +183,14 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
                 "description": upload_text, "security": [{"deviceToken": []}], "parameters": [_CONTENT_ENCODING],
                 "requestBody": fhir_body("FhirObservation"), "responses": _responses(fhir=True),
             }},
-            "/fhir": {"post": {
-                "operationId": "postBundle", "summary": "FHIR transaction, batch or collection Bundle.",
-                "description": upload_text, "security": [{"deviceToken": []}], "parameters": [_CONTENT_ENCODING],
+            **{path: {"post": {
+                "operationId": operation, "summary": "FHIR transaction, batch or collection Bundle.",
+                "description": upload_text + note, "security": [{"deviceToken": []}], "parameters": [_CONTENT_ENCODING],
                 "requestBody": fhir_body("FhirBundle"), "responses": _responses(fhir=True),
-            }},
+            }} for path, operation, note in (
+                ("/fhir", "postBundle", ""),
+                ("/fhir/", "postBundleAtBase", " The same as POST /fhir, for clients that keep a slash after the "
+                                               "base URL (a FHIR transaction is posted to the base)."))},
             "/healthz": {"get": {
                 "operationId": "health", "summary": "Liveness.", "security": [],
                 "responses": {"200": {"description": "The gateway runs.", "content": {"application/json": {

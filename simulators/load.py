@@ -12,7 +12,8 @@ Kafka for as long as it runs. Three parts, each testable alone:
 - :func:`run_load` drives both against a :class:`Sender` and measures, second by second,
   the achieved rate and where the time went (generating, sending, waiting for the pacer),
   so :meth:`LoadReport.shortfall` can say whether a machine that misses the target is
-  *generator-bound*, *producer-bound* (kafka-python's own work) or *broker-bound*.
+  *generator-bound*, *producer-bound* (kafka-python's own work) or *broker-bound*
+  (*gateway-bound* through the ingest gateway).
 
 **Time.** Simulated time runs at whatever speed the target needs (``rate /
 natural_rate``), so every timestamp is mapped onto the wall clock, one round at a time: the
@@ -99,7 +100,7 @@ CHUNK_PATIENTS = 512
 #: Episodes are planned a week of simulated time at a time.
 HORIZON_MS = 7 * MINUTES_PER_DAY * MS_PER_MINUTE
 
-Bound = Literal["generator-bound", "producer-bound", "broker-bound"]
+Bound = Literal["generator-bound", "producer-bound", "broker-bound", "gateway-bound"]
 
 _LOAD_DOMAIN = 0x4C4F4144  # "LOAD": random streams apart from the cohort simulator's
 _RNG_PHYSIOLOGY = 1
@@ -188,11 +189,11 @@ class LoadCohort:
         self._bias = spo2_bias_pct(self.cohort.skin_tone, DEFAULT_SPO2_BIAS_BY_SKIN_TONE,
                                    enabled=spo2_skin_bias)
         self._keys = [pid.encode() for pid in self.cohort.ids]
+        self.device_ids = tuple(device_id(seed, i, "wrist", 0) for i in range(patients))
         # Everything before the seq is fixed per device: encoded once, not once a message.
         self._prefixes = [
-            f'{{"schema":{json.dumps(DEVICE_SCHEMA)},"device_id":"{device_id(seed, i, "wrist", 0)}",'
-            f'"patient_id":"{pid}","seq":'.encode()
-            for i, pid in enumerate(self.cohort.ids)
+            f'{{"schema":{json.dumps(DEVICE_SCHEMA)},"device_id":"{device}","patient_id":"{pid}","seq":'.encode()
+            for device, pid in zip(self.device_ids, self.cohort.ids)
         ]
         self._per_minute = self.schedule.heart_rate_per_minute
         self._every_min = tuple(interval // MS_PER_MINUTE for interval in (
@@ -204,6 +205,17 @@ class LoadCohort:
     def patient_ids(self) -> tuple[str, ...]:
         """The patients' ids, in index order."""
         return self.cohort.ids
+
+    @property
+    def devices(self) -> list[tuple[str, str]]:
+        """``(device_id, patient_id)`` of every wrist device, in index order: what
+        ``vitalrisk devices enroll --cohort`` enrols for a run through the gateway.
+
+        >>> cohort = LoadCohort(2, seed=7)
+        >>> [patient for _, patient in cohort.devices] == list(cohort.patient_ids)
+        True
+        """
+        return list(zip(self.device_ids, self.cohort.ids))
 
     @property
     def readings_per_message(self) -> float:
@@ -475,17 +487,20 @@ class Shortfall:
     bound: Bound
     generate_share: float
     send_share: float  # inside Sender.send, waiting for acks included
-    wait_share: float  # of which blocked waiting for the broker's acknowledgements
+    wait_share: float  # of which blocked waiting for the broker's acknowledgements (the gateway's answers)
 
     def line(self) -> str:
         """The one line that says so.
 
         >>> Shortfall(50_000, 31_200, 12, "producer-bound", 0.21, 0.74, 0.02).line()
         'this machine cannot reach 50,000 readings/s: sustained 31,200 (producer-bound: 74% of the time in producer.send, 2% waiting for acks; 21% generating)'
+        >>> Shortfall(50_000, 14_000, 12, "gateway-bound", 0.02, 0.9, 0.89).line()
+        'this machine cannot reach 50,000 readings/s: sustained 14,000 (gateway-bound: 90% of the time in send, 89% waiting for the gateway; 2% generating)'
         """
+        send, waiting = ("send", "the gateway") if self.bound == "gateway-bound" else ("producer.send", "acks")
         return (f"this machine cannot reach {self.target_rate:,.0f} readings/s: sustained "
                 f"{self.sustained_rate:,.0f} ({self.bound}: {self.send_share:.0%} of the time in "
-                f"producer.send, {self.wait_share:.0%} waiting for acks; {self.generate_share:.0%} generating)")
+                f"{send}, {self.wait_share:.0%} waiting for {waiting}; {self.generate_share:.0%} generating)")
 
 
 @dataclass(slots=True)
@@ -499,6 +514,7 @@ class LoadReport:
     """
 
     target_rate: float | None
+    via_gateway: bool = False  # sent through the ingest gateway: its answers are the acknowledgements
     messages: int = 0
     readings: int = 0
     acked_messages: int = 0
@@ -539,8 +555,9 @@ class LoadReport:
         target (the first second, connecting, aside), or ``None``; always ``None`` unpaced.
 
         The bound is where those seconds went: more of them generating messages than inside
-        ``producer.send`` is *generator-bound*; otherwise *broker-bound* when ``send`` was
-        mostly blocked waiting for acknowledgements, and *producer-bound* when it was mostly
+        ``producer.send`` is *generator-bound*; otherwise *broker-bound* (*gateway-bound* for a
+        report ``via_gateway``) when ``send`` was mostly blocked waiting for acknowledgements
+        (the gateway's answers), and *producer-bound* when it was mostly
         the client's own work (kafka-python's per-record Python, competing with its I/O
         thread's compression and checksums for the interpreter).
 
@@ -569,8 +586,8 @@ class LoadReport:
         gen = sum(self.generate_per_second[span])
         send = sum(self.send_per_second[span])
         wait = sum(self.wait_per_second[span])
-        bound: Bound = ("generator-bound" if gen > send else
-                        "broker-bound" if wait > send - wait else "producer-bound")
+        waiting: Bound = "gateway-bound" if self.via_gateway else "broker-bound"
+        bound: Bound = ("generator-bound" if gen > send else waiting if wait > send - wait else "producer-bound")
         return Shortfall(self.target_rate, sum(self.per_second[span]) / length, length, bound,
                          gen / length, send / length, wait / length)
 
@@ -588,7 +605,7 @@ def run_load(records: Iterable[DeviceRecord], sender: Sender, *, rate: float | N
              progress: Callable[[LoadReport], None] | None = None, progress_every_s: float = 1.0,
              clock: Callable[[], float] = time.perf_counter,
              sleep: Callable[[float], None] = time.sleep,
-             cpu_clock: Callable[[], float] = time.process_time) -> LoadReport:
+             cpu_clock: Callable[[], float] = time.process_time, via_gateway: bool = False) -> LoadReport:
     """Send ``records`` at ``rate`` readings/s (``None``: as fast as possible), then flush.
 
     Stops when ``records`` ends, after ``duration_s`` seconds, or at Ctrl-C (the report
@@ -610,6 +627,8 @@ def run_load(records: Iterable[DeviceRecord], sender: Sender, *, rate: float | N
         Called with the report about every ``progress_every_s`` seconds.
     clock, sleep, cpu_clock
         Monotonic seconds, a sleep, and the process's CPU seconds (injectable for tests).
+    via_gateway
+        ``sender`` posts to the ingest gateway: the report says *gateway-bound*, not *broker-bound*.
 
     Returns
     -------
@@ -618,7 +637,7 @@ def run_load(records: Iterable[DeviceRecord], sender: Sender, *, rate: float | N
     """
     if duration_s is not None and not duration_s > 0:
         raise ValueError(f"duration_s must be positive, got {duration_s:g}")
-    report = LoadReport(target_rate=rate)
+    report = LoadReport(target_rate=rate, via_gateway=via_gateway)
     bucket = None if rate is None else TokenBucket(rate, burst=max(rate * burst_s, 1.0), clock=clock)
     cpu_start = cpu_clock()
     start = clock()
@@ -734,8 +753,9 @@ def format_report(report: LoadReport, *, patients: int | None = None) -> str:
     p1, p50, p99 = (report.rate_percentile(q) for q in (1, 50, 99))
     if p1 is not None and p50 is not None and p99 is not None:
         rows.append(("per-second rate", f"p1 {p1:,.0f}, p50 {p50:,.0f}, p99 {p99:,.0f} readings/s"))
-    rows.append(("time", f"generating {report.generate_s / elapsed:.0%}, in producer.send "
-                         f"{report.send_s / elapsed:.0%} (waiting for acks {report.broker_wait_s / elapsed:.0%}), "
+    send, waiting = ("send", "the gateway") if report.via_gateway else ("producer.send", "acks")
+    rows.append(("time", f"generating {report.generate_s / elapsed:.0%}, in {send} "
+                         f"{report.send_s / elapsed:.0%} (waiting for {waiting} {report.broker_wait_s / elapsed:.0%}), "
                          f"pacing {report.idle_s / elapsed:.0%}"))
     # Unpaced or short of the target, well under one core means other processes had the CPU.
     rows.append(("CPU", f"{report.cpu_s / elapsed:.2f} cores (all threads)"))

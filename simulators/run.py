@@ -6,7 +6,9 @@ Two modes:
   possible or at ``--speed`` × real time, with outcomes; timestamps are the simulated ones.
 - **rate** (``--rate R``): the load generator (:mod:`simulators.load`) holds ``R``
   readings/s of device messages stamped with the current time, until Ctrl-C, ``--duration``
-  seconds, or ``--minutes`` rounds (simulated minutes), then prints a report.
+  seconds, or ``--minutes`` rounds (simulated minutes), then prints a report. With
+  ``--via-gateway URL --tokens FILE`` every device uploads to the ingest gateway with its own
+  token (:class:`simulators.gateway_publisher.GatewaySender`) instead.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from simulators.cohort import CohortConfig, population, simulate
+from simulators.gateway_publisher import GatewaySender
 from simulators.kafka_publisher import KafkaSender, PublishReport, make_producer, publish, publish_patients
 from simulators.load import LoadCohort, LoadReport, format_report, run_load
 from simulators.load import progress_line as load_progress_line
@@ -42,16 +45,20 @@ def progress_line(report: PublishReport) -> str:
 
 
 def run_simulate(settings: Settings, *, patients: int, minutes: int | None, seed: int, speed: float | None,
-                 rate: float | None = None, duration_s: float | None = None, start_now: bool = False) -> int:
+                 rate: float | None = None, duration_s: float | None = None, start_now: bool = False,
+                 sender: GatewaySender | None = None) -> int:
     """Publish a cohort (``rate`` is ``None``) or run the load generator at ``rate`` readings/s.
 
     In cohort mode ``minutes`` defaults to 60 simulated minutes. In rate mode it bounds the
     rounds (``None``: none), and the exit status is 130 after Ctrl-C, 1 when messages
     failed or went unacknowledged, 0 otherwise, also when the target was out of reach
-    (the report says so).
+    (the report says so). ``sender``, in rate mode only: send through the gateway instead.
     """
     if rate is not None:
-        return run_rate(settings, patients=patients, rate=rate, seed=seed, minutes=minutes, duration_s=duration_s)
+        return run_rate(settings, patients=patients, rate=rate, seed=seed, minutes=minutes, duration_s=duration_s,
+                        sender=sender)
+    if sender is not None:
+        raise ValueError("only the load generator (rate mode) sends through the gateway")
     minutes = DEFAULT_MINUTES if minutes is None else minutes
     config = CohortConfig(patients=patients, seed=seed, duration_ms=minutes * MS_PER_MINUTE)
     if start_now:
@@ -69,13 +76,17 @@ def run_simulate(settings: Settings, *, patients: int, minutes: int | None, seed
 
 
 def run_rate(settings: Settings, *, patients: int, rate: float, seed: int = 42, minutes: int | None = None,
-             duration_s: float | None = None) -> int:
-    """Hold ``rate`` readings/s into ``settings.readings_topic``; live progress on stderr, report on stdout."""
+             duration_s: float | None = None, sender: GatewaySender | None = None) -> int:
+    """Hold ``rate`` readings/s into ``settings.readings_topic`` (through the gateway with ``sender``);
+    live progress on stderr, report on stdout."""
     cohort = LoadCohort(patients, seed=seed, max_span_ms=max(1, min(settings.grace_ms, MS_PER_MINUTE)))
-    producer = make_producer(settings)  # first: a broker that is down is the run's only line on stderr
+    # first: a broker that is down is the run's only line on stderr
+    producer = make_producer(settings) if sender is None else None
+    where = (f"{settings.readings_topic} at {settings.kafka_bootstrap}" if sender is None
+             else f"the gateway at {sender.endpoint}, each device with its own token")
     print(f"load: {patients:,} patients ({cohort.natural_rate:,.0f} readings/s in real time), target "
           f"{rate:,.0f} readings/s: simulated time x{rate / cohort.natural_rate:.2f}; "
-          f"to {settings.readings_topic} at {settings.kafka_bootstrap}; Ctrl-C stops", file=sys.stderr)
+          f"to {where}; Ctrl-C stops", file=sys.stderr)
     width = 0
 
     def show(report: LoadReport) -> None:
@@ -85,12 +96,14 @@ def run_rate(settings: Settings, *, patients: int, rate: float, seed: int = 42, 
         print("\r" + line.ljust(width), end="", file=sys.stderr, flush=True)
 
     try:
-        sender = KafkaSender(producer, settings.readings_topic)
         with few_gc_collections():
-            report = run_load(cohort.records(rate=rate, minutes=minutes), sender, rate=rate,
-                              duration_s=duration_s, flush_timeout_s=FLUSH_TIMEOUT_S, progress=show)
+            report = run_load(cohort.records(rate=rate, minutes=minutes),
+                              sender or KafkaSender(producer, settings.readings_topic), rate=rate,
+                              duration_s=duration_s, flush_timeout_s=FLUSH_TIMEOUT_S, progress=show,
+                              via_gateway=sender is not None)
     finally:
-        producer.close(timeout=5)
+        if producer is not None:
+            producer.close(timeout=5)
     show(report)
     print(file=sys.stderr)
     print(format_report(report, patients=patients))

@@ -20,7 +20,7 @@ status 2) for what the user asked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -116,24 +116,60 @@ def enroll(url: str, *, device_id: str, patient_id: str, issue: Callable[[], _Is
     """
     _check_ids(device_id=device_id, patient_id=patient_id)
     with _connect(url) as conn:
-        for _ in range(TOKEN_ID_DRAWS):
-            issued = issue()
-            if len(issued.digest) != 32:
-                raise ValueError(f"a token digest must be 32 bytes (SHA-256), got {len(issued.digest)}")
-            try:
+        return _insert(conn, device_id, patient_id, issue)
+
+
+def enroll_many(url: str, devices: Sequence[tuple[str, str]], *, issue: Callable[[], _Issued],
+                keep: Callable[[list[tuple[DeviceRow, _Issued]]], None]) -> list[tuple[DeviceRow, _Issued]]:
+    """Enrol every ``(device_id, patient_id)`` of ``devices`` in one transaction: all of them or none.
+
+    ``keep`` is handed the new credentials before the transaction commits, to store their tokens
+    (a file): if it raises, nothing is enrolled, so no device is left enrolled with a token
+    nobody holds. Raises what :func:`enroll` raises, and ``ValueError`` for a device named twice.
+
+    >>> enroll_many("postgresql://x", [("dev-1", "pt-1"), ("dev-1", "pt-2")], issue=None, keep=None)
+    Traceback (most recent call last):
+    ...
+    ValueError: device dev-1 is named twice
+    """
+    seen: set[str] = set()
+    for device_id, patient_id in devices:
+        _check_ids(device_id=device_id, patient_id=patient_id)
+        if device_id in seen:
+            raise ValueError(f"device {device_id} is named twice")
+        seen.add(device_id)
+    with _connect(url) as conn:
+        try:
+            with conn.transaction():
+                made = [_insert(conn, device_id, patient_id, issue) for device_id, patient_id in devices]
+                keep(made)
+        except psycopg.OperationalError as exc:  # the connection broke, perhaps during the commit
+            raise SinkUnavailable(f"the enrolment failed and may not have been committed: {first_line(exc)}") from None
+    return made
+
+
+def _insert(conn: psycopg.Connection, device_id: str, patient_id: str,
+            issue: Callable[[], _Issued]) -> tuple[DeviceRow, _Issued]:
+    """One new credential; each try in a transaction of its own (a savepoint inside :func:`enroll_many`'s)."""
+    for _ in range(TOKEN_ID_DRAWS):
+        issued = issue()
+        if len(issued.digest) != 32:
+            raise ValueError(f"a token digest must be 32 bytes (SHA-256), got {len(issued.digest)}")
+        try:
+            with conn.transaction():
                 row = conn.execute("INSERT INTO gateway.devices (token_id, device_id, patient_id, token_sha256) "
                                    "VALUES (%s, %s, %s, %s) "
                                    "RETURNING device_id, patient_id, token_id, created_at, revoked_at, last_seen",
                                    (issued.token_id, device_id, patient_id, issued.digest)).fetchone()
-            except errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == "devices_one_active_idx":
-                    raise DeviceAlreadyEnrolled(f"device {device_id} is already enrolled; revoke it first with "
-                                                f"`vitalrisk devices revoke {device_id}`") from None
-                continue  # the token id was drawn before: draw another
-            except errors.UndefinedTable:
-                raise SinkUnavailable("the device table does not exist: run `vitalrisk migrate`") from None
-            if row is not None:
-                return DeviceRow(*row), issued
+        except errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "devices_one_active_idx":
+                raise DeviceAlreadyEnrolled(f"device {device_id} is already enrolled; revoke it first with "
+                                            f"`vitalrisk devices revoke {device_id}`") from None
+            continue  # the token id was drawn before: draw another
+        except errors.UndefinedTable:
+            raise SinkUnavailable("the device table does not exist: run `vitalrisk migrate`") from None
+        if row is not None:
+            return DeviceRow(*row), issued
     raise SinkRejected(f"no free token id in {TOKEN_ID_DRAWS} draws")
 
 

@@ -23,14 +23,15 @@ from kernel.errors import EXIT_BAD_INPUT, ConfigurationError, ProcessDied, Vital
 from kernel.limits import ID_PATTERN, valid_id
 from kernel.settings import Settings, check_database_url
 from gateway.app import run_gateway
-from gateway.enrolment import run_devices
+from gateway.enrolment import read_tokens, run_devices
 from infra.kafka_acls import ADMIN, PRINCIPALS
 from infra.postgres import LocalPostgres
 from infra.preflight import require_database
 from infra.services import run_infra
 from models.trainer_service import run_trainer
 from simulators.export import run_export
-from simulators.gateway_publisher import GatewayProducer
+from simulators.gateway_publisher import GatewayProducer, GatewaySender, tokens_for
+from simulators.load import LoadCohort
 from simulators.pager import run_pager
 from simulators.replay import run_replay
 from simulators.run import run_simulate
@@ -136,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --rate: stop after this many seconds")
     simulate.add_argument("--start-now", action="store_true",
                           help="start the simulated period at the current minute (with --speed 1: live data)")
+    simulate.add_argument("--via-gateway", metavar="URL", default=None,
+                          help="with --rate: every device uploads through the ingest gateway at URL instead of Kafka")
+    simulate.add_argument("--tokens", metavar="FILE", type=Path, default=None,
+                          help="with --via-gateway: the devices' tokens (`vitalrisk devices enroll --cohort N --out FILE`)")
 
     sub.add_parser("trainer", help="learn from feature rows and outcomes; publish signed model snapshots")
     sub.add_parser("alerter", help="consume risk scores, run the alert engine, page through signed webhooks")
@@ -210,8 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     actions = devices.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
     enroll = actions.add_parser("enroll", parents=[owner_url],
                                 help="bind a device to a patient; prints its token once (alone on stdout)")
-    enroll.add_argument("--patient", required=True, type=_id, help="pseudonymous patient id (never a name)")
-    enroll.add_argument("--device", type=_id, default=None, help="pseudonymous device id (default: a new dev-...)")
+    whom = enroll.add_mutually_exclusive_group(required=True)
+    whom.add_argument("--patient", type=_id, help="pseudonymous patient id (never a name)")
+    whom.add_argument("--cohort", type=_positive_int, metavar="N",
+                      help="every device of the load generator's N-patient cohort (`simulate --patients N --rate R`); "
+                           "needs --out")
+    enroll.add_argument("--device", type=_id, default=None,
+                        help="with --patient: pseudonymous device id (default: a new dev-...)")
+    enroll.add_argument("--seed", type=int, default=None, help="with --cohort: the cohort's seed (default 42)")
+    enroll.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help="write the token(s) to this new file (mode 0600, one JSON object a line) "
+                             "instead of stdout")
     listing = actions.add_parser("list", parents=[owner_url], help="list device credentials (never the tokens)")
     listing.add_argument("--patient", type=_id, default=None, help="only this patient's devices")
     listing.add_argument("--all", action="store_true", help="include revoked credentials")
@@ -289,6 +303,34 @@ def _gateway_producer(args: argparse.Namespace) -> GatewayProducer:
     return GatewayProducer(args.via_gateway, token, batch_messages=1 if args.speed else 500)
 
 
+def _load_sender(args: argparse.Namespace) -> GatewaySender:
+    """The load generator's uploader for ``simulate --rate R --via-gateway URL --tokens FILE``."""
+    if args.rate is None:
+        raise ConfigurationError("--via-gateway needs --rate: the load generator sends through the gateway (a cohort "
+                                 "run publishes outcomes and patients too, which only Kafka takes)")
+    if args.tokens is None:
+        raise ConfigurationError("--via-gateway needs --tokens FILE, the devices' tokens: "
+                                 f"`vitalrisk devices enroll --cohort {args.patients} --seed {args.seed} --out FILE`")
+    devices = LoadCohort(args.patients, seed=args.seed).devices
+    return GatewaySender(args.via_gateway, tokens_for(devices, read_tokens(args.tokens), source=str(args.tokens)))
+
+
+def _enrolled_cohort(args: argparse.Namespace) -> list[tuple[str, str]] | None:
+    """``(device_id, patient_id)`` of ``devices enroll --cohort N [--seed S]``; ``None`` for ``--patient``."""
+    if args.cohort is None:
+        if args.seed is not None:
+            raise ConfigurationError("--seed goes with --cohort N")
+        return None
+    if args.device is not None:
+        raise ConfigurationError("--device goes with --patient: a cohort's device ids are the load generator's")
+    if args.out is None:
+        raise ConfigurationError("--cohort needs --out FILE: the tokens go to a file (mode 0600), never to the terminal")
+    seed = 42 if args.seed is None else args.seed
+    if seed < 0:
+        raise ConfigurationError(f"--seed must be a non-negative integer, got {seed}")
+    return LoadCohort(args.cohort, seed=seed).devices
+
+
 def _owner_url(given: str | None, settings: Settings) -> str:
     """The schema owner's URL (``--url``, ``VITALS_ADMIN_DATABASE_URL`` or the local cluster's), checked to answer."""
     if given:
@@ -331,8 +373,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.seed < 0:
             print(f"vitalrisk: error: --seed must be a non-negative integer, got {args.seed}", file=sys.stderr)
             return 2
-        return run_simulate(settings, patients=args.patients, minutes=args.minutes, seed=args.seed,
-                            speed=args.speed, rate=args.rate, duration_s=args.duration, start_now=args.start_now)
+        if args.via_gateway is None:
+            if args.tokens is not None:
+                raise ConfigurationError("--tokens goes with --via-gateway URL")
+            return run_simulate(settings, patients=args.patients, minutes=args.minutes, seed=args.seed,
+                                speed=args.speed, rate=args.rate, duration_s=args.duration, start_now=args.start_now)
+        with _load_sender(args) as sender:
+            return run_simulate(settings, patients=args.patients, minutes=args.minutes, seed=args.seed,
+                                speed=args.speed, rate=args.rate, duration_s=args.duration, sender=sender)
     if args.command == "trainer":
         return run_trainer(settings)
     if args.command == "alerter":
@@ -365,9 +413,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "gateway":
         return run_gateway(settings)
     if args.command == "devices":
+        cohort = _enrolled_cohort(args) if args.action == "enroll" else None
         return run_devices(settings, args.action, url=_owner_url(args.url, settings),
                            patient=getattr(args, "patient", None), device=getattr(args, "device", None),
-                           include_revoked=getattr(args, "all", False))
+                           include_revoked=getattr(args, "all", False), cohort=cohort,
+                           tokens_path=getattr(args, "out", None))
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse restricts the choices
 
 

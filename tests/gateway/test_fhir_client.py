@@ -12,43 +12,21 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from fhirclient.models.bundle import Bundle, BundleEntry, BundleEntryRequest
+from fhirclient.models.bundle import Bundle
 from fhirclient.models.codeableconcept import CodeableConcept
-from fhirclient.models.coding import Coding
 from fhirclient.models.fhirdatetime import FHIRDateTime
 from fhirclient.models.fhirinstant import FHIRInstant
-from fhirclient.models.fhirreference import FHIRReference
 from fhirclient.models.observation import Observation, ObservationComponent
 from fhirclient.models.period import Period
-from fhirclient.models.quantity import Quantity
 
 from gateway.outcome import UploadRefused
 from gateway.uploads import parse_upload
 from kernel.limits import Limits
 from kernel.vocabulary import METRICS, PANELS
+from tests.gateway.fhirclient_models import bundle, concept, quantity, reference
 
 MOMENT = datetime(2026, 1, 5, 10, 0, 0, 250_000, tzinfo=timezone(timedelta(hours=1)))
 T = int((MOMENT - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(milliseconds=1))
-
-
-def _concept(code: str) -> CodeableConcept:
-    coding = Coding()
-    coding.system, coding.code = "http://loinc.org", code
-    concept = CodeableConcept()
-    concept.coding = [coding]
-    return concept
-
-
-def _quantity(value: float, code: str, unit: str) -> Quantity:
-    quantity = Quantity()
-    quantity.value, quantity.unit, quantity.system, quantity.code = value, unit, "http://unitsofmeasure.org", code
-    return quantity
-
-
-def _reference(text: str) -> FHIRReference:
-    reference = FHIRReference()
-    reference.reference = text
-    return reference
 
 
 def _vital(metric: str, value: float, *, code: str | None = None, unit: str = "") -> Observation:
@@ -56,12 +34,12 @@ def _vital(metric: str, value: float, *, code: str | None = None, unit: str = ""
     observation.status = "final"
     observation.category = [CodeableConcept({"coding": [{
         "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]})]
-    observation.code = _concept(METRICS[metric].loinc)
-    observation.subject = _reference("Patient/pt-9c1e")
-    observation.device = _reference("Device/dev-3f2a")
+    observation.code = concept(METRICS[metric].loinc)
+    observation.subject = reference("Patient/pt-9c1e")
+    observation.device = reference("Device/dev-3f2a")
     observation.effectiveDateTime = FHIRDateTime()
     observation.effectiveDateTime.datetime = MOMENT
-    observation.valueQuantity = _quantity(value, code or METRICS[metric].ucum, unit or METRICS[metric].unit)
+    observation.valueQuantity = quantity(value, code or METRICS[metric].ucum, unit or METRICS[metric].unit)
     return observation
 
 
@@ -69,31 +47,17 @@ def _blood_pressure(systolic: float, diastolic: float) -> Observation:
     panel = PANELS["85354-9"]
     observation = Observation()
     observation.status = "final"
-    observation.code = _concept(panel.loinc)
-    observation.subject = _reference("Patient/pt-9c1e")
+    observation.code = concept(panel.loinc)
+    observation.subject = reference("Patient/pt-9c1e")
     observation.effectiveInstant = FHIRInstant()
     observation.effectiveInstant.datetime = MOMENT
     observation.component = []
     for name, value in zip(panel.metrics, (systolic, diastolic)):
         component = ObservationComponent()
-        component.code = _concept(METRICS[name].loinc)
-        component.valueQuantity = _quantity(value, "mm[Hg]", "mmHg")
+        component.code = concept(METRICS[name].loinc)
+        component.valueQuantity = quantity(value, "mm[Hg]", "mmHg")
         observation.component.append(component)
     return observation
-
-
-def _bundle(observations: list[Observation], kind: str) -> Bundle:
-    bundle = Bundle()
-    bundle.type = kind
-    bundle.entry = []
-    for observation in observations:
-        entry = BundleEntry()
-        entry.resource = observation
-        if kind != "collection":
-            entry.request = BundleEntryRequest()
-            entry.request.method, entry.request.url = "POST", "Observation"
-        bundle.entry.append(entry)
-    return bundle
 
 
 def _post(resource: Observation | Bundle) -> list[tuple[str, str | None, tuple[str, int, float]]]:
@@ -115,7 +79,7 @@ def test_fahrenheit_is_converted() -> None:
 def test_a_bundle_of_every_vital_sign(kind: str) -> None:
     observations = [_vital("heart_rate", 71), _vital("oxygen_saturation", 97), _vital("respiratory_rate", 16),
                     _vital("body_temperature", 36.8), _vital("step_count", 42), _blood_pressure(128, 82)]
-    rows = _post(_bundle(observations, kind))
+    rows = _post(bundle(observations, kind))
     assert [(device, reading) for _, device, reading in rows] == [
         ("dev-3f2a", ("heart_rate", T, 71.0)), ("dev-3f2a", ("oxygen_saturation", T, 97.0)),
         ("dev-3f2a", ("respiratory_rate", T, 16.0)), ("dev-3f2a", ("body_temperature", T, 36.8)),
@@ -136,9 +100,9 @@ def test_step_count_over_a_period() -> None:
 
 
 def test_a_wrong_unit_from_the_client_is_refused_naming_the_element() -> None:
-    bundle = _bundle([_vital("heart_rate", 71), _vital("oxygen_saturation", 0.97, code="1", unit="ratio")],
-                     "transaction")
+    upload = bundle([_vital("heart_rate", 71), _vital("oxygen_saturation", 0.97, code="1", unit="ratio")],
+                    "transaction")
     with pytest.raises(UploadRefused) as caught:
-        _post(bundle)
+        _post(upload)
     assert caught.value.status == 422
     assert [i.expression for i in caught.value.issues] == ["Bundle.entry[1].resource.valueQuantity.code"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.enrolment import DeviceToken, create_tokens_file, write_tokens
 from simulators.load import (
     DeviceRecord,
     LoadCohort,
@@ -244,12 +245,60 @@ def test_final_report_has_every_figure() -> None:
     (["--rate", "1000", "--seed", "-1"], "--seed must be a non-negative integer, got -1"),
     (["--start-now"], "--start-now needs --speed 1 or lower"),
     (["--start-now", "--speed", "60"], "--start-now needs --speed 1 or lower"),
+    (["--via-gateway", "http://127.0.0.1:9"], "--via-gateway needs --rate"),
+    (["--rate", "100", "--via-gateway", "http://127.0.0.1:9"], "--via-gateway needs --tokens FILE"),
+    (["--rate", "100", "--tokens", "tokens.jsonl"], "--tokens goes with --via-gateway URL"),
+    (["--rate", "100", "--via-gateway", "http://127.0.0.1:9", "--tokens", "/nonexistent/tokens.jsonl"],
+     "cannot read the tokens file /nonexistent/tokens.jsonl: No such file or directory"),
 ])
 def test_bad_arguments_end_in_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     status: int | str | None
     try:
         status = main(["simulate", *argv])
     except SystemExit as exc:  # argparse's own checks exit; ours return
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def _tokens_file(path: Path, cohort: LoadCohort, *, drop: int = 0) -> Path:
+    with create_tokens_file(path) as handle:
+        write_tokens(handle, [DeviceToken(device, patient, f"vrd1.{i:012x}.{'A' * 43}")
+                              for i, (device, patient) in enumerate(cohort.devices[drop:])])
+    return path
+
+
+def test_a_device_without_a_token_or_a_bad_url_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cohort = LoadCohort(3, seed=5)
+    tokens = _tokens_file(tmp_path / "tokens.jsonl", cohort, drop=1)
+    run = ["simulate", "--patients", "3", "--seed", "5", "--rate", "100", "--tokens", str(tokens)]
+    assert main([*run, "--via-gateway", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    device, patient = cohort.devices[0]
+    assert err.startswith(f"vitalrisk: {tokens} has no token for device {device} of patient {patient}")
+    assert "--cohort 3 --seed SEED" in err and err.count("\n") == 1
+    assert main([*run[:4], "4", *run[5:], "--via-gateway", "http://127.0.0.1:9"]) == 2  # another seed: other ids
+    assert "has no token for device" in capsys.readouterr().err
+    tokens = _tokens_file(tmp_path / "all.jsonl", cohort)
+    assert main([*run[:-1], str(tokens), "--via-gateway", "ftp://127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err == "vitalrisk: --via-gateway must be an http:// or https:// URL, got 'ftp://127.0.0.1:9'\n"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--cohort", "3"], "--cohort needs --out FILE"),
+    (["--cohort", "3", "--device", "dev-1", "--out", "t.jsonl"], "--device goes with --patient"),
+    (["--patient", "pt-1", "--seed", "3"], "--seed goes with --cohort N"),
+    (["--cohort", "3", "--seed", "-1", "--out", "t.jsonl"], "--seed must be a non-negative integer, got -1"),
+    (["--cohort", "3", "--patient", "pt-1"], "argument --patient: not allowed with argument --cohort"),
+    (["--cohort", "0", "--out", "t.jsonl"], "argument --cohort: expected a positive integer, got 0"),
+])
+def test_bad_cohort_enrolment_arguments_end_in_one_line(argv: list[str], message: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    status: int | str | None
+    try:
+        status = main(["devices", "enroll", *argv])
+    except SystemExit as exc:
         status = exc.code
     assert status == 2
     err = capsys.readouterr().err
