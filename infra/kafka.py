@@ -31,8 +31,10 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -319,6 +321,11 @@ class LocalKafka:
     def stop(self, node_id: int | None = None) -> bool:
         """Stop every node (or node ``node_id``); whether one was running."""
         nodes = self.nodes if node_id is None else [self.node(node_id)]
+        if len(nodes) > 1:  # all at once: the last one alone would wait for a quorum that is gone
+            for node in nodes:
+                pid = read_pid(node.paths.pid)
+                if pid is not None:
+                    os.kill(pid, signal.SIGTERM)
         stopped = [terminate(node.paths.pid, name="kafka" if self.brokers == 1 else f"kafka node {node.node_id}")
                    for node in nodes]
         return any(stopped)

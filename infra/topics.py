@@ -21,6 +21,7 @@ settings; it is checked here when it exists.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -33,6 +34,8 @@ from kernel.wire import SNAPSHOT_TOPIC
 
 logger = logging.getLogger(__name__)
 
+#: How long topic creation waits for the new topics to show in the cluster's metadata.
+CREATE_WAIT_S = 10.0
 #: The topic configs that are compared: the durability settings and the retention model.
 CHECKED_CONFIGS = ("min.insync.replicas", "cleanup.policy")
 
@@ -191,6 +194,7 @@ def ensure_topics(admin: KafkaAdminClient, create: list[TopicSpec], check: Itera
             admin.create_topics([spec.new_topic() for spec in missing])
         except TopicAlreadyExistsError:  # another process made one meanwhile: checked at its next start
             pass
+        _wait_listed(admin, {spec.name for spec in missing})
     found = [d for spec in checked if spec.name in states if (d := differences(spec, states[spec.name]))]
     fatal = [d.line for d in found if d.fatal]
     warnings = [d.line for d in found if not d.fatal]
@@ -203,6 +207,13 @@ def ensure_topics(admin: KafkaAdminClient, create: list[TopicSpec], check: Itera
         raise TopicsMismatch(f"{fatal[0]}{more}: the pipeline cannot run on it as it is; delete and recreate "
                              "the topic or change the settings to match")
     return warnings
+
+
+def _wait_listed(admin: KafkaAdminClient, names: set[str], timeout_s: float = CREATE_WAIT_S) -> None:
+    """Wait until every broker asked lists ``names``: a cluster's metadata reaches its brokers a moment later."""
+    deadline = time.monotonic() + timeout_s
+    while not names <= set(admin.list_topics()) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _timestamps(topic: str, settings: Settings) -> dict[str, str]:
