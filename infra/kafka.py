@@ -382,7 +382,7 @@ class LocalKafka:
             admin.close()
 
     def _serves_metadata(self, node: KafkaNode | None = None) -> bool:
-        """Whether ``node`` (default: the first) answers metadata, and with the cluster, lists every node."""
+        """Whether ``node`` (default: the first) answers metadata, and with the cluster, is registered in it."""
         node = node or self.nodes[0]
         if not port_open("127.0.0.1", node.port):
             return False
@@ -397,7 +397,7 @@ class LocalKafka:
             return False
         try:
             admin.list_topics()
-            return self.brokers == 1 or len(admin.describe_cluster()["brokers"]) == len(self.nodes)
+            return self.brokers == 1 or node.node_id in {b["broker_id"] for b in admin.describe_cluster()["brokers"]}
         except KafkaError:
             return False
         finally:
