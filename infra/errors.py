@@ -5,9 +5,10 @@
     VitalsError
      └── InfraError
           ├── ServiceFailed     a service did not start or become healthy
-          └── ToolMissing       a binary it needs (java, mvn, initdb) is not installed
+          ├── ToolMissing       a binary it needs (java, mvn, initdb) is not installed
+          └── TopicsMismatch    an existing topic the pipeline cannot run on (infra.topics)
 
-Both end ``vitalrisk infra`` (and ``demo``) with one line on stderr and exit status 1.
+Each ends ``vitalrisk infra`` (and ``demo``) with one line on stderr and exit status 1.
 """
 
 from kernel.errors import VitalsError
@@ -23,3 +24,7 @@ class ServiceFailed(InfraError):
 
 class ToolMissing(InfraError):
     """A program the service needs is not installed on this machine."""
+
+
+class TopicsMismatch(InfraError):
+    """An existing topic differs from the settings in a way the pipeline cannot run on, or cannot be created."""

@@ -9,7 +9,7 @@ from typing import TypeVar
 from infra.kafka import LocalKafka
 from infra.postgres import LocalPostgres
 from infra.preflight import require_database, require_kafka
-from infra.processes import port_open
+from infra.processes import port_open, read_pid
 from kernel.errors import ConfigurationError, PortInUse
 from kernel.settings import Settings
 
@@ -17,7 +17,7 @@ Local = TypeVar("Local", LocalKafka, LocalPostgres)
 
 
 def run_infra(settings: Settings, action: str, service: str, *, secure: bool = False,
-              principal: str | None = None) -> int:
+              principal: str | None = None, brokers: int | None = None, node: int | None = None) -> int:
     """Apply ``action`` to ``service`` ("kafka", "postgres" or "all"); print each one's status.
 
     ``secure`` starts PostgreSQL with TLS and SCRAM passwords (:class:`~infra.postgres.LocalPostgres`);
@@ -29,6 +29,8 @@ def run_infra(settings: Settings, action: str, service: str, *, secure: bool = F
     ``credentials`` prints, as shell ``export`` lines, the ``VITALS_KAFKA_*`` variables that
     connect to the secured broker as ``principal``. ``check`` connects as this process's settings
     say (any broker, local or not, secured or not), as every command does before it starts work.
+    ``brokers`` (1 or 3) asks ``start`` for one Kafka node or the three-broker cluster when it formats
+    the storage; ``node`` applies ``start`` or ``stop`` to one node of the cluster alone.
 
     Raises
     ------
@@ -56,19 +58,30 @@ def run_infra(settings: Settings, action: str, service: str, *, secure: bool = F
         for name, value in kafka.client_env(principal).items():
             print(f"export {name}={shlex.quote(value)}")
         return 0
+    if node is not None and (service != "kafka" or action not in ("start", "stop")):
+        raise ConfigurationError("--node goes with `vitalrisk infra start kafka` or `vitalrisk infra stop kafka`")
+    if brokers is not None and (service == "postgres" or action != "start"):
+        raise ConfigurationError("--brokers goes with `vitalrisk infra start kafka`")
     chosen: list[LocalKafka | LocalPostgres] = []
     if service in ("postgres", "all"):
         secure_postgres = True if secure else (False if action == "start" else None)
         chosen.append(_local(lambda: LocalPostgres(settings, secure=secure_postgres), "VITALS_DATABASE_URL"))
     if service in ("kafka", "all"):
-        chosen.append(_local(lambda: LocalKafka(settings, secure=secure), "VITALS_KAFKA_BOOTSTRAP"))
+        chosen.append(_local(lambda: LocalKafka(settings, secure=secure, brokers=brokers), "VITALS_KAFKA_BOOTSTRAP"))
     for svc in chosen:
         if action == "start":
-            if not svc.running():
-                _require_ports_free(svc)
-            svc.start()
+            if isinstance(svc, LocalKafka):
+                _require_kafka_ports_free(svc, node)
+                svc.start(node)
+            else:
+                if not svc.running():
+                    _require_ports_free(svc)
+                svc.start()
         elif action in ("stop", "clean"):
-            svc.stop()
+            if isinstance(svc, LocalKafka):
+                svc.stop(node)
+            else:
+                svc.stop()
             if action == "clean":  # a throwaway service: its data goes too
                 svc.discard_storage()
         print(svc.status())
@@ -84,13 +97,22 @@ def _local(make: Callable[[], Local], setting: str) -> Local:
                                  "at 127.0.0.1") from None
 
 
-def _require_ports_free(svc: LocalKafka | LocalPostgres) -> None:
+def _require_ports_free(svc: LocalPostgres) -> None:
     """Raise :class:`PortInUse` if another process listens where ``svc``, not running, would."""
-    if isinstance(svc, LocalKafka):
-        ports = [("Kafka", svc.port, "VITALS_KAFKA_BOOTSTRAP"),
-                 ("Kafka's controller", svc.controller_port, "VITALS_KAFKA_BOOTSTRAP (its port + 1)")]
-    else:
-        ports = [("PostgreSQL", svc.target.port, "VITALS_DATABASE_URL")]
-    for what, port, setting in ports:
-        if port_open("127.0.0.1", port):
-            raise PortInUse(what, "127.0.0.1", port, setting)
+    if port_open("127.0.0.1", svc.target.port):
+        raise PortInUse("PostgreSQL", "127.0.0.1", svc.target.port, "VITALS_DATABASE_URL")
+
+
+def _require_kafka_ports_free(kafka: LocalKafka, node_id: int | None) -> None:
+    """Raise :class:`PortInUse` if another process listens where a node of ``kafka`` (or ``node_id``), not
+    running, would."""
+    nodes = kafka.nodes if node_id is None else [kafka.node(node_id)]
+    setting = "VITALS_KAFKA_BOOTSTRAP" if kafka.brokers == 1 else "VITALS_KAFKA_BOOTSTRAP (docs/scaling.md)"
+    for node in nodes:
+        if read_pid(node.paths.pid) is not None:
+            continue
+        for what, port in kafka.ports(node.node_id):
+            if port_open("127.0.0.1", port):
+                raise PortInUse(what, "127.0.0.1", port,
+                                f"{setting} (its port + 1)" if what.endswith("controller") and kafka.brokers == 1
+                                else setting)

@@ -251,6 +251,14 @@ class Settings(BaseSettings):
     snapshots_topic: str = Field("models.snapshots", description="compacted topic of signed model snapshots")
     patients_topic: str = Field("vitals.patients",
                                 description="compacted topic of patients' subgroups and enrolment diagnoses")
+    replication_factor: int = Field(
+        1, ge=1, le=16, description="replicas of each partition of every topic vitalrisk creates, Faust's changelog "
+        "and internal topics included (3 on a three-broker cluster)"
+    )
+    min_insync_replicas: int = Field(
+        1, ge=1, le=16, description="replicas that must hold a record before the broker acknowledges an acks=all "
+        "write (min.insync.replicas of every topic vitalrisk creates; at most replication_factor)"
+    )
 
     # Kafka security (docs/configuration.md, "Kafka security"); kernel.kafka_security turns these into
     # each client library's options
@@ -473,6 +481,14 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown variable{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
                              "not a vitalrisk setting (docs/configuration.md lists them); unset it")
         return data
+
+    @model_validator(mode="after")
+    def _durability_fits(self) -> Self:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"VITALS_MIN_INSYNC_REPLICAS={self.min_insync_replicas} exceeds "
+                             f"VITALS_REPLICATION_FACTOR={self.replication_factor}: no write could ever be "
+                             "acknowledged; lower it or raise the replication factor")
+        return self
 
     @model_validator(mode="after")
     def _kafka_security_fits(self) -> Self:

@@ -455,9 +455,10 @@ def decode_patient(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> PatientRec
     return PatientRecord(patient_id, groups, conditions)
 
 
-#: How the snapshots topic is created (by ``vitalrisk infra`` and by the trainer when missing).
+#: How the snapshots topic is created (by ``vitalrisk infra`` and by the trainer when missing); its
+#: replication factor and ``min.insync.replicas`` are the settings' (``VITALS_REPLICATION_FACTOR``...).
 SNAPSHOT_TOPIC: dict[str, Any] = {
-    "num_partitions": 1, "replication_factor": 1,
+    "num_partitions": 1,
     "topic_configs": {"cleanup.policy": "compact", "retention.ms": "-1",
                       "max.message.bytes": str(16 * 1024 * 1024)},
 }

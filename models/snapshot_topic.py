@@ -40,7 +40,7 @@ def model_name(settings: Settings) -> str:
 
 
 def ensure_topic(settings: Settings) -> None:
-    """Create the compacted snapshots topic if it does not exist."""
+    """Create the compacted snapshots topic if it does not exist, replicated as the settings say."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -49,7 +49,10 @@ def ensure_topic(settings: Settings) -> None:
     try:
         if settings.snapshots_topic not in set(admin.list_topics()):
             try:
-                admin.create_topics([NewTopic(settings.snapshots_topic, **SNAPSHOT_TOPIC)])
+                configs = {**SNAPSHOT_TOPIC["topic_configs"], "min.insync.replicas": str(settings.min_insync_replicas)}
+                admin.create_topics([NewTopic(settings.snapshots_topic, num_partitions=SNAPSHOT_TOPIC["num_partitions"],
+                                              replication_factor=settings.replication_factor,
+                                              topic_configs=configs)])
             except TopicAlreadyExistsError:
                 pass
     finally:

@@ -455,10 +455,13 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
         broker_credentials=faust_credentials(settings),
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,  # the changelog's, and Faust's internal topics'
         web_enabled=False,
         stream_wait_empty=False,  # held events are replayed by the partition's next owner, never awaited
         consumer_auto_offset_reset="earliest",
+        # acks=all: a score, feature or changelog record is acknowledged once min.insync.replicas hold
+        # it. faust-streaming turns producer idempotence on only with exactly_once, which we leave
+        # off: a retried send may repeat a record, and every effect downstream is idempotent.
         producer_acks=-1,
         producer_linger_ms=20,  # batch the many small score, feature and changelog records
         broker_session_timeout=settings.session_timeout_s,
@@ -471,7 +474,8 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
 
     readings = raw_topic(settings.readings_topic)
     table = app.Table("state", key_type=bytes, value_type=bytes,  # bytes: raw serializers
-                      partitions=settings.partitions)
+                      partitions=settings.partitions,
+                      extra_topic_configs={"min.insync.replicas": str(settings.min_insync_replicas)})
     pipeline = VitalsPipeline.from_settings(settings, store=FaustTableStore(table))
     writer = TimescaleWriter.from_settings(settings, metrics=metrics)
     scoring, feeds = model_scoring(settings, model_metrics)

@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "docs/storage.md)")
     infra.add_argument("--principal", choices=[ADMIN, *PRINCIPALS], default=None,
                        help="credentials: the Kafka principal (service) whose variables to print")
+    infra.add_argument("--brokers", type=int, choices=[1, 3], default=None,
+                       help="start kafka: one node (the default) or a three-broker cluster (RF 3, min.insync 2) "
+                            "when its storage is new (docs/scaling.md)")
+    infra.add_argument("--node", type=int, choices=[1, 2, 3], default=None,
+                       help="start or stop kafka: this node of the three-broker cluster alone")
 
     migrate = sub.add_parser("migrate", help="apply database migrations (as the schema owner)")
     migrate.add_argument("--url", type=_database_url, help="owner URL; default VITALS_ADMIN_DATABASE_URL, or the local cluster's")
@@ -350,7 +355,8 @@ def _owner_url(given: str | None, settings: Settings) -> str:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "infra":
-        return run_infra(settings, args.action, args.service, secure=args.secure, principal=args.principal)
+        return run_infra(settings, args.action, args.service, secure=args.secure, principal=args.principal,
+                         brokers=args.brokers, node=args.node)
     if args.command == "migrate":
         url = _owner_url(args.url, settings)
         applied = migrate(url, policies=SinkPolicies.from_settings(settings), timescale=settings.sink_timescale)

@@ -42,6 +42,10 @@ TEST_PG_TLS_PORT = int(os.environ.get("VITALS_TEST_PG_TLS_PORT", str(TEST_PG_POR
 # and its controller's (docs/testing.md).
 TEST_SECURE_KAFKA = "127.0.0.1:" + os.environ.get("VITALS_TEST_SECURE_KAFKA_PORT",
                                                    str(int(TEST_KAFKA.rpartition(":")[2]) + 2))
+# The three-broker cluster of tests/scaleout/test_cluster*.py: node N on this port + 2(N-1), its controller on the
+# next (six ports in all; docs/testing.md).
+TEST_CLUSTER_KAFKA = "127.0.0.1:" + os.environ.get("VITALS_TEST_CLUSTER_KAFKA_PORT",
+                                                    str(int(TEST_KAFKA.rpartition(":")[2]) + 10))
 
 
 def timescale_usable(admin_url: str) -> bool:
@@ -153,6 +157,26 @@ def secure_kafka() -> Iterator[LocalKafka]:
     yield kafka
     if started and os.environ.get("VITALS_KEEP_TEST_SERVICES") != "1":
         kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[LocalKafka]:
+    """The three-broker KRaft cluster (``infra start kafka --brokers 3``), under ``.local/test-cluster``, started by
+    the tests that use it (fresh storage each session) and stopped at the end if the session started it."""
+    from infra.kafka import LocalKafka
+
+    base = Settings(state_dir=ROOT / ".local" / "test-cluster", kafka_bootstrap=TEST_CLUSTER_KAFKA)
+    cluster = LocalKafka(base, brokers=3)
+    started = not cluster.healthy()
+    if started:
+        cluster.stop()
+        cluster.discard_storage()
+        began = time.monotonic()
+        cluster.start()
+        print(f"three-broker cluster started in {time.monotonic() - began:.1f} s")
+    yield cluster
+    if started and os.environ.get("VITALS_KEEP_TEST_SERVICES") != "1":
+        cluster.stop()
 
 
 @pytest.fixture

@@ -368,10 +368,11 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> faust.Ap
         broker_credentials=faust_credentials(settings),
         datadir=str(datadir),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,  # Faust's internal (leader) topic
         web_enabled=False,
         stream_wait_empty=False,
         consumer_auto_offset_reset="earliest",
+        producer_acks=-1,  # dead letters: acks=all (no idempotence without exactly_once; see stream.app)
         # A crashed alerter's partitions must move within seconds, not the default minute:
         # until the broker gives up on the dead member, nobody pages for its patients.
         broker_session_timeout=SESSION_TIMEOUT_S,
