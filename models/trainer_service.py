@@ -74,6 +74,10 @@ MAX_SKEW_MS = 30 * 60_000
 PUBLISH_WAIT_S = 10.0
 #: Retry schedule while Kafka is unavailable: never gives up (the trainer's state is worth keeping).
 KAFKA_BACKOFF = Backoff(first_s=0.5, max_s=5.0, give_up_s=None)
+#: A Kafka request (the end offsets) not answered within this long fails the step, ms.
+KAFKA_REQUEST_TIMEOUT_MS = 10_000
+#: Longest wait between two reconnection attempts to a broker that went away, ms.
+RECONNECT_BACKOFF_MAX_MS = 2_000
 
 
 class TrainerService:
@@ -139,10 +143,11 @@ class TrainerService:
             logger.info("no snapshot of %s yet: starting a fresh %s model", self.name, s.model)
         self.consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
                                       client_id=f"vitalrisk-trainer-{self.name}", max_poll_records=1_000,
-                                      **kafka_python_options(s))
+                                      request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
+                                      reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS, **kafka_python_options(s))
         self.producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all",
                                       max_request_size=MAX_SNAPSHOT_BYTES, client_id=f"vitalrisk-trainer-{self.name}",
-                                      **kafka_python_options(s))
+                                      reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS, **kafka_python_options(s))
         features = [TopicPartition(s.features_topic, p) for p in self._partitions(s.features_topic)]
         outcomes = [TopicPartition(s.outcomes_topic, p) for p in self._partitions(s.outcomes_topic)]
         patients = [TopicPartition(s.patients_topic, p) for p in self._partitions(s.patients_topic, required=False)]

@@ -38,7 +38,8 @@ from models.patient_topic import PatientFeed, read_patients
 from models.snapshot_topic import SnapshotFeed, model_name, read_latest
 from models.snapshots import Snapshot
 from sinks.errors import SinkRejected
-from sinks.metrics import ModelMetrics, PipelineMetrics
+from sinks.metrics import KafkaHealth, ModelMetrics, PipelineMetrics
+from stream.kafka_watch import KafkaWatch
 from sinks.timescale import TimescaleWriter
 from stream.deadletters import DETAIL_CHARS, SINK_SOURCE_PREFIX, as_bytes, deadletter_headers, replay_of
 from kernel.events import DeadLetter, RiskScore, WindowFeatures
@@ -480,6 +481,7 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
                             metrics=metrics, scoring=scoring, model_metrics=model_metrics, intake=intake)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tests and the CLI
 
+    app.task(KafkaWatch(settings, KafkaHealth("worker", metrics.kafka)).run)  # vitals_kafka_up{client="worker"}
     for feed in feeds:
         # Every worker reads the whole snapshots and patients topics (no consumer group), so
         # every scorer hot-swaps to every new version and knows every patient.

@@ -33,7 +33,8 @@ from typing import Any, Protocol, cast
 import faust
 from faust.types import TP, EventT, Message
 
-from sinks.metrics import AlertMetrics
+from sinks.metrics import AlertMetrics, KafkaHealth
+from stream.kafka_watch import KafkaWatch
 from kernel.backoff import Backoff
 from sinks.webhook import WebhookSender, receiver_tls
 from stream.alerts.routing import Router, parse_receivers
@@ -414,6 +415,7 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> faust.Ap
             return result
 
     app.alerter_runtime = runtime  # type: ignore[attr-defined]  # for tests
+    app.task(KafkaWatch(settings, KafkaHealth("alerter", metrics.kafka)).run)  # vitals_kafka_up{client="alerter"}
 
     @app.agent(scores, name="alerts")
     async def evaluate_scores(stream: faust.StreamT[bytes]) -> None:
