@@ -42,8 +42,8 @@ class KafkaMetrics:
     """Whether a process reaches Kafka: ``vitals_kafka_up`` (1/0) and ``vitals_kafka_outages_total``.
 
     ``client`` names the process's Kafka client (``worker``, ``trainer``, ``alerter``,
-    ``snapshot-feed``, ``patient-feed``, ...), never a host or a credential. Kept current by
-    :class:`KafkaHealth`.
+    ``simulator``, ...), never a host or a credential. Kept current by :class:`KafkaHealth`.
+    One per process, beside its other metrics (the worker's, the alerter's, the trainer's).
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -170,7 +170,6 @@ class PipelineMetrics:
         self.watermark_lag_seconds = Gauge("vitals_watermark_lag_seconds",
                                            "Wall-clock time minus the partition watermark's event time",
                                            ["partition"], registry=registry)
-        self.kafka = KafkaMetrics(registry)
 
 
 
@@ -234,7 +233,6 @@ class AlertMetrics:
         self.delivery_seconds = Histogram("vitals_webhook_delivery_seconds",
                                           "From threshold-crossing score to webhook acknowledged",
                                           ["receiver"], buckets=LATENCY_BUCKETS, registry=registry)
-        self.kafka = KafkaMetrics(registry)
 
 
 #: Upload -> broker acknowledgement, seconds: one produce round trip with acks=all is milliseconds.

@@ -20,12 +20,15 @@ from pydantic import SecretStr
 from infra.kafka import LocalKafka
 from sinks.metrics import scrape
 from kernel.settings import Settings
-from tests.alerts.conftest import AlertingStack, alerting, read_jsonl, wait_for  # noqa: F401 - alerting: a fixture
+from tests.alerts.conftest import AlertingStack, read_jsonl, wait_for
+from tests.alerts.conftest import alerting as alerting_fixture
 from tests.alerts.test_e2e_paging import query
 from tests.conftest import Services
 from tests.e2e.streams import Stream, assert_features_equal, feature_rows, score_keys
 
 pytestmark = pytest.mark.integration
+
+alerting = alerting_fixture  # the alerting tests' fixture: an alerter and a pager on this test's topics
 
 OUTAGE_S = 20.0
 STREAM = Stream(patients=5, minutes=10)
@@ -84,7 +87,8 @@ def test_a_20s_broker_stop_mid_stream_loses_and_doubles_nothing(services: Servic
     for client, metric in (("worker", worker.metric), ("trainer", trainer.metric),
                            ("alerter", lambda name, labels: scrape(alerter_metrics, name, labels))):
         labels = {"client": client}
-        wait_for(f"the {client} to see the broker back", lambda: metric("vitals_kafka_up", labels) == 1,
+        wait_for(f"the {client} to see the broker back",
+                 lambda metric=metric, labels=labels: metric("vitals_kafka_up", labels) == 1,
                  timeout_s=30, procs=(alerter,))
         assert metric("vitals_kafka_outages_total", labels) == 1, client
     for proc in (worker, trainer):
