@@ -5,16 +5,22 @@ scores already know each patient's inputs (:func:`read_patients`), then follows 
 (:class:`PatientFeed`). No consumer group: every worker needs every patient, whatever readings
 partitions it owns. The trainer reads the same topic with its own consumer and the same
 :func:`apply_records`.
+
+A broker outage pauses the feed, never ends it: aiokafka reconnects and resumes from the
+feed's position, and a start or a topic look-up that fails is retried with
+:data:`FEED_BACKOFF` (the worker's own probe, :mod:`stream.kafka_watch`, reports the outage).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
+from kernel.backoff import Backoff
 from models.patient_context import PatientContext
 from kernel.errors import InvalidMessage
 from kernel.kafka_security import aiokafka_options, kafka_python_options
@@ -23,6 +29,35 @@ from kernel.limits import valid_id
 from kernel.wire import PatientRecord, decode_patient
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Between attempts to start a feed (or look its topic up) while the broker is unavailable.
+FEED_BACKOFF = Backoff(first_s=0.5, max_s=10.0, give_up_s=None)
+
+
+async def start_retrying(start: Callable[[], Awaitable[T]], what: str, *, backoff: Backoff = FEED_BACKOFF) -> T:
+    """Await ``start()`` until it succeeds (its result), sleeping ``backoff`` delays after Kafka errors.
+
+    Logs the first failure and the success after it, nothing in between.
+    """
+    from aiokafka.errors import KafkaError as AIOKafkaError
+    from kafka.errors import KafkaError
+
+    retries = None
+    while True:
+        try:
+            result = await start()
+        except (AIOKafkaError, KafkaError, OSError) as exc:
+            if retries is None:
+                logger.warning("%s: Kafka unavailable (%s); retrying", what, type(exc).__name__)
+                retries = backoff.start(now_s=time.monotonic(), rng=random.Random())
+            delay = retries.next_delay(now_s=time.monotonic())
+            await asyncio.sleep(delay if delay is not None else backoff.max_s)
+            continue
+        if retries is not None:
+            logger.warning("%s: started after %d failed attempts", what, retries.failures)
+        return result
 
 
 def apply_records(records: Iterable[Any], update: Callable[[PatientRecord], None],
@@ -105,13 +140,14 @@ class PatientFeed:
         # consumer's own metadata never learns of a topic it does not already know).
         partitions = sorted(self.start_offsets)
         while not partitions:
-            partitions = await asyncio.to_thread(topic_partitions, self.settings)
+            partitions = await start_retrying(lambda: asyncio.to_thread(topic_partitions, self.settings),
+                                              f"patient feed ({topic})")
             if not partitions:
                 await asyncio.sleep(5.0)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     client_id="vitalrisk-patient-feed", **aiokafka_options(self.settings))
-        await consumer.start()
+        await start_retrying(consumer.start, f"patient feed ({topic})")
         try:
             tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)

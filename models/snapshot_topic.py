@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from models.errors import SnapshotRejected
+from models.patient_topic import start_retrying
 from models.snapshots import Snapshot, signing_key
 from kernel.kafka_security import aiokafka_options, kafka_python_options
 from kernel.settings import Settings
@@ -120,7 +121,7 @@ class SnapshotFeed:
         self._key = signing_key(settings.snapshot_key)
 
     async def run(self) -> None:
-        """Follow the topic until cancelled; reconnects are aiokafka's."""
+        """Follow the topic until cancelled; reconnects are aiokafka's, a failed start is retried."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         tp = TopicPartition(self.settings.snapshots_topic, 0)
@@ -129,7 +130,7 @@ class SnapshotFeed:
                                     fetch_max_bytes=MAX_SNAPSHOT_BYTES,
                                     max_partition_fetch_bytes=MAX_SNAPSHOT_BYTES,
                                     **aiokafka_options(self.settings))
-        await consumer.start()
+        await start_retrying(consumer.start, f"snapshot feed ({self.settings.snapshots_topic})")
         try:
             consumer.assign([tp])
             consumer.seek(tp, self.start_offset)

@@ -15,16 +15,25 @@ outcome again, then the feature rows from the snapshot's ``resume`` offsets, ski
 had already learned (see :mod:`models.online`). Without a snapshot it starts a fresh model.
 The workers keep scoring with the snapshot they hold meanwhile: a trainer restart pauses
 learning, never scoring.
+
+**Broker outage.** Once running, the trainer rides out a Kafka outage in place: a failed
+Kafka call (the end offsets it asks for, a snapshot's publish) ends the step, and
+:meth:`TrainerService.run` retries with :class:`kernel.backoff.Backoff` until the broker is
+back, keeping everything it holds (model, labeller, read-but-unoffered rows, snapshots not yet
+acknowledged, which are published in order once it answers). It logs one line when the outage
+starts and one when it ends, and keeps ``vitals_kafka_up{client="trainer"}`` and
+``vitals_kafka_outages_total`` current.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import signal
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -38,9 +47,10 @@ from models.snapshot_topic import MAX_SNAPSHOT_BYTES, ensure_topic, model_name, 
 from models.snapshots import Snapshot, signing_key
 from sinks import registry
 from sinks.errors import RegistryError
-from sinks.metrics import ModelMetrics, serve_metrics
+from sinks.metrics import KafkaHealth, KafkaMetrics, ModelMetrics, serve_metrics
 from sinks.rows import utc
 from sinks.timescale import write_ops_events, write_outcomes
+from kernel.backoff import Backoff
 from kernel.errors import InvalidMessage, ServiceUnavailable, VitalsError, first_line
 from kernel.events import FeatureRow, OpsEvent
 from infra.preflight import require_database, require_kafka
@@ -59,6 +69,15 @@ FAIRNESS_PUBLISH_S = 5.0
 #: Rows this far ahead (event time) of the slowest partition's are held back until it catches up:
 #: their patients' windows wait for the watermark, and the labeller holds only so many.
 MAX_SKEW_MS = 30 * 60_000
+#: How long one snapshot publish waits for the broker's acknowledgement before the step ends
+#: (the send stays in flight and is waited for again on the next attempt), seconds.
+PUBLISH_WAIT_S = 10.0
+#: Retry schedule while Kafka is unavailable: never gives up (the trainer's state is worth keeping).
+KAFKA_BACKOFF = Backoff(first_s=0.5, max_s=5.0, give_up_s=None)
+#: A Kafka request (the end offsets) not answered within this long fails the step, ms.
+KAFKA_REQUEST_TIMEOUT_MS = 10_000
+#: Longest wait between two reconnection attempts to a broker that went away, ms.
+RECONNECT_BACKOFF_MAX_MS = 2_000
 
 
 class TrainerService:
@@ -70,11 +89,22 @@ class TrainerService:
         Kafka, database, model and labelling settings.
     metrics
         Prometheus gauges and counters to keep current, if any.
+    kafka_metrics
+        Where to report Kafka outages (``vitals_kafka_up{client="trainer"}``), if anywhere.
+    backoff
+        The retry schedule while Kafka is unavailable.
     """
 
-    def __init__(self, settings: Settings, *, metrics: ModelMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, *, metrics: ModelMetrics | None = None,
+                 kafka_metrics: KafkaMetrics | None = None, backoff: Backoff = KAFKA_BACKOFF,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.kafka = KafkaHealth("trainer", kafka_metrics)
+        self._backoff = backoff
+        self._sleep = sleep
+        self._unpublished: deque[Snapshot] = deque()  # made, not yet acknowledged by the broker
+        self._in_flight: Any = None  # the send future of the head of _unpublished, if sent
         self.name = model_name(settings)
         self._key = signing_key(settings.snapshot_key)  # fail before connecting to anything
         self._stopping = False
@@ -113,10 +143,11 @@ class TrainerService:
             logger.info("no snapshot of %s yet: starting a fresh %s model", self.name, s.model)
         self.consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
                                       client_id=f"vitalrisk-trainer-{self.name}", max_poll_records=1_000,
-                                      **kafka_python_options(s))
+                                      request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
+                                      reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS, **kafka_python_options(s))
         self.producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all",
                                       max_request_size=MAX_SNAPSHOT_BYTES, client_id=f"vitalrisk-trainer-{self.name}",
-                                      **kafka_python_options(s))
+                                      reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS, **kafka_python_options(s))
         features = [TopicPartition(s.features_topic, p) for p in self._partitions(s.features_topic)]
         outcomes = [TopicPartition(s.outcomes_topic, p) for p in self._partitions(s.outcomes_topic)]
         patients = [TopicPartition(s.patients_topic, p) for p in self._partitions(s.patients_topic, required=False)]
@@ -179,16 +210,44 @@ class TrainerService:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Step until :meth:`stop` (SIGTERM, SIGINT)."""
+        """Step until :meth:`stop` (SIGTERM, SIGINT); ride out Kafka outages with :data:`KAFKA_BACKOFF`."""
+        from kafka.errors import KafkaError
+
+        retries = None
         while not self._stopping:
-            self.step()
+            try:
+                self.step()
+            except KafkaError as exc:
+                reason = first_line(exc)
+                self.kafka.failed(reason if type(exc).__name__ in reason else f"{type(exc).__name__}: {reason}")
+                if retries is None:
+                    retries = self._backoff.start(now_s=time.monotonic(), rng=random.Random())
+                delay = retries.next_delay(now_s=time.monotonic())
+                self._pause(delay if delay is not None else self._backoff.max_s)
+                continue
+            retries = None
         self.close()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, waking early when stopped."""
+        left = seconds
+        while not self._stopping and left > 0:
+            self._sleep(min(left, 0.25))
+            left -= 0.25
 
     def stop(self) -> None:
         self._stopping = True
 
     def step(self, timeout_ms: int = 500) -> int:
-        """Read one batch, learn what became final, publish any snapshot; return records read."""
+        """Read one batch, learn what became final, publish any snapshot; return records read.
+
+        Raises
+        ------
+        kafka.errors.KafkaError
+            Kafka did not answer (end offsets, a snapshot's acknowledgement): nothing held is
+            lost, and the next step carries on from where this one stopped.
+        """
+        self._send_snapshots()  # any the last step could not publish, first and in order
         caught_up = self._caught_up()  # before the poll: nothing more was there to read
         batches = self.consumer.poll(timeout_ms=timeout_ms)
         count = 0
@@ -256,6 +315,7 @@ class TrainerService:
         if now - self._ends_at >= 1.0:
             self._ends = self.consumer.end_offsets(self._features_tps)
             self._ends_at = now
+            self.kafka.ok()
         return frozenset(tp.partition for tp in self._features_tps
                          if self.consumer.position(tp) >= self._ends.get(tp, 0))
 
@@ -290,11 +350,40 @@ class TrainerService:
 
     def _publish(self, snapshot: Snapshot) -> None:
         """Topic first (scorers swap from it), then the registry (audit; retried until it lands)."""
-        raw = snapshot.to_bytes(self._key)
-        self.producer.send(self.settings.snapshots_topic, key=self.name.encode(), value=raw).get(timeout=60)
-        self.snapshots.append(snapshot.label)
-        logger.info("published %s (%d examples seen, %d bytes)", snapshot.label, snapshot.examples_seen, len(raw))
-        self._unregistered.append(snapshot)
+        self._unpublished.append(snapshot)
+        self._send_snapshots()
+
+    def _send_snapshots(self) -> None:
+        """Publish the waiting snapshots in order, each acknowledged before the next is sent.
+
+        A send the broker has not acknowledged within :data:`PUBLISH_WAIT_S` stays in flight and
+        is waited for again on the next call; one that failed is sent again (a snapshot on the
+        topic twice is harmless: scorers swap only to a newer version).
+        """
+        from kafka.errors import KafkaTimeoutError
+
+        while self._unpublished:
+            snapshot = self._unpublished[0]
+            raw = snapshot.to_bytes(self._key)
+            if self._in_flight is None:
+                self._in_flight = self.producer.send(self.settings.snapshots_topic, key=self.name.encode(), value=raw)
+            try:
+                self._in_flight.get(timeout=PUBLISH_WAIT_S)
+            except KafkaTimeoutError:
+                if not self._in_flight.is_done:
+                    raise  # still in flight: wait for it again next time
+                self._in_flight = None
+                raise
+            except BaseException:
+                self._in_flight = None  # failed for good: send it again next time
+                raise
+            self._in_flight = None
+            self._unpublished.popleft()
+            self.kafka.ok()
+            self.snapshots.append(snapshot.label)
+            logger.info("published %s (%d examples seen, %d bytes)", snapshot.label, snapshot.examples_seen,
+                        len(raw))
+            self._unregistered.append(snapshot)
 
     def _flush_db(self) -> None:
         """Registry rows, outcomes and ops events; kept for the next step if the database is down."""
@@ -337,7 +426,11 @@ class TrainerService:
 
     def close(self) -> None:
         self._flush_db()
-        for closing in (self.consumer.close, self.producer.close, self.db.close):
+        if self._unpublished:
+            logger.warning("stopping with %d snapshots unpublished (Kafka unavailable): the next trainer "
+                           "resumes from %s and learns them again", len(self._unpublished),
+                           self.snapshots[-1] if self.snapshots else "the start")
+        for closing in (self.consumer.close, lambda: self.producer.close(timeout=5), self.db.close):
             try:
                 closing()
             except Exception:  # noqa: BLE001 - best effort on the way out
@@ -362,7 +455,8 @@ def run_trainer(settings: Settings) -> int:
 
     settings = settings.for_service(TRAINER_ROLE)
     metrics_registry = CollectorRegistry()
-    service = TrainerService(settings, metrics=ModelMetrics(metrics_registry))
+    service = TrainerService(settings, metrics=ModelMetrics(metrics_registry),
+                             kafka_metrics=KafkaMetrics(metrics_registry))
     serve_metrics(settings, metrics_registry)  # first: a taken port is this machine's to fix, whatever else is down
     require_kafka(settings)
     require_database(settings.database_url)

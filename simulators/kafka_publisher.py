@@ -7,24 +7,34 @@ record time agree in accelerated runs.
 :func:`publish` sends a simulated cohort's messages (``vitalrisk simulate``);
 :class:`KafkaSender` sends the load generator's pre-encoded records
 (:mod:`simulators.load`) with bounded buffering and counts what the broker acknowledged.
+
+**Broker outage.** Nothing is dropped while the broker is away. The producer retries each
+batch (idempotently, so in order and without duplicates) for :data:`DELIVERY_TIMEOUT_MS`;
+:class:`Delivery`, under :func:`publish` and the replay's, holds at most ``max_pending``
+messages unconfirmed — past that the producing loop blocks until the broker has them — and
+sends again, with :class:`kernel.backoff.Backoff`, whatever the producer gave up on. One log
+line when the outage starts, one when it ends.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kernel.backoff import Backoff
 from kernel.errors import ServiceUnavailable
 from infra.preflight import require_kafka
 from kernel.kafka_security import kafka_python_options
 from kernel.settings import Settings
 from kernel.wire import encode_patient
 from models.fairness import patient_record
+from sinks.metrics import KafkaHealth
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +44,13 @@ LINGER_MS = 20
 BATCH_SIZE_BYTES = 512 * 1024
 #: Device messages the load generator may have awaiting acknowledgement (about 20 MB).
 MAX_IN_FLIGHT_MESSAGES = 16_384
+#: How long the producer retries a batch before handing the failure back, ms: a broker restart
+#: of tens of seconds is retried inside the producer; :class:`Delivery` sends again after that.
+DELIVERY_TIMEOUT_MS = 30_000
+#: Device messages :func:`publish` may have unconfirmed before it blocks (bounded memory).
+MAX_PENDING_MESSAGES = 16_384
+#: Between attempts to resend what the producer gave up on: for ever, at most 10 s apart.
+RESEND_BACKOFF = Backoff(first_s=0.5, max_s=10.0, give_up_s=None)
 
 
 class BrokerUnavailable(ServiceUnavailable):
@@ -87,27 +104,129 @@ def make_producer(settings: Settings, *, compression: str | None = "lz4") -> Any
         return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all",
                              linger_ms=LINGER_MS, batch_size=BATCH_SIZE_BYTES, compression_type=compression,
                              max_request_size=4 * 1024 * 1024,
-                             retries=5, client_id="vitalrisk-simulator", **kafka_python_options(settings))
+                             delivery_timeout_ms=DELIVERY_TIMEOUT_MS, request_timeout_ms=DELIVERY_TIMEOUT_MS // 3,
+                             client_id="vitalrisk-simulator", **kafka_python_options(settings))
     except KafkaError as exc:  # kafka-python 3: KafkaTimeoutError "Unable to bootstrap"
         raise BrokerUnavailable(f"no Kafka broker answers at {settings.kafka_bootstrap} ({exc}); "
                                 "start one with: vitalrisk infra start kafka") from None
 
 
+@dataclass(frozen=True, slots=True)
+class _Record:
+    topic: str
+    key: bytes
+    value: bytes
+    timestamp_ms: int | None
+
+
+class Delivery:
+    """Every record sent reaches the broker, with memory bounded: block and resend, never drop.
+
+    Wraps a producer (kafka-python's, or anything with ``send(...).add_errback`` and ``flush``).
+    Every ``max_pending`` sends it flushes: the producing loop waits there while the broker is
+    away (the producer retries meanwhile), so at most ``max_pending`` records are held. Records
+    the producer gave up on come back through their errback and are sent again after a
+    :data:`RESEND_BACKOFF` delay, then flushed, until none fails; an outage is logged once when it
+    starts and once when it ends (:class:`sinks.metrics.KafkaHealth`). Errors a retry cannot fix
+    (a record too large, no authorisation) are counted in ``errors`` and not resent.
+
+    Records resent after an outage may follow records sent after them that got through: within
+    the producer's delivery timeout (a broker restart) order is kept; past it, the worker's
+    per-device sequence check and window lateness rules apply as for any late message.
+
+    Examples
+    --------
+    >>> class Future:
+    ...     def add_errback(self, errback): return self
+    >>> class Producer:
+    ...     sent = 0
+    ...     def send(self, topic, *, key, value, timestamp_ms=None):
+    ...         self.sent += 1
+    ...         return Future()
+    ...     def flush(self, timeout=None): pass
+    >>> delivery = Delivery(Producer(), max_pending=2)
+    >>> for i in range(5):
+    ...     delivery.send("t", b"k", b"v")
+    >>> delivery.flush(); delivery.producer.sent, delivery.errors, delivery.resent
+    (5, 0, 0)
+    """
+
+    def __init__(self, producer: Any, *, max_pending: int = MAX_PENDING_MESSAGES, backoff: Backoff = RESEND_BACKOFF,
+                 health: KafkaHealth | None = None, sleep: Callable[[float], None] = time.sleep,
+                 client: str = "simulator") -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
+        self.producer = producer
+        self.max_pending = max_pending
+        self.backoff = backoff
+        self.health = health or KafkaHealth(client, None)
+        self._sleep = sleep
+        self._unflushed = 0
+        self._failed: deque[tuple[_Record, BaseException]] = deque()  # filled by the producer's thread
+        self.errors = 0
+        self.resent = 0
+
+    def send(self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None = None) -> None:
+        """Hand one record to the producer; first wait for the broker if ``max_pending`` are unconfirmed."""
+        if self._unflushed >= self.max_pending:
+            self.flush()
+        self._send(_Record(topic, key, value, timestamp_ms))
+
+    def flush(self) -> None:
+        """Return once every record sent is acknowledged (or failed for good); resend what the producer gave up on."""
+        retries = None
+        while True:
+            self.producer.flush()
+            self._unflushed = 0
+            if not self._failed:
+                self.health.ok()
+                return
+            failed = list(self._failed)
+            self._failed.clear()
+            exc = failed[0][1]
+            self.health.failed(f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
+            if retries is None:
+                retries = self.backoff.start(now_s=time.monotonic(), rng=random.Random())
+            delay = retries.next_delay(now_s=time.monotonic())
+            self._sleep(delay if delay is not None else self.backoff.max_s)
+            for record, _ in failed:
+                self.resent += 1
+                self._send(record)
+
+    def _send(self, record: _Record) -> None:
+        from kafka.errors import KafkaError
+
+        def on_error(exc: BaseException) -> None:
+            if getattr(exc, "retriable", True):
+                self._failed.append((record, exc))  # deque.append is atomic: the producer's thread calls this
+            else:
+                self.errors += 1
+                logger.warning("send to %s failed for good: %s", record.topic, type(exc).__name__)
+
+        try:
+            future = self.producer.send(record.topic, key=record.key, value=record.value,
+                                        timestamp_ms=record.timestamp_ms)
+        except KafkaError as exc:  # no metadata within max_block_ms: the broker is away
+            on_error(exc)
+            return
+        future.add_errback(on_error)
+        self._unflushed += 1
+
+
 def publish(messages: Iterable[Publishable], *, settings: Settings, producer: Any,
             speed: float | None = None, progress: Callable[[PublishReport], None] | None = None,
-            progress_every_s: float = 1.0) -> PublishReport:
+            progress_every_s: float = 1.0, delivery: Delivery | None = None) -> PublishReport:
     """Send every message; pace by ``sent_ms`` at ``speed`` × real time, or flat out if ``None``.
 
-    Returns after the producer has flushed: every counted message was acknowledged by the broker.
+    Returns after the producer has flushed: every counted message was acknowledged by the broker
+    (a broker outage blocks the loop and is ridden out: see :class:`Delivery`); ``errors``
+    counts the messages a retry could not fix.
     """
     report = PublishReport()
     started = time.monotonic()
     first_sent_ms: int | None = None
     last_progress = started
-
-    def on_error(exc: BaseException) -> None:
-        report.errors += 1
-        logger.warning("send failed: %s", type(exc).__name__)
+    delivery = delivery or Delivery(producer)
 
     for message in messages:
         if speed is not None:
@@ -120,8 +239,7 @@ def publish(messages: Iterable[Publishable], *, settings: Settings, producer: An
         payload = message.payload
         value = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
         topic = settings.outcomes_topic if message.kind == "outcome" else settings.readings_topic
-        producer.send(topic, key=message.key.encode(), value=value,
-                      timestamp_ms=message.sent_ms).add_errback(on_error)
+        delivery.send(topic, message.key.encode(), value, message.sent_ms)
         report.messages += 1
         if message.kind == "outcome":
             report.outcomes += 1
@@ -132,7 +250,8 @@ def publish(messages: Iterable[Publishable], *, settings: Settings, producer: An
             report.seconds = now - started
             progress(report)
             last_progress = now
-    producer.flush()
+    delivery.flush()
+    report.errors = delivery.errors
     report.seconds = time.monotonic() - started
     return report
 

@@ -55,7 +55,7 @@ from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any, TextIO
 
-from simulators.kafka_publisher import PublishReport, make_producer
+from simulators.kafka_publisher import Delivery, PublishReport, make_producer
 from kernel.errors import EXIT_BAD_INPUT, VitalsError
 from kernel.limits import valid_id
 from kernel.settings import Settings
@@ -344,15 +344,15 @@ def publish_messages(messages: Iterable[DeviceMessage], *, settings: Settings, p
     With ``speed``, a message leaves ``(sent_ms - origin_ms) / speed`` after the call began;
     ``origin_ms`` defaults to the first message's ``sent_ms`` (pass the first reading's time
     so that, at speed 1, messages leave as their send time comes). Returns after the
-    producer has flushed: every counted message was acknowledged or counted as an error.
+    producer has flushed: every counted message was acknowledged or counted as an error. A broker
+    outage blocks the loop until the broker is back; nothing is dropped (see
+    :class:`simulators.kafka_publisher.Delivery`).
     """
     if speed is not None and not speed > 0:
         raise ValueError(f"speed must be positive, got {speed}")
     report = PublishReport()
     started = last_progress = clock()
-
-    def on_error(exc: BaseException) -> None:
-        report.errors += 1
+    delivery = Delivery(producer, sleep=sleep, client="replay")
 
     for message in messages:
         if speed is not None:
@@ -361,8 +361,7 @@ def publish_messages(messages: Iterable[DeviceMessage], *, settings: Settings, p
             delay = started + (message.sent_ms - origin_ms) / 1000.0 / speed - clock()
             if delay > 0:
                 sleep(delay)
-        producer.send(settings.readings_topic, key=message.patient_id.encode(), value=message.encode(),
-                      timestamp_ms=message.sent_ms).add_errback(on_error)
+        delivery.send(settings.readings_topic, message.patient_id.encode(), message.encode(), message.sent_ms)
         report.messages += 1
         report.readings += len(message.readings)
         now = clock()
@@ -370,7 +369,8 @@ def publish_messages(messages: Iterable[DeviceMessage], *, settings: Settings, p
             report.seconds = now - started
             progress(report)
             last_progress = now
-    producer.flush()
+    delivery.flush()
+    report.errors = delivery.errors
     report.seconds = clock() - started
     return report
 

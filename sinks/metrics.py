@@ -15,13 +15,18 @@ Examples
 
 from __future__ import annotations
 
+import logging
+import time
 import urllib.request
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from kernel.errors import listen_failed
 from kernel.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 #: Sink flush latency buckets, seconds: a COPY of thousands of rows takes tens of milliseconds.
 FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -31,6 +36,91 @@ BATCH_BUCKETS = (1, 10, 100, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000)
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Per-message processing buckets, seconds.
 PROCESSING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+
+class KafkaMetrics:
+    """Whether a process reaches Kafka: ``vitals_kafka_up`` (1/0) and ``vitals_kafka_outages_total``.
+
+    ``client`` names the process's Kafka client (``worker``, ``trainer``, ``alerter``,
+    ``simulator``, ...), never a host or a credential. Kept current by :class:`KafkaHealth`.
+    One per process, beside its other metrics (the worker's, the alerter's, the trainer's).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.up = Gauge("vitals_kafka_up", "1 while this client reaches the Kafka broker, 0 during an outage",
+                        ["client"], registry=registry)
+        self.outages = Counter("vitals_kafka_outages", "Kafka outages this client rode out or is riding out",
+                               ["client"], registry=registry)
+
+
+class KafkaHealth:
+    """One client's view of the broker: one log line when an outage starts, one when it ends.
+
+    A retry loop calls :meth:`failed` after every failed Kafka call and :meth:`ok` after every
+    call that worked; only the transitions log and count, so an outage of a thousand retries is
+    two log lines, one more ``vitals_kafka_outages_total`` and ``vitals_kafka_up`` 0 meanwhile.
+
+    Parameters
+    ----------
+    client
+        The ``client`` label (low-cardinality: a role, not a host).
+    metrics
+        Where to record it, if anywhere.
+
+    Examples
+    --------
+    >>> registry = CollectorRegistry()
+    >>> health = KafkaHealth("trainer", KafkaMetrics(registry), clock=iter([10.0, 10.5, 31.0]).__next__)
+    >>> health.ok()
+    >>> health.failed("KafkaTimeoutError"), health.failed("KafkaTimeoutError"), health.down
+    (True, False, True)
+    >>> health.ok(); health.down
+    False
+    >>> registry.get_sample_value("vitals_kafka_outages_total", {"client": "trainer"})
+    1.0
+    >>> registry.get_sample_value("vitals_kafka_up", {"client": "trainer"})
+    1.0
+    """
+
+    def __init__(self, client: str, metrics: KafkaMetrics | None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.metrics = metrics
+        self._clock = clock
+        self._down_since: float | None = None
+        self._failures = 0
+        if metrics is not None:
+            metrics.up.labels(client).set(1)
+            metrics.outages.labels(client)  # exported as 0 before the first outage
+
+    @property
+    def down(self) -> bool:
+        """Whether the last Kafka call failed."""
+        return self._down_since is not None
+
+    def failed(self, reason: str) -> bool:
+        """Count a failed call (``reason``: an exception's name or first line, no secret); ``True``
+        if it starts an outage."""
+        self._failures += 1
+        if self._down_since is not None:
+            return False
+        self._down_since = self._clock()
+        logger.warning("%s: Kafka unavailable (%s); retrying until it is back", self.client, reason)
+        if self.metrics is not None:
+            self.metrics.up.labels(self.client).set(0)
+            self.metrics.outages.labels(self.client).inc()
+        return True
+
+    def ok(self) -> None:
+        """Record a call that worked; ends the outage (and logs its length) if one was on."""
+        if self._down_since is None:
+            return
+        logger.warning("%s: Kafka back after %.1f s (%d failed attempts)", self.client,
+                       self._clock() - self._down_since, self._failures)
+        self._down_since = None
+        self._failures = 0
+        if self.metrics is not None:
+            self.metrics.up.labels(self.client).set(1)
 
 
 class PipelineMetrics:

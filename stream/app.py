@@ -38,7 +38,8 @@ from models.patient_topic import PatientFeed, read_patients
 from models.snapshot_topic import SnapshotFeed, model_name, read_latest
 from models.snapshots import Snapshot
 from sinks.errors import SinkRejected
-from sinks.metrics import ModelMetrics, PipelineMetrics
+from sinks.metrics import KafkaHealth, KafkaMetrics, ModelMetrics, PipelineMetrics
+from stream.kafka_watch import KafkaWatch
 from sinks.timescale import TimescaleWriter
 from stream.deadletters import DETAIL_CHARS, SINK_SOURCE_PREFIX, as_bytes, deadletter_headers, replay_of
 from kernel.events import DeadLetter, RiskScore, WindowFeatures
@@ -446,8 +447,8 @@ def model_scoring(settings: Settings, model_metrics: ModelMetrics | None
                      PatientFeed(settings, context, start_offsets=patient_offsets)]
 
 
-def create_app(settings: Settings, *, metrics: PipelineMetrics,
-               model_metrics: ModelMetrics | None = None) -> faust.App:
+def create_app(settings: Settings, *, metrics: PipelineMetrics, model_metrics: ModelMetrics | None = None,
+               kafka_metrics: KafkaMetrics | None = None) -> faust.App:
     """Build the Faust app, its topics, state table, agent and timer; nothing connects until it starts."""
     app = faust.App(
         settings.app_id,
@@ -484,6 +485,7 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
                             metrics=metrics, scoring=scoring, model_metrics=model_metrics, intake=intake)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tests and the CLI
 
+    app.task(KafkaWatch(settings, KafkaHealth("worker", kafka_metrics)).run)  # vitals_kafka_up{client="worker"}
     for feed in feeds:
         # Every worker reads the whole snapshots and patients topics (no consumer group), so
         # every scorer hot-swaps to every new version and knows every patient.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from models.snapshots import signing_key
-from sinks.metrics import ModelMetrics, PipelineMetrics, serve_metrics
+from sinks.metrics import KafkaMetrics, ModelMetrics, PipelineMetrics, serve_metrics
 from kernel.errors import ConfigurationError
 from infra.preflight import require_database, require_kafka
 from kernel.settings import WORKER_ROLE, Settings
@@ -77,4 +77,5 @@ def run_worker(settings: Settings) -> int:
         signing_key(settings.snapshot_key)
 
     return serve(settings, lambda registry: create_app(settings, metrics=PipelineMetrics(registry),
-                                                       model_metrics=ModelMetrics(registry)))
+                                                       model_metrics=ModelMetrics(registry),
+                                                       kafka_metrics=KafkaMetrics(registry)))

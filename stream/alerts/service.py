@@ -33,7 +33,8 @@ from typing import Any, Protocol, cast
 import faust
 from faust.types import TP, EventT, Message
 
-from sinks.metrics import AlertMetrics
+from sinks.metrics import AlertMetrics, KafkaHealth, KafkaMetrics
+from stream.kafka_watch import KafkaWatch
 from kernel.backoff import Backoff
 from sinks.webhook import WebhookSender, receiver_tls
 from stream.alerts.routing import Router, parse_receivers
@@ -351,7 +352,8 @@ def _merge(first: Batch, later: Batch) -> Batch:
     return merged
 
 
-def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> faust.App:
+def create_alerter_app(settings: Settings, *, metrics: AlertMetrics,
+                       kafka_metrics: KafkaMetrics | None = None) -> faust.App:
     """Build the alerter's Faust app: its own consumer group on the scores topic, a timer, the API.
 
     Nothing connects until the worker starts; the runtime is built on the worker's loop.
@@ -415,6 +417,7 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics) -> faust.Ap
             return result
 
     app.alerter_runtime = runtime  # type: ignore[attr-defined]  # for tests
+    app.task(KafkaWatch(settings, KafkaHealth("alerter", kafka_metrics)).run)  # vitals_kafka_up{client="alerter"}
 
     @app.agent(scores, name="alerts")
     async def evaluate_scores(stream: faust.StreamT[bytes]) -> None:
@@ -485,4 +488,5 @@ def run_alerter(settings: Settings) -> int:
     if settings.alerter_port:
         require_free_port(settings.alerter_host, settings.alerter_port, what="the alerter API",
                           setting="VITALS_ALERTER_PORT")
-    return serve(settings, lambda registry: create_alerter_app(settings, metrics=AlertMetrics(registry)))
+    return serve(settings, lambda registry: create_alerter_app(settings, metrics=AlertMetrics(registry),
+                                                               kafka_metrics=KafkaMetrics(registry)))
