@@ -362,13 +362,45 @@ class WorkerRuntime:
                                       deadletter_headers(letter, topic=SINK_SOURCE_PREFIX + table, partition=0,
                                                          offset=0, record_ts_ms=None))
 
+    async def on_revoked(self, partitions: set[int], *, timeout_s: float) -> None:
+        """A rebalance takes ``partitions`` away: let a flush under way finish, then :meth:`revoke` them.
+
+        The partitions' new owner restores their state from the changelog once every member of
+        the group has given its partitions up, so a flush's state writes must be on the broker
+        before this returns: the new owner then restores the state that produced the rows
+        already written. Waits at most ``timeout_s`` (a database that is down must not hold the
+        whole group's rebalance); past it, the new owner restores an older state and replays
+        from an older offset, which rewrites the same rows.
+        """
+        try:
+            await asyncio.wait_for(self._flush_lock.acquire(), timeout_s)
+        except TimeoutError:
+            logger.warning("a sink flush still running after %.0f s: giving up partitions %s without it",
+                           timeout_s, sorted(partitions))
+            self.revoke(partitions)
+            return
+        try:
+            self.revoke(partitions)
+        finally:
+            self._flush_lock.release()
+
     def revoke(self, partitions: set[int]) -> None:
-        """Forget partitions handed to another worker, without acking: their new owner replays them."""
+        """Forget partitions handed to another worker, without acking: their new owner replays them.
+
+        Their per-partition gauges go too: a worker reports lag only for what it owns.
+        """
         for partition in partitions:
             self.pipeline.drop_partition(partition)
             self._ledger.release(partition)
             self._last_seen.pop(partition, None)
             self.intake.forget(partition)
+            for gauge in (self.metrics.consumer_lag, self.metrics.watermark_lag_seconds):
+                try:
+                    gauge.remove(str(partition))
+                except KeyError:  # never set for this partition
+                    pass
+        if partitions:
+            self.metrics.open_windows.set(self.pipeline.open_windows)
 
     async def _absorb(self, step: StepResult, topic: str, partition: int, offset: int, *,
                       key: bytes | None = None, record_ts_ms: int | None = None,
@@ -509,7 +541,8 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mypy matches no function to mode's SignalHandlerT, even one of its exact shape
     async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
-        runtime.revoke({tp.partition for tp in revoked if tp.topic == settings.readings_topic})
+        await runtime.on_revoked({tp.partition for tp in revoked if tp.topic == settings.readings_topic},
+                                 timeout_s=settings.session_timeout_s / 2)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # as on_revoked
     async def on_shutdown(app: faust.App, **_: Any) -> None:
