@@ -172,6 +172,7 @@ class WorkerRuntime:
         self.metrics = metrics
         self._ledger: AckLedger[IntakeEvent] = AckLedger()  # read, not yet acked: until their windows are committed
         self._last_seen: dict[int, float] = {}  # clock.monotonic() of each partition's last record
+        self._owned: set[int] | None = None  # the partitions assigned to this worker; None: not told (all)
         self._windows: list[WindowFeatures] = []
         self._scores: list[RiskScore] = []
         self._last_flush = clock.monotonic()
@@ -184,6 +185,10 @@ class WorkerRuntime:
         (backpressure)."""
         message = event.message
         partition = message.partition
+        if self._owned is not None and partition not in self._owned:
+            logger.debug("%s[%d]@%d: fetched before the rebalance that took the partition; its owner replays it",
+                         message.topic, partition, message.offset)
+            return
         async with self._lock:
             if partition not in self._ledger:  # the first record since the partition was assigned
                 self._ledger.assign(partition)
@@ -362,6 +367,12 @@ class WorkerRuntime:
                                       deadletter_headers(letter, topic=SINK_SOURCE_PREFIX + table, partition=0,
                                                          offset=0, record_ts_ms=None))
 
+    def on_assigned(self, partitions: set[int]) -> None:
+        """A rebalance gave this worker ``partitions`` (its whole assignment): records of any other
+        partition that still reach :meth:`handle`, fetched before the rebalance, are not its own
+        to process (their owner replays them) and are dropped unacked."""
+        self._owned = set(partitions)
+
     async def on_revoked(self, partitions: set[int], *, timeout_s: float) -> None:
         """A rebalance takes ``partitions`` away: let a flush under way finish, then :meth:`revoke` them.
 
@@ -370,19 +381,25 @@ class WorkerRuntime:
         before this returns: the new owner then restores the state that produced the rows
         already written. Waits at most ``timeout_s`` (a database that is down must not hold the
         whole group's rebalance); past it, the new owner restores an older state and replays
-        from an older offset, which rewrites the same rows.
+        from an older offset, which rewrites the same rows. The partitions are forgotten
+        between two records, never in the middle of one.
         """
-        try:
-            await asyncio.wait_for(self._flush_lock.acquire(), timeout_s)
-        except TimeoutError:
+        if self._owned is not None:
+            self._owned -= partitions
+        # The wait runs as a task of its own: cancelling this call (or timing it out) can then
+        # never leave the flush lock taken.
+        waited = asyncio.ensure_future(self._after_flush())
+        done, _ = await asyncio.wait({waited}, timeout=timeout_s)
+        if not done:
+            waited.cancel()
             logger.warning("a sink flush still running after %.0f s: giving up partitions %s without it",
                            timeout_s, sorted(partitions))
+        async with self._lock:
             self.revoke(partitions)
-            return
-        try:
-            self.revoke(partitions)
-        finally:
-            self._flush_lock.release()
+
+    async def _after_flush(self) -> None:
+        async with self._flush_lock:
+            pass
 
     def revoke(self, partitions: set[int]) -> None:
         """Forget partitions handed to another worker, without acking: their new owner replays them.
@@ -543,6 +560,10 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
     async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
         await runtime.on_revoked({tp.partition for tp in revoked if tp.topic == settings.readings_topic},
                                  timeout_s=settings.session_timeout_s / 2)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # as on_revoked
+    async def on_assigned(app: faust.App, assigned: set[TP], **_: Any) -> None:
+        runtime.on_assigned({tp.partition for tp in assigned if tp.topic == settings.readings_topic})
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # as on_revoked
     async def on_shutdown(app: faust.App, **_: Any) -> None:

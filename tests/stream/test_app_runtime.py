@@ -409,3 +409,24 @@ def test_a_worker_reports_lag_only_for_the_partitions_it_owns() -> None:
     assert watermarks == {"0"}
     open_windows = [s.value for m in r.runtime.metrics.open_windows.collect() for s in m.samples]
     assert open_windows == [1.0]  # partition 0's window; partition 1's went with the partition
+
+
+def test_a_record_fetched_before_the_rebalance_that_took_its_partition_is_dropped_unacked() -> None:
+    async def run() -> Rig:
+        r = rig()
+        r.runtime.on_assigned({0, 1})
+        for minute in range(3):
+            await r.read(1, "pt-2", minute)
+        await r.runtime.on_revoked({1}, timeout_s=1.0)
+        stale = await r.read(1, "pt-2", 3)  # it was in Faust's buffers when the rebalance began
+        assert r.runtime.held_offset(1) is None and stale.acked == 0
+        r.runtime.on_assigned({0, 1})  # given back: its consumer resumes at the committed offset, 0
+        for minute in range(4):
+            await r.read(1, "pt-2", minute, offset=minute)
+        await r.runtime.flush()
+        return r
+
+    r = asyncio.run(run())
+    assert r.runtime.held_offset(1) == 3
+    assert acks(r) == [(1, 0), (1, 1)]  # the replayed records of minutes 0 and 1, once each
+    assert sorted(start for _, start in r.writer.windows) == [START_MS, START_MS + MIN]
