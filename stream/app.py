@@ -44,7 +44,7 @@ from stream.deadletters import DETAIL_CHARS, SINK_SOURCE_PREFIX, as_bytes, deadl
 from kernel.events import DeadLetter, RiskScore, WindowFeatures
 from stream.ledger import AckLedger
 from stream.model_scoring import ModelScoring
-from stream.skipped import IntakeEvent, OrderedIntake, ordered_intake
+from stream.skipped import IntakeEvent, OrderedIntake, committed_offset, ordered_intake
 from stream.pipeline import StepResult, VitalsPipeline
 from kernel.kafka_security import faust_credentials
 from kernel.settings import Settings
@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 #: How often the worker checks for idle partitions, due flushes and lag, seconds.
 TICK_S = 0.5
+#: How long an assigned partition with records to read may deliver none before its fetching is resumed, seconds.
+STALL_S = 5.0
 
 
 class FaustTableStore:
@@ -173,6 +175,7 @@ class WorkerRuntime:
         self._ledger: AckLedger[IntakeEvent] = AckLedger()  # read, not yet acked: until their windows are committed
         self._last_seen: dict[int, float] = {}  # clock.monotonic() of each partition's last record
         self._owned: set[int] | None = None  # the partitions assigned to this worker; None: not told (all)
+        self.stall_mark: dict[int, int | None] = {}  # each partition's held offset at the last stall check
         self._windows: list[WindowFeatures] = []
         self._scores: list[RiskScore] = []
         self._last_flush = clock.monotonic()
@@ -550,9 +553,41 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics,
         held = runtime.held_offset(partition)
         return highwater is not None and held is not None and held + 1 >= highwater
 
+    quiet_since: dict[int, float] = {}  # an assigned partition with records to read: since when none came
+
+    def resume_stalled() -> None:
+        """Resume fetching a partition assigned here that has records to read and delivered none for
+        STALL_S: Faust can leave a partition it paused for a rebalance paused after it (seen with
+        two workers starting together: one never read its partitions)."""
+        consumer = app.consumer
+        recovery = getattr(app.tables, "recovery", None)  # Faust's TableManagerT does not declare it
+        if not getattr(consumer, "flow_active", True) or recovery is None or not recovery.completed.is_set():
+            quiet_since.clear()  # paused on purpose: a rebalance or a table recovery is under way
+            return
+        now = time.monotonic()
+        for tp in consumer.assignment():
+            if tp.topic != settings.readings_topic:
+                continue
+            highwater, held = consumer.highwater(tp), runtime.held_offset(tp.partition)
+            position = held + 1 if held is not None else (committed_offset(consumer, tp) or 0)
+            moved = held != runtime.stall_mark.get(tp.partition)
+            runtime.stall_mark[tp.partition] = held
+            if moved or (highwater is not None and position >= highwater):
+                quiet_since.pop(tp.partition, None)
+                continue
+            since = quiet_since.setdefault(tp.partition, now)
+            if now - since >= STALL_S:
+                paused = tp in getattr(consumer, "_paused_partitions", ())  # Faust's own state, for the log
+                logger.warning("%s partition %d: no record delivered for %.0f s (at offset %d, highwater %s, "
+                               "paused %s): resuming it", tp.topic, tp.partition, now - since, position, highwater,
+                               paused)
+                consumer.resume_partitions({tp})
+                quiet_since[tp.partition] = now
+
     async def close_idle_and_flush() -> None:
         await runtime.tick(caught_up)
         runtime.update_lag(app.consumer, settings.readings_topic)
+        resume_stalled()
 
     app.timer(interval=TICK_S)(close_idle_and_flush)  # by call: as a decorator (untyped) it would untype the function
 
