@@ -11,7 +11,6 @@ offsets must end committed to the end of every partition.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import uuid
@@ -21,7 +20,6 @@ from urllib.request import urlopen
 
 import psycopg
 import pytest
-from kafka import KafkaConsumer
 from psycopg import sql
 
 from kernel.settings import WORKER_ROLE, Settings
@@ -29,12 +27,13 @@ from simulators.cohort import CohortConfig, simulate
 from simulators.kafka_publisher import make_producer, publish
 from sinks.migrations import migrate
 from tests.conftest import Services, WorkerProcess, _spawner, committed_to_end
+from tests.e2e.test_crash_recovery import _feature_topic, _rows  # the same rows and topic, compared the same way
 from infra.kafka import LocalKafka
 
 pytestmark = pytest.mark.integration
 
-PATIENTS = 48
-HOURS = 4
+PATIENTS = 36
+HOURS = 3
 PARTITIONS = 6
 
 Rows = tuple[list[tuple[object, ...]], list[tuple[object, ...]]]
@@ -71,29 +70,6 @@ def _run(base: Settings, superuser_url: str, name: str) -> Settings:
 def _worker_settings(settings: Settings, worker: int) -> Settings:
     """One worker's own state folder: Faust's is per process on a shared machine."""
     return settings.model_copy(update={"data_dir": settings.data_dir.with_name(f"{settings.data_dir.name}-w{worker}")})
-
-
-def _rows(settings: Settings) -> Rows:
-    with psycopg.connect(settings.database_url) as conn:
-        features = conn.execute("SELECT patient_id, metric, window_start, n, mean, min, max FROM features "
-                                "ORDER BY 1, 2, 3").fetchall()
-        scores = conn.execute("SELECT patient_id, model_name, window_start, news2_total, inputs, missing_inputs "
-                              "FROM risk_scores ORDER BY 1, 2, 3").fetchall()
-    return features, scores
-
-
-def _feature_topic(settings: Settings) -> TopicRows:
-    """The features topic, one entry per (patient, window): a replay may resend a row, never change it."""
-    consumer = KafkaConsumer(settings.features_topic, bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000, group_id=None)
-    rows: TopicRows = {}
-    for message in consumer:
-        body = json.loads(message.value)
-        key = (body["patient_id"], body["t"])
-        assert rows.get(key, body["x"]) == body["x"], f"a replay changed the features of {key}"
-        rows[key] = body["x"]
-    consumer.close()
-    return rows
 
 
 def _owned(worker: WorkerProcess) -> set[str]:
@@ -143,15 +119,17 @@ def cohort(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iter
     device_messages = report.messages - report.outcomes
     spawn = _spawner(tmp_path_factory.mktemp("scaleout-reference"), "worker", WORKER_ROLE)
     start = next(spawn)
-    worker = start(reference)
-    worker.wait_metric("vitals_messages_total", lambda v: v >= device_messages, timeout_s=180)
-    worker.wait_metric("vitals_open_windows", lambda v: v == 0, timeout_s=60)
-    deadline = time.monotonic() + 30
-    while not committed_to_end(reference, reference.readings_topic, reference.app_id):
-        assert time.monotonic() < deadline, "the reference never committed to the end"
-        time.sleep(0.5)
-    assert worker.stop() == 0
-    next(spawn, None)
+    try:
+        worker = start(reference)
+        worker.wait_metric("vitals_messages_total", lambda v: v >= device_messages, timeout_s=180)
+        worker.wait_metric("vitals_open_windows", lambda v: v == 0, timeout_s=60)
+        deadline = time.monotonic() + 30
+        while not committed_to_end(reference, reference.readings_topic, reference.app_id):
+            assert time.monotonic() < deadline, "the reference never committed to the end"
+            time.sleep(0.5)
+        assert worker.stop() == 0
+    finally:
+        next(spawn, None)  # SIGKILLs a worker left running
     rows = _rows(reference)
     assert rows[0] and rows[1]
     yield Cohort(base, services.superuser_url, device_messages, rows, _feature_topic(reference))
