@@ -45,7 +45,7 @@ from stream.deadletters import DETAIL_CHARS, SINK_SOURCE_PREFIX, as_bytes, deadl
 from kernel.events import DeadLetter, RiskScore, WindowFeatures
 from stream.ledger import AckLedger
 from stream.model_scoring import ModelScoring
-from stream.skipped import IntakeEvent, OrderedIntake, ordered_intake
+from stream.skipped import IntakeEvent, OrderedIntake, committed_offset, ordered_intake
 from stream.pipeline import StepResult, VitalsPipeline
 from kernel.kafka_security import faust_credentials
 from kernel.settings import Settings
@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 #: How often the worker checks for idle partitions, due flushes and lag, seconds.
 TICK_S = 0.5
+#: How long an assigned partition with records to read may deliver none before its fetching is resumed, seconds.
+STALL_S = 5.0
 
 
 class FaustTableStore:
@@ -173,6 +175,8 @@ class WorkerRuntime:
         self.metrics = metrics
         self._ledger: AckLedger[IntakeEvent] = AckLedger()  # read, not yet acked: until their windows are committed
         self._last_seen: dict[int, float] = {}  # clock.monotonic() of each partition's last record
+        self._owned: set[int] | None = None  # the partitions assigned to this worker; None: not told (all)
+        self.stall_mark: dict[int, int | None] = {}  # each partition's held offset at the last stall check
         self._windows: list[WindowFeatures] = []
         self._scores: list[RiskScore] = []
         self._last_flush = clock.monotonic()
@@ -185,6 +189,10 @@ class WorkerRuntime:
         (backpressure)."""
         message = event.message
         partition = message.partition
+        if self._owned is not None and partition not in self._owned:
+            logger.debug("%s[%d]@%d: fetched before the rebalance that took the partition; its owner replays it",
+                         message.topic, partition, message.offset)
+            return
         async with self._lock:
             if partition not in self._ledger:  # the first record since the partition was assigned
                 self._ledger.assign(partition)
@@ -363,13 +371,57 @@ class WorkerRuntime:
                                       deadletter_headers(letter, topic=SINK_SOURCE_PREFIX + table, partition=0,
                                                          offset=0, record_ts_ms=None))
 
+    def on_assigned(self, partitions: set[int]) -> None:
+        """A rebalance gave this worker ``partitions`` (its whole assignment): records of any other
+        partition that still reach :meth:`handle`, fetched before the rebalance, are not its own
+        to process (their owner replays them) and are dropped unacked."""
+        self._owned = set(partitions)
+
+    async def on_revoked(self, partitions: set[int], *, timeout_s: float) -> None:
+        """A rebalance takes ``partitions`` away: let a flush under way finish, then :meth:`revoke` them.
+
+        The partitions' new owner restores their state from the changelog once every member of
+        the group has given its partitions up, so a flush's state writes must be on the broker
+        before this returns: the new owner then restores the state that produced the rows
+        already written. Waits at most ``timeout_s`` (a database that is down must not hold the
+        whole group's rebalance); past it, the new owner restores an older state and replays
+        from an older offset, which rewrites the same rows. The partitions are forgotten
+        between two records, never in the middle of one.
+        """
+        if self._owned is not None:
+            self._owned -= partitions
+        # The wait runs as a task of its own: cancelling this call (or timing it out) can then
+        # never leave the flush lock taken.
+        waited = asyncio.ensure_future(self._after_flush())
+        done, _ = await asyncio.wait({waited}, timeout=timeout_s)
+        if not done:
+            waited.cancel()
+            logger.warning("a sink flush still running after %.0f s: giving up partitions %s without it",
+                           timeout_s, sorted(partitions))
+        async with self._lock:
+            self.revoke(partitions)
+
+    async def _after_flush(self) -> None:
+        async with self._flush_lock:
+            pass
+
     def revoke(self, partitions: set[int]) -> None:
-        """Forget partitions handed to another worker, without acking: their new owner replays them."""
+        """Forget partitions handed to another worker, without acking: their new owner replays them.
+
+        Their per-partition gauges go too: a worker reports lag only for what it owns.
+        """
         for partition in partitions:
             self.pipeline.drop_partition(partition)
             self._ledger.release(partition)
             self._last_seen.pop(partition, None)
             self.intake.forget(partition)
+            for gauge in (self.metrics.consumer_lag, self.metrics.watermark_lag_seconds):
+                try:
+                    gauge.remove(str(partition))
+                except KeyError:  # never set for this partition
+                    pass
+        if partitions:
+            self.metrics.open_windows.set(self.pipeline.open_windows)
 
     async def _absorb(self, step: StepResult, topic: str, partition: int, offset: int, *,
                       key: bytes | None = None, record_ts_ms: int | None = None,
@@ -507,15 +559,52 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics, model_metrics: M
         held = runtime.held_offset(partition)
         return highwater is not None and held is not None and held + 1 >= highwater
 
+    quiet_since: dict[int, float] = {}  # an assigned partition with records to read: since when none came
+
+    def resume_stalled() -> None:
+        """Resume fetching a partition assigned here that has records to read and delivered none for
+        STALL_S: Faust can leave a partition it paused for a rebalance paused after it (seen with
+        two workers starting together: one never read its partitions)."""
+        consumer = app.consumer
+        recovery = getattr(app.tables, "recovery", None)  # Faust's TableManagerT does not declare it
+        if not getattr(consumer, "flow_active", True) or recovery is None or not recovery.completed.is_set():
+            quiet_since.clear()  # paused on purpose: a rebalance or a table recovery is under way
+            return
+        now = time.monotonic()
+        for tp in consumer.assignment():
+            if tp.topic != settings.readings_topic:
+                continue
+            highwater, held = consumer.highwater(tp), runtime.held_offset(tp.partition)
+            position = held + 1 if held is not None else (committed_offset(consumer, tp) or 0)
+            moved = held != runtime.stall_mark.get(tp.partition)
+            runtime.stall_mark[tp.partition] = held
+            if moved or (highwater is not None and position >= highwater):
+                quiet_since.pop(tp.partition, None)
+                continue
+            since = quiet_since.setdefault(tp.partition, now)
+            if now - since >= STALL_S:
+                paused = tp in getattr(consumer, "_paused_partitions", ())  # Faust's own state, for the log
+                logger.warning("%s partition %d: no record delivered for %.0f s (at offset %d, highwater %s, "
+                               "paused %s): resuming it", tp.topic, tp.partition, now - since, position, highwater,
+                               paused)
+                consumer.resume_partitions({tp})
+                quiet_since[tp.partition] = now
+
     async def close_idle_and_flush() -> None:
         await runtime.tick(caught_up)
         runtime.update_lag(app.consumer, settings.readings_topic)
+        resume_stalled()
 
     app.timer(interval=TICK_S)(close_idle_and_flush)  # by call: as a decorator (untyped) it would untype the function
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mypy matches no function to mode's SignalHandlerT, even one of its exact shape
     async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
-        runtime.revoke({tp.partition for tp in revoked if tp.topic == settings.readings_topic})
+        await runtime.on_revoked({tp.partition for tp in revoked if tp.topic == settings.readings_topic},
+                                 timeout_s=settings.session_timeout_s / 2)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # as on_revoked
+    async def on_assigned(app: faust.App, assigned: set[TP], **_: Any) -> None:
+        runtime.on_assigned({tp.partition for tp in assigned if tp.topic == settings.readings_topic})
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # as on_revoked
     async def on_shutdown(app: faust.App, **_: Any) -> None:

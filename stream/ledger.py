@@ -14,7 +14,10 @@ them, in order, each once; when it failed, :meth:`Claim.restore` puts them back 
 their partition, where the next commit takes them again. Records held while a commit runs stay
 behind the claimed ones; claims restored in any order leave every partition in offset order.
 A partition handed to another worker is :meth:`released <AckLedger.release>` without acking
-its held records: its next owner replays them.
+its held records: its next owner replays them. A claim settled after the release acks none of
+the partition's records either: the consumer forgot the partition's offsets when it gave it up,
+and an ack reaching it then would open a second, stale run of offsets that its commits could
+never get past once the partition came back.
 
 Nothing here knows Kafka, Faust or the database: a record is anything with an ``ack()``.
 
@@ -80,11 +83,13 @@ class Claim(Generic[R]):
     failed. A claim never settled (the process is going down) acks nothing.
     """
 
-    __slots__ = ("_taken", "_put_back", "_settled")
+    __slots__ = ("_taken", "_put_back", "_current", "_settled")
 
-    def __init__(self, taken: _Taken[R], put_back: Callable[[_Taken[R]], None]) -> None:
+    def __init__(self, taken: _Taken[R], put_back: Callable[[_Taken[R]], None],
+                 current: Callable[[int], int | None]) -> None:
         self._taken = taken
         self._put_back = put_back  # the ledger's, for restore
+        self._current = current  # a partition's incarnation in the ledger now (None: released)
         self._settled = False
 
     def __len__(self) -> int:
@@ -104,7 +109,9 @@ class Claim(Generic[R]):
     def ack(self) -> None:
         """Ack every record, in order: call it once the commit that covers them went through.
 
-        Records of a partition released since are acked too: their effects are committed.
+        Records of a partition released since (even when assigned here again) are not acked:
+        their effects are committed, and the partition's next owner replays them, which
+        rewrites the same rows.
 
         Raises
         ------
@@ -112,8 +119,10 @@ class Claim(Generic[R]):
             The claim was settled already (acked, or restored).
         """
         self._settle()
-        for record in self:
-            record.ack()
+        for partition, (incarnation, pairs) in self._taken.items():
+            if self._current(partition) == incarnation:
+                for _, record in pairs:
+                    record.ack()
 
     def restore(self) -> None:
         """Hold the records again, in front of their partitions: the commit failed.
@@ -220,7 +229,11 @@ class AckLedger(Generic[R]):
                     pairs.append(records.popleft())
             if pairs:
                 taken[partition] = (part.incarnation, pairs)
-        return Claim(taken, self._put_back)
+        return Claim(taken, self._put_back, self._incarnation)
+
+    def _incarnation(self, partition: int) -> int | None:
+        part = self._partitions.get(partition)
+        return None if part is None else part.incarnation
 
     def _put_back(self, taken: _Taken[R]) -> None:
         for partition, (incarnation, pairs) in taken.items():

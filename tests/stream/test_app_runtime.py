@@ -112,9 +112,11 @@ class Rig:
     log: Log
     events: list[Event] = field(default_factory=list)
 
-    async def read(self, partition: int, patient: str, minute: int) -> Event:
-        """One device message per minute, at the next offset: a full set of vitals, scored by NEWS2."""
-        offset = sum(1 for e in self.events if e.message.partition == partition)
+    async def read(self, partition: int, patient: str, minute: int, *, offset: int | None = None) -> Event:
+        """One device message per minute, at the next offset (or ``offset``): a full set of vitals, scored by
+        NEWS2."""
+        if offset is None:
+            offset = sum(1 for e in self.events if e.message.partition == partition)
         t = START_MS + minute * MIN
         raw = encode_device_message(device_id=f"dev-{patient}", patient_id=patient, seq=minute, sent_at=t,
                                     readings=[("heart_rate", t, 70.0 + minute), ("respiratory_rate", t, 16.0),
@@ -126,10 +128,11 @@ class Rig:
         return event
 
 
-def rig(**overrides: float) -> Rig:
+def rig(store: DictStore | None = None, **overrides: float) -> Rig:
+    """A runtime on ``store`` (a fresh one when omitted: pass another rig's to restore its changelog)."""
     settings = Settings(**{"readings_topic": READINGS, "window_ms": MIN, "grace_ms": 30_000, "idle_timeout_s": 30.0,
                            "sink_flush_s": 1.0, "sink_batch_rows": 1_000, **overrides})
-    log, store = Log(), DictStore()
+    log, store = Log(), store if store is not None else DictStore()
     clock = FakeClock(wall_s=START_MS / 1000 + 86_400.0)  # a day after the readings: none is in the future
     producer, writer = RecordingProducer(log), MemoryWriter(log)
     runtime = WorkerRuntime(settings, pipeline=VitalsPipeline.from_settings(settings, store=store), writer=writer,
@@ -271,3 +274,159 @@ def test_rows_the_database_refuses_are_quarantined_as_dead_letters_and_the_rest_
                    if topic == r.runtime.settings.deadletter_topic]
     assert quarantined and all(key == b"pt-bad" for key, _ in quarantined)
     assert sorted(acks(r)) == [(0, 0), (1, 0)]
+
+
+# Rebalances: a partition revoked from one runtime mid-window and assigned to another, which
+# restores the partition's state from the changelog (the first runtime's store) and replays it
+# from the committed offset, must write the rows an uninterrupted runtime writes, each once.
+
+PATIENTS = {0: "pt-1", 1: "pt-2"}  # one patient per partition
+
+
+def _uninterrupted(minutes: int) -> Rig:
+    async def run() -> Rig:
+        r = rig()
+        for minute in range(minutes):
+            for partition, patient in PATIENTS.items():
+                await r.read(partition, patient, minute)
+        r.clock.advance(31.0)
+        await r.runtime.tick()  # idle: the last windows close
+        await r.runtime.flush()
+        return r
+
+    return asyncio.run(run())
+
+
+def _committed(r: Rig, partition: int) -> int:
+    """The offset a partition's next owner resumes at: one past the last acked (records are acked in order)."""
+    return max((o for p, o in acks(r) if p == partition), default=-1) + 1
+
+
+def _rows(*rigs: Rig) -> tuple[dict[tuple[str, int], WindowFeatures], dict[tuple[str, int, str], RiskScore]]:
+    windows: dict[tuple[str, int], WindowFeatures] = {}
+    scores: dict[tuple[str, int, str], RiskScore] = {}
+    for r in rigs:
+        for key, window in r.writer.windows.items():
+            assert windows.setdefault(key, window) == window, f"{key} written twice with different values"
+        for skey, score in r.writer.scores.items():
+            assert scores.setdefault(skey, score) == score, f"{skey} scored twice with different values"
+    return windows, scores
+
+
+@pytest.mark.parametrize("flush_before_revoke", [True, False])
+def test_a_partition_revoked_mid_window_and_restored_elsewhere_from_the_changelog_writes_the_same_rows(
+        flush_before_revoke: bool) -> None:
+    minutes = 8
+    reference = _uninterrupted(minutes)
+
+    async def run() -> tuple[Rig, Rig]:
+        a = rig()
+        for minute in range(5):
+            for partition, patient in PATIENTS.items():
+                await a.read(partition, patient, minute)
+        if flush_before_revoke:
+            await a.runtime.flush()  # minutes 0-2 written, their records acked, the state saved
+        await a.runtime.on_revoked({1}, timeout_s=1.0)  # minute 4 of partition 1 is mid-window
+        assert a.runtime.held_offset(1) is None and a.runtime.held_offset(0) == 4
+        b = rig(store=DictStore())
+        b.store.data.update(a.store.data)  # the changelog as the new owner restores it
+        resume = _committed(a, 1)
+        for minute in range(resume, minutes):  # offset = minute on partition 1
+            await b.read(1, PATIENTS[1], minute, offset=minute)
+        for minute in range(5, minutes):
+            await a.read(0, PATIENTS[0], minute)
+        for r in (a, b):
+            r.clock.advance(31.0)
+            await r.runtime.tick()
+            await r.runtime.flush()
+        return a, b
+
+    a, b = asyncio.run(run())
+    assert _committed(a, 1) == (3 if flush_before_revoke else 0)
+    # a writes partition 1's windows it closed before the revocation (buffered ones too); b writes them
+    # again from the replay, with the same values.
+    assert {p for p, _ in a.writer.windows} == {"pt-1", "pt-2"}
+    assert {p for p, _ in b.writer.windows} == {"pt-2"}
+    assert _rows(a, b) == _rows(reference)
+    assert len(_rows(reference)[0]) == len(PATIENTS) * minutes
+    # Each runtime acks only what it owns, each record once: partition 1's records up to the revocation
+    # by a, the rest by b.
+    assert sorted(o for p, o in acks(a) if p == 0) == list(range(minutes))
+    assert sorted(o for p, o in acks(a) + acks(b) if p == 1) == list(range(minutes))
+    assert all(e.acked <= 1 for r in (a, b) for e in r.events)
+
+
+def test_a_revocation_waits_for_the_flush_under_way_so_the_new_owner_restores_the_state_it_saved() -> None:
+    async def run() -> Rig:
+        r = rig()
+        for minute in range(4):
+            await r.read(1, "pt-2", minute)
+        flush = asyncio.get_running_loop().create_task(r.runtime.flush())
+        await asyncio.sleep(0)  # the flush has taken its batch and is writing
+        await r.runtime.on_revoked({1}, timeout_s=5.0)
+        assert flush.done() and "w:1" in r.store.data  # the state is saved before the partition leaves
+        return r
+
+    r = asyncio.run(run())
+    assert acks(r) == [(1, 0), (1, 1)]
+
+
+def test_a_revocation_does_not_wait_past_its_timeout_for_a_flush_that_hangs() -> None:
+    async def run() -> None:
+        r = rig()
+        await r.read(1, "pt-2", 0)
+        hang = asyncio.Event()
+        r.writer.write_many = lambda windows, scores: hang.wait()  # type: ignore[method-assign,assignment,return-value]  # a database that never answers
+        await r.read(1, "pt-2", 2)
+        flush = asyncio.get_running_loop().create_task(r.runtime.flush())
+        await asyncio.sleep(0)
+        await r.runtime.on_revoked({1}, timeout_s=0.05)
+        assert r.runtime.held_offset(1) is None
+        flush.cancel()
+
+    asyncio.run(run())
+
+
+def test_a_worker_reports_lag_only_for_the_partitions_it_owns() -> None:
+    class Consumer:
+        def highwater(self, tp: object) -> int:
+            return 10
+
+    async def run() -> Rig:
+        r = rig()
+        await r.read(0, "pt-1", 0)
+        await r.read(1, "pt-2", 0)
+        r.runtime.update_lag(Consumer(), READINGS)  # type: ignore[arg-type]  # only highwater is used
+        await r.runtime.on_revoked({1}, timeout_s=1.0)
+        r.runtime.update_lag(Consumer(), READINGS)  # type: ignore[arg-type]  # as above
+        return r
+
+    r = asyncio.run(run())
+    lag = r.runtime.metrics.consumer_lag
+    samples = {s.labels["partition"]: s.value for m in lag.collect() for s in m.samples}
+    assert samples == {"0": 9.0}
+    watermarks = {s.labels["partition"] for m in r.runtime.metrics.watermark_lag_seconds.collect() for s in m.samples}
+    assert watermarks == {"0"}
+    open_windows = [s.value for m in r.runtime.metrics.open_windows.collect() for s in m.samples]
+    assert open_windows == [1.0]  # partition 0's window; partition 1's went with the partition
+
+
+def test_a_record_fetched_before_the_rebalance_that_took_its_partition_is_dropped_unacked() -> None:
+    async def run() -> Rig:
+        r = rig()
+        r.runtime.on_assigned({0, 1})
+        for minute in range(3):
+            await r.read(1, "pt-2", minute)
+        await r.runtime.on_revoked({1}, timeout_s=1.0)
+        stale = await r.read(1, "pt-2", 3)  # it was in Faust's buffers when the rebalance began
+        assert r.runtime.held_offset(1) is None and stale.acked == 0
+        r.runtime.on_assigned({0, 1})  # given back: its consumer resumes at the committed offset, 0
+        for minute in range(4):
+            await r.read(1, "pt-2", minute, offset=minute)
+        await r.runtime.flush()
+        return r
+
+    r = asyncio.run(run())
+    assert r.runtime.held_offset(1) == 3
+    assert acks(r) == [(1, 0), (1, 1)]  # the replayed records of minutes 0 and 1, once each
+    assert sorted(start for _, start in r.writer.windows) == [START_MS, START_MS + MIN]
