@@ -32,6 +32,7 @@ from kafka.admin import KafkaAdminClient
 from pydantic import SecretStr
 
 from infra import kafka_acls
+from infra.kafka_config import SCRAM_MECHANISMS, BrokerTLS, properties_text, scram_format_args, secured_properties
 from infra.errors import ServiceFailed, ToolMissing
 from infra.kafka_tls import BROKER_PRINCIPAL, make_broker_keystore, make_ca
 from infra.processes import port_open, read_pid, spawn, tail, terminate, wait_until
@@ -46,8 +47,6 @@ POM = Path(__file__).with_name("kafka") / "pom.xml"
 LOG4J_CONFIG = Path(__file__).with_name("kafka") / "log4j2.properties"
 START_TIMEOUT_S = 90.0
 JVM_HEAP = "-Xmx1g"
-#: The SCRAM mechanisms the secured broker offers; the first is the one its admin client uses.
-SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,34 +218,10 @@ class LocalKafka:
             admin.close()
 
     def create_topics(self) -> None:
-        """Create the pipeline's topics with ``settings.partitions`` partitions; existing ones stay.
-
-        The model snapshots' topic has one partition, compacted: its newest record per model
-        name is what every scorer and a restarted trainer start from. The readings topic stamps
-        each record with the broker's time (``LogAppendTime``): the worker bounds event time by
-        it, so a sender cannot move a watermark ahead by forging its record time.
-        """
-        from kafka.admin import NewTopic
-        from kafka.errors import TopicAlreadyExistsError
-
-        s = self.settings
+        """Create the pipeline's topics on this broker (:func:`create_topics`)."""
         admin = self._admin()
         try:
-            existing = set(admin.list_topics())
-            wanted = [s.readings_topic, s.deadletter_topic, s.outcomes_topic, s.scores_topic, s.features_topic]
-            new = [NewTopic(t, num_partitions=s.partitions, replication_factor=1,
-                            topic_configs={"retention.ms": "-1", **_timestamps(t, s)})
-                   for t in wanted if t not in existing]
-            if s.snapshots_topic not in existing:
-                new.append(NewTopic(s.snapshots_topic, **SNAPSHOT_TOPIC))
-            if s.patients_topic not in existing:  # the latest record per patient is what counts
-                new.append(NewTopic(s.patients_topic, num_partitions=s.partitions, replication_factor=1,
-                                    topic_configs={"cleanup.policy": "compact", "retention.ms": "-1"}))
-            if new:
-                try:
-                    admin.create_topics(new)
-                except TopicAlreadyExistsError:
-                    pass
+            create_topics(admin, self.settings)
         finally:
             admin.close()
 
@@ -308,29 +283,11 @@ class LocalKafka:
                     "inter.broker.listener.name": "PLAINTEXT",
                     "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"}
         passwords = self.credentials()
-        secure, store = self.paths.secure, passwords["stores"]
-        login = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{kafka_acls.ADMIN}" '
-                 f'password="{passwords[kafka_acls.ADMIN]}";')
-        return {
-            "listeners": f"SASL_SSL://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
-            "advertised.listeners": f"SASL_SSL://127.0.0.1:{p}",
-            "inter.broker.listener.name": "SASL_SSL",
-            "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL",
-            "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
-            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISMS[0],
-            **{f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": login for m in SCRAM_MECHANISMS},
-            "ssl.keystore.type": "PKCS12", "ssl.keystore.location": str(secure / "broker.p12"),
-            "ssl.keystore.password": store, "ssl.key.password": store,
-            "ssl.truststore.type": "PKCS12", "ssl.truststore.location": str(secure / "truststore.p12"),
-            "ssl.truststore.password": store,
-            "ssl.client.auth": "none",
-            # the controller listener: TLS, and only a client holding the broker's key gets in
-            "listener.name.controller.ssl.client.auth": "required",
-            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "super.users": f"User:{kafka_acls.ADMIN};{BROKER_PRINCIPAL}",
-            "allow.everyone.if.no.acl.found": "false",
-            "auto.create.topics.enable": "false",
-        }
+        secure = self.paths.secure
+        tls = BrokerTLS(secure / "broker.p12", secure / "truststore.p12", "PKCS12", passwords["stores"])
+        return secured_properties(listen=f"127.0.0.1:{p}", advertise=f"127.0.0.1:{p}", controller=f"127.0.0.1:{c}",
+                                  admin_password=passwords[kafka_acls.ADMIN], tls=tls,
+                                  broker_principal=BROKER_PRINCIPAL)
 
     def _write_config(self) -> None:
         c = self.controller_port
@@ -357,7 +314,7 @@ class LocalKafka:
         }
         self.paths.config.touch(mode=0o600)  # a secured broker's holds the admin's and the stores' passwords
         self.paths.config.chmod(0o600)
-        self.paths.config.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+        self.paths.config.write_text(properties_text(lines))
 
     def _format(self, classpath: str) -> None:
         # `=` joins the id to its option: an id may start with "-", which would read as an option
@@ -366,12 +323,40 @@ class LocalKafka:
                 "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.paths.config),
                 "--ignore-formatted"]
         if self.secured:  # SCRAM users are metadata: a KRaft broker gets its first ones at format time
-            argv += [arg for name, password in self.credentials().items() if name != "stores"
-                     for mechanism in SCRAM_MECHANISMS
-                     for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
+            argv += scram_format_args({name: password for name, password in self.credentials().items()
+                                       if name != "stores"})
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:
             raise ServiceFailed(f"formatting Kafka storage failed:\n{done.stdout}{done.stderr}")
+
+
+def create_topics(admin: KafkaAdminClient, settings: Settings) -> None:
+    """Create the pipeline's topics with ``settings.partitions`` partitions on ``admin``'s broker; existing ones stay.
+
+    The model snapshots' topic has one partition, compacted: its newest record per model
+    name is what every scorer and a restarted trainer start from. The readings topic stamps
+    each record with the broker's time (``LogAppendTime``): the worker bounds event time by
+    it, so a sender cannot move a watermark ahead by forging its record time.
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    s = settings
+    existing = set(admin.list_topics())
+    wanted = [s.readings_topic, s.deadletter_topic, s.outcomes_topic, s.scores_topic, s.features_topic]
+    new = [NewTopic(t, num_partitions=s.partitions, replication_factor=1,
+                    topic_configs={"retention.ms": "-1", **_timestamps(t, s)})
+           for t in wanted if t not in existing]
+    if s.snapshots_topic not in existing:
+        new.append(NewTopic(s.snapshots_topic, **SNAPSHOT_TOPIC))
+    if s.patients_topic not in existing:  # the latest record per patient is what counts
+        new.append(NewTopic(s.patients_topic, num_partitions=s.partitions, replication_factor=1,
+                            topic_configs={"cleanup.policy": "compact", "retention.ms": "-1"}))
+    if new:
+        try:
+            admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass
 
 
 def _require(tool: str) -> str:
@@ -381,7 +366,7 @@ def _require(tool: str) -> str:
     return path
 
 
-__all__ = ["KAFKA_VERSION", "LocalKafka", "bootstrap_address", "tail"]
+__all__ = ["KAFKA_VERSION", "LocalKafka", "bootstrap_address", "create_topics", "tail"]
 
 
 def _timestamps(topic: str, settings: Settings) -> dict[str, str]:
