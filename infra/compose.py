@@ -9,8 +9,10 @@ what it makes:
   The CA's key is never stored, so nothing that mounts the volume can issue a certificate. Each
   host's key is mode 0600 and owned by the user id given after the host (the user its container
   runs as: 1000 is ``appuser`` of the apache/kafka image, 70 ``postgres`` of the Alpine-based
-  TimescaleDB image); PostgreSQL refuses a key others can read. Idempotent: when the CA and every
-  host's files exist nothing is made; ``--renew`` makes a new CA and new certificates.
+  TimescaleDB image); PostgreSQL refuses a key others can read. Host certificates live
+  :data:`CERT_VALID_DAYS` days. Idempotent: when the CA and every host's files exist, none expiring
+  within :data:`RENEW_DAYS` days, nothing is made; otherwise, or with ``--renew``, a new CA and new
+  certificates.
 - ``vitalrisk infra compose-kafka --certs /certs --out /kafka-config`` (service ``kafka-config``):
   the broker's ``server.properties`` (SASL_SSL on every interface of its container, the KRaft
   controller on the container's loopback, the ACL authorizer), made by the same
@@ -25,6 +27,7 @@ what it makes:
 from __future__ import annotations
 
 import base64
+import datetime
 import logging
 import os
 import uuid
@@ -54,6 +57,9 @@ COMPOSE_PRINCIPALS = ("worker", "trainer", "alerter", "gateway", "simulator")
 ORGANIZATION = "vitalrisk compose"
 #: The broker's client listener (every interface of its container) and controller listener (its loopback).
 CLIENT_PORT, CONTROLLER_PORT = 9092, 9093
+#: Days a host certificate is valid; one expiring within :data:`RENEW_DAYS` is made again at the next run.
+CERT_VALID_DAYS = 730
+RENEW_DAYS = 30
 #: Retention by size only, per partition: simulated streams carry event-time timestamps far in the past.
 LOG_RETENTION_BYTES = 2 * 1024**3
 
@@ -126,7 +132,7 @@ def make_certs(out: Path, hosts: Mapping[str, int | None], *, renew: bool = Fals
         If a key cannot be given to its owner (only root, or the owner itself, can).
     """
     if not renew and ca_file(out).exists() and all(
-            (f.key.exists() and f.cert.exists() and f.keystore.exists())
+            (f.key.exists() and f.cert.exists() and f.keystore.exists() and not _expiring(f.cert))
             for f in (host_files(out, host) for host in hosts)):
         logger.info("the CA and the certificates of %s exist under %s: kept", ", ".join(hosts), out)
         return False
@@ -138,7 +144,7 @@ def make_certs(out: Path, hosts: Mapping[str, int | None], *, renew: bool = Fals
         files.folder.mkdir(exist_ok=True)
         files.folder.chmod(0o755)
         leaf = ca.issue_cert(host, "localhost", "127.0.0.1", common_name=host, organization_name=ORGANIZATION,
-                             organization_unit_name=host)
+                             organization_unit_name=host, not_after=_now() + datetime.timedelta(days=CERT_VALID_DAYS))
         key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         chain = b"".join(pem.bytes() for pem in leaf.cert_chain_pems)
@@ -148,6 +154,19 @@ def make_certs(out: Path, hosts: Mapping[str, int | None], *, renew: bool = Fals
     _write(ca_file(out), ca.cert_pem.bytes(), mode=0o644, uid=None)
     logger.info("made a CA (%s) and certificates for %s", ca_file(out), ", ".join(hosts))
     return True
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _expiring(cert: Path) -> bool:
+    """Whether ``cert`` expires within :data:`RENEW_DAYS` (or cannot be read)."""
+    try:
+        expires = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc
+    except ValueError:
+        return True
+    return expires - _now() < datetime.timedelta(days=RENEW_DAYS)
 
 
 def _write(path: Path, data: bytes, *, mode: int, uid: int | None) -> None:
