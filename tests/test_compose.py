@@ -1039,7 +1039,7 @@ services:
       VITALS_KAFKA_BOOTSTRAP: kafka:9092
       VITALS_KAFKA_SECURITY_PROTOCOL: SASL_SSL
       VITALS_KAFKA_USERNAME: root
-      VITALS_KAFKA_PASSWORD: ${VITALS_KAFKA_ROOT_PASSWORD:-changeme}
+      VITALS_KAFKA_PASSWORD: ${KAFKA_ROOT_PASSWORD:-changeme}
       VITALS_KAFKA_CA_FILE: /certs/ca.pem
     volumes:
       - certs:/certs:ro

@@ -100,7 +100,7 @@ def compose_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose
 
 def _acls(settings: Settings) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("VITALS_")}
-    env |= {name: value for name, value in settings.as_env().items() if name.startswith("VITALS_KAFKA")}
+    env |= {name: value for name, value in settings.as_env().items() if name.removeprefix("VITALS_").startswith("KAFKA_")}
     env["VITALS_PARTITIONS"] = str(settings.partitions)
     return subprocess.run([sys.executable, "-m", "stream.cli", "infra", "acls"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=90)
