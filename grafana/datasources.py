@@ -40,6 +40,8 @@ PROMETHEUS = DataSourceRef("prometheus", "vitalrisk-prometheus")
 READER_ROLE = "vitalrisk_reader"
 #: Where docker-compose.yml mounts ./grafana/dashboards in the Grafana container.
 DASHBOARDS_PATH = "/var/lib/grafana/dashboards"
+#: Where docker-compose.yml mounts the stack's CA (the certs volume) in the Grafana container.
+CA_PATH = "/certs/ca.pem"
 #: Grafana folder (title and uid) holding the provisioned boards.
 FOLDER = "vitalrisk"
 #: Prometheus' scrape interval; Grafana derives ``$__rate_interval`` from it.
@@ -57,8 +59,10 @@ def datasources_document() -> dict[str, Any]:
         "url": "$VITALS_PG_HOST", "user": READER_ROLE, "isDefault": False, "editable": False,
         "jsonData": {
             "database": "$VITALS_PG_DATABASE",
-            # The compose network is private and the timescaledb container serves no TLS.
-            "sslmode": "disable",
+            # TLS, the server's certificate verified against the stack's CA, its host name too.
+            "sslmode": "verify-full",
+            "tlsConfigurationMethod": "file-path",
+            "sslRootCertFile": CA_PATH,
             "timescaledb": True,
             "postgresVersion": 1500,  # the newest Grafana 11 offers; compose runs 16, only query-builder hints differ
             "timeInterval": SQL_MIN_INTERVAL,

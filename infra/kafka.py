@@ -46,6 +46,7 @@ from kafka.admin import KafkaAdminClient
 from pydantic import SecretStr
 
 from infra import kafka_acls
+from infra.kafka_config import SCRAM_MECHANISMS, BrokerTLS, properties_text, scram_format_args, secured_properties
 from infra.errors import ServiceFailed, ToolMissing
 from infra.topics import ensure_topics, faust_topics, pipeline_topics
 from infra.kafka_tls import BROKER_PRINCIPAL, make_broker_keystore, make_ca
@@ -66,8 +67,6 @@ CLUSTER_JVM_HEAP = "-Xmx384m"
 #: Nodes of the local cluster, and the replicas that must hold a record before an acks=all write returns.
 CLUSTER_BROKERS = 3
 CLUSTER_MIN_INSYNC = 2
-#: The SCRAM mechanisms the secured broker offers; the first is the one its admin client uses.
-SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,29 +443,11 @@ class LocalKafka:
                     "inter.broker.listener.name": "PLAINTEXT",
                     "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"}
         passwords = self.credentials()
-        secure, store = self.paths.secure, passwords["stores"]
-        login = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{kafka_acls.ADMIN}" '
-                 f'password="{passwords[kafka_acls.ADMIN]}";')
-        return {
-            "listeners": f"SASL_SSL://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
-            "advertised.listeners": f"SASL_SSL://127.0.0.1:{p}",
-            "inter.broker.listener.name": "SASL_SSL",
-            "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL",
-            "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
-            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISMS[0],
-            **{f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": login for m in SCRAM_MECHANISMS},
-            "ssl.keystore.type": "PKCS12", "ssl.keystore.location": str(secure / "broker.p12"),
-            "ssl.keystore.password": store, "ssl.key.password": store,
-            "ssl.truststore.type": "PKCS12", "ssl.truststore.location": str(secure / "truststore.p12"),
-            "ssl.truststore.password": store,
-            "ssl.client.auth": "none",
-            # the controller listener: TLS, and only a client holding the broker's key gets in
-            "listener.name.controller.ssl.client.auth": "required",
-            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "super.users": f"User:{kafka_acls.ADMIN};{BROKER_PRINCIPAL}",
-            "allow.everyone.if.no.acl.found": "false",
-            "auto.create.topics.enable": "false",
-        }
+        secure = self.paths.secure
+        tls = BrokerTLS(secure / "broker.p12", secure / "truststore.p12", "PKCS12", passwords["stores"])
+        return secured_properties(listen=f"127.0.0.1:{p}", advertise=f"127.0.0.1:{p}", controller=f"127.0.0.1:{c}",
+                                  admin_password=passwords[kafka_acls.ADMIN], tls=tls,
+                                  broker_principal=BROKER_PRINCIPAL)
 
     def _write_config(self, node: KafkaNode) -> None:
         # The single node: replication factor 1 everywhere. The cluster: 3, and 2 in sync, for the
@@ -497,7 +478,7 @@ class LocalKafka:
         config = node.paths.config
         config.touch(mode=0o600)  # a secured broker's holds the admin's and the stores' passwords
         config.chmod(0o600)
-        config.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+        config.write_text(properties_text(lines))
 
     def _format(self, classpath: str, node: KafkaNode, cluster_id: str) -> None:
         """Format ``node``'s storage for cluster ``cluster_id`` (the same for every node formatted together)."""
@@ -512,9 +493,8 @@ class LocalKafka:
                 "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(node.paths.config),
                 "--ignore-formatted"]
         if self.secured:  # SCRAM users are metadata: a KRaft broker gets its first ones at format time
-            argv += [arg for name, password in self.credentials().items() if name != "stores"
-                     for mechanism in SCRAM_MECHANISMS
-                     for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
+            argv += scram_format_args({name: password for name, password in self.credentials().items()
+                                       if name != "stores"})
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:
             raise ServiceFailed(f"formatting Kafka storage failed:\n{done.stdout}{done.stderr}")

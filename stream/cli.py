@@ -24,6 +24,7 @@ from kernel.limits import ID_PATTERN, valid_id
 from kernel.settings import Settings, check_database_url
 from gateway.app import run_gateway
 from gateway.enrolment import read_tokens, run_devices
+from infra.compose import COMPOSE_ACTIONS, run_compose_action
 from infra.kafka_acls import ADMIN, PRINCIPALS
 from infra.postgres import LocalPostgres
 from infra.preflight import require_database
@@ -107,9 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     infra = sub.add_parser("infra", help="start, stop, inspect or delete the local Kafka and PostgreSQL")
-    infra.add_argument("action", choices=["start", "stop", "status", "clean", "check", "credentials"],
+    infra.add_argument("action", choices=["start", "stop", "status", "clean", "check", "credentials", *COMPOSE_ACTIONS],
                        help="clean: stop and delete the service's data; check: connect with this process's "
-                       "settings; credentials (kafka): print the VITALS_KAFKA_* variables of --principal")
+                       "settings; credentials (kafka): print the VITALS_KAFKA_* variables of --principal; "
+                       "compose-certs, compose-kafka: the Compose stack's CA and certificates, its broker's "
+                       "configuration; acls: create the topics and the ACLs as admin on any broker (docs/compose.md)")
     infra.add_argument("service", nargs="?", choices=["kafka", "postgres", "all"], default="all")
     infra.add_argument("--secure", action="store_true",
                        help="start: a secured Kafka broker (SASL_SSL, SCRAM users, ACLs) when its storage is new; "
@@ -122,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "when its storage is new (docs/scaling.md)")
     infra.add_argument("--node", type=int, choices=[1, 2, 3], default=None,
                        help="start or stop kafka: this node of the three-broker cluster alone")
+    infra.add_argument("--out", type=Path, default=None, help="compose-certs, compose-kafka: the folder to write")
+    infra.add_argument("--certs", type=Path, default=None, help="compose-kafka: the folder compose-certs wrote")
+    infra.add_argument("--hosts", default=None,
+                       help="compose-certs: host[:uid],... to certify, each key owned by uid (e.g. kafka:1000)")
+    infra.add_argument("--owner", type=int, default=None, help="compose-kafka: the user id to give the files to")
+    infra.add_argument("--renew", action="store_true", help="compose-certs: a new CA and certificates even if "
+                       "they exist")
 
     migrate = sub.add_parser("migrate", help="apply database migrations (as the schema owner)")
     migrate.add_argument("--url", type=_database_url, help="owner URL; default VITALS_ADMIN_DATABASE_URL, or the local cluster's")
@@ -354,6 +364,9 @@ def _owner_url(given: str | None, settings: Settings) -> str:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "infra" and args.action in COMPOSE_ACTIONS:
+        return run_compose_action(settings, args.action, out=args.out, certs=args.certs, hosts=args.hosts,
+                                  renew=args.renew, owner=args.owner, environ=os.environ)
     if args.command == "infra":
         return run_infra(settings, args.action, args.service, secure=args.secure, principal=args.principal,
                          brokers=args.brokers, node=args.node)

@@ -11,8 +11,16 @@ only; no password is written in the file, each goes only to the services that ne
 pipeline process connects as the superuser; every long-running service is health-checked or waits
 on its dependencies' health; the pipeline is wired as the code reads it (metrics reachable by
 Prometheus, Kafka keeps old-timestamped records, the alerter pages the pager with the secret the
-pager verifies); the image runs `vitalrisk` as a non-root user and its build context holds neither
-secrets nor local state.
+pager verifies); the stack is secured as the local one is (every Kafka client speaks SASL_SSL as its
+own principal with the stack's CA, the broker's generated configuration has no plaintext listener
+other containers reach and enforces ACLs, every database URL is verify-full, TimescaleDB serves TLS
+and accepts only hostssl from outside its container, Grafana's data source verifies it); the image
+runs `vitalrisk` as a non-root user and its build context holds neither secrets nor local state.
+
+The broker's configuration is what the file's one-shot services generate: their commands are run
+here (``vitalrisk infra compose-certs`` and ``compose-kafka``, with the container paths moved to a
+temporary folder) and the checks read the ``server.properties`` they write. That configuration
+runs on the real broker in tests/infra/test_compose_broker.py.
 """
 
 from __future__ import annotations
@@ -29,21 +37,27 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from grafana.datasources import datasources_document
+from infra.compose import ca_file, make_certs, parse_hosts, password_variable
+from infra.kafka_acls import ADMIN, PRINCIPALS
+from kernel.settings import Settings
 from stream.alerts.routing import Router, parse_receivers
 from stream.cli import build_parser
-from kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 INIT_SCRIPT = ROOT / "sinks" / "docker-init" / "010_vitalrisk_roles.sh"
+TLS_ONLY_SCRIPT = ROOT / "sinks" / "docker-init" / "020_vitalrisk_tls_only.sh"
+KAFKA_START = ROOT / "infra" / "compose" / "kafka-start.sh"
 DOCKER_COMPOSE = shutil.which("docker-compose") or "/usr/bin/docker-compose"
 COMPOSE_TIMEOUT_S = 60
 
@@ -64,7 +78,20 @@ SECRET_AUDIENCE: dict[str, set[str]] = {
     "VITALS_SNAPSHOT_KEY": {"trainer", "worker"},
     # Grafana's contact point sends it to the pager's /grafana (grafana/provisioning/alerting).
     "VITALS_PAGER_GRAFANA_TOKEN": {"grafana", "pager"},
+    # Kafka's SCRAM users: kafka-config formats them into the broker; each service logs in as its own.
+    "VITALS_KAFKA_ADMIN_PASSWORD": {"kafka-config", "kafka-init"},
+    "VITALS_KAFKA_WORKER_PASSWORD": {"kafka-config", "worker"},
+    "VITALS_KAFKA_TRAINER_PASSWORD": {"kafka-config", "trainer"},
+    "VITALS_KAFKA_ALERTER_PASSWORD": {"kafka-config", "alerter"},
+    "VITALS_KAFKA_GATEWAY_PASSWORD": {"kafka-config", "gateway"},
+    "VITALS_KAFKA_SIMULATOR_PASSWORD": {"kafka-config", "simulator"},
 }
+#: The volume holding the stack's CA and certificates (the certs service writes it).
+CERTS_VOLUME = "certs"
+#: The user each TLS server's container runs as, who must own its key: apache/kafka's appuser, and
+#: postgres of the Alpine-based timescale/timescaledb image.
+KEY_OWNERS = {"kafka": 1000, "timescaledb": 70}
+DATABASE_URL_VARIABLES = ("VITALS_DATABASE_URL", "VITALS_ADMIN_DATABASE_URL", "VITALS_GATEWAY_DATABASE_URL")
 #: Distinct dummy values, long enough not to occur by chance in the resolved file.
 DUMMY_SECRETS = {name: f"dummy-{name.lower()}-7c1e" for name in SECRET_AUDIENCE}
 
@@ -306,18 +333,125 @@ def metrics_host_faults(cfg: dict[str, Any]) -> list[str]:
     return faults
 
 
-def kafka_retention_faults(cfg: dict[str, Any]) -> list[str]:
+def kafka_retention_faults(props: dict[str, str]) -> list[str]:
     """Time-based retention would delete simulated records (event-time timestamps months old)."""
-    kafka = cfg["services"].get("kafka")
-    if kafka is None:
-        return ["no kafka service"]
-    env = environment(kafka)
+    if not props:
+        return ["kafka: no server.properties"]
     faults = []
-    if str(env.get("KAFKA_LOG_RETENTION_MS")) != "-1":
-        faults.append(f"kafka: KAFKA_LOG_RETENTION_MS is {env.get('KAFKA_LOG_RETENTION_MS')!r}, not -1")
-    size = str(env.get("KAFKA_LOG_RETENTION_BYTES", ""))
+    if props.get("log.retention.ms") != "-1":
+        faults.append(f"kafka: log.retention.ms is {props.get('log.retention.ms')!r}, not -1")
+    size = props.get("log.retention.bytes", "")
     if not (size.isdigit() and int(size) > 0):
-        faults.append(f"kafka: KAFKA_LOG_RETENTION_BYTES is {size or 'unset'}: the log grows without bound")
+        faults.append(f"kafka: log.retention.bytes is {size or 'unset'}: the log grows without bound")
+    return faults
+
+
+def mounted_volume(service: dict[str, Any], path: str) -> str | None:
+    """The volume (or host path) mounted where ``path`` lies in ``service``'s container, if any."""
+    best = None
+    for source, target in mounts(service):
+        if (path == target or path.startswith(target.rstrip("/") + "/")) and (best is None or len(target) > len(best[1])):
+            best = (source, target)
+    return best[0] if best else None
+
+
+def kafka_client_faults(cfg: dict[str, Any], raw_cfg: dict[str, Any]) -> list[str]:
+    """Every Kafka client: SASL_SSL as one principal of the ACL table, the stack's CA mounted, its own password."""
+    faults = []
+    for name, svc in cfg["services"].items():
+        env = environment(svc)
+        if "VITALS_KAFKA_BOOTSTRAP" not in env:
+            continue
+        protocol = env.get("VITALS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+        if protocol != "SASL_SSL":
+            faults.append(f"{name}: speaks {protocol} to Kafka, not SASL_SSL")
+        user = env.get("VITALS_KAFKA_USERNAME")
+        acls_command = (vitalrisk_command(svc) or argparse.Namespace(command=None)).command == "infra"
+        if user not in PRINCIPALS and not (user == ADMIN and acls_command):
+            faults.append(f"{name}: Kafka principal {user!r} is not a service principal of infra/kafka_acls.py")
+        ca = str(env.get("VITALS_KAFKA_CA_FILE", ""))
+        if mounted_volume(svc, ca) != CERTS_VOLUME:
+            faults.append(f"{name}: VITALS_KAFKA_CA_FILE {ca or '(unset)'} is not in the {CERTS_VOLUME} volume")
+        raw = str(environment(raw_cfg["services"].get(name, {})).get("VITALS_KAFKA_PASSWORD", ""))
+        refs = VAR_REF.findall(raw)
+        if user and [(var, mod[:2]) for var, mod in refs] != [(password_variable(user), ":?")]:
+            faults.append(f"{name}: VITALS_KAFKA_PASSWORD is not the required ${{{password_variable(user)}:?...}}")
+    users = [environment(svc).get("VITALS_KAFKA_USERNAME") for svc in cfg["services"].values()
+             if environment(svc).get("VITALS_KAFKA_USERNAME") in PRINCIPALS]
+    faults += [f"principal {user} is shared by services" for user in sorted(set(users)) if users.count(user) > 1]
+    return faults
+
+
+def database_tls_faults(cfg: dict[str, Any]) -> list[str]:
+    """Every database URL verifies the server (verify-full) against a CA in the certs volume."""
+    faults = []
+    for name, svc in cfg["services"].items():
+        for variable in DATABASE_URL_VARIABLES:
+            url = environment(svc).get(variable)
+            if url is None:
+                continue
+            query = dict(part.split("=", 1) for part in urlsplit(str(url)).query.split("&") if "=" in part)
+            if query.get("sslmode") != "verify-full":
+                faults.append(f"{name}: {variable} has sslmode={query.get('sslmode', '(unset: prefer)')}")
+            root = query.get("sslrootcert", "")
+            if mounted_volume(svc, root) != CERTS_VOLUME:
+                faults.append(f"{name}: {variable}'s sslrootcert {root or '(unset)'} is not in the {CERTS_VOLUME} volume")
+    return faults
+
+
+def grafana_tls_faults(document: dict[str, Any], grafana: dict[str, Any]) -> list[str]:
+    """Grafana's PostgreSQL data sources verify the server against the stack's CA, as a file Grafana has."""
+    faults = []
+    for source in document["datasources"]:
+        if "postgres" not in source["type"]:
+            continue
+        data = source.get("jsonData") or {}
+        if data.get("sslmode") != "verify-full":
+            faults.append(f"{source['name']}: sslmode {data.get('sslmode')!r}, not verify-full")
+        if data.get("tlsConfigurationMethod") != "file-path":
+            faults.append(f"{source['name']}: tlsConfigurationMethod {data.get('tlsConfigurationMethod')!r}")
+        if mounted_volume(grafana, str(data.get("sslRootCertFile", ""))) != CERTS_VOLUME:
+            faults.append(f"{source['name']}: sslRootCertFile {data.get('sslRootCertFile')!r} is not in the "
+                          f"{CERTS_VOLUME} volume mounted in Grafana")
+    return faults
+
+
+def postgres_tls_faults(service: dict[str, Any]) -> list[str]:
+    """The TimescaleDB server turns TLS on with its certificate and key from the certs volume."""
+    command = [str(part) for part in service.get("command") or []]
+    options = dict(command[i + 1].split("=", 1) for i, part in enumerate(command[:-1]) if part == "-c")
+    faults = []
+    if options.get("ssl") != "on":
+        faults.append("timescaledb: ssl is not on")
+    for key in ("ssl_cert_file", "ssl_key_file"):
+        if mounted_volume(service, options.get(key, "")) != CERTS_VOLUME:
+            faults.append(f"timescaledb: {key} {options.get(key, '(unset)')} is not in the {CERTS_VOLUME} volume")
+    if mounted_volume(service, f"/docker-entrypoint-initdb.d/{TLS_ONLY_SCRIPT.name}") != str(TLS_ONLY_SCRIPT):
+        faults.append(f"timescaledb: {TLS_ONLY_SCRIPT.name} is not an init script: pg_hba lets clients in without TLS")
+    return faults
+
+
+def broker_faults(props: dict[str, str]) -> list[str]:
+    """The broker's generated configuration: SASL_SSL to other containers, ACLs enforced, no topic made on its own."""
+    protocols = dict(item.split(":", 1) for item in props.get("listener.security.protocol.map", "").split(",")
+                     if ":" in item)
+    faults = []
+    for listener in filter(None, props.get("listeners", "").split(",")):
+        name, _, address = listener.partition("://")
+        host = address.rpartition(":")[0]
+        protocol = protocols.get(name, name)
+        if host not in LOOPBACK and protocol != "SASL_SSL":
+            faults.append(f"kafka: listener {listener} ({protocol}) is reachable from other containers")
+        if host in LOOPBACK and protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and name != props.get("controller.listener.names"):
+            faults.append(f"kafka: listener {listener} is plaintext")
+    if props.get("authorizer.class.name", "").rpartition(".")[2] != "StandardAuthorizer":
+        faults.append("kafka: no StandardAuthorizer: ACLs are not enforced")
+    if props.get("allow.everyone.if.no.acl.found") != "false":
+        faults.append("kafka: a resource without ACLs is open to everyone")
+    if props.get("auto.create.topics.enable") != "false":
+        faults.append("kafka: any principal may create a topic by naming it")
+    if props.get("inter.broker.listener.name") not in protocols or protocols[props["inter.broker.listener.name"]] != "SASL_SSL":
+        faults.append("kafka: the inter-broker listener is not SASL_SSL")
     return faults
 
 
@@ -366,6 +500,66 @@ def receiver_faults(cfg: dict[str, Any]) -> list[str]:
             if args.host in LOOPBACK:
                 faults.append(f"{name}: receiver {receiver}: the pager listens on {args.host} inside its container")
     return faults
+
+
+# --- what the one-shot services generate ----------------------------------------------------
+
+
+@dataclass
+class Generated:
+    """The volumes the one-shot services wrote, each a folder under ``root``, and the broker's properties."""
+
+    root: Path
+    props: dict[str, str]
+
+    def host_path(self, service: dict[str, Any], path: str) -> Path:
+        """Where ``path`` in ``service``'s container is here."""
+        for source, target in sorted(mounts(service), key=lambda pair: -len(pair[1])):
+            if path == target or path.startswith(target.rstrip("/") + "/"):
+                return self.root / Path(source).name / path[len(target):].lstrip("/")
+        raise AssertionError(f"{path} is in no volume of the service")
+
+    def settings(self, service: dict[str, Any]) -> Settings:
+        """What ``vitalrisk`` reads from ``service``'s environment, its certs volume paths made local."""
+        certs = str(self.root / CERTS_VOLUME)
+        values = {key.removeprefix("VITALS_").lower(): str(value).replace("/certs/", certs + "/")
+                  for key, value in environment(service).items() if key.startswith("VITALS_")}
+        return Settings(**values)
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+@pytest.fixture(scope="module")
+def generated(config: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Generated:
+    """Run the certs and kafka-config services' commands as their containers would, into local folders."""
+    services = config["services"]
+    gen = Generated(tmp_path_factory.mktemp("volumes"), {})
+    certs = vitalrisk_command(services["certs"])
+    assert certs is not None and certs.action == "compose-certs", services["certs"].get("command")
+    root = os.geteuid() == 0  # only root may give each key to its container's user, as the service does
+    hosts = {host: uid if root else None for host, uid in parse_hosts(certs.hosts).items()}
+    assert make_certs(gen.host_path(services["certs"], str(certs.out)), hosts)
+    kafka_config = vitalrisk_command(services["kafka-config"])
+    assert kafka_config is not None and kafka_config.action == "compose-kafka"
+    local_certs = gen.host_path(services["kafka-config"], str(kafka_config.certs))
+    assert local_certs == gen.root / CERTS_VOLUME
+    argv = ["infra", "compose-kafka", "--certs", str(local_certs),
+            "--out", str(gen.host_path(services["kafka-config"], str(kafka_config.out)))]
+    if root and kafka_config.owner is not None:
+        argv += ["--owner", str(kafka_config.owner)]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VITALS_")}
+    env.update({key: str(value) for key, value in environment(services["kafka-config"]).items()})
+    proc = subprocess.run([sys.executable, "-m", "stream.cli", *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=COMPOSE_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert not any(value in proc.stdout + proc.stderr for value in DUMMY_SECRETS.values())
+    # The start script reads it where the kafka container mounts the volume.
+    text = gen.host_path(services["kafka"], "/kafka-config/server.properties").read_text()
+    gen.props.update(parse_properties(text.replace(str(local_certs), "/certs")))
+    return gen
 
 
 # --- the real file ---------------------------------------------------------------------------
@@ -439,6 +633,7 @@ def test_pipeline_connects_as_least_privileged_roles(config: dict[str, Any]) -> 
         for variable in ("VITALS_DATABASE_URL", "VITALS_ADMIN_DATABASE_URL", "VITALS_GATEWAY_DATABASE_URL")
         if variable in environment(svc)
     }
+    assert database_tls_faults(config) == []
     assert {name: url.username for name, url in urls.items()} == {
         "migrate": "vitalrisk_owner",
         "gateway": "vitalrisk_gateway",
@@ -489,61 +684,142 @@ def test_init_script_is_mounted_and_executable(config: dict[str, Any]) -> None:
 def test_long_running_services_are_supervised(config: dict[str, Any]) -> None:
     assert unsupervised_services(config) == []
     assert depends_on(config["services"]["worker"]) == {
-        "kafka": "service_healthy",
+        "kafka-init": "service_completed_successfully",
         "timescaledb": "service_healthy",
         "migrate": "service_completed_successfully",
     }
     alerter = depends_on(config["services"]["alerter"])
-    assert alerter["kafka"] == "service_healthy"
+    assert alerter["kafka-init"] == "service_completed_successfully"
     assert alerter["migrate"] == "service_completed_successfully"
+    # The one-shots in order: certificates, the broker's configuration, the broker, its topics and ACLs.
+    services = config["services"]
+    assert depends_on(services["kafka-config"]) == {"certs": "service_completed_successfully"}
+    assert depends_on(services["kafka"]) == {"kafka-config": "service_completed_successfully"}
+    assert depends_on(services["kafka-init"]) == {"kafka": "service_healthy"}
+    assert depends_on(services["timescaledb"]) == {"certs": "service_completed_successfully"}
 
 
 @needs_compose
-def test_kafka_matches_what_the_pipeline_expects(config: dict[str, Any]) -> None:
-    services = config["services"]
-    kafka = environment(services["kafka"])
-    advertised = {
-        listener.split("://", 1)[1] for listener in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
-    }
+def test_kafka_matches_what_the_pipeline_expects(config: dict[str, Any], generated: Generated) -> None:
+    services, props = config["services"], generated.props
+    advertised = {listener.split("://", 1)[1] for listener in props["advertised.listeners"].split(",")}
     clients = {
         name: environment(svc)["VITALS_KAFKA_BOOTSTRAP"]
         for name, svc in services.items()
         if "VITALS_KAFKA_BOOTSTRAP" in environment(svc)
     }
-    assert set(clients) >= {"worker", "simulator", "alerter"}
+    assert set(clients) >= {"worker", "simulator", "alerter", "gateway", "trainer", "kafka-init"}
     for name, bootstrap in clients.items():
         assert bootstrap in advertised, name
-        assert depends_on(services[name]).get("kafka") == "service_healthy", name
-    assert str(kafka["KAFKA_PROCESS_ROLES"]) == "broker,controller"
-    assert int(kafka["KAFKA_NUM_PARTITIONS"]) == Settings.model_fields["partitions"].default
-    for key in ("OFFSETS_TOPIC_REPLICATION_FACTOR", "TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
-        assert int(kafka[f"KAFKA_{key}"]) == 1, key
+        wanted = "service_healthy" if name == "kafka-init" else "service_completed_successfully"
+        assert depends_on(services[name]).get("kafka-init" if name != "kafka-init" else "kafka") == wanted, name
+    assert props["process.roles"] == "broker,controller"
+    assert int(props["num.partitions"]) == Settings.model_fields["partitions"].default
+    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor"):
+        assert int(props[key]) == 1, key
+    # Where the broker keeps its log, and the files it reads, are the kafka container's volumes.
+    kafka = services["kafka"]
+    assert mounted_volume(kafka, props["log.dirs"]) == "kafka-data"
+    for key in ("ssl.keystore.location", "ssl.truststore.location"):
+        assert mounted_volume(kafka, props[key]) == CERTS_VOLUME, key
+    assert kafka["entrypoint"][-1] == "/opt/vitalrisk/kafka-start.sh"
+    assert (str(KAFKA_START), "/opt/vitalrisk/kafka-start.sh") in mounts(kafka)
+    assert mounted_volume(kafka, "/kafka-config/server.properties") == "kafka-config"
 
 
 @needs_compose
-def test_devices_reach_kafka_only_through_the_gateway(config: dict[str, Any]) -> None:
+def test_the_broker_speaks_only_sasl_ssl_to_other_containers(generated: Generated) -> None:
+    assert broker_faults(generated.props) == []
+    controller = [item for item in generated.props["listeners"].split(",") if item.startswith("CONTROLLER://")]
+    assert controller == ["CONTROLLER://127.0.0.1:9093"], "the controller must bind the container's loopback"
+    assert generated.props["listener.name.controller.ssl.client.auth"] == "required"
+
+
+@needs_compose
+def test_every_kafka_client_is_its_own_principal_over_sasl_ssl(config: dict[str, Any], raw_config: dict[str, Any],
+                                                                generated: Generated) -> None:
+    assert kafka_client_faults(config, raw_config) == []
+    services = config["services"]
+    users = {name: environment(svc)["VITALS_KAFKA_USERNAME"] for name, svc in services.items()
+             if "VITALS_KAFKA_USERNAME" in environment(svc)}
+    assert users == {"kafka-init": ADMIN, "gateway": "gateway", "worker": "worker", "trainer": "trainer",
+                     "simulator": "simulator", "alerter": "alerter"}
+    for name in users:  # what each process reads from its environment is a valid configuration
+        settings = generated.settings(services[name])
+        assert settings.kafka_security_protocol == "SASL_SSL" and settings.kafka_check_hostname, name
+        assert settings.kafka_ca_file == ca_file(generated.root / CERTS_VOLUME), name
+    # Every principal a service runs as has a SCRAM user in the broker (scram-args), none more.
+    scram = generated.host_path(services["kafka"], "/kafka-config/scram-args").read_text().split()
+    made = {arg.split("name=", 1)[1].split(",", 1)[0] for arg in scram if "name=" in arg}
+    assert made == set(users.values())
+
+
+@needs_compose
+def test_each_tls_key_belongs_to_its_container_s_user_alone(config: dict[str, Any], generated: Generated) -> None:
+    certs = vitalrisk_command(config["services"]["certs"])
+    assert certs is not None and parse_hosts(certs.hosts) == KEY_OWNERS
+    for host, uid in KEY_OWNERS.items():
+        key = generated.root / CERTS_VOLUME / host / "server.key"
+        assert key.stat().st_mode & 0o077 == 0, f"{key}: PostgreSQL refuses a key others may read"
+        if os.geteuid() == 0:
+            assert key.stat().st_uid == uid, host
+    assert config["services"]["certs"].get("cap_add") == ["CHOWN"]
+    again = subprocess.run([sys.executable, "-m", "stream.cli", "infra", "compose-certs", "--out",
+                            str(generated.root / CERTS_VOLUME), "--hosts", certs.hosts], cwd=ROOT,
+                           env={k: v for k, v in os.environ.items() if not k.startswith("VITALS_")},
+                           capture_output=True, text=True, timeout=COMPOSE_TIMEOUT_S)
+    assert again.returncode == 0 and again.stdout.startswith("kept"), again.stderr  # `up` again keeps them
+
+
+@needs_compose
+def test_timescaledb_serves_tls_only_and_grafana_verifies_it(config: dict[str, Any], generated: Generated) -> None:
+    services = config["services"]
+    assert postgres_tls_faults(services["timescaledb"]) == []
+    assert grafana_tls_faults(datasources_document(), services["grafana"]) == []
+    certs = generated.root / CERTS_VOLUME / "timescaledb"
+    assert (certs / "server.crt").exists() and (certs / "server.key").exists()
+    assert environment(services["grafana"])["VITALS_PG_HOST"].split(":")[0] == "timescaledb"  # the cert's name
+
+
+def test_the_init_script_leaves_only_hostssl_for_other_containers(tmp_path: Path) -> None:
+    # pg_hba.conf as the image leaves it: initdb's loopback trust lines, then the entrypoint's line.
+    hba = tmp_path / "pg_hba.conf"
+    hba.write_text("local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n\n"
+                   "host all all all scram-sha-256\n")
+    done = subprocess.run(["bash", str(TLS_ONLY_SCRIPT)], env={"PGDATA": str(tmp_path), "PATH": os.environ["PATH"]},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert hba.read_text().splitlines()[-1] == "hostssl all all all scram-sha-256"
+    assert "host all all 127.0.0.1/32 trust" in hba.read_text()
+    # A file that still lets a network client in without TLS fails the initialisation.
+    hba.write_text("host all all 0.0.0.0/0 md5\nhost all all all scram-sha-256\n")
+    done = subprocess.run(["bash", str(TLS_ONLY_SCRIPT)], env={"PGDATA": str(tmp_path), "PATH": os.environ["PATH"]},
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "without TLS" in done.stderr
+
+
+@needs_compose
+def test_devices_reach_kafka_only_through_the_gateway(config: dict[str, Any], generated: Generated) -> None:
     services = config["services"]
     assert not services["kafka"].get("ports"), "the broker is published: devices could bypass the gateway"
-    kafka = environment(services["kafka"])
-    assert "127.0.0.1" not in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    assert "127.0.0.1" not in generated.props["advertised.listeners"]
     # What `vitalrisk gateway` reads from this environment is a valid configuration, listening
     # inside its container on the port published on the host's loopback and scraped by Prometheus.
-    env = environment(services["gateway"])
-    settings = Settings(**{key.removeprefix("VITALS_").lower(): value for key, value in env.items()
-                           if key.startswith("VITALS_")})
+    settings = generated.settings(services["gateway"])
     assert settings.gateway_host == "0.0.0.0"
     published = {str(port).split("/", 1)[0] for port in services["gateway"].get("ports") or []}
     assert published == {f"127.0.0.1:{settings.gateway_port}:{settings.gateway_port}"}
-    assert depends_on(services["gateway"]) == {"kafka": "service_healthy", "timescaledb": "service_healthy",
+    assert depends_on(services["gateway"]) == {"kafka-init": "service_completed_successfully",
+                                               "timescaledb": "service_healthy",
                                                "migrate": "service_completed_successfully"}
     scrape = (ROOT / "grafana" / "prometheus" / "prometheus.yml").read_text()
     assert re.search(rf"- gateway\n\s+type: A\n\s+port: {settings.gateway_port}\n", scrape)
 
 
 @needs_compose
-def test_kafka_keeps_records_by_size_not_age(config: dict[str, Any]) -> None:
-    assert kafka_retention_faults(config) == []
-    assert int(environment(config["services"]["kafka"])["KAFKA_LOG_RETENTION_MS"]) == -1
+def test_kafka_keeps_records_by_size_not_age(generated: Generated) -> None:
+    assert kafka_retention_faults(generated.props) == []
+    assert int(generated.props["log.retention.ms"]) == -1
 
 
 @needs_compose
@@ -567,14 +843,12 @@ def test_alerter_and_pager_share_the_webhook_secret(raw_config: dict[str, Any], 
 
 
 @needs_compose
-def test_alerter_pages_the_pager(config: dict[str, Any]) -> None:
+def test_alerter_pages_the_pager(config: dict[str, Any], generated: Generated) -> None:
     assert receiver_faults(config) == []
     assert set(services_running(config, "alerter")) == {"alerter"}
     assert set(services_running(config, "pager")) == {"pager"}
     # What `vitalrisk alerter` reads from this environment is a valid configuration.
-    env = environment(config["services"]["alerter"])
-    settings = Settings(**{key.removeprefix("VITALS_").lower(): value for key, value in env.items()
-                           if key.startswith("VITALS_")})
+    settings = generated.settings(config["services"]["alerter"])
     assert settings.alerter_api_token is not None and settings.webhook_secret is not None
     assert settings.alerter_host == "0.0.0.0"
     published = {str(port).split("/", 1)[0] for port in config["services"]["alerter"].get("ports") or []}
@@ -587,6 +861,8 @@ def test_state_lives_in_named_volumes(config: dict[str, Any]) -> None:
     data_dirs = {
         "kafka": "/var/lib/kafka/data",
         "timescaledb": "/var/lib/postgresql/data",
+        "certs": "/certs",
+        "kafka-config": "/kafka-config",
         "grafana": "/var/lib/grafana",
     }
     for name, path in data_dirs.items():
@@ -633,8 +909,6 @@ BAD_PIPELINE_COMPOSE = """\
 services:
   kafka:
     image: apache/kafka:4.1.1
-    environment:
-      KAFKA_LOG_RETENTION_HOURS: 168
   worker:
     build: .
     image: vitalrisk:0.1.0
@@ -668,7 +942,7 @@ def test_wiring_checks_catch_a_bad_file(tmp_path: Path) -> None:
     cfg = resolved_config(compose_file=bad, secrets=secrets)
     raw = resolved_config("--no-interpolate", compose_file=bad, secrets={})
     # Retention by age (the default 7 days), and no size bound.
-    assert len(kafka_retention_faults(cfg)) == 2
+    assert len(kafka_retention_faults({"log.retention.hours": "168"})) == 2
     # worker: loopback by default; alerter: loopback explicitly.
     assert sorted(f.split(":")[0] for f in metrics_host_faults(cfg)) == ["alerter", "worker"]
     # Signs with one variable, verifies with another.
@@ -678,7 +952,7 @@ def test_wiring_checks_catch_a_bad_file(tmp_path: Path) -> None:
     assert len(faults) == 4, faults
     assert any("nobody" in f for f in faults) and any("oncall" in f for f in faults)
     assert any("port 8099" in f for f in faults) and any("listens on 127.0.0.1" in f for f in faults)
-    assert shared_secret_faults({"services": {}}) and kafka_retention_faults({"services": {}})
+    assert shared_secret_faults({"services": {}}) and kafka_retention_faults({})
 
 
 # --- the image -------------------------------------------------------------------------------
@@ -735,3 +1009,84 @@ def test_build_context_has_the_package_and_no_secrets_or_state() -> None:
     for path in ("pyproject.toml", "README.md", "stream/cli.py", "models/news2.py",
                  "sinks/migrations/001_init.sql", "simulators/__init__.py", "infra/kafka/pom.xml"):
         assert not dockerignored(path, patterns), path
+
+
+BAD_SECURITY_COMPOSE = """\
+services:
+  worker:
+    build: .
+    image: vitalrisk:0.1.0
+    command: ["worker"]
+    environment:
+      VITALS_KAFKA_BOOTSTRAP: kafka:9092
+      VITALS_DATABASE_URL: postgresql://vitalrisk_worker:${DB_PASSWORD:?set it}@db:5432/v?sslmode=require
+  alerter:
+    build: .
+    image: vitalrisk:0.1.0
+    command: ["alerter"]
+    environment:
+      VITALS_KAFKA_BOOTSTRAP: kafka:9092
+      VITALS_KAFKA_SECURITY_PROTOCOL: SASL_SSL
+      VITALS_KAFKA_USERNAME: worker
+      VITALS_KAFKA_PASSWORD: ${VITALS_KAFKA_WORKER_PASSWORD:?set it}
+      VITALS_KAFKA_CA_FILE: /etc/ssl/ca.pem
+      VITALS_DATABASE_URL: postgresql://vitalrisk_alerter:${DB_PASSWORD:?set it}@db:5432/v?sslmode=verify-full&sslrootcert=/certs/ca.pem
+  trainer:
+    build: .
+    image: vitalrisk:0.1.0
+    command: ["trainer"]
+    environment:
+      VITALS_KAFKA_BOOTSTRAP: kafka:9092
+      VITALS_KAFKA_SECURITY_PROTOCOL: SASL_SSL
+      VITALS_KAFKA_USERNAME: root
+      VITALS_KAFKA_PASSWORD: ${KAFKA_ROOT_PASSWORD:-changeme}
+      VITALS_KAFKA_CA_FILE: /certs/ca.pem
+    volumes:
+      - certs:/certs:ro
+  timescaledb:
+    image: timescale/timescaledb:2.17.2-pg16
+    command: ["postgres", "-c", "ssl=on", "-c", "ssl_cert_file=/var/lib/postgresql/server.crt"]
+    volumes:
+      - certs:/certs:ro
+  grafana:
+    image: grafana/grafana:11.3.1
+volumes:
+  certs:
+"""
+
+#: The old Compose broker (PLAINTEXT between containers, no ACLs), as server.properties.
+BAD_BROKER = {
+    "listeners": "PLAINTEXT://:9092,CONTROLLER://:9093",
+    "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    "controller.listener.names": "CONTROLLER",
+    "inter.broker.listener.name": "PLAINTEXT",
+}
+
+
+@needs_compose
+def test_security_checks_catch_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text(BAD_SECURITY_COMPOSE)
+    cfg = resolved_config(compose_file=bad, secrets={"DB_PASSWORD": "x-7c1e", "VITALS_KAFKA_WORKER_PASSWORD": "y-7c1e"})
+    raw = resolved_config("--no-interpolate", compose_file=bad, secrets={})
+    faults = kafka_client_faults(cfg, raw)
+    # worker: PLAINTEXT, no principal, no CA; alerter: the worker's principal and a CA outside the volume;
+    # trainer: a principal of no ACL row, another's password variable with a default; worker twice.
+    assert any(f.startswith("worker: speaks PLAINTEXT") for f in faults), faults
+    assert any(f.startswith("worker: Kafka principal None") for f in faults)
+    assert any(f.startswith("alerter: VITALS_KAFKA_CA_FILE /etc/ssl/ca.pem") for f in faults)
+    assert any(f.startswith("trainer: Kafka principal 'root'") for f in faults)
+    assert any(f.startswith("trainer: VITALS_KAFKA_PASSWORD") for f in faults)
+    assert "principal worker is shared by services" not in faults  # the worker service has no username
+    assert len(faults) == 6, faults
+    # sslmode=require verifies nothing; the alerter's CA is named but not mounted.
+    db = database_tls_faults(cfg)
+    assert sorted(f.split(":")[0] for f in db) == ["alerter", "worker", "worker"], db
+    # No key file, a certificate outside the volume, no TLS-only init script.
+    assert len(postgres_tls_faults(cfg["services"]["timescaledb"])) == 3
+    plain = {"datasources": [{"name": "TimescaleDB", "type": "grafana-postgresql-datasource",
+                              "jsonData": {"sslmode": "disable"}}]}
+    assert len(grafana_tls_faults(plain, cfg["services"]["grafana"])) == 3
+    # The old broker: two plaintext listeners other containers reach, no authorizer, open to all,
+    # topics made on demand, plaintext between brokers.
+    assert len(broker_faults(BAD_BROKER)) == 6, broker_faults(BAD_BROKER)
