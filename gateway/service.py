@@ -40,10 +40,12 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
+
+from prometheus_client import Counter
 
 from gateway.idempotency import MessageKey, RecentKeys, content_digest, content_key, derived_seq, native_key
 from gateway.ratelimit import RateLimiter, retry_after_s
@@ -107,7 +109,15 @@ class Record:
 
 
 class ProduceFailed(Exception):
-    """The producer would not take a record in time (raised by a :class:`RecordSink`)."""
+    """The producer would not take every record of an upload in time (raised by a :class:`RecordSink`).
+
+    ``taken`` holds the acknowledgement futures of the records it did take before that, in
+    order: a prefix of the records handed in, on their way like any other.
+    """
+
+    def __init__(self, message: str, taken: Sequence[asyncio.Future[object]] = ()) -> None:
+        super().__init__(message)
+        self.taken = list(taken)
 
 
 class RecordSink(Protocol):
@@ -118,14 +128,16 @@ class RecordSink(Protocol):
         """How long an upload waits for its records' acknowledgements."""
         ...
 
-    async def submit(self, record: Record, *, received_ms: int) -> asyncio.Future[object]:
-        """Hand ``record`` to the producer; the future resolves once the broker acknowledged it.
+    async def submit(self, records: Sequence[Record], *, received_ms: int,
+                     timeout_s: float) -> list[asyncio.Future[object]]:
+        """Hand ``records`` to the producer within ``timeout_s``; one future each, resolved once the broker acknowledged it.
 
-        The future fails if the broker refused the record for good. A future still pending when
+        A future fails if the broker refused its record for good. A future still pending when
         the upload stops waiting keeps its record on its way (an idempotent producer retries
         until the broker takes it), so the gateway keeps the future and a retry waits on it
         instead of producing the record twice. Raises :class:`ProduceFailed` if the producer
-        cannot take the record (its buffer stays full), in which case nothing was handed over.
+        cannot take every record in time (its buffer stays full) or refuses one: the records
+        before it were handed over (``ProduceFailed.taken``), the rest not.
         """
         ...
 
@@ -202,6 +214,7 @@ class Gateway:
         self._device_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         # Records on their way to the broker, by key; bounded by what the producer buffers.
         self._in_flight: dict[MessageKey, asyncio.Future[object]] = {}
+        self._produced_counters: dict[str, tuple[Counter, Counter]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, directory: Directory, sink: RecordSink,
@@ -286,9 +299,11 @@ class Gateway:
         readings = sum(p.record.readings for p in planned)
         duplicates = 0
         async with self._device(credential.device_id):
+            # One deadline for the upload: the records handed over, then all acknowledged, within the produce timeout.
             now = self.monotonic()
             deadline = now + self.sink.timeout_s
             waits: list[asyncio.Future[object]] = []
+            new: list[_Planned] = []
             keys: set[MessageKey] = set()
             started = time.perf_counter()
             for item in planned:
@@ -299,13 +314,17 @@ class Gateway:
                 keys.add(item.key)
                 future = self._in_flight.get(item.key)
                 if future is None:
-                    try:
-                        future = await self.sink.submit(item.record, received_ms=received_ms)
-                    except ProduceFailed as exc:
-                        raise self._unavailable(credential, str(exc)) from None
-                    self._in_flight[item.key] = future
-                    future.add_done_callback(functools.partial(self._settle, item, upload.format))
-                waits.append(future)
+                    new.append(item)
+                else:
+                    waits.append(future)
+            if new:
+                try:
+                    futures = await self.sink.submit([item.record for item in new], received_ms=received_ms,
+                                                     timeout_s=max(0.0, deadline - self.monotonic()))
+                except ProduceFailed as exc:
+                    self._keep_in_flight(new, exc.taken, upload.format)
+                    raise self._unavailable(credential, str(exc)) from None
+                waits += self._keep_in_flight(new, futures, upload.format)
             if waits:
                 done, pending = await asyncio.wait(waits, timeout=max(0.0, deadline - self.monotonic()))
                 failed = [f for f in done if f.cancelled() or f.exception() is not None]
@@ -319,13 +338,31 @@ class Gateway:
             self.metrics.messages.labels(upload.format, "duplicate").inc(duplicates)
         return Accepted(upload.format, len(planned), readings, duplicates, received_ms)
 
+    def _keep_in_flight(self, items: Sequence[_Planned], futures: Sequence[asyncio.Future[object]],
+                        upload_format: str) -> list[asyncio.Future[object]]:
+        """Record the futures of the records handed over (the first ``len(futures)`` of ``items``) as in flight."""
+        produced = self._produced(upload_format)
+        for item, future in zip(items, futures):
+            self._in_flight[item.key] = future
+            future.add_done_callback(functools.partial(self._settle, item, produced))
+        return list(futures)
+
+    def _produced(self, upload_format: str) -> tuple[Counter, Counter]:
+        """The produced-messages and readings counters of a format, labelled once per process."""
+        counters = self._produced_counters.get(upload_format)
+        if counters is None:
+            counters = (self.metrics.messages.labels(upload_format, "produced"),
+                        self.metrics.readings.labels(upload_format))
+            self._produced_counters[upload_format] = counters
+        return counters
+
     def _unavailable(self, credential: DeviceCredential, cause: str) -> RetryLater:
         logger.warning("upload of device %s not acknowledged by the broker: %s", credential.device_id, cause)
         return RetryLater(503, "broker_unavailable",
                           "the broker did not acknowledge the upload; retry (what is acknowledged is kept once)",
                           retry_after_s=BROKER_RETRY_S)
 
-    def _settle(self, item: _Planned, upload_format: str, future: asyncio.Future[object]) -> None:
+    def _settle(self, item: _Planned, produced: tuple[Counter, Counter], future: asyncio.Future[object]) -> None:
         """A record's fate is known: acknowledged (remember its key) or refused (forget it)."""
         if self._in_flight.get(item.key) is future:
             del self._in_flight[item.key]
@@ -333,8 +370,8 @@ class Gateway:
             return
         self.recent.add(item.key, self.monotonic())
         self.metrics.idempotency_keys.set(len(self.recent))
-        self.metrics.messages.labels(upload_format, "produced").inc()
-        self.metrics.readings.labels(upload_format).inc(item.record.readings)
+        produced[0].inc()
+        produced[1].inc(item.record.readings)
 
     @property
     def in_flight(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -61,14 +61,19 @@ class FakeBroker:
     topic: list[tuple[bytes, bytes, int]] = field(default_factory=list)
     held: list[tuple[Record, int, asyncio.Future[object]]] = field(default_factory=list)
 
-    async def submit(self, record: Record, *, received_ms: int) -> asyncio.Future[object]:
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        if self.down:
-            self.held.append((record, received_ms, future))
-        else:
-            self.topic.append((record.key, record.value, received_ms))
-            future.set_result(None)
-        return future
+    async def submit(self, records: Sequence[Record], *, received_ms: int,
+                     timeout_s: float) -> list[asyncio.Future[object]]:
+        assert 0 < timeout_s <= self.timeout_s + 1e-9, "one deadline per upload, none per record"
+        futures: list[asyncio.Future[object]] = []
+        for record in records:
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            if self.down:
+                self.held.append((record, received_ms, future))
+            else:
+                self.topic.append((record.key, record.value, received_ms))
+                future.set_result(None)
+            futures.append(future)
+        return futures
 
     def recover(self) -> None:
         """The broker is back: the producer's retries deliver what it held, once."""
