@@ -37,6 +37,7 @@ Only a record the producer refused for good is forgotten, and produced again by 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -172,6 +173,30 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class _Acknowledgements:
+    """An upload's records counted down to their fates: one callback a record, where ``asyncio.wait`` adds and removes its own."""
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.pending = 0
+        self.failure: str | None = None
+        self.all_settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def watch(self, future: asyncio.Future[object]) -> None:
+        """Count ``future`` (a record an earlier attempt handed over) in."""
+        self.expected += 1
+        self.pending += 1
+        future.add_done_callback(self.settled)
+
+    def settled(self, future: asyncio.Future[object]) -> None:
+        """One record's fate is known; the first failure is kept."""
+        if self.failure is None and (future.cancelled() or future.exception() is not None):
+            self.failure = "the producer cancelled a record" if future.cancelled() else str(future.exception())
+        self.pending -= 1
+        if not self.pending and not self.all_settled.done():
+            self.all_settled.set_result(None)
+
+
 class Gateway:
     """The upload path, with its collaborators handed in (the tests give it fakes).
 
@@ -302,7 +327,7 @@ class Gateway:
             # One deadline for the upload: the records handed over, then all acknowledged, within the produce timeout.
             now = self.monotonic()
             deadline = now + self.sink.timeout_s
-            waits: list[asyncio.Future[object]] = []
+            acks = _Acknowledgements()
             new: list[_Planned] = []
             keys: set[MessageKey] = set()
             started = time.perf_counter()
@@ -316,22 +341,22 @@ class Gateway:
                 if future is None:
                     new.append(item)
                 else:
-                    waits.append(future)
+                    acks.watch(future)
             if new:
                 try:
                     futures = await self.sink.submit([item.record for item in new], received_ms=received_ms,
                                                      timeout_s=max(0.0, deadline - self.monotonic()))
                 except ProduceFailed as exc:
-                    self._keep_in_flight(new, exc.taken, upload.format)
+                    self._keep_in_flight(new, exc.taken, upload.format, None)
                     raise self._unavailable(credential, str(exc)) from None
-                waits += self._keep_in_flight(new, futures, upload.format)
-            if waits:
-                done, pending = await asyncio.wait(waits, timeout=max(0.0, deadline - self.monotonic()))
-                failed = [f for f in done if f.cancelled() or f.exception() is not None]
-                if pending or failed:
-                    cause = (f"{len(pending)} of {len(waits)} records not acknowledged in {self.sink.timeout_s:g} s"
-                             if pending else "the producer cancelled a record" if failed[0].cancelled()
-                             else str(failed[0].exception()))
+                self._keep_in_flight(new, futures, upload.format, acks)
+            if acks.expected:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, deadline - self.monotonic())):
+                        await acks.all_settled
+                if acks.pending or acks.failure is not None:
+                    cause = (f"{acks.pending} of {acks.expected} records not acknowledged in {self.sink.timeout_s:g} s"
+                             if acks.pending else acks.failure or "a record failed")
                     raise self._unavailable(credential, cause)
                 self.metrics.produce_seconds.observe(time.perf_counter() - started)
         if duplicates:
@@ -339,13 +364,19 @@ class Gateway:
         return Accepted(upload.format, len(planned), readings, duplicates, received_ms)
 
     def _keep_in_flight(self, items: Sequence[_Planned], futures: Sequence[asyncio.Future[object]],
-                        upload_format: str) -> list[asyncio.Future[object]]:
-        """Record the futures of the records handed over (the first ``len(futures)`` of ``items``) as in flight."""
+                        upload_format: str, acks: _Acknowledgements | None) -> None:
+        """Keep the futures of the records handed over (the first ``len(futures)`` of ``items``) in flight.
+
+        One callback per record settles it (:meth:`_settle`) and counts it for ``acks``, the
+        upload waiting on it.
+        """
         produced = self._produced(upload_format)
         for item, future in zip(items, futures):
             self._in_flight[item.key] = future
-            future.add_done_callback(functools.partial(self._settle, item, produced))
-        return list(futures)
+            if acks is not None:
+                acks.expected += 1
+                acks.pending += 1
+            future.add_done_callback(functools.partial(self._settle, item, produced, acks))
 
     def _produced(self, upload_format: str) -> tuple[Counter, Counter]:
         """The produced-messages and readings counters of a format, labelled once per process."""
@@ -362,10 +393,13 @@ class Gateway:
                           "the broker did not acknowledge the upload; retry (what is acknowledged is kept once)",
                           retry_after_s=BROKER_RETRY_S)
 
-    def _settle(self, item: _Planned, produced: tuple[Counter, Counter], future: asyncio.Future[object]) -> None:
+    def _settle(self, item: _Planned, produced: tuple[Counter, Counter], acks: _Acknowledgements | None,
+                future: asyncio.Future[object]) -> None:
         """A record's fate is known: acknowledged (remember its key) or refused (forget it)."""
         if self._in_flight.get(item.key) is future:
             del self._in_flight[item.key]
+        if acks is not None:
+            acks.settled(future)
         if future.cancelled() or future.exception() is not None:
             return
         self.recent.add(item.key, self.monotonic())
