@@ -363,6 +363,8 @@ def _set(document: Any, path: tuple[Any, ...], value: object, *, delete: bool) -
 TEXT_ATTACKS = [  # (pattern, replacement) on the compact bytes: what no parsed value can say
     (rb'"seq":', b'"seq":1,"seq":'), (rb'"unit":', b'"unit":"x","unit":'), (rb'"t":', b'"t":1,"t":'),
     (rb'"device_id":"dev-1"', b'"device_id":"dev:1"'), (rb'"patient_id":"pt-9"', b'"patient_id":"pt-9:a"'),
+    (rb'"device_id":"dev-1"', b'"device_id":"dev 1"'), (rb'"patient_id":"pt-9"', b'"patient_id":"pt-9\\n"'),
+    (rb'"device_id":"dev-1"', b'"device_id":""'), (rb'"patient_id":"pt-9"', b'"patient_id":"' + b"p" * 65 + b'"'),
     (rb"^", b"\xef\xbb\xbf"), (rb'"value":[-0-9.eE+]+', b'"value":NaN'), (rb'"value":[-0-9.eE+]+', b'"value":1e999'),
     (rb'"dev-1"', b'"\\u0064ev-1"'), (rb'"pt-9"', b'"pt\\u002d9"'), (rb"}", b', "extra": 1}'), (rb"]", b", null]"),
     (rb'"schema"', b'"sch\\u0065ma"'), (rb'"seq":\d+', b'"seq":-0'), (rb'"t":\d+', b'"t":true'),
@@ -411,6 +413,7 @@ def test_what_the_fast_path_leaves_to_the_two_steps() -> None:
     for raw in [good.replace(b'"seq":1', b'"seq":1,"seq":2'),  # a repeated key: the reader refuses it
                 good.replace(b"70.0", b"70." + b"0" * 30),  # a float literal longer than the digit limit
                 good.replace(b"dev-1", b"dev:1"),  # valid, but its colon defeats the repeated-key count
+                good.replace(b"dev-1", b"dev 1"), good.replace(b"pt-1", b"pt-1\\n"), good.replace(b"pt-1", b""),
                 good.replace(b'"unit":"beats/min"', b'"unit":"bpm"'), good.replace(b"70.0", b"NaN"),
                 b"[]", b"[" + good + b",1]", good[:-1] + b',"x":1}', b"\xef\xbb\xbf" + good]:
         assert _fast(raw, Limits(), None) is None
