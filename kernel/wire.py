@@ -112,7 +112,7 @@ def encode_device_message(*, device_id: str, patient_id: str, seq: int, sent_at:
     ...                       readings=[("heart_rate", 1, math.nan)])[-33:]
     b'"value":NaN,"unit":"beats/min"}]}'
     """
-    points = list(readings)
+    points = readings if isinstance(readings, (list, tuple)) else list(readings)
     try:
         raw = _ENCODER.encode(_WireMessage(DEVICE_SCHEMA, device_id, patient_id, seq, sent_at,
                                            [_WireReading(m, t, v, _UNITS[m]) for m, t, v in points]))
