@@ -68,7 +68,7 @@ class FakeBroker:
 
     async def submit(self, records: Sequence[Record], *, received_ms: int,
                      timeout_s: float) -> list[asyncio.Future[object]]:
-        assert 0 < timeout_s <= self.timeout_s + 1e-9, "one deadline per upload, none per record"
+        assert 0 <= timeout_s <= self.timeout_s + 1e-9, "one deadline per upload, none per record"
         futures: list[asyncio.Future[object]] = []
         for record in records:
             future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
