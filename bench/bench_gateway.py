@@ -365,13 +365,13 @@ def summarise_profile(path: Path, top: int = 12) -> list[str]:
     if not total:
         return ["  no samples"]
     by_package: Counter[str] = Counter()
-    for frame, count in own.items():
-        by_package[_package(frame)] += count
+    for frame, samples in own.items():
+        by_package[_package(frame)] += samples
     lines = [f"  {total:,} samples; innermost frame by package: "
-             + ", ".join(f"{name} {count / total:.0%}" for name, count in by_package.most_common())]
-    lines += [f"  self {count / total:>4.0%}  {frame}" for frame, count in own.most_common(top)]
+             + ", ".join(f"{name} {n / total:.0%}" for name, n in by_package.most_common())]
+    lines += [f"  self {n / total:>4.0%}  {frame}" for frame, n in own.most_common(top)]
     gateway_frames = [(f, c) for f, c in inclusive.most_common() if "gateway/" in f or "kernel/" in f]
-    lines += [f"  incl {count / total:>4.0%}  {frame}" for frame, count in gateway_frames[:top]]
+    lines += [f"  incl {n / total:>4.0%}  {frame}" for frame, n in gateway_frames[:top]]
     return lines
 
 
