@@ -26,7 +26,8 @@ Every row has devices and messages of its own (a different cohort seed), so the 
 idempotency never sees a message twice. The gateway's per-device rate limit is lifted
 (``VITALS_GATEWAY_RATE_PER_DEVICE``): it protects the gateway from one device, and here a few
 devices stand in for many. The cores each process used during a row (from /proc) say what
-limits it: the gateway is one Python process, so it holds at most one core.
+limits it: the gateway is one Python process, so it holds at most one core. The last column is
+the machine's 1-minute load average as each row ends (the machine may be shared).
 
 It starts the local Kafka and PostgreSQL if they are not running (``VITALS_KAFKA_BOOTSTRAP``,
 ``VITALS_DATABASE_URL``, ``VITALS_STATE_DIR``) and stops them after; it uses a fresh database and
@@ -364,13 +365,13 @@ def summarise_profile(path: Path, top: int = 12) -> list[str]:
     if not total:
         return ["  no samples"]
     by_package: Counter[str] = Counter()
-    for frame, count in own.items():
-        by_package[_package(frame)] += count
+    for frame, samples in own.items():
+        by_package[_package(frame)] += samples
     lines = [f"  {total:,} samples; innermost frame by package: "
-             + ", ".join(f"{name} {count / total:.0%}" for name, count in by_package.most_common())]
-    lines += [f"  self {count / total:>4.0%}  {frame}" for frame, count in own.most_common(top)]
+             + ", ".join(f"{name} {n / total:.0%}" for name, n in by_package.most_common())]
+    lines += [f"  self {n / total:>4.0%}  {frame}" for frame, n in own.most_common(top)]
     gateway_frames = [(f, c) for f, c in inclusive.most_common() if "gateway/" in f or "kernel/" in f]
-    lines += [f"  incl {count / total:>4.0%}  {frame}" for frame, count in gateway_frames[:top]]
+    lines += [f"  incl {n / total:>4.0%}  {frame}" for frame, n in gateway_frames[:top]]
     return lines
 
 
@@ -487,14 +488,15 @@ def main() -> int:
               f"{'no gzip' if gzip_from is None else f'gzip from {gzip_from // 1024} KiB'}; "
               f"{os.cpu_count()} cores; load average before and after: {', '.join(loads)}")
         print(f"  {'path':<44}{'readings/s':>11}{'vs limit':>9}{'p50 ms':>8}{'p99 ms':>8}"
-              f"{'messages':>9}{'uploads':>8}   cores: gateway/broker/bench")
+              f"{'messages':>9}{'uploads':>8}   cores: gateway/broker/bench   load after")
         for run in [*rows, *paced, *([profile_run] if profile_run else [])]:
             latency = (f"{run.percentile_ms(50):>8.1f}{run.percentile_ms(99):>8.1f}" if run.latencies_s
                        else f"{'-':>8}{'-':>8}")
             cores = "/".join(f"{run.cores.get(k, 0.0):.2f}" for k in ("gateway", "broker", "bench"))
             note = "" if run.target is None else f"  (target {run.target:,.0f}/s; {run.late} uploads late)"
             print(f"  {run.name:<44}{run.rate:>11,.0f}{run.rate / limit:>9.2f}{latency}{run.messages:>9,}"
-                  f"{run.uploads or '-':>8}   {cores}{note}" + (f"  refused {dict(run.refused)}" if run.refused else ""))
+                  f"{run.uploads or '-':>8}   {cores:<14}   {run.load.split('/')[0]:>4}{note}"
+                  + (f"  refused {dict(run.refused)}" if run.refused else ""))
         print(f"  limit: mean of the direct producer before and after, {limit:,.0f} readings/s")
         if args.profile is not None:
             print(f"  py-spy of the gateway process ({args.profile}):")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import zlib
@@ -58,6 +59,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SEEN_FLUSH_S = 30.0
 #: Seconds a stopping gateway gives uploads in progress to finish.
 SHUTDOWN_GRACE_S = 10.0
+#: Allocations between two young collections of the garbage collector in the gateway's process (CPython's: 700).
+GC_YOUNG_THRESHOLD = 50_000
 #: Content codings the gateway inflates.
 GZIP_CODINGS = frozenset({"gzip", "x-gzip"})
 FHIR_JSON = "application/fhir+json"
@@ -295,6 +298,18 @@ async def serve(settings: Settings, *, directory: Directory | None = None, sink:
             await gateway.flush_seen()
 
 
+def tune_garbage_collector() -> None:
+    """Collect cycles less often in the gateway's process, and never look at what it imported.
+
+    An upload allocates thousands of short-lived containers (readings, futures, callbacks), so
+    at CPython's threshold of 700 a young collection ran every few messages; and the ~90,000
+    objects of the imports (FHIR models, aiohttp, aiokafka) were walked again by every full one,
+    a pause of milliseconds in some upload's latency. Frozen, they are never walked.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def run_gateway(settings: Settings) -> int:
     """Block serving the gateway until SIGTERM or SIGINT; return its exit status.
 
@@ -310,6 +325,7 @@ def run_gateway(settings: Settings) -> int:
     require_database(settings.gateway_database_url, setting="VITALS_GATEWAY_DATABASE_URL")
 
     logging.getLogger("aiohttp.server").addFilter(MalformedRequests())
+    tune_garbage_collector()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -1,25 +1,36 @@
-"""The native format: ``vitalrisk.device/1`` messages, one or a JSON array of them, read by the worker's own decoder.
+"""The native format: ``vitalrisk.device/1`` messages, one or a JSON array of them, checked by the worker's own rules.
 
-Each message is decoded by :func:`kernel.wire.decode_device_message` within the configured
-:class:`~kernel.limits.Limits`: the one definition of the fields, their limits and the id rule, so
-the gateway accepts exactly what the worker would. Unlike the worker, which keeps a message's
-good readings and dead-letters the others, the gateway refuses the whole upload when any reading
-is invalid (422, one issue per reading, ``$[i].readings[j]``): the sender is there to fix and
-resend it, and nothing partial is acknowledged. A message whose envelope cannot be read (no
-``seq``, a ``patient_id`` of the wrong type) is a 400; an id that breaks the id rule, a ``seq``
-out of range or too many readings a 422.
+Each message is checked by :func:`kernel.wire.check_device_message` within the configured
+:class:`~kernel.limits.Limits` (and :func:`kernel.limits.check_shape` for its depth, numbers and
+strings): the one definition of the fields, their limits and the id rule, so the gateway accepts
+exactly what the worker would. The body is read once, as a whole; its messages are checked where
+they stand, never written back to JSON. An upload whose every message is valid takes the fast
+path, :func:`parse_valid_native` (:func:`kernel.wire.decode_valid_device_messages`: read and
+checked in one typed pass); any other takes :func:`parse_native`, which names every fault.
+
+Unlike the worker, which keeps a message's good readings and dead-letters the others, the
+gateway refuses the whole upload when any reading is invalid (422, one issue per reading,
+``$[i].readings[j]``): the sender is there to fix and resend it, and nothing partial is
+acknowledged. A message whose envelope cannot be read (no ``seq``, a ``patient_id`` of the
+wrong type) is a 400; an id that breaks the id rule, a ``seq`` out of range or too many
+readings a 422.
 
 Examples
 --------
+>>> import json
 >>> from kernel.limits import Limits
 >>> from kernel.wire import encode_device_message
 >>> raw = encode_device_message(device_id="dev-1", patient_id="pt-1", seq=7, sent_at=2_000,
 ...                             readings=[("heart_rate", 1_000, 71.0)])
->>> parse_native(json.loads(raw), raw, Limits())
+>>> parse_valid_native(raw, Limits()) == parse_native(json.loads(raw), Limits())
+True
+>>> parse_native(json.loads(raw), Limits())
 (ParsedMessage(patient_id='pt-1', device_id='dev-1', seq=7, readings=(('heart_rate', 1000, 71.0),)),)
 >>> bad = encode_device_message(device_id="dev-1", patient_id="pt-1", seq=8, sent_at=2_000,
 ...                             readings=[("heart_rate", 1_000, 71.0), ("heart_rate", 2_000, 400.0)])
->>> parse_native([json.loads(raw), json.loads(bad)], b"", Limits())
+>>> parse_valid_native(b"[" + raw + b"," + bad + b"]", Limits()) is None
+True
+>>> parse_native([json.loads(raw), json.loads(bad)], Limits())
 Traceback (most recent call last):
 ...
 gateway.outcome.UploadRefused: impossible_value: reading 1: heart_rate must lie in [20, 300] beats/min, got 400 (at $[1].readings[1])
@@ -27,12 +38,11 @@ gateway.outcome.UploadRefused: impossible_value: reading 1: heart_rate must lie 
 
 from __future__ import annotations
 
-import json
 import re
 
 from kernel.errors import InvalidMessage
-from kernel.limits import ID_PATTERN, Limits
-from kernel.wire import decode_device_message
+from kernel.limits import ID_PATTERN, Limits, check_shape
+from kernel.wire import DeviceBatch, check_device_message, decode_valid_device_messages
 
 from gateway.outcome import Issue, Status, UploadRefused, combine, refuse
 from gateway.parsed import ParsedMessage
@@ -42,25 +52,35 @@ _RULE_REASONS = frozenset({"invalid_id", "impossible_value", "too_many_readings"
 _FIELD = re.compile(r"field '(\w+)'")
 
 
-def parse_native(document: object, body: bytes, limits: Limits) -> tuple[ParsedMessage, ...]:
-    """The messages of a native upload: ``document`` is its parsed JSON, ``body`` its bytes.
+def parse_valid_native(body: bytes, limits: Limits) -> tuple[ParsedMessage, ...] | None:
+    """The messages of a native upload whose every message and reading is valid, read from ``body`` in one pass.
 
-    A single message is decoded from ``body`` itself; the messages of an array are written back
-    to JSON one by one (the decoder reads bytes). :class:`~gateway.outcome.UploadRefused` names
-    every message and reading at fault.
+    ``None`` when the body is anything else (another format, a fault anywhere, a limit in
+    doubt): then :func:`parse_native` on the body read by :func:`kernel.limits.load_json`
+    accepts it or names its faults. When it answers, :func:`parse_native` would answer the same.
+    """
+    batches = decode_valid_device_messages(body, limits=limits)
+    return None if batches is None else tuple(_parsed(batch) for batch in batches)
+
+
+def parse_native(document: object, limits: Limits) -> tuple[ParsedMessage, ...]:
+    """The messages of a native upload: ``document`` is its JSON, read within limits at least as wide as ``limits``.
+
+    Each message (the document, or each item of an array) is held to ``limits`` itself:
+    :func:`~kernel.limits.check_shape`, then :func:`~kernel.wire.check_device_message`.
+    :class:`~gateway.outcome.UploadRefused` names every message and reading at fault.
     """
     if isinstance(document, list):
         if not document:
             raise refuse(422, "empty_batch", "the array holds no message", "$")
-        # ASCII escapes: a lone surrogate (JSON "\ud800") has no UTF-8, and valid messages are ASCII anyway
-        items = [(f"$[{i}]", json.dumps(item, separators=(",", ":")).encode()) for i, item in enumerate(document)]
+        items = [(f"$[{i}]", item) for i, item in enumerate(document)]
     else:
-        items = [("$", body)]
+        items = [("$", document)]
     messages: list[ParsedMessage] = []
     refusals: list[UploadRefused] = []
-    for where, raw in items:
+    for where, item in items:
         try:
-            messages.append(_message(raw, where, limits))
+            messages.append(_message(item, where, limits))
         except UploadRefused as refused:
             refusals.append(refused)
     if refusals:
@@ -68,14 +88,19 @@ def parse_native(document: object, body: bytes, limits: Limits) -> tuple[ParsedM
     return tuple(messages)
 
 
-def _message(raw: bytes, where: str, limits: Limits) -> ParsedMessage:
+def _message(item: object, where: str, limits: Limits) -> ParsedMessage:
     try:
-        batch = decode_device_message(raw, limits=limits)
+        check_shape(item, limits)
+        batch = check_device_message(item, limits=limits)
     except InvalidMessage as exc:
         raise _envelope_refusal(exc, where) from None
     if batch.rejected:
         raise UploadRefused(422, [Issue(r.reason, f"reading {r.index}: {r.detail}", f"{where}.readings[{r.index}]")
                                   for r in batch.rejected])
+    return _parsed(batch)
+
+
+def _parsed(batch: DeviceBatch) -> ParsedMessage:
     return ParsedMessage(patient_id=batch.patient_id, device_id=batch.device_id, seq=batch.seq,
                          readings=tuple(batch.points))
 

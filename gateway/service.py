@@ -37,13 +37,16 @@ Only a record the producer refused for good is forgotten, and produced again by 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
+
+from prometheus_client import Counter
 
 from gateway.idempotency import MessageKey, RecentKeys, content_digest, content_key, derived_seq, native_key
 from gateway.ratelimit import RateLimiter, retry_after_s
@@ -107,7 +110,15 @@ class Record:
 
 
 class ProduceFailed(Exception):
-    """The producer would not take a record in time (raised by a :class:`RecordSink`)."""
+    """The producer would not take every record of an upload in time (raised by a :class:`RecordSink`).
+
+    ``taken`` holds the acknowledgement futures of the records it did take before that, in
+    order: a prefix of the records handed in, on their way like any other.
+    """
+
+    def __init__(self, message: str, taken: Sequence[asyncio.Future[object]] = ()) -> None:
+        super().__init__(message)
+        self.taken = list(taken)
 
 
 class RecordSink(Protocol):
@@ -118,14 +129,16 @@ class RecordSink(Protocol):
         """How long an upload waits for its records' acknowledgements."""
         ...
 
-    async def submit(self, record: Record, *, received_ms: int) -> asyncio.Future[object]:
-        """Hand ``record`` to the producer; the future resolves once the broker acknowledged it.
+    async def submit(self, records: Sequence[Record], *, received_ms: int,
+                     timeout_s: float) -> list[asyncio.Future[object]]:
+        """Hand ``records`` to the producer within ``timeout_s``; one future each, resolved once the broker acknowledged it.
 
-        The future fails if the broker refused the record for good. A future still pending when
+        A future fails if the broker refused its record for good. A future still pending when
         the upload stops waiting keeps its record on its way (an idempotent producer retries
         until the broker takes it), so the gateway keeps the future and a retry waits on it
         instead of producing the record twice. Raises :class:`ProduceFailed` if the producer
-        cannot take the record (its buffer stays full), in which case nothing was handed over.
+        cannot take every record in time (its buffer stays full) or refuses one: the records
+        before it were handed over (``ProduceFailed.taken``), the rest not.
         """
         ...
 
@@ -158,6 +171,30 @@ class _Planned:
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class _Acknowledgements:
+    """An upload's records counted down to their fates: one callback a record, where ``asyncio.wait`` adds and removes its own."""
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.pending = 0
+        self.failure: str | None = None
+        self.all_settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def watch(self, future: asyncio.Future[object]) -> None:
+        """Count ``future`` (a record an earlier attempt handed over) in."""
+        self.expected += 1
+        self.pending += 1
+        future.add_done_callback(self.settled)
+
+    def settled(self, future: asyncio.Future[object]) -> None:
+        """One record's fate is known; the first failure is kept."""
+        if self.failure is None and (future.cancelled() or future.exception() is not None):
+            self.failure = "the producer cancelled a record" if future.cancelled() else str(future.exception())
+        self.pending -= 1
+        if not self.pending and not self.all_settled.done():
+            self.all_settled.set_result(None)
 
 
 class Gateway:
@@ -202,6 +239,7 @@ class Gateway:
         self._device_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         # Records on their way to the broker, by key; bounded by what the producer buffers.
         self._in_flight: dict[MessageKey, asyncio.Future[object]] = {}
+        self._produced_counters: dict[str, tuple[Counter, Counter]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, directory: Directory, sink: RecordSink,
@@ -286,9 +324,11 @@ class Gateway:
         readings = sum(p.record.readings for p in planned)
         duplicates = 0
         async with self._device(credential.device_id):
+            # One deadline for the upload: the records handed over, then all acknowledged, within the produce timeout.
             now = self.monotonic()
             deadline = now + self.sink.timeout_s
-            waits: list[asyncio.Future[object]] = []
+            acks = _Acknowledgements()
+            new: list[_Planned] = []
             keys: set[MessageKey] = set()
             started = time.perf_counter()
             for item in planned:
@@ -299,25 +339,53 @@ class Gateway:
                 keys.add(item.key)
                 future = self._in_flight.get(item.key)
                 if future is None:
-                    try:
-                        future = await self.sink.submit(item.record, received_ms=received_ms)
-                    except ProduceFailed as exc:
-                        raise self._unavailable(credential, str(exc)) from None
-                    self._in_flight[item.key] = future
-                    future.add_done_callback(functools.partial(self._settle, item, upload.format))
-                waits.append(future)
-            if waits:
-                done, pending = await asyncio.wait(waits, timeout=max(0.0, deadline - self.monotonic()))
-                failed = [f for f in done if f.cancelled() or f.exception() is not None]
-                if pending or failed:
-                    cause = (f"{len(pending)} of {len(waits)} records not acknowledged in {self.sink.timeout_s:g} s"
-                             if pending else "the producer cancelled a record" if failed[0].cancelled()
-                             else str(failed[0].exception()))
+                    new.append(item)
+                else:
+                    acks.watch(future)
+            if new:
+                try:
+                    futures = await self.sink.submit([item.record for item in new], received_ms=received_ms,
+                                                     timeout_s=max(0.0, deadline - self.monotonic()))
+                except ProduceFailed as exc:
+                    self._keep_in_flight(new, exc.taken, upload.format, None)
+                    raise self._unavailable(credential, str(exc)) from None
+                self._keep_in_flight(new, futures, upload.format, acks)
+            if acks.expected:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, deadline - self.monotonic())):
+                        await acks.all_settled
+                if acks.pending or acks.failure is not None:
+                    cause = (f"{acks.pending} of {acks.expected} records not acknowledged in {self.sink.timeout_s:g} s"
+                             if acks.pending else acks.failure or "a record failed")
                     raise self._unavailable(credential, cause)
                 self.metrics.produce_seconds.observe(time.perf_counter() - started)
         if duplicates:
             self.metrics.messages.labels(upload.format, "duplicate").inc(duplicates)
         return Accepted(upload.format, len(planned), readings, duplicates, received_ms)
+
+    def _keep_in_flight(self, items: Sequence[_Planned], futures: Sequence[asyncio.Future[object]],
+                        upload_format: str, acks: _Acknowledgements | None) -> None:
+        """Keep the futures of the records handed over (the first ``len(futures)`` of ``items``) in flight.
+
+        One callback per record settles it (:meth:`_settle`) and counts it for ``acks``, the
+        upload waiting on it.
+        """
+        produced = self._produced(upload_format)
+        for item, future in zip(items, futures):
+            self._in_flight[item.key] = future
+            if acks is not None:
+                acks.expected += 1
+                acks.pending += 1
+            future.add_done_callback(functools.partial(self._settle, item, produced, acks))
+
+    def _produced(self, upload_format: str) -> tuple[Counter, Counter]:
+        """The produced-messages and readings counters of a format, labelled once per process."""
+        counters = self._produced_counters.get(upload_format)
+        if counters is None:
+            counters = (self.metrics.messages.labels(upload_format, "produced"),
+                        self.metrics.readings.labels(upload_format))
+            self._produced_counters[upload_format] = counters
+        return counters
 
     def _unavailable(self, credential: DeviceCredential, cause: str) -> RetryLater:
         logger.warning("upload of device %s not acknowledged by the broker: %s", credential.device_id, cause)
@@ -325,16 +393,19 @@ class Gateway:
                           "the broker did not acknowledge the upload; retry (what is acknowledged is kept once)",
                           retry_after_s=BROKER_RETRY_S)
 
-    def _settle(self, item: _Planned, upload_format: str, future: asyncio.Future[object]) -> None:
+    def _settle(self, item: _Planned, produced: tuple[Counter, Counter], acks: _Acknowledgements | None,
+                future: asyncio.Future[object]) -> None:
         """A record's fate is known: acknowledged (remember its key) or refused (forget it)."""
         if self._in_flight.get(item.key) is future:
             del self._in_flight[item.key]
+        if acks is not None:
+            acks.settled(future)
         if future.cancelled() or future.exception() is not None:
             return
         self.recent.add(item.key, self.monotonic())
         self.metrics.idempotency_keys.set(len(self.recent))
-        self.metrics.messages.labels(upload_format, "produced").inc()
-        self.metrics.readings.labels(upload_format).inc(item.record.readings)
+        produced[0].inc()
+        produced[1].inc(item.record.readings)
 
     @property
     def in_flight(self) -> int:

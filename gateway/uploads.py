@@ -23,7 +23,9 @@ reader, so a hostile body costs no more than its size: a body larger than one re
 bounded. FHIR nests deeper and writes longer strings (a narrative) than a device message, so an
 upload is read with at least :data:`UPLOAD_DEPTH` levels and :data:`UPLOAD_STRING_CHARS`
 characters; each native message inside is then held to the configured limits themselves by the
-worker's decoder.
+worker's rules. A native ``application/json`` upload whose every message is valid, the common
+case, is read and checked in one typed pass instead (:func:`gateway.native.parse_valid_native`),
+with the same result.
 
 Examples
 --------
@@ -51,7 +53,7 @@ from kernel.errors import InvalidMessage
 from kernel.limits import Limits, clip, load_json
 
 from gateway.fhir import parse_fhir
-from gateway.native import parse_native
+from gateway.native import parse_native, parse_valid_native
 from gateway.omh import parse_omh
 from gateway.outcome import Issue, UploadRefused, refuse
 from gateway.parsed import Format, ParsedMessage, ParsedUpload
@@ -109,6 +111,10 @@ def parse_upload(body: bytes, *, content_type: str, limits: Limits) -> ParsedUpl
     version = params.get("fhirversion")
     if media in FHIR_MEDIA_TYPES and version is not None and not version.startswith(FHIR_VERSIONS):
         raise refuse(415, "unsupported_fhir_version", f"FHIR R4 (fhirVersion 4.0) is read here, got {clip(version)}")
+    if media == JSON_MEDIA_TYPE:
+        valid = parse_valid_native(body, limits)  # the common case, in one pass; None: read it in full below
+        if valid is not None:
+            return ParsedUpload(format="native", messages=valid)
     document = _load(body, limits)
     kind: Format = "fhir" if media in FHIR_MEDIA_TYPES else "omh" if media == OMH_MEDIA_TYPE else _detect(document)
     if kind == "fhir":
@@ -116,7 +122,7 @@ def parse_upload(body: bytes, *, content_type: str, limits: Limits) -> ParsedUpl
     elif kind == "omh":
         messages = parse_omh(document, limits)
     else:
-        messages = parse_native(document, body, limits)
+        messages = parse_native(document, limits)
     return ParsedUpload(format=kind, messages=messages)
 
 

@@ -15,6 +15,14 @@ with a short ``reason``, never another exception. Each reads its record with
 :func:`kernel.limits.load_json` within :class:`~kernel.limits.Limits` (size, depth, numbers,
 strings, duplicate keys), and every id follows :data:`kernel.limits.ID_PATTERN`.
 
+A device message is read in two steps, each callable alone: the bytes within the limits
+(:func:`~kernel.limits.load_json`, or :func:`~kernel.limits.check_shape` for one message of a
+batch already read), then the message's rules (:func:`check_device_message`: fields, the id
+rule, each reading). :func:`decode_device_message`, the worker's decoder, is the two in a row;
+the ingest gateway reads an upload of many messages once and checks each. For an upload where
+everything is valid, :func:`decode_valid_device_messages` does both steps at C speed (msgspec),
+and answers ``None`` at the first doubt, so the rules above decide every refusal.
+
 A device message that cannot be read as a whole raises :class:`~kernel.errors.InvalidMessage`;
 a readable message with some bad readings keeps the good ones and names the others, with their
 reasons, in :attr:`DeviceBatch.rejected`, so nothing valid is lost with one bad value.
@@ -41,16 +49,20 @@ kernel.errors.InvalidMessage: invalid_id: device_id must match [A-Za-z0-9][A-Za-
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
 from dataclasses import dataclass, field
 from collections.abc import Iterable
-from typing import Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast, overload
+
+import msgspec
 
 from kernel.errors import InvalidMessage
 from kernel.events import FeatureRow, RiskScore, VitalReading, WindowFeatures
-from kernel.limits import DEFAULT_LIMITS, Limits, check_id, clip, load_json
-from kernel.vocabulary import METRICS
+from kernel.limits import DEFAULT_LIMITS, MAX_ID_CHARS, Limits, check_id, clip, load_json, valid_id
+from kernel.vocabulary import METRICS, Metric
 
 _T = TypeVar("_T")
 
@@ -59,15 +71,59 @@ DEVICE_SCHEMA = "vitalrisk.device/1"
 MAX_READINGS_PER_MESSAGE = DEFAULT_LIMITS.max_readings
 #: Sequence numbers and epoch-ms times are signed 64-bit integers.
 MAX_INT64 = 2**63 - 1
+#: Tolerated clock lead of a device by default, in milliseconds (``VITALS_MAX_FUTURE_MS`` sets the worker's).
+MAX_FUTURE_MS = 5 * 60_000
+
+
+class _WireReading(msgspec.Struct, gc=False):
+    """One reading as :func:`encode_device_message` writes it (fields in wire order)."""
+
+    metric: str
+    t: int
+    value: float
+    unit: str
+
+
+class _WireMessage(msgspec.Struct, gc=False):
+    schema: str
+    device_id: str
+    patient_id: str
+    seq: int
+    sent_at: int
+    readings: list[_WireReading]
+
+
+_ENCODER = msgspec.json.Encoder()
 
 
 def encode_device_message(*, device_id: str, patient_id: str, seq: int, sent_at: int,
                           readings: Iterable[tuple[str, int, float]]) -> bytes:
-    """Encode ``(metric, t_ms, value)`` readings as one device message, units from the registry."""
+    """Encode ``(metric, t_ms, value)`` readings as one device message, units from the registry.
+
+    Compact UTF-8 JSON, written by msgspec (about 4 us for 15 readings, a quarter of the
+    standard library's time). msgspec writes a non-finite float as ``null`` and refuses a lone
+    surrogate; a message holding either (a test's hostile reading) is written by the standard
+    library instead, as ``NaN`` or an escape, so it decodes as it was meant.
+
+    >>> encode_device_message(device_id="dev-1", patient_id="pt-1", seq=1, sent_at=2,
+    ...                       readings=[("heart_rate", 1, 70.0)])
+    b'{"schema":"vitalrisk.device/1","device_id":"dev-1","patient_id":"pt-1","seq":1,"sent_at":2,"readings":[{"metric":"heart_rate","t":1,"value":70.0,"unit":"beats/min"}]}'
+    >>> encode_device_message(device_id="dev-1", patient_id="pt-1", seq=1, sent_at=2,
+    ...                       readings=[("heart_rate", 1, math.nan)])[-33:]
+    b'"value":NaN,"unit":"beats/min"}]}'
+    """
+    points = readings if isinstance(readings, (list, tuple)) else list(readings)
+    try:
+        raw = _ENCODER.encode(_WireMessage(DEVICE_SCHEMA, device_id, patient_id, seq, sent_at,
+                                           [_WireReading(m, t, v, _UNITS[m]) for m, t, v in points]))
+    except (UnicodeEncodeError, TypeError, OverflowError):
+        raw = b"null"  # what is not a str or an int (a test's hostile value): the standard library's turn
+    if b"null" not in raw:
+        return raw
     body = {
         "schema": DEVICE_SCHEMA, "device_id": device_id, "patient_id": patient_id, "seq": seq,
         "sent_at": sent_at,
-        "readings": [{"metric": m, "t": t, "value": v, "unit": METRICS[m].unit} for m, t, v in readings],
+        "readings": [{"metric": m, "t": t, "value": v, "unit": METRICS[m].unit} for m, t, v in points],
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -103,8 +159,8 @@ class DeviceBatch:
 
 
 def decode_device_message(raw: bytes | None, *, reference_ms: int | None = None,
-                          max_future_ms: int = 5 * 60_000, limits: Limits = DEFAULT_LIMITS) -> DeviceBatch:
-    """Validate one device message.
+                          max_future_ms: int = MAX_FUTURE_MS, limits: Limits = DEFAULT_LIMITS) -> DeviceBatch:
+    """Read and validate one device message: :func:`~kernel.limits.load_json`, then :func:`check_device_message`.
 
     Parameters
     ----------
@@ -129,7 +185,25 @@ def decode_device_message(raw: bytes | None, *, reference_ms: int | None = None,
         unknown schema, a missing or mistyped envelope field, an id that breaks the id rule,
         a sequence number outside [0, 2**63).
     """
-    body = load_json(raw, limits)
+    return check_device_message(load_json(raw, limits), reference_ms=reference_ms, max_future_ms=max_future_ms,
+                                limits=limits)
+
+
+def check_device_message(body: object, *, reference_ms: int | None = None, max_future_ms: int = MAX_FUTURE_MS,
+                         limits: Limits = DEFAULT_LIMITS) -> DeviceBatch:
+    """The rules of a device message, on one already read within the limits (:func:`kernel.limits.load_json`).
+
+    The one definition of a device message's fields, id rule and readings: the worker's
+    decoder and the ingest gateway both call it. ``body`` is the parsed JSON; the parameters
+    and what it raises are :func:`decode_device_message`'s, but for the limits of the bytes
+    (size, depth, numbers, strings, repeated keys), which the reader enforces: only
+    ``limits.max_readings`` is checked here.
+
+    >>> batch = check_device_message({"schema": "vitalrisk.device/1", "device_id": "dev-1", "patient_id": "pt-1",
+    ...     "seq": 4, "sent_at": 1, "readings": [{"metric": "heart_rate", "t": 1_000, "value": 71}]})
+    >>> batch.points, batch.rejected
+    ([('heart_rate', 1000, 71.0)], [])
+    """
     if not isinstance(body, dict):
         raise InvalidMessage("not_an_object", f"message must be a JSON object, got {type(body).__name__}")
     schema = body.get("schema")
@@ -177,9 +251,127 @@ def decode_device_message(raw: bytes | None, *, reference_ms: int | None = None,
     return DeviceBatch(device_id, patient_id, seq, good, bad)
 
 
-#: Metric name -> (unit, lowest, highest), for the fast path of decode_device_message.
+#: Metric name -> (unit, lowest, highest), for the fast paths of check_device_message and decode_valid_device_messages.
 _LIMITS = {name: (m.unit, m.lowest, m.highest) for name, m in METRICS.items()}
+_UNITS = {name: m.unit for name, m in METRICS.items()}
 _NO_LIMIT = MAX_INT64
+
+
+def _valid_reading(metric: Metric) -> type[msgspec.Struct]:
+    """The one reading of ``metric`` that decode_valid_device_messages takes, as a msgspec type checked in C.
+
+    ``metric`` is the tag: its name, its unit (or none), a time in (0, 2**63), a finite value in
+    the metric's range, and no other field; the rules of :func:`check_device_message`, from the
+    same registry.
+    """
+    unit: object = Literal.__getitem__(metric.unit)
+    return msgspec.defstruct(
+        f"_Valid_{metric.name}",
+        [("t", Annotated[int, msgspec.Meta(gt=0, le=MAX_INT64)]),
+         ("value", Annotated[float, msgspec.Meta(ge=metric.lowest, le=metric.highest)]),
+         ("unit", unit | msgspec.UnsetType, msgspec.UNSET)],
+        tag_field="metric", tag=metric.name, forbid_unknown_fields=True, gc=False)
+
+
+_VALID_READINGS = [_valid_reading(metric) for metric in METRICS.values()]
+#: The type of each valid reading -> its metric's name.
+_VALID_METRIC: dict[type, str] = {kind: metric for kind, metric in zip(_VALID_READINGS, METRICS)}
+
+if TYPE_CHECKING:  # what every one of _VALID_READINGS holds, for the type checker
+    class _ValidReading(msgspec.Struct):
+        t: int
+        value: float
+        unit: str | msgspec.UnsetType
+else:
+    _ValidReading = functools.reduce(operator.or_, _VALID_READINGS)  # a tagged union: "metric" names the type
+
+
+class _ValidMessage(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A message as :func:`decode_valid_device_messages` takes it: these fields, these types, nothing else."""
+
+    schema: Literal["vitalrisk.device/1"]
+    device_id: str
+    patient_id: str
+    seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
+    sent_at: int
+    readings: list[_ValidReading]
+
+
+_VALID_DECODER = msgspec.json.Decoder(list[_ValidMessage] | _ValidMessage)
+#: Keys a message always has (schema, device_id, patient_id, seq, sent_at, readings) and a reading (metric, t, value).
+_MESSAGE_KEYS, _READING_KEYS = len(_ValidMessage.__struct_fields__), 3
+#: Depth of an array of messages (array, message, readings array, reading), and the longest string
+#: a valid message may hold: the limits under which decode_valid_device_messages can answer at all.
+_VALID_DEPTH = 4
+_VALID_STRING_CHARS = max(MAX_ID_CHARS, len(DEVICE_SCHEMA), *map(len, METRICS), *map(len, _UNITS.values()),
+                          *map(len, _ValidMessage.__struct_fields__))
+#: Fewest digits the limit must allow for every valid value to be written as an integer (1000 steps).
+_VALID_DIGITS = len(str(int(max(m.highest for m in METRICS.values()))))
+#: bytes.translate table: every character of a JSON number to "0", the rest to a space.
+_NUMBER_CHARS = bytes(0x30 if chr(c) in "0123456789.eE+-" else 0x20 for c in range(256))
+
+
+def decode_valid_device_messages(raw: bytes, *, reference_ms: int | None = None,
+                                 max_future_ms: int = MAX_FUTURE_MS,
+                                 limits: Limits = DEFAULT_LIMITS) -> list[DeviceBatch] | None:
+    """One device message or a JSON array of them, when every message and reading is valid; else ``None``.
+
+    The fast path of an upload (msgspec: read and checked in C, about 6 us for a 15-reading
+    message against 60 for the two steps with the standard library). It answers only when
+    the answer is certain: when it returns batches, reading ``raw`` with
+    :func:`~kernel.limits.load_json` and each message with :func:`~kernel.limits.check_shape`
+    and :func:`check_device_message` under the same ``limits`` (and ``reference_ms``) gives
+    these very batches, none with a rejected reading. Anything else -- any fault, an unknown
+    field, a run of number characters longer than a float literal may be, an id with a colon
+    (the repeated-key check counts colons), an empty array -- is ``None``, and the caller takes the
+    two steps itself, which name the fault. For one message, that means ``[decode_device_message(raw)]``.
+
+    The rules are the registry's and :mod:`kernel.limits`' own, as msgspec types: a reading's
+    ``metric`` names its type, which holds the metric's unit and range; ids are checked with
+    :func:`~kernel.limits.valid_id`. The limits hold without a second reading: the types admit
+    no unknown field, so an array of messages nests 4 levels and holds only ids (64 characters
+    at most), registry names and units; a run of number characters longer than a float literal
+    may be sends the body to the slow path, and the integers' digit limit is a bound on their
+    values; as many colons as decoded keys means no key was repeated. Under limits tighter than
+    those (``max_depth`` below 4, ``max_string_chars`` below 64, ``max_number_digits`` below 4)
+    it always answers ``None``.
+
+    >>> raw = encode_device_message(device_id="dev-1", patient_id="pt-1", seq=1, sent_at=60_000,
+    ...     readings=[("heart_rate", 1_000, 70.0)])
+    >>> [(b.seq, b.points) for b in decode_valid_device_messages(b"[" + raw + b"," + raw + b"]")]
+    [(1, [('heart_rate', 1000, 70.0)]), (1, [('heart_rate', 1000, 70.0)])]
+    >>> decode_valid_device_messages(raw.replace(b"70.0", b"400.0")) is None  # impossible: the slow path says why
+    True
+    """
+    digits = limits.max_number_digits
+    if (type(raw) is not bytes or not 0 < len(raw) <= limits.max_message_bytes or limits.max_depth < _VALID_DEPTH
+            or limits.max_string_chars < _VALID_STRING_CHARS or digits < _VALID_DIGITS
+            or b"0" * (digits + 13) in raw.translate(_NUMBER_CHARS)):
+        return None
+    try:
+        decoded = _VALID_DECODER.decode(raw)
+    except (msgspec.DecodeError, ValueError):  # ValidationError too: a type, a field, a syntax error
+        return None
+    messages = decoded if isinstance(decoded, list) else [decoded]
+    # The integers' digit limit, as bounds on the values: t and seq are positive, sent_at any integer.
+    below = 10 ** digits
+    latest = min(_NO_LIMIT if reference_ms is None else reference_ms + max_future_ms, below - 1)
+    metric_of, unset = _VALID_METRIC, msgspec.UNSET
+    keys = 0
+    batches: list[DeviceBatch] = []
+    for message in messages:
+        readings = message.readings
+        if (not valid_id(message.device_id) or not valid_id(message.patient_id) or message.seq >= below
+                or not -below < message.sent_at < below or len(readings) > limits.max_readings):
+            return None
+        if latest < _NO_LIMIT and any(reading.t > latest for reading in readings):
+            return None
+        keys += _MESSAGE_KEYS + _READING_KEYS * len(readings) + sum(r.unit is not unset for r in readings)
+        points = [(metric_of[type(r)], r.t, r.value) for r in readings]
+        batches.append(DeviceBatch(message.device_id, message.patient_id, message.seq, points, []))
+    if not batches or raw.count(b":") != keys:
+        return None
+    return batches
 
 
 def _point(item: Any, reference_ms: int | None, max_future_ms: int) -> tuple[str, int, float]:

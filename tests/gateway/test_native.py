@@ -9,11 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.native import parse_native, parse_valid_native
 from gateway.outcome import UploadRefused
-from gateway.uploads import parse_upload
-from kernel.limits import Limits
+from gateway.uploads import parse_upload, read_limits
+from kernel.limits import Limits, load_json
 from kernel.wire import decode_device_message, encode_device_message
 from tests.gateway.resources import START, single_readings
+from tests.kernel.hostile_records import json_values
 
 LIMITS = Limits()
 
@@ -89,6 +91,29 @@ def test_accepts_exactly_what_the_worker_decodes(messages: list[list[tuple[str, 
     got = _upload(batch)
     want = [decode_device_message(json.dumps(m).encode()) for m in batch]
     assert [r for _, _, _, r in got] == [tuple(d.points) for d in want]
+    body = json.dumps(batch).encode()
+    assert parse_valid_native(body, LIMITS) == parse_native(json.loads(body), LIMITS), "the fast path, taken"
+
+
+def _answer(parse: Any) -> object:
+    try:
+        return parse()
+    except UploadRefused as refused:
+        return refused.status, [(i.reason, i.detail, i.expression) for i in refused.issues]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(single_readings(), max_size=4), min_size=1, max_size=3), st.data())
+def test_the_fast_path_answers_as_the_full_read_or_not_at_all(messages: list[list[tuple[str, int, float]]],
+                                                               data: st.DataObject) -> None:
+    batch: Any = [_message(seq, readings) for seq, readings in enumerate(messages)]
+    i = data.draw(st.integers(0, len(batch) - 1))
+    field = data.draw(st.sampled_from(["schema", "device_id", "patient_id", "seq", "sent_at", "readings", "extra"]))
+    batch[i][field] = data.draw(json_values)
+    body = json.dumps(batch if data.draw(st.booleans()) else batch[0]).encode("utf-8", "surrogatepass")
+    fast = parse_valid_native(body, LIMITS)
+    if fast is not None:
+        assert fast == _answer(lambda: parse_native(load_json(body, read_limits(LIMITS)), LIMITS))
 
 
 @settings(max_examples=100, deadline=None)

@@ -9,23 +9,28 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from aiohttp import ClientResponse, ClientSession, web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from gateway.app import BodyLimits, build_app, make_runner
 from gateway.service import Gateway, Record
 from gateway.tokens import IssuedToken, issue_token
+from gateway.uploads import parse_upload
 from infra.processes import free_port
 from kernel.settings import Settings
+from kernel.vocabulary import METRICS
 from kernel.wire import decode_device_message, encode_device_message
 from sinks.devices import DeviceCredential
 from sinks.errors import SinkUnavailable
 from sinks.metrics import GatewayMetrics
+from tests.gateway.resources import single_readings
 
 START_MS = 1_767_571_200_000
 
@@ -61,14 +66,19 @@ class FakeBroker:
     topic: list[tuple[bytes, bytes, int]] = field(default_factory=list)
     held: list[tuple[Record, int, asyncio.Future[object]]] = field(default_factory=list)
 
-    async def submit(self, record: Record, *, received_ms: int) -> asyncio.Future[object]:
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        if self.down:
-            self.held.append((record, received_ms, future))
-        else:
-            self.topic.append((record.key, record.value, received_ms))
-            future.set_result(None)
-        return future
+    async def submit(self, records: Sequence[Record], *, received_ms: int,
+                     timeout_s: float) -> list[asyncio.Future[object]]:
+        assert 0 <= timeout_s <= self.timeout_s + 1e-9, "one deadline per upload, none per record"
+        futures: list[asyncio.Future[object]] = []
+        for record in records:
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            if self.down:
+                self.held.append((record, received_ms, future))
+            else:
+                self.topic.append((record.key, record.value, received_ms))
+                future.set_result(None)
+            futures.append(future)
+        return futures
 
     def recover(self) -> None:
         """The broker is back: the producer's retries deliver what it held, once."""
@@ -357,3 +367,30 @@ def test_service_routes_and_unknown_paths() -> None:
         assert h.sample("vitals_gateway_requests_total", route="unmatched", status="404") == 1
 
     run(scenario)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(single_readings(), max_size=6), min_size=1, max_size=4), st.booleans(), st.booleans())
+def test_the_records_produced_decode_to_the_messages_uploaded(messages: list[list[tuple[str, int, float]]],
+                                                              int_values: bool, no_unit: bool) -> None:
+    """Whatever the gateway wrote (the fast path's record, re-encoded) the worker reads as the device's message."""
+    uploaded = [json.loads(native(seq=seq, n=0)) | {"readings": [
+        {"metric": m, "t": t, "value": int(v) if int_values else v} | ({} if no_unit else {"unit": METRICS[m].unit})
+        for m, t, v in readings]} for seq, readings in enumerate(messages)]
+    body = json.dumps(uploaded).encode()
+
+    async def main() -> list[tuple[bytes, bytes, int]]:
+        broker, registry = FakeBroker(), CollectorRegistry()
+        gateway = Gateway.from_settings(Settings(), directory=FakeDirectory(), sink=broker,
+                                        metrics=GatewayMetrics(registry))
+        credential = DeviceCredential("t", "dev-1", "pt-1", b"", False)
+        parsed = parse_upload(body, content_type="application/json", limits=gateway.limits)
+        await gateway.accept(credential, parsed, received_ms=START_MS + 60_000)
+        return broker.topic
+
+    topic = asyncio.run(main())
+    want = [decode_device_message(json.dumps(message).encode()) for message in uploaded]
+    got = [decode_device_message(value) for _, value, _ in topic]
+    assert [(b.patient_id, b.device_id, b.seq, b.points) for b in got] == [
+        (b.patient_id, b.device_id, b.seq, b.points) for b in want if b.points]
+    assert all(not b.rejected for b in got) and {key for key, _, _ in topic} <= {b"pt-1"}
