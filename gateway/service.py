@@ -413,9 +413,17 @@ class Gateway:
         return len(self._in_flight)
 
     def _plan(self, credential: DeviceCredential, upload: ParsedUpload, received_ms: int) -> Iterator[_Planned]:
-        """The upload's records and their idempotency keys, after the binding checks (403)."""
+        """The upload's records and their idempotency keys, after the binding checks (403).
+
+        A native message keeps its own ``seq`` and is one record. Messages without one (FHIR, Open
+        mHealth) that resolve to the same patient and device — a Bundle's Observations with and
+        without a ``device`` reference — are merged and their readings sorted by time before they
+        are cut into records: one device's readings reach the worker in time order, so none is
+        dropped as late behind a later reading of the same upload.
+        """
         per_record = max(1, min(self.limits.max_readings,
                                 (self.limits.max_message_bytes - ENVELOPE_BYTES) // READING_BYTES))
+        unnumbered: dict[tuple[str, str], list[tuple[str, int, float]]] = {}
         for number, message in enumerate(upload.messages):
             patient = message.patient_id or credential.patient_id
             device = credential.device_id if message.device_id is None else message.device_id
@@ -427,22 +435,24 @@ class Gateway:
                                     f"message {number}: this token may upload for its own device only")
             if not message.readings:
                 continue
-            key = patient.encode()
-            if message.seq is not None:
-                value = encode_device_message(device_id=device, patient_id=patient, seq=message.seq,
-                                              sent_at=received_ms, readings=message.readings)
-                if len(value) > self.limits.max_message_bytes:
-                    raise refuse(413, "too_large",
-                                        f"message {number} encodes to {len(value)} bytes, more than one record "
-                                        f"may hold ({self.limits.max_message_bytes}); send fewer readings per message")
-                yield _Planned(native_key(device, message.seq), Record(key, value, len(message.readings)))
+            if message.seq is None:
+                unnumbered.setdefault((patient, device), []).extend(message.readings)
                 continue
-            for start in range(0, len(message.readings), per_record):
-                chunk = message.readings[start:start + per_record]
+            value = encode_device_message(device_id=device, patient_id=patient, seq=message.seq,
+                                          sent_at=received_ms, readings=message.readings)
+            if len(value) > self.limits.max_message_bytes:
+                raise refuse(413, "too_large",
+                                    f"message {number} encodes to {len(value)} bytes, more than one record "
+                                    f"may hold ({self.limits.max_message_bytes}); send fewer readings per message")
+            yield _Planned(native_key(device, message.seq), Record(patient.encode(), value, len(message.readings)))
+        for (patient, device), readings in unnumbered.items():
+            readings.sort(key=lambda reading: reading[1])  # stable: same-time readings keep their order
+            for start in range(0, len(readings), per_record):
+                chunk = readings[start:start + per_record]
                 digest = content_digest(patient, device, chunk)
                 value = encode_device_message(device_id=device, patient_id=patient, seq=derived_seq(chunk, digest),
                                               sent_at=received_ms, readings=chunk)
-                yield _Planned(content_key(device, digest), Record(key, value, len(chunk)))
+                yield _Planned(content_key(device, digest), Record(patient.encode(), value, len(chunk)))
 
     def _device(self, device_id: str) -> _DeviceLock:
         return _DeviceLock(self._device_locks, device_id)

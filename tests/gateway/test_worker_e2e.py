@@ -223,9 +223,6 @@ def test_fhir_uploads_through_the_gateway_score_like_the_same_readings_sent_nati
     assert len({r[5] for r in through["risk_scores"]}) > 1, "NEWS2 differs between minutes"
 
 
-@pytest.mark.xfail(strict=True, reason="the gateway forwards a Bundle's Observations with and without a device "
-                   "reference as two records: readings of the second older than the first's latest by more than "
-                   "the grace period are then dropped by the worker as late")
 def test_a_bundle_mixing_observations_with_and_without_their_device_is_one_record() -> None:
     broker = FakeBroker()
     gateway = Gateway.from_settings(Settings(), directory=FakeDirectory(), sink=broker,
@@ -237,3 +234,7 @@ def test_a_bundle_mixing_observations_with_and_without_their_device_is_one_recor
     upload = parse_upload(body, content_type="application/fhir+json", limits=Limits())
     asyncio.run(gateway.accept(credential, upload, received_ms=START_MS + 10 * 60_000))
     assert len(broker.topic) == 1, "one device's readings of one upload, in one record"
+    (_, value, _), = broker.topic
+    times = [t for _, t, _ in decode_device_message(value).points]
+    assert times == sorted(times) and len(times) == sum(len(each) for minute in (2, 3) for each in readings(minute)), \
+        "every reading, in time order"
