@@ -24,9 +24,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from infra.postgres import LocalPostgres
+from infra.postgres import SUPERUSER, LocalPostgres
 from infra.processes import child_env, free_port
 from sinks.metrics import scrape
+from sinks.migrations import migrate
 from kernel.settings import DEPRECATED_WRITER_ROLE, TRAINER_ROLE, WORKER_ROLE, Settings, role_url
 
 if TYPE_CHECKING:
@@ -139,6 +140,19 @@ def secured_postgres() -> Iterator[LocalPostgres]:
     yield cluster
     if started and os.environ.get("VITALS_KEEP_TEST_SERVICES") != "1":
         cluster.stop()
+
+
+@pytest.fixture
+def secured_db(secured_postgres: LocalPostgres) -> Iterator[str]:
+    """A migrated database of its own on the secured cluster; yields its ``verify-full`` URL naming no user
+    (each service then connects as its own role, with its password from the cluster's passfile)."""
+    dbname = f"tls_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(secured_postgres.url(SUPERUSER, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    migrate(secured_postgres.url(SUPERUSER, dbname), timescale="off")
+    yield secured_postgres.url(None, dbname)
+    with psycopg.connect(secured_postgres.url(SUPERUSER, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
 @pytest.fixture(scope="session")

@@ -11,40 +11,25 @@ import stat
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 import trustme
 from kafka import KafkaProducer
-from psycopg import sql
 
 from infra.postgres import SUPERUSER, LocalPostgres, read_passfile
 from infra.processes import child_env
 from kernel.settings import (ALERTER_ROLE, DEPRECATED_WRITER_ROLE, GATEWAY_ROLE, READER_ROLE, TRAINER_ROLE,
                              WORKER_ROLE, Settings, redact_url, role_url)
 from kernel.wire import encode_device_message
-from sinks.migrations import migrate
 from tests.conftest import ROOT, WorkerProcess
 from tests.test_cli_failures import assert_one_line
 
 pytestmark = pytest.mark.integration
 
 ROLES = (WORKER_ROLE, TRAINER_ROLE, ALERTER_ROLE, GATEWAY_ROLE, READER_ROLE, DEPRECATED_WRITER_ROLE)
-
-
-@pytest.fixture
-def secured_db(secured_postgres: LocalPostgres) -> Iterator[str]:
-    """A migrated database of its own on the secured cluster; yields its URL naming no user."""
-    dbname = f"tls_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(secured_postgres.url(SUPERUSER, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    migrate(secured_postgres.url(SUPERUSER, dbname), timescale="off")
-    yield secured_postgres.url(None, dbname)
-    with psycopg.connect(secured_postgres.url(SUPERUSER, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
 def _cli(args: list[str], url: str) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from infra.kafka import LocalKafka
 from infra.processes import child_env
 from kernel.kafka_security import kafka_python_options
-from kernel.settings import Settings
+from kernel.settings import READER_ROLE, Settings, with_default_role
 from simulators.cohort import CohortConfig, population, simulate
 from simulators.deterioration import Incidence
 from simulators.kafka_publisher import make_producer, publish, publish_patients
@@ -128,18 +128,21 @@ def test_each_principal_may_do_what_its_acls_grant(secure_isolated: Settings) ->
 
 
 def _count(settings: Settings, sql: str) -> int:
-    with psycopg.connect(settings.database_url) as conn:
+    with psycopg.connect(with_default_role(settings.database_url, READER_ROLE)) as conn:
         row = conn.execute(sql).fetchone()
     return int(row[0]) if row else 0
 
 
 @pytest.mark.timeout(420)
-def test_the_pipeline_runs_secured_with_one_principal_per_process(secure_isolated: Settings, start_worker,
-                                                                  start_trainer, tmp_path: Path) -> None:
-    """simulator -> worker -> trainer -> worker's model scores -> alerter -> signed page, each its own principal."""
+def test_the_pipeline_runs_secured_with_one_principal_per_process(secure_isolated: Settings, secured_db: str,
+                                                                  start_worker, start_trainer, tmp_path: Path) -> None:
+    """simulator -> worker -> trainer -> worker's model scores -> alerter -> signed page, each its own Kafka
+    principal over SASL_SSL, and its own database role over TLS (verify-full, SCRAM)."""
     settings = secure_isolated.model_copy(update={
         "snapshot_key": SecretStr("k" * 40), "label_horizon_ms": 30 * 60_000, "outcome_grace_ms": 0,
-        "snapshot_every": 150, "snapshot_every_ms": 30 * 60_000})
+        "snapshot_every": 150, "snapshot_every_ms": 30 * 60_000,
+        "database_url": secured_db, "admin_database_url": None})
+    assert "sslmode=verify-full" in secured_db
     config = CohortConfig(patients=20, seed=11, duration_ms=4 * HOUR_MS, incidence=Incidence().scaled(300.0))
     hours = {h: list(m) for h, m in groupby(simulate(config), key=lambda m: (m.sent_ms - config.start_ms) // HOUR_MS)}
     simulator = as_(settings, "simulator")
