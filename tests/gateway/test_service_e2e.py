@@ -9,7 +9,7 @@ enrolled and revoked with ``vitalrisk devices``, records read back from the read
   routes and on ``/v1/uploads``: an OperationOutcome naming the element, nothing on the topic;
 - a simulated cohort enrolled at once (a tokens file, mode 0600) and the load generator through
   the gateway, each device with its own token: the topic holds every acknowledged message once;
-- the broker stopped: 503 with Retry-After; after it is back, the device's retries are accepted
+- the broker stopped for 20 s: 503 with Retry-After; after it is back, the device's retries are accepted
   and the topic holds every reading exactly once.
 """
 
@@ -33,6 +33,9 @@ from tests.gateway.conftest import START_MS, GatewayProcess, enroll, gateway_set
 from tests.gateway.resources import bundle, dumps, mutated, observation
 
 pytestmark = pytest.mark.integration
+
+#: How long the broker stays down in the outage test, seconds.
+OUTAGE_S = 20.0
 
 
 def native_message_with_unit(patient: str, device: str, unit: str) -> bytes:
@@ -163,6 +166,7 @@ def test_broker_down_uploads_get_503_and_afterwards_the_topic_holds_every_readin
 
     kafka = LocalKafka(services.base)
     kafka.stop()
+    stopped = time.monotonic()
     pending: list[int] = []
     try:
         for seq in (1, 2, 3):
@@ -170,8 +174,10 @@ def test_broker_down_uploads_get_503_and_afterwards_the_topic_holds_every_readin
             assert (answer.status, answer.body["reason"]) == (503, "broker_unavailable"), answer.body
             assert int(answer.headers["Retry-After"]) >= 1
             pending.append(seq)
-        retried = gateway.post(native("pt-1", "dev-1", 1), token)  # an early retry: still down
-        assert retried.status == 503
+        while time.monotonic() - stopped < OUTAGE_S:  # the device keeps retrying while the broker is away
+            retried = gateway.post(native("pt-1", "dev-1", pending[0]), token)
+            assert retried.status == 503
+            time.sleep(1)
     finally:
         kafka.start()
 
