@@ -26,7 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.protocol.metadata import MetadataRequest
 
 from infra.errors import TopicsMismatch
 from kernel.settings import Settings
@@ -210,10 +211,35 @@ def ensure_topics(admin: KafkaAdminClient, create: list[TopicSpec], check: Itera
 
 
 def _wait_listed(admin: KafkaAdminClient, names: set[str], timeout_s: float = CREATE_WAIT_S) -> None:
-    """Wait until every broker asked lists ``names``: a cluster's metadata reaches its brokers a moment later."""
+    """Wait until every broker of the cluster lists ``names``.
+
+    A new topic reaches each broker's metadata a moment after the controller made it; a client that
+    asks another broker in that moment would be told the topic does not exist.
+    """
     deadline = time.monotonic() + timeout_s
-    while not names <= set(admin.list_topics()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    nodes = [broker["broker_id"] for broker in admin.describe_cluster()["brokers"]]
+    waiting = set(nodes)
+    while waiting and time.monotonic() < deadline:
+        waiting = {node for node in waiting if (listed := _listed_by(admin, node)) is not None and not names <= listed}
+        if waiting:
+            time.sleep(0.1)
+
+
+def _listed_by(admin: KafkaAdminClient, node_id: int) -> set[str] | None:
+    """The topics one broker lists, or None if it cannot be asked now (the others decide).
+
+    kafka-python's admin asks whichever broker is least loaded, so this talks to its connection manager.
+    """
+    manager = admin._manager  # noqa: SLF001 -- the public calls cannot name a broker
+    async def ask() -> set[str]:
+        response = await manager.send(MetadataRequest(topics=None, allow_auto_topic_creation=False),
+                                             node_id=node_id)
+        return {topic.name for topic in response.topics if topic.error_code == 0}
+    try:
+        listed: set[str] = manager.run(ask)
+        return listed
+    except KafkaError:
+        return None
 
 
 def _timestamps(topic: str, settings: Settings) -> dict[str, str]:
