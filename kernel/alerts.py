@@ -135,6 +135,10 @@ class AlertState:
     escalated_ms: int | None = None
     acknowledged_by: str | None = None
     acknowledged_ms: int | None = None
+    #: A model-risk group (kind ``risk_high``): the heads that fired while it fired, in order.
+    members: tuple[str, ...] = ()
+    #: A model-risk head: the group its current episode paged through, if grouped.
+    group_id: str | None = None
 
     def new_episode(self, patient_id: str, since_ms: int) -> AlertState:
         """A fresh pending episode beginning at ``since_ms``, keeping only the episode count."""
@@ -149,14 +153,17 @@ class AlertState:
         body: dict[str, Any] = {"kind": self.kind, "phase": self.phase.value}
         for name in ("episode", "alert_id", "since_ms", "fired_ms", "resolved_ms", "clearing_since_ms",
                      "last_event_ms", "value", "peak", "notified_ms", "last_notified_ms", "renotified",
-                     "escalated_ms", "acknowledged_by", "acknowledged_ms"):
+                     "escalated_ms", "acknowledged_by", "acknowledged_ms", "group_id"):
             body[name] = getattr(self, name)
+        body["members"] = list(self.members)
         return body
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> AlertState:
+        """The inverse of :meth:`to_json`; states saved before grouping existed lack its fields."""
         fields = dict(body)
         fields["phase"] = Phase(fields["phase"])
+        fields["members"] = tuple(fields.get("members", ()))
         return cls(**fields)
 
 
@@ -205,6 +212,34 @@ ACTIONS = ("firing", "renotify", "escalate", "resolved")
 
 
 @dataclass(frozen=True, slots=True)
+class GroupMember:
+    """One model-risk head of a grouped page: its own episode, as the group's page lists it.
+
+    ``firing`` is false once the head resolved (the group still fires while another head does).
+
+    >>> m = GroupMember("risk_high:any", "al-2", True, 0, 60_000, None, 0.8, 0.9)
+    >>> GroupMember.from_json(m.to_json()) == m
+    True
+    """
+
+    kind: str
+    alert_id: str
+    firing: bool
+    since_ms: int
+    fired_ms: int | None
+    resolved_ms: int | None
+    value: float | None
+    peak: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> GroupMember:
+        return cls(**body)
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """One notification for delivery: an episode's firing, re-notification, escalation or resolution.
 
@@ -229,6 +264,8 @@ class Page:
     evidence: Evidence | None
     escalated: bool = False
     acknowledged_by: str | None = None
+    #: A grouped model-risk page (kind ``risk_high``): every head that fired while the group fired.
+    members: tuple[GroupMember, ...] = ()
 
     @property
     def condition(self) -> str:
@@ -250,13 +287,15 @@ class Page:
         """
         body = {name: getattr(self, name) for name in self.__slots__}
         body["evidence"] = None if self.evidence is None else self.evidence.to_json()
+        body["members"] = [m.to_json() for m in self.members]
         return body
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Page:
         fields = dict(body)
         evidence = fields.pop("evidence", None)
-        return cls(**fields, evidence=None if evidence is None else Evidence.from_json(evidence))
+        members = tuple(GroupMember.from_json(m) for m in fields.pop("members", ()))
+        return cls(**fields, evidence=None if evidence is None else Evidence.from_json(evidence), members=members)
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,7 @@ class AlertRow:
         return (s.alert_id, self.patient_id, s.kind, s.episode, self.severity, s.phase.value, ts(s.since_ms),
                 ts(s.fired_ms), ts(s.resolved_ms), s.acknowledged_by, ts(s.acknowledged_ms), ts(s.escalated_ms),
                 ts(s.notified_ms), ts(s.last_notified_ms), s.peak, ev.model_name if ev else None,
-                ev.model_version if ev else None)
+                ev.model_version if ev else None, s.group_id)
 
 
 @dataclass(slots=True)
@@ -108,8 +108,8 @@ SET kafka_partition = EXCLUDED.kafka_partition, state = EXCLUDED.state, updated_
 _UPSERT_ALERT = """
 INSERT INTO alerts (alert_id, patient_id, kind, episode, severity, state, started_at, fired_at, resolved_at,
                     acknowledged_by, acknowledged_at, escalated_at, notified_at, last_notified_at, peak,
-                    model_name, model_version, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+                    model_name, model_version, group_id, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
 ON CONFLICT (alert_id) DO UPDATE
 SET state = EXCLUDED.state, fired_at = EXCLUDED.fired_at, resolved_at = EXCLUDED.resolved_at,
     acknowledged_by = coalesce(alerts.acknowledged_by, EXCLUDED.acknowledged_by),

@@ -36,7 +36,7 @@ from kernel.events import HOP_MS, RiskScore
 from models.labelling import MS_PER_HOUR, Outcome, covered
 from models.news2 import MAX_TOTAL
 from stream.alerts.replay import replay_pages
-from stream.alerts.rules import AlertPolicy, Threshold
+from stream.alerts.rules import RISK_HIGH, AlertPolicy, Threshold
 from stream.evaluate_report import MODEL, NEWS2, Burden
 
 FloatVector = npt.NDArray[np.float64]
@@ -202,7 +202,9 @@ def _burden_for(period: _Period, policy: AlertPolicy, suffix: str, scorers: tupl
     """Replay ``policy`` over the report period's scores; the burden of each of ``scorers``.
 
     The model's kinds are ``risk_high:<condition>`` for each of ``heads`` (default: every
-    head, as the live alerter pages them); a patient's pages of different heads each count.
+    head, as the live alerter pages them). With the policy's grouping on (the default, as in the
+    alerter) a patient's heads page as one group (kind ``risk_high``), so several heads crossing
+    in one episode count as one page; with it off each head's pages count.
     The model's kinds and NEWS2's kinds are replayed separately: the engine couples no
     model-risk kind with a NEWS2 kind (its one inhibition is NEWS2 high over NEWS2 red), so
     each one's pages are what a joint replay gives. Each replay is fed only the scores that
@@ -258,7 +260,7 @@ def _replay(period: _Period, policy: AlertPolicy, scorers: tuple[str, ...], head
             in_episode: bool) -> dict[str, dict[str, list[int]]]:
     """Event times of the firing pages of each scorer's kinds, per patient (see :func:`_burden_for`)."""
     any_c = period.any_head
-    model_kinds = {_risk_kind(c) for c in heads}
+    model_kinds = {_risk_kind(c) for c in heads} | {RISK_HIGH}  # the heads, and their group
     firing: dict[str, dict[str, list[int]]] = {s: {} for s in scorers}
     label = period.label
     for pid, s in period.series.items():

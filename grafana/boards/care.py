@@ -120,7 +120,8 @@ def care_board() -> Dashboard:
     ))
     alerts = Row("Alerts", (
         stat("Alerts now", "Firing alerts nobody has acknowledged yet (act on these first), all firing "
-             "alerts, and episodes building up (pending: over the threshold, not yet long enough to page).",
+             "alerts, and episodes building up (pending: over the threshold, not yet long enough to page). "
+             "A patient's model-risk heads count once, as the group they page through.",
              sql("""
                  SELECT count(*) FILTER (WHERE a.state = 'firing' AND ack.acknowledged_at IS NULL)
                             AS "firing, not acknowledged",
@@ -128,16 +129,19 @@ def care_board() -> Dashboard:
                         count(*) FILTER (WHERE a.state = 'pending') AS "pending"
                  FROM alerts AS a
                  """ + FIRST_ACK + """
-                 WHERE a.state <> 'resolved'""", table=True),
+                 WHERE a.state <> 'resolved' AND a.group_id IS NULL""", table=True),
              text_mode="value_and_name", background=True, width=6, height=9, decimals=0,
              thresholds=(Step("green"), Step("red", 1)), options={"orientation": "horizontal"},
              overrides=(by_name("firing", color={"mode": "fixed", "fixedColor": "orange"}),
                         by_name("pending", color={"mode": "fixed", "fixedColor": "blue"}))),
         table("Firing alerts", "Every alert that has paged and not resolved: unacknowledged first, then the "
-              "most severe, then the oldest. 'acknowledged by' shows who has taken it.",
+              "most severe, then the oldest. 'acknowledged by' shows who has taken it; 'heads' lists the "
+              "model-risk heads that fired in a patient's grouped model-risk alert (kind risk_high).",
               sql("""
                   SELECT a.patient_id AS "patient",
                          a.kind,
+                         (SELECT string_agg(DISTINCT replace(h.kind, 'risk_high:', ''), ', ')
+                          FROM alerts AS h WHERE h.group_id = a.alert_id) AS "heads",
                          a.severity,
                          a.started_at AS "since",
                          extract(epoch FROM now() - a.started_at) AS "open for",
@@ -146,7 +150,7 @@ def care_board() -> Dashboard:
                          ack.acknowledged_at AS "acknowledged at"
                   FROM alerts AS a
                   """ + FIRST_ACK + """
-                  WHERE a.state = 'firing'
+                  WHERE a.state = 'firing' AND a.group_id IS NULL
                   ORDER BY ack.acknowledged_at IS NOT NULL,
                            CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
                            a.started_at, a.patient_id
@@ -160,11 +164,12 @@ def care_board() -> Dashboard:
                          by_name("since", unit="dateTimeAsLocal"),
                          by_name("acknowledged at", unit="dateTimeAsLocal"))),
         timeseries("Alerts started by kind", "Alert episodes that paged, by kind, per interval of their start "
-                   "(news2_high, news2_red_parameter, risk_high:<condition>, data_stopped).",
+                   "(news2_high, news2_red_parameter, risk_high: a patient's grouped model-risk heads, counted "
+                   "once; risk_high:<condition> when grouping is off; data_stopped).",
                    sql("""
                        SELECT $__timeGroupAlias(started_at, $__interval), kind AS metric, count(*) AS "alerts"
                        FROM alerts
-                       WHERE $__timeFilter(started_at) AND fired_at IS NOT NULL
+                       WHERE $__timeFilter(started_at) AND fired_at IS NOT NULL AND group_id IS NULL
                        GROUP BY 1, 2
                        ORDER BY 1"""),
                    bars=True, stacked=True, unit="short", min=0, decimals=0, width=24, height=6),

@@ -21,6 +21,19 @@ Per patient and alert kind a state machine (see :mod:`stream.alerts.rules` for t
 - **Data stopped** fires from :meth:`tick` when a patient sent no score for ``data_stopped_ms``
   and resolves on the next score, unless so many patients went quiet at once that the pipeline,
   not the patients, stopped (storm protection).
+- **Grouping** (``AlertPolicy.group_model_risk``, on by default). The model-risk heads
+  (``risk_high:<condition>``) keep their own state machines, hysteresis and history, but page
+  through one alert per patient, kind ``risk_high``: the *group*. It fires (and pages) when the
+  first head fires; a head that fires while the group fires *joins* it (a ``joined:<kind>``
+  history event, no page: the page already on the coordinator's screen is about this patient's
+  model risk, and its later pages — re-notify, escalate, resolved — list every member). The
+  group *resolves* when none of its heads fires any more, each head resolving by its own exit
+  threshold and ``clear_for_ms``; a head merely pending keeps no group open. A head that fires
+  after that starts a new group, and pages. Acknowledging the group (or any of its heads' ids)
+  stops the group's timers; escalation and re-notification run on the group exactly as on a
+  single alert. A silence holds the group's pages back when it covers the group's kind
+  (``risk_high``, or every kind) or every head in the group: silencing one head mutes that
+  head, not its patient's other heads. NEWS2 and ``data_stopped`` are never grouped.
 
 Examples
 --------
@@ -34,6 +47,16 @@ Examples
 ['firing', 'resolved']
 >>> engine.tick(now_ms=30 * 60_000).pages[0].action   # nobody sent a score for 23 min
 'firing'
+
+Two heads crossing for one patient give one page, which names both:
+
+>>> def model(t_min, **risks):
+...     return RiskScore(patient_id="pt-2", window_start_ms=(t_min - 1) * 60_000, window_end_ms=t_min * 60_000, model_name="river", model_version="v3",
+...                      score=risks["any"], news2_total=1, news2_band="low", inputs={}, contributions={}, risks=risks)
+>>> pages = [p for t, a, hf in [(1, .7, .2), (3, .8, .2), (4, .8, .7), (6, .8, .8), (7, .3, .3), (9, .2, .2)]
+...          for p in engine.on_score(model(t, any=a, heart_failure=hf), now_ms=t * 60_000).pages]
+>>> [(p.action, p.kind, [m.kind for m in p.members]) for p in pages]
+[('firing', 'risk_high', ['risk_high:any']), ('resolved', 'risk_high', ['risk_high:any', 'risk_high:heart_failure'])]
 """
 
 from __future__ import annotations
@@ -42,8 +65,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from kernel.errors import AlertNotFiring, UnknownAlert
-from stream.alerts.rules import DATA_STOPPED, AlertPolicy, signals
-from kernel.alerts import AlertEvent, AlertState, Evidence, Page, PatientAlerts, Phase, Silence, episode_id
+from stream.alerts.rules import DATA_STOPPED, RISK_HIGH, AlertPolicy, signals
+from kernel.alerts import (AlertEvent, AlertState, Evidence, GroupMember, Page, PatientAlerts, Phase, Silence,
+                           episode_id)
 from kernel.events import RiskScore
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +144,8 @@ class AlertEngine:
         for kind, value in signals(score).items():
             state = self._advance(patient, patient.alert(kind), value, t, now_ms, step)
             patient = patient.with_alert(state)
+        if self.policy.group_model_risk:
+            patient = self._regroup(patient, t, now_ms, step)
         self._patients[pid] = patient
         step.changed[pid] = None
         return step.effects()
@@ -168,6 +194,9 @@ class AlertEngine:
             for state in patient.alerts:
                 if state.alert_id != alert_id:
                     continue
+                group = patient.alert(RISK_HIGH)
+                if state.group_id is not None and group.alert_id == state.group_id and group.phase is Phase.FIRING:
+                    state = group  # a head's id acknowledges the group it paged through
                 if state.phase is not Phase.FIRING:
                     raise AlertNotFiring(f"alert {alert_id} is {state.phase.value}, not firing")
                 if state.acknowledged:
@@ -261,7 +290,53 @@ class AlertEngine:
     def _fire(self, patient: PatientAlerts, state: AlertState, t: int, now_ms: int, step: _Step) -> AlertState:
         new = replace(state, phase=Phase.FIRING, fired_ms=t, clearing_since_ms=None)
         step.event(patient.patient_id, state, new, "firing", t, now_ms)
+        if self.policy.grouped(state.kind):
+            return new  # pages through its group (:meth:`_regroup`)
         return self._maybe_page_first(patient, new, t, now_ms, step)
+
+    def _regroup(self, patient: PatientAlerts, t: int, now_ms: int, step: _Step) -> PatientAlerts:
+        """Fire, grow or resolve the patient's model-risk group after the heads saw one score.
+
+        The group's breach began when its earliest firing head's did (``since_ms``), but never
+        before the previous group resolved: group episodes never overlap, so the id (patient,
+        ``risk_high``, ``since_ms``) is unique, and the same on a replay.
+        Heads paged on their own before grouping was turned on (``notified_ms`` set) finish their
+        episode alone.
+        """
+        pid = patient.patient_id
+        group = patient.alert(RISK_HIGH)
+        firing = [a for a in patient.alerts
+                  if self.policy.grouped(a.kind) and a.phase is Phase.FIRING and a.notified_ms is None]
+        if group.phase is not Phase.FIRING:
+            if not firing:
+                return patient
+            since = min(a.since_ms if a.since_ms is not None else t for a in firing)
+            if group.resolved_ms is not None:
+                since = max(since, group.resolved_ms)  # after the last group: ids and started_at stay unique
+            new = AlertState(RISK_HIGH, Phase.FIRING, group.episode + 1, episode_id(pid, RISK_HIGH, since),
+                             since_ms=since, fired_ms=t, last_event_ms=t, members=tuple(a.kind for a in firing))
+            step.event(pid, group, new, "firing", t, now_ms)
+        else:
+            joined = tuple(a.kind for a in firing if a.kind not in group.members)
+            new = replace(group, last_event_ms=t, members=group.members + joined)
+            for kind in joined:
+                step.event(pid, group, new, f"joined:{kind}", t, now_ms)
+        assert new.alert_id is not None  # noqa: S101 - set with the episode
+        for head in firing:
+            if head.group_id != new.alert_id:
+                patient = patient.with_alert(replace(head, group_id=new.alert_id))
+        members = [patient.alert(k) for k in new.members]
+        peaks = [m.peak for m in members if m.peak is not None and m.group_id == new.alert_id]
+        # its signal: the highest of its firing heads, or of all its heads as it resolves
+        values = [a.value for a in (firing or [m for m in members if m.group_id == new.alert_id])
+                  if a.value is not None]
+        new = replace(new, value=max(values) if values else new.value,
+                      peak=max([*peaks, *([new.peak] if new.peak is not None else [])], default=None))
+        if not firing:
+            return patient.with_alert(self._resolve(patient, new, t, now_ms, step))
+        if group.phase is not Phase.FIRING:
+            new = self._maybe_page_first(patient.with_alert(new), new, t, now_ms, step)
+        return patient.with_alert(new)
 
     def _maybe_page_first(self, patient: PatientAlerts, state: AlertState, event_ms: int | None, now_ms: int,
                           step: _Step, *, record: bool = True) -> AlertState:
@@ -270,7 +345,7 @@ class AlertEngine:
         ``record`` writes a ``silenced``/``inhibited`` history event (at firing time, not every tick).
         """
         pid = patient.patient_id
-        held = ("silenced" if self._silenced(pid, state.kind, now_ms)
+        held = ("silenced" if self._silenced(pid, state, now_ms)
                 else "inhibited" if self._inhibited(patient, state.kind) else None)
         if held is not None:
             if record:
@@ -283,7 +358,7 @@ class AlertEngine:
     def _resolve(self, patient: PatientAlerts, state: AlertState, t: int, now_ms: int, step: _Step) -> AlertState:
         new = replace(state, phase=Phase.RESOLVED, resolved_ms=t, clearing_since_ms=None)
         step.event(patient.patient_id, state, new, "resolved", t, now_ms)
-        if state.notified_ms is not None and not self._silenced(patient.patient_id, state.kind, now_ms):
+        if state.notified_ms is not None and not self._silenced(patient.patient_id, state, now_ms):
             step.pages.append(self._page(patient, new, "resolved", t, now_ms))
         return new
 
@@ -302,8 +377,10 @@ class AlertEngine:
 
     def _timers(self, patient: PatientAlerts, state: AlertState, now_ms: int, step: _Step) -> AlertState:
         pid = patient.patient_id
-        if state.acknowledged or self._silenced(pid, state.kind, now_ms):
+        if state.acknowledged or self._silenced(pid, state, now_ms):
             return state
+        if state.notified_ms is None and self.policy.grouped(state.kind):
+            return state  # a grouped head: its group pages
         if state.notified_ms is None:
             return self._maybe_page_first(patient, state, None, now_ms, step, record=False)
         timers = self.policy.timers(self.policy.severity(state.kind))
@@ -323,8 +400,12 @@ class AlertEngine:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _silenced(self, patient_id: str, kind: str, now_ms: int) -> bool:
-        return any(s.matches(patient_id, kind, now_ms) for s in self._silences)
+    def _silenced(self, patient_id: str, state: AlertState, now_ms: int) -> bool:
+        """Whether a silence holds ``state``'s pages back; a group's when it covers the group or every head."""
+        if any(s.matches(patient_id, state.kind, now_ms) for s in self._silences):
+            return True
+        return bool(state.kind == RISK_HIGH and state.members) and all(
+            any(s.matches(patient_id, kind, now_ms) for s in self._silences) for kind in state.members)
 
     def _inhibited(self, patient: PatientAlerts, kind: str) -> bool:
         return any(patient.alert(src).phase is Phase.FIRING for src in self.policy.inhibitors_of(kind))
@@ -336,4 +417,13 @@ class AlertEngine:
         return Page(f"{state.alert_id}:{suffix}", state.alert_id, action, patient.patient_id, state.kind,
                     self.policy.severity(state.kind), state.episode, state.since_ms, state.fired_ms,
                     state.resolved_ms, event_ms, now_ms, state.value, state.peak, patient.evidence,
-                    escalated=state.escalated_ms is not None, acknowledged_by=state.acknowledged_by)
+                    escalated=state.escalated_ms is not None, acknowledged_by=state.acknowledged_by,
+                    members=tuple(_member(patient.alert(kind), state) for kind in state.members))
+
+
+def _member(head: AlertState, group: AlertState) -> GroupMember:
+    """A head as its group's page lists it: firing, or resolved (its episode in this group ended)."""
+    assert head.alert_id is not None and head.since_ms is not None  # noqa: S101 - a member has fired
+    firing = head.phase is Phase.FIRING and head.group_id == group.alert_id
+    return GroupMember(head.kind, head.alert_id, firing and group.phase is Phase.FIRING, head.since_ms,
+                       head.fired_ms, head.resolved_ms, head.value, head.peak)

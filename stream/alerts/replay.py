@@ -3,7 +3,8 @@
 ``vitalrisk evaluate`` counts what the live alerter *would* have paged: pages per patient-day,
 PPV and sensitivity against outcomes, lead time from the firing page to onset. It calls
 :func:`replay_pages` on a list of scores; the same engine and policy as the live service run,
-with "now" taken to be each score's event time.
+with "now" taken to be each score's event time. Under the default policy a patient's model-risk
+heads page as one group (kind ``risk_high``; see :mod:`stream.alerts.engine`, "Grouping").
 
 Examples
 --------
@@ -13,7 +14,7 @@ Examples
 ...                      inputs={}, contributions={}, risks={"any": risk})
 >>> pages = replay_pages([score(m, r) for m, r in enumerate([.2, .8, .72, .75, .9, .6, .4, .3, .2], 1)])
 >>> [(p.action, p.kind, p.event_ms // 60_000) for p in pages]
-[('firing', 'risk_high:any', 4), ('resolved', 'risk_high:any', 9)]
+[('firing', 'risk_high', 4), ('resolved', 'risk_high', 9)]
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def replay_pages(scores: Iterable[RiskScore], policy: AlertPolicy | None = None,
     list[Page]
         Pages with ``action`` ``firing``, ``renotify``, ``escalate`` or ``resolved``. Count
         ``firing`` pages for the alert burden; ``Page.event_ms`` is the window end that fired it
-        (lead time = onset - event_ms), ``Page.patient_id`` and ``Page.kind`` say whose and why.
+        (lead time = onset - event_ms), ``Page.patient_id`` and ``Page.kind`` say whose and why
+        (``risk_high``, a grouped page: ``Page.members`` names its heads).
 
     Notes
     -----

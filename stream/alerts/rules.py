@@ -157,6 +157,10 @@ class AlertPolicy:
         no ``data_stopped`` page is sent for them (the Grafana "pipeline stalled" rule pages ops).
     top_features
         How many contributing features a page lists.
+    group_model_risk
+        Page the model-risk heads of one patient as one group (kind ``risk_high``; see
+        :mod:`stream.alerts.engine`, "Grouping"): a head crossing while the group fires joins it
+        instead of paging. ``False`` pages every head on its own, as before grouping existed.
     """
 
     news2_total: Threshold = Threshold(7.0, 4.0, for_ms=MINUTE_MS, clear_for_ms=2 * MINUTE_MS, severity="critical")
@@ -171,6 +175,7 @@ class AlertPolicy:
     storm_fraction: float = 0.5
     storm_min_patients: int = 5
     top_features: int = 3
+    group_model_risk: bool = True
 
     def __post_init__(self) -> None:
         if self.data_stopped_ms is not None and self.data_stopped_ms <= 0:
@@ -207,8 +212,30 @@ class AlertPolicy:
         raise InvalidPolicy(f"unknown alert kind {kind!r}")
 
     def severity(self, kind: str) -> str:
-        """Severity of any kind, the timer-driven ones included."""
-        return self.data_stopped_severity if kind == DATA_STOPPED else self.threshold(kind).severity
+        """Severity of any kind, the timer-driven ones and the model-risk group included.
+
+        The group (``risk_high``) takes the most urgent severity of any head's threshold, so its
+        route and timers do not change as heads join it.
+
+        >>> AlertPolicy(risk_by_condition={"copd": Threshold(0.7, 0.5, severity="critical")}).severity("risk_high")
+        'critical'
+        """
+        if kind == DATA_STOPPED:
+            return self.data_stopped_severity
+        if kind == RISK_HIGH:
+            heads = {self.risk.severity, *(t.severity for t in self.risk_by_condition.values())}
+            return min(heads, key=SEVERITIES.index)
+        return self.threshold(kind).severity
+
+    def grouped(self, kind: str) -> bool:
+        """Whether ``kind`` pages through its patient's model-risk group rather than on its own.
+
+        >>> AlertPolicy().grouped("risk_high:copd"), AlertPolicy().grouped("news2_high")
+        (True, False)
+        >>> AlertPolicy(group_model_risk=False).grouped("risk_high:copd")
+        False
+        """
+        return self.group_model_risk and kind.startswith(RISK_HIGH + ":")
 
     def timers(self, severity: str) -> Timers:
         """:class:`Timers` for one severity."""

@@ -4,6 +4,7 @@ properties over generated signals (hypothesis): one page per episode, timers, si
 from __future__ import annotations
 
 import ast
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def test_zero_minimum_duration_fires_on_the_first_breaching_score() -> None:
 
 
 def test_each_condition_has_its_own_alert_and_news2_only_scores_leave_them_alone() -> None:
-    engine = AlertEngine(AlertPolicy())
+    engine = AlertEngine(AlertPolicy(group_model_risk=False))  # grouped: tests/alerts/test_engine_grouping.py
     scores = [risk_score("pt-1", m, {"infection": r, "hf_decompensation": 0.1}) for m, r in
               [(1, 0.8), (2, 0.9), (3, 0.85)]]
     assert feed(engine, scores) == [("firing", "risk_high:infection")]
@@ -70,8 +71,9 @@ def test_each_condition_has_its_own_alert_and_news2_only_scores_leave_them_alone
 def test_per_condition_thresholds_override_the_default() -> None:
     policy = AlertPolicy(risk_by_condition={"copd_exacerbation": Threshold(0.4, 0.2, 0, 0)})
     engine = AlertEngine(policy)
-    assert feed(engine, [risk_score("pt-1", 1, {"copd_exacerbation": 0.45, "any": 0.45})]) == [
-        ("firing", "risk_high:copd_exacerbation")]
+    (page,) = engine.on_score(risk_score("pt-1", 1, {"copd_exacerbation": 0.45, "any": 0.45}), now_ms=at(1)).pages
+    assert (page.action, page.kind, [m.kind for m in page.members]) == (
+        "firing", "risk_high", ["risk_high:copd_exacerbation"])
 
 
 def test_page_carries_ids_risk_news2_features_and_model_but_no_values() -> None:
@@ -79,7 +81,7 @@ def test_page_carries_ids_risk_news2_features_and_model_but_no_values() -> None:
     feed(engine, [risk_score("pt-7", 1, {"any": 0.9}, total=3)])
     feed(engine, [risk_score("pt-7", 2, {"any": 0.9}, total=3)])
     (page,) = engine.on_score(risk_score("pt-7", 3, {"any": 0.95}, total=3), now_ms=at(3)).pages
-    assert (page.patient_id, page.kind, page.severity, page.action) == ("pt-7", "risk_high:any", "warning", "firing")
+    assert (page.patient_id, page.kind, page.severity, page.action) == ("pt-7", "risk_high", "warning", "firing")
     assert page.evidence is not None
     assert page.evidence.risk(page.kind) == 0.95 and page.evidence.news2_total == 3
     assert page.evidence.top_features == (("hr_vs_baseline", 0.4), ("rr_slope", 0.2))
@@ -215,7 +217,8 @@ def test_a_risk_oscillating_around_the_enter_threshold_pages_at_most_once(risks:
        st.sampled_from([0, MIN, 3 * MIN]), st.sampled_from([0, MIN, 3 * MIN]))
 def test_exactly_one_firing_page_per_episode_and_one_resolution(risks: list[float], for_ms: int,
                                                                 clear_for_ms: int) -> None:
-    engine = AlertEngine(policy(for_ms=for_ms, clear_for_ms=clear_for_ms, escalate_ms=None))
+    engine = AlertEngine(replace(policy(for_ms=for_ms, clear_for_ms=clear_for_ms, escalate_ms=None),
+                                 group_model_risk=False))  # one head grouped pages alike: test_engine_grouping.py
     pages = run(engine, risks)
     actions = [p.action for p in pages]
     # strictly alternating firing, resolved, firing, ... each pair naming one episode

@@ -16,7 +16,7 @@ from kernel.settings import Settings
 from stream.alerts import AlertEngine, AlertPolicy, Threshold, Timers
 from stream.alerts.rules import DATA_STOPPED, NEWS2_HIGH, NEWS2_RED, signals
 from stream.alerts.service import policy_from_settings
-from tests.alerts.scores import MIN, feed, risk_score
+from tests.alerts.scores import MIN, at, risk_score
 
 CONDITIONS = ["any", "infection", "hf_decompensation", "copd_exacerbation", "af_episode"]
 
@@ -100,6 +100,8 @@ def test_the_alerter_settings_and_the_policy_default_agree_on_the_model_risk_thr
     """Issue 7: the live alerter (settings) and ``vitalrisk evaluate`` (policy default) page alike."""
     assert policy_from_settings(Settings()).risk == AlertPolicy().risk == Threshold(0.6, 0.5, 2 * MIN, 2 * MIN)
     engine = AlertEngine(AlertPolicy())
-    # 0.65 held for two scores pages every head that reaches it (0.7 did not page it before issue 7)
-    assert feed(engine, [risk_score("pt-1", m, {"any": 0.65, "infection": 0.65, "copd_exacerbation": 0.2})
-                         for m in (1, 2, 3)]) == [("firing", "risk_high:any"), ("firing", "risk_high:infection")]
+    # 0.65 held for two scores pages every head that reaches it (0.7 did not page it before issue 7), as one group
+    pages = [p for m in (1, 2, 3) for p in engine.on_score(
+        risk_score("pt-1", m, {"any": 0.65, "infection": 0.65, "copd_exacerbation": 0.2}), now_ms=at(m)).pages]
+    assert [(p.action, p.kind, [h.kind for h in p.members]) for p in pages] == [
+        ("firing", "risk_high", ["risk_high:any", "risk_high:infection"])]
