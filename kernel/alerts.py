@@ -303,7 +303,8 @@ class AlertEvent:
     """One entry of an episode's history: a phase change, an acknowledgement, a page sent.
 
     ``event`` is ``pending``, ``cancelled`` (pending back to ok), ``firing``, ``resolved``,
-    ``acknowledged``, ``escalated``, ``renotified:<n>``, ``silenced`` or ``inhibited``.
+    ``acknowledged``, ``escalated``, ``renotified:<n>``, ``silenced``, ``inhibited``, or (a model-risk
+    group) ``joined:<kind>`` when a head fires while the group fires.
     """
 
     alert_id: str
