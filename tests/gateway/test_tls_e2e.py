@@ -2,7 +2,7 @@
 
 Devices enrolled with ``vitalrisk devices enroll`` upload with their tokens: SMART on FHIR's
 ``fhirclient`` with the CA as its session's ``verify``, and ``vitalrisk replay --via-gateway
-https://...`` with ``VITALS_GATEWAY_CA_FILE``; without the CA the replay stops in one line.
+https://...`` with ``VITALS_GATEWAY_CA_FILE`` (without it the uploader stops at once: test_tls.py).
 """
 
 from __future__ import annotations
@@ -51,9 +51,4 @@ def test_devices_upload_over_https_with_fhirclient_and_replay(
     by_patient = {decode_device_message(r.value).patient_id for r in topic_records(settings)}
     assert by_patient == {"pt-1", "pt-2"}
 
-    untrusted = vitalrisk(settings.model_copy(update={"gateway_ca_file": None}), *replay,
-                          env={"DEVICE_TOKEN": replay_token})
-    lines = [line for line in untrusted.stderr.splitlines() if line.strip()]
-    assert untrusted.returncode == 2 and len(lines) == 1, untrusted.stderr
-    assert "does not verify" in lines[0] and "VITALS_GATEWAY_CA_FILE" in lines[0] and replay_token not in lines[0]
     assert gateway.stop() == 0
