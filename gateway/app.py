@@ -1,4 +1,5 @@
-"""``vitalrisk gateway``: the HTTP API devices and vendors upload to (aiohttp).
+"""``vitalrisk gateway``: the HTTP API devices and vendors upload to (aiohttp), over HTTPS when
+``VITALS_GATEWAY_TLS_CERT_FILE`` and ``VITALS_GATEWAY_TLS_KEY_FILE`` are set (:mod:`infra.serving`).
 
 ::
 
@@ -46,7 +47,8 @@ from gateway.service import Directory, Gateway, ProduceFailed, RecordSink, Retry
 from gateway.outcome import Status, refuse
 from gateway.uploads import UploadRefused, parse_upload
 from infra.preflight import require_database, require_free_port, require_kafka
-from kernel.errors import ServiceUnavailable, listen_failed
+from infra.serving import gateway_listener, prepare, start_site
+from kernel.errors import ServiceUnavailable
 from kernel.settings import Settings
 from sinks.devices import DeviceDirectory
 from sinks.metrics import GatewayMetrics
@@ -253,17 +255,21 @@ async def _flush_seen_forever(gateway: Gateway) -> None:
 
 async def serve(settings: Settings, *, directory: Directory | None = None, sink: RecordSink | None = None,
                 registry: CollectorRegistry | None = None, stop: asyncio.Event | None = None) -> None:
-    """Serve the gateway on ``gateway_host:gateway_port`` until ``stop`` is set.
+    """Serve the gateway on ``gateway_host:gateway_port`` until ``stop`` is set: HTTPS when
+    ``gateway_tls_cert_file`` and ``gateway_tls_key_file`` are set (:mod:`infra.serving`).
 
     The device table and the producer are opened here unless given (tests hand in fakes).
 
     Raises
     ------
     PortInUse, ConfigurationError
-        The address cannot be bound.
+        The address cannot be bound; the TLS files are unusable; plain HTTP beyond the loopback
+        address without ``gateway_allow_plaintext``.
     ServiceUnavailable
         The producer could not start.
     """
+    listener = gateway_listener(settings)
+    tls = prepare(listener)
     registry = registry or CollectorRegistry()
     stop = stop or asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
@@ -279,13 +285,8 @@ async def serve(settings: Settings, *, directory: Directory | None = None, sink:
         runner = make_runner(build_app(gateway, registry, body_limits=limits))
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        try:
-            await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
-        except OSError as exc:
-            raise listen_failed(exc, what="the gateway", host=settings.gateway_host, port=settings.gateway_port,
-                                setting="VITALS_GATEWAY_PORT") from None
-        logger.info("gateway on http://%s:%d (readings to %s)", settings.gateway_host, settings.gateway_port,
-                    settings.readings_topic)
+        await start_site(runner, listener, tls)
+        logger.info("gateway on %s (readings to %s)", listener.url, settings.readings_topic)
         flusher = asyncio.create_task(_flush_seen_forever(gateway))
         try:
             await stop.wait()
@@ -317,9 +318,12 @@ def run_gateway(settings: Settings) -> int:
     ------
     PortInUse
         The gateway's port is taken.
+    ConfigurationError
+        The TLS files are unusable, or plain HTTP would be served beyond the loopback address.
     ServiceUnavailable
         Kafka, or the device table's database, does not answer.
     """
+    prepare(gateway_listener(settings))  # before anything slower: a bad certificate is one line at once
     require_free_port(settings.gateway_host, settings.gateway_port, what="the gateway", setting="VITALS_GATEWAY_PORT")
     require_kafka(settings)
     require_database(settings.gateway_database_url, setting="VITALS_GATEWAY_DATABASE_URL")

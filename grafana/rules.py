@@ -41,6 +41,8 @@ TRAINER_METRICS_PORT = 9110
 GATEWAY_JOB = "vitalrisk-gateway"
 #: Compose service name of the gateway; it serves ``/metrics`` beside its API, on ``VITALS_GATEWAY_PORT``.
 GATEWAY_SERVICE = "gateway"
+#: The Compose stack's CA, in the certs volume every TLS client mounts at /certs (infra/compose.py).
+COMPOSE_CA_FILE = "/certs/ca.pem"
 GATEWAY_PORT: int = Settings.model_fields["gateway_port"].default
 SCRAPE_INTERVAL = "15s"
 #: Rule files, relative to prometheus.yml (docker-compose mounts grafana/prometheus at /etc/prometheus).
@@ -248,7 +250,9 @@ def prometheus_config() -> dict[str, Any]:
             {"job_name": TRAINER_JOB, "metrics_path": "/metrics",
              "dns_sd_configs": [{"names": [TRAINER_SERVICE], "type": "A", "port": TRAINER_METRICS_PORT,
                                  "refresh_interval": "30s"}]},
-            {"job_name": GATEWAY_JOB, "metrics_path": "/metrics",
+            # The gateway serves /metrics beside its API, over HTTPS with the stack's certificate.
+            {"job_name": GATEWAY_JOB, "metrics_path": "/metrics", "scheme": "https",
+             "tls_config": {"ca_file": COMPOSE_CA_FILE},
              "dns_sd_configs": [{"names": [GATEWAY_SERVICE], "type": "A", "port": GATEWAY_PORT,
                                  "refresh_interval": "30s"}]},
             {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},

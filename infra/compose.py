@@ -3,13 +3,14 @@
 Three commands, each run by a one-shot service of the vitalrisk image before the services that need
 what it makes:
 
-- ``vitalrisk infra compose-certs --out /certs --hosts kafka:1000,timescaledb:70`` (service
-  ``certs``): a CA and, for each host, a key and a certificate the CA signed for that host name,
+- ``vitalrisk infra compose-certs --out /certs --hosts kafka:1000,timescaledb:70,gateway:10001,alerter:10001``
+  (service ``certs``): a CA and, for each host, a key and a certificate the CA signed for that host name,
   ``localhost`` and ``127.0.0.1``, made with ``trustme`` as the local secured PostgreSQL's are.
   The CA's key is never stored, so nothing that mounts the volume can issue a certificate. Each
   host's key is mode 0600 and owned by the user id given after the host (the user its container
   runs as: 1000 is ``appuser`` of the apache/kafka image, 70 ``postgres`` of the Alpine-based
-  TimescaleDB image); PostgreSQL refuses a key others can read. Host certificates live
+  TimescaleDB image, 10001 ``vitalrisk`` of the project's image, whose ingest gateway and alerter
+  API serve HTTPS with theirs); PostgreSQL refuses a key others can read. Host certificates live
   :data:`CERT_VALID_DAYS` days. Idempotent: when the CA and every host's files exist, none expiring
   within :data:`RENEW_DAYS` days, nothing is made; otherwise, or with ``--renew``, a new CA and new
   certificates.
@@ -51,8 +52,10 @@ from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-#: The Kafka principals the Compose stack's services run as (a SCRAM user each, besides ``admin``).
-COMPOSE_PRINCIPALS = ("worker", "trainer", "alerter", "gateway", "simulator")
+#: The Kafka principals with a SCRAM user in the Compose stack, besides ``admin``: every principal of
+#: :data:`infra.kafka_acls.PRINCIPALS`, the services' and the tools' (``device`` for ``vitalrisk replay``,
+#: ``operator`` for ``vitalrisk deadletters``).
+COMPOSE_PRINCIPALS = tuple(kafka_acls.PRINCIPALS)
 #: The organisation named in the Compose certificates' subjects.
 ORGANIZATION = "vitalrisk compose"
 #: The broker's client listener (every interface of its container) and controller listener (its loopback).

@@ -186,6 +186,9 @@ def redact_url(url: str) -> str:
 #: The settings that hold a libpq URL, and so maybe a password.
 _DATABASE_URLS = ("database_url", "admin_database_url", "gateway_database_url")
 
+#: The certificate and key files each HTTP server of vitalrisk serves TLS with (infra.serving), in pairs.
+_TLS_FILES = ("gateway_tls_cert_file", "gateway_tls_key_file", "alerter_tls_cert_file", "alerter_tls_key_file")
+
 #: ``VITALS_*`` variables that are not settings but are read by other programs: the test suite
 #: (``VITALS_TEST_*`` too, by prefix), the TimescaleDB build script, and docker-compose's database
 #: init script, Grafana and the pager (``--grafana-token-env``) in their containers. A user who
@@ -200,6 +203,7 @@ NOT_SETTINGS = frozenset({
     # docker-compose.yml: each Kafka principal's SCRAM password (infra/compose.py, `vitalrisk infra compose-kafka`)
     "VITALS_KAFKA_ADMIN_PASSWORD", "VITALS_KAFKA_WORKER_PASSWORD", "VITALS_KAFKA_TRAINER_PASSWORD",
     "VITALS_KAFKA_ALERTER_PASSWORD", "VITALS_KAFKA_GATEWAY_PASSWORD", "VITALS_KAFKA_SIMULATOR_PASSWORD",
+    "VITALS_KAFKA_DEVICE_PASSWORD", "VITALS_KAFKA_OPERATOR_PASSWORD",
 })
 #: Prefix of the test harness's own variables (tests/conftest.py), never settings.
 TEST_PREFIX = "VITALS_TEST_"
@@ -378,6 +382,15 @@ class Settings(BaseSettings):
         None, description="bearer token the alerter's API requires (at least 32 characters); "
         "required when the API listens beyond the loopback address"
     )
+    alerter_tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain the alerter's API serves HTTPS with (with alerter_tls_key_file); "
+        "unset: plain HTTP"
+    )
+    alerter_tls_key_file: Path | None = Field(None, description="PEM private key of alerter_tls_cert_file")
+    alerter_allow_plaintext: bool = Field(
+        False, description="let the alerter's API serve plain HTTP beyond the loopback address (only behind a "
+        "TLS-terminating proxy)"
+    )
     silence_max_minutes: float = Field(
         7 * 24 * 60, gt=0, le=7 * 24 * 60, description="longest silence of one patient's pages, minutes"
     )
@@ -405,6 +418,19 @@ class Settings(BaseSettings):
     # Ingest gateway (`vitalrisk gateway`, `vitalrisk devices`; docs/gateway.md)
     gateway_host: str = Field("127.0.0.1", description="address the ingest gateway's HTTP API binds")
     gateway_port: int = Field(8088, ge=1, le=65535, description="port of the ingest gateway's HTTP API")
+    gateway_tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain the gateway serves HTTPS with (with gateway_tls_key_file); "
+        "unset: plain HTTP"
+    )
+    gateway_tls_key_file: Path | None = Field(None, description="PEM private key of gateway_tls_cert_file")
+    gateway_allow_plaintext: bool = Field(
+        False, description="let the gateway serve plain HTTP beyond the loopback address (only behind a "
+        "TLS-terminating proxy)"
+    )
+    gateway_ca_file: Path | None = Field(
+        None, description="PEM file of the CA(s) the gateway's certificate must chain to, for `replay` and "
+        "`simulate --via-gateway https://...`; unset: the system's"
+    )
     gateway_database_url: str = Field(
         "postgresql://vitalrisk_gateway@127.0.0.1:15432/vitalrisk",
         description="libpq URL the gateway looks device tokens up with (the gateway role)",
@@ -468,7 +494,7 @@ class Settings(BaseSettings):
                              "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
         return value
 
-    @field_validator("kafka_ca_file", "kafka_cert_file", "kafka_key_file")
+    @field_validator("kafka_ca_file", "kafka_cert_file", "kafka_key_file", *_TLS_FILES, "gateway_ca_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -508,6 +534,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{given} uses no TLS; unset VITALS_{files[0].upper()} or use SSL or SASL_SSL")
         if self.kafka_key_file is not None and self.kafka_cert_file is None:
             raise ValueError("VITALS_KAFKA_KEY_FILE needs VITALS_KAFKA_CERT_FILE, the certificate it is the key of")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Self:
+        for cert, key in (_TLS_FILES[0:2], _TLS_FILES[2:4]):
+            if (getattr(self, cert) is None) != (getattr(self, key) is None):
+                given, missing = (cert, key) if getattr(self, key) is None else (key, cert)
+                raise ValueError(f"VITALS_{given.upper()} needs VITALS_{missing.upper()}: set both (HTTPS) "
+                                 "or neither (plain HTTP)")
         return self
 
     @field_validator(*_DATABASE_URLS)

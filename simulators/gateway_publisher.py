@@ -34,6 +34,7 @@ import gzip
 import http.client
 import json
 import logging
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -41,6 +42,7 @@ import urllib.request
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Self
 
 from gateway.enrolment import DeviceToken
@@ -60,6 +62,21 @@ WORKERS = 32
 MAX_IN_FLIGHT_MESSAGES = 4096
 
 Post = Callable[[bytes, dict[str, str]], tuple[int, dict[str, str], bytes]]
+
+
+def client_tls(ca_file: Path | None) -> ssl.SSLContext:
+    """The TLS context an uploader verifies the gateway with: ``ca_file``'s CAs (or the system's), host name checked.
+
+    Raises
+    ------
+    ConfigurationError
+        ``ca_file`` cannot be read or holds no PEM certificate.
+    """
+    try:
+        return ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"VITALS_GATEWAY_CA_FILE={ca_file} is not a readable PEM file of CA certificates "
+                                 f"({getattr(exc, 'strerror', None) or exc})") from None
 
 
 class GatewayRefused(VitalsError):
@@ -92,13 +109,17 @@ class DeviceUploads:
         Sends one upload; returns status, headers and body (tests replace it).
     sleep, clock
         Waits between tries, and the monotonic clock of ``give_up_s``.
+    ca_file
+        For an ``https://`` URL: the PEM CA(s) the gateway's certificate must chain to
+        (``VITALS_GATEWAY_CA_FILE``); ``None``: the system's. The host name is always checked.
     """
 
     def __init__(self, url: str, *, give_up_s: float = 120.0, timeout_s: float = 30.0, post: Post | None = None,
                  sleep: Callable[[float], object] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 keep_alive: bool = False) -> None:
+                 keep_alive: bool = False, ca_file: Path | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"--via-gateway must be an http:// or https:// URL, got {url!r}")
+        self._tls = client_tls(ca_file) if url.startswith("https://") else None
         self.endpoint = url.rstrip("/") + "/v1/uploads"
         self.give_up_s = give_up_s
         self.timeout_s = timeout_s
@@ -123,7 +144,7 @@ class DeviceUploads:
         Raises
         ------
         ConfigurationError
-            The gateway refused the token (401).
+            The gateway refused the token (401), or its certificate does not verify.
         GatewayRefused
             The gateway refused the upload for another reason (its messages are not stored).
         ServiceUnavailable
@@ -139,6 +160,11 @@ class DeviceUploads:
             try:
                 status, answer_headers, answer = self._post(body, headers)
             except OSError as exc:  # refused or dropped connection, timeout: the same upload again
+                cause = getattr(exc, "reason", exc)  # urllib wraps the TLS error
+                if isinstance(cause, ssl.SSLCertVerificationError):  # no retry makes it verify
+                    raise ConfigurationError(f"the gateway at {self.endpoint} presented a certificate that does not "
+                                             f"verify ({cause.verify_message}): set VITALS_GATEWAY_CA_FILE to the "
+                                             "CA that issued it") from None
                 status, answer_headers, answer = 0, {"Retry-After": "1"}, str(exc).encode()
             if 200 <= status < 300:
                 return retries
@@ -173,8 +199,9 @@ class DeviceUploads:
         connection: http.client.HTTPConnection | None = getattr(self._connections, "current", None)
         if connection is None:
             parts = urllib.parse.urlsplit(self.endpoint)
-            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            connection = self._connections.current = kind(parts.netloc, timeout=self.timeout_s)
+            connection = self._connections.current = (
+                http.client.HTTPSConnection(parts.netloc, timeout=self.timeout_s, context=self._tls)
+                if self._tls is not None else http.client.HTTPConnection(parts.netloc, timeout=self.timeout_s))
             self._opened.append(connection)  # list.append is atomic: the threads share the list
         try:
             connection.request("POST", self._path, body=body, headers=headers)
@@ -188,7 +215,7 @@ class DeviceUploads:
     def _urllib_post(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         request = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")  # noqa: S310 - http(s) only, checked in __init__
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - http(s) only, checked in __init__
+            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._tls) as response:  # noqa: S310 - http(s) only, checked in __init__
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()
@@ -205,17 +232,17 @@ class GatewayProducer:
         The device token from ``vitalrisk devices enroll``.
     batch_messages
         Messages per upload at most (1: each message leaves at once, for paced replays).
-    give_up_s, timeout_s, post, sleep, clock
+    give_up_s, timeout_s, post, sleep, clock, ca_file
         As :class:`DeviceUploads` takes them.
     """
 
     def __init__(self, url: str, token: str, *, batch_messages: int = 500, give_up_s: float = 120.0,
                  timeout_s: float = 30.0, post: Post | None = None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, ca_file: Path | None = None) -> None:
         if batch_messages < 1:
             raise ValueError(f"batch_messages must be at least 1, got {batch_messages}")
         self._uploads = DeviceUploads(url, give_up_s=give_up_s, timeout_s=timeout_s, post=post, sleep=sleep,
-                                      clock=clock)
+                                      clock=clock, ca_file=ca_file)
         self.endpoint = self._uploads.endpoint
         self._token = token
         self.batch_messages = batch_messages
@@ -297,14 +324,14 @@ class GatewaySender:
     def __init__(self, url: str, tokens: Mapping[bytes, str], *, workers: int = WORKERS,
                  batch_messages: int = 100, max_in_flight: int = MAX_IN_FLIGHT_MESSAGES, give_up_s: float = 120.0,
                  timeout_s: float = 30.0, post: Post | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, ca_file: Path | None = None) -> None:
         for name, value in (("workers", workers), ("batch_messages", batch_messages),
                             ("max_in_flight", max_in_flight)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         self._stop = threading.Event()
         self._uploads = DeviceUploads(url, give_up_s=give_up_s, timeout_s=timeout_s, post=post, sleep=self._wait,
-                                      keep_alive=True)
+                                      keep_alive=True, ca_file=ca_file)
         self.endpoint = self._uploads.endpoint
         self._tokens = dict(tokens)
         self.batch_messages = batch_messages

@@ -309,16 +309,17 @@ def one_line(exc: VitalsError) -> str:
     return f"{lines[0].rstrip(':; ')} (run with -v for details)"
 
 
-def _gateway_producer(args: argparse.Namespace) -> GatewayProducer:
+def _gateway_producer(args: argparse.Namespace, settings: Settings) -> GatewayProducer:
     """The uploader for ``--via-gateway``; paced replays send each message as its time comes."""
     token = os.environ.get(args.token_env) if args.token_env else args.token
     if not token:
         raise ConfigurationError("--via-gateway needs the device's token: --token TOKEN or --token-env VAR"
                                  + (f" ({args.token_env} is not set)" if args.token_env else ""))
-    return GatewayProducer(args.via_gateway, token, batch_messages=1 if args.speed else 500)
+    return GatewayProducer(args.via_gateway, token, batch_messages=1 if args.speed else 500,
+                           ca_file=settings.gateway_ca_file)
 
 
-def _load_sender(args: argparse.Namespace) -> GatewaySender:
+def _load_sender(args: argparse.Namespace, settings: Settings) -> GatewaySender:
     """The load generator's uploader for ``simulate --rate R --via-gateway URL --tokens FILE``."""
     if args.rate is None:
         raise ConfigurationError("--via-gateway needs --rate: the load generator sends through the gateway (a cohort "
@@ -327,7 +328,8 @@ def _load_sender(args: argparse.Namespace) -> GatewaySender:
         raise ConfigurationError("--via-gateway needs --tokens FILE, the devices' tokens: "
                                  f"`vitalrisk devices enroll --cohort {args.patients} --seed {args.seed} --out FILE`")
     devices = LoadCohort(args.patients, seed=args.seed).devices
-    return GatewaySender(args.via_gateway, tokens_for(devices, read_tokens(args.tokens), source=str(args.tokens)))
+    return GatewaySender(args.via_gateway, tokens_for(devices, read_tokens(args.tokens), source=str(args.tokens)),
+                         ca_file=settings.gateway_ca_file)
 
 
 def _enrolled_cohort(args: argparse.Namespace) -> list[tuple[str, str]] | None:
@@ -397,7 +399,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 raise ConfigurationError("--tokens goes with --via-gateway URL")
             return run_simulate(settings, patients=args.patients, minutes=args.minutes, seed=args.seed,
                                 speed=args.speed, rate=args.rate, duration_s=args.duration, start_now=args.start_now)
-        with _load_sender(args) as sender:
+        with _load_sender(args, settings) as sender:
             return run_simulate(settings, patients=args.patients, minutes=args.minutes, seed=args.seed,
                                 speed=args.speed, rate=args.rate, duration_s=args.duration, sender=sender)
     if args.command == "trainer":
@@ -422,7 +424,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "export":
         return run_export(patients=args.patients, days=args.days, seed=args.seed, out=args.out, fmt=args.format)
     if args.command == "replay":
-        producer = _gateway_producer(args) if args.via_gateway else None
+        producer = _gateway_producer(args, settings) if args.via_gateway else None
         if producer is None and (args.token or args.token_env):
             raise ConfigurationError("--token and --token-env go with --via-gateway URL")
         return run_replay(settings, args.csv, patient_id=args.patient, device_id=args.device, speed=args.speed,

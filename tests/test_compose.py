@@ -43,9 +43,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from cryptography import x509
 
 from grafana.datasources import datasources_document
 from infra.compose import ca_file, make_certs, parse_hosts, password_variable
+from infra.serving import alerter_listener, gateway_listener, server_tls
 from infra.kafka_acls import ADMIN, PRINCIPALS
 from kernel.settings import Settings
 from stream.alerts.routing import Router, parse_receivers
@@ -85,12 +87,16 @@ SECRET_AUDIENCE: dict[str, set[str]] = {
     "VITALS_KAFKA_ALERTER_PASSWORD": {"kafka-config", "alerter"},
     "VITALS_KAFKA_GATEWAY_PASSWORD": {"kafka-config", "gateway"},
     "VITALS_KAFKA_SIMULATOR_PASSWORD": {"kafka-config", "simulator"},
+    # The tools' principals: `vitalrisk replay` straight to Kafka, `vitalrisk deadletters`.
+    "VITALS_KAFKA_DEVICE_PASSWORD": {"kafka-config", "device"},
+    "VITALS_KAFKA_OPERATOR_PASSWORD": {"kafka-config", "operator"},
 }
 #: The volume holding the stack's CA and certificates (the certs service writes it).
 CERTS_VOLUME = "certs"
 #: The user each TLS server's container runs as, who must own its key: apache/kafka's appuser, and
-#: postgres of the Alpine-based timescale/timescaledb image.
-KEY_OWNERS = {"kafka": 1000, "timescaledb": 70}
+#: postgres of the Alpine-based timescale/timescaledb image, and vitalrisk of the project's image, whose
+#: gateway and alerter API serve HTTPS.
+KEY_OWNERS = {"kafka": 1000, "timescaledb": 70, "gateway": 10001, "alerter": 10001}
 DATABASE_URL_VARIABLES = ("VITALS_DATABASE_URL", "VITALS_ADMIN_DATABASE_URL", "VITALS_GATEWAY_DATABASE_URL")
 #: Distinct dummy values, long enough not to occur by chance in the resolved file.
 DUMMY_SECRETS = {name: f"dummy-{name.lower()}-7c1e" for name in SECRET_AUDIENCE}
@@ -743,7 +749,8 @@ def test_every_kafka_client_is_its_own_principal_over_sasl_ssl(config: dict[str,
     users = {name: environment(svc)["VITALS_KAFKA_USERNAME"] for name, svc in services.items()
              if "VITALS_KAFKA_USERNAME" in environment(svc)}
     assert users == {"kafka-init": ADMIN, "gateway": "gateway", "worker": "worker", "trainer": "trainer",
-                     "simulator": "simulator", "alerter": "alerter"}
+                     "simulator": "simulator", "alerter": "alerter", "device": "device", "operator": "operator"}
+    assert set(users.values()) == {ADMIN, *PRINCIPALS}, "every principal of infra/kafka_acls.py has its user"
     for name in users:  # what each process reads from its environment is a valid configuration
         settings = generated.settings(services[name])
         assert settings.kafka_security_protocol == "SASL_SSL" and settings.kafka_check_hostname, name
@@ -814,6 +821,46 @@ def test_devices_reach_kafka_only_through_the_gateway(config: dict[str, Any], ge
                                                "migrate": "service_completed_successfully"}
     scrape = (ROOT / "grafana" / "prometheus" / "prometheus.yml").read_text()
     assert re.search(rf"- gateway\n\s+type: A\n\s+port: {settings.gateway_port}\n", scrape)
+
+
+@needs_compose
+@pytest.mark.parametrize("name", ["gateway", "alerter"])
+def test_the_gateway_and_the_alerter_api_serve_https_with_their_certificates(config: dict[str, Any],
+                                                                            generated: Generated, name: str) -> None:
+    """Their certificate (named for the service, localhost and 127.0.0.1) and key come from the certs
+    volume; what the service reads is a TLS context that loads; the healthcheck verifies it."""
+    service = config["services"][name]
+    settings = generated.settings(service)
+    listener = gateway_listener(settings) if name == "gateway" else alerter_listener(settings)
+    assert listener.tls and listener.host == "0.0.0.0" and not listener.allow_plaintext
+    assert listener.cert_file is not None and listener.key_file is not None
+    for path in (listener.cert_file, listener.key_file):
+        assert path.parent == generated.root / CERTS_VOLUME / name, path
+    assert server_tls(listener) is not None  # the pair loads and matches
+    names = x509.load_pem_x509_certificate(listener.cert_file.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert {name, "localhost"} <= set(names.get_values_for_type(x509.DNSName))
+    check = " ".join(service["healthcheck"]["test"])
+    assert f"https://localhost:{listener.port}/healthz" in check and "cafile='/certs/ca.pem'" in check
+
+
+@needs_compose
+def test_prometheus_scrapes_the_gateway_over_https_with_the_stack_s_ca(config: dict[str, Any]) -> None:
+    scrape = yaml_to_data((ROOT / "grafana" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [job for job in scrape["scrape_configs"] if job["job_name"] == "vitalrisk-gateway"]
+    assert job["scheme"] == "https" and job["tls_config"] == {"ca_file": "/certs/ca.pem"}
+    prometheus = config["services"]["prometheus"]
+    assert mounted_volume(prometheus, "/certs/ca.pem") == CERTS_VOLUME
+    assert depends_on(prometheus).get("certs") == "service_completed_successfully"
+
+
+@needs_compose
+def test_every_acl_principal_has_a_password_and_a_service_to_run_as(config: dict[str, Any]) -> None:
+    kafka_config = environment(config["services"]["kafka-config"])
+    for principal in (ADMIN, *PRINCIPALS):
+        assert password_variable(principal) in kafka_config, principal
+    for tool in ("device", "operator"):  # on demand only: `docker-compose run --rm device replay ...`
+        assert config["services"][tool].get("profiles") == ["tools"], tool
 
 
 @needs_compose

@@ -13,7 +13,9 @@
 
 Every request names who acts (``by``); the database records when. With
 ``VITALS_ALERTER_API_TOKEN`` set, requests need ``Authorization: Bearer <token>``; the API will
-not start on an address beyond the loopback without one (:func:`check_exposure`). A request
+not start on an address beyond the loopback without one, nor without TLS
+(``VITALS_ALERTER_TLS_CERT_FILE`` and ``_KEY_FILE``) unless told a proxy terminates it
+(:func:`check_exposure`). A request
 with a body must say ``Content-Type: application/json``: a browser's cross-site form post
 (``text/plain``, form encodings) is refused before it is read. Silences are bounded
 (:mod:`stream.alerts.silence_rules`). Errors are JSON ``{"error": "..."}``: 400 bad input, 401
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -36,8 +37,9 @@ from typing import Any
 
 from aiohttp import web
 
+from infra.serving import alerter_listener, is_loopback, prepare, server_tls, start_site
 from kernel.errors import (AlertNotFiring, AlertStoreUnavailable, ConfigurationError, SilenceEnded, UnknownAlert,
-                           UnknownSilence, listen_failed)
+                           UnknownSilence, VitalsError)
 from kernel.settings import Settings
 from sinks.alert_store import AlertStore
 from stream.alerts.silence_rules import SilenceBounds
@@ -55,34 +57,26 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only.
-
-    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("localhost"), is_loopback("0.0.0.0")
-    (True, True, True, False)
-    """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
-
-
 def check_exposure(settings: Settings) -> None:
-    """Refuse to serve the API beyond the loopback address without a bearer token.
+    """Refuse to serve the API beyond the loopback address without a bearer token, or without TLS.
 
-    Anyone who reaches an unauthenticated API can silence every patient's pages.
+    Anyone who reaches an unauthenticated API can silence every patient's pages; over plain HTTP
+    the token itself can be read off the network. The TLS files are checked here too
+    (:func:`infra.serving.prepare`), so a bad one is one line before the alerter starts.
 
     Raises
     ------
     ConfigurationError
-        ``VITALS_ALERTER_HOST`` is not a loopback address and ``VITALS_ALERTER_API_TOKEN`` is unset.
+        ``VITALS_ALERTER_HOST`` is not a loopback address and ``VITALS_ALERTER_API_TOKEN`` is unset,
+        or TLS is not set and ``VITALS_ALERTER_ALLOW_PLAINTEXT`` is not true; or the TLS files are unusable.
     """
-    if settings.alerter_port and settings.alerter_api_token is None and not is_loopback(settings.alerter_host):
+    if not settings.alerter_port:
+        return
+    if settings.alerter_api_token is None and not is_loopback(settings.alerter_host):
         raise ConfigurationError(
             f"the alerter API would listen on {settings.alerter_host} without a token: set "
             "VITALS_ALERTER_API_TOKEN (at least 32 characters), listen on 127.0.0.1, or set VITALS_ALERTER_PORT=0")
+    prepare(alerter_listener(settings))
 
 
 #: How long a request may wait for the database before it is answered 503 (the store itself
@@ -194,22 +188,25 @@ def build_api(store: AlertStore, *, token: str | None = None, on_change: Callabl
 
 
 async def start_api(store: AlertStore, settings: Settings, *, on_change: Callable[[], None]) -> web.AppRunner:
-    """Serve :func:`build_api` on ``alerter_host:alerter_port``; ``await runner.cleanup()`` stops it.
+    """Serve :func:`build_api` on ``alerter_host:alerter_port``, over HTTPS when ``alerter_tls_cert_file``
+    and ``alerter_tls_key_file`` are set (:mod:`infra.serving`); ``await runner.cleanup()`` stops it.
 
     Raises
     ------
     PortInUse
         If another process listens on the port (``vitalrisk alerter`` checks before it starts).
     """
-    check_exposure(settings)
+    check_exposure(settings)  # the token, TLS beyond the loopback address, the TLS files
+    listener = alerter_listener(settings)
+    tls = server_tls(listener)
     token = settings.alerter_api_token.get_secret_value() if settings.alerter_api_token else None
     runner = web.AppRunner(build_api(store, token=token, on_change=on_change, bounds=SilenceBounds.from_settings(settings)),
                            access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.alerter_host, settings.alerter_port).start()
-    except OSError as exc:
+        await start_site(runner, listener, tls)
+    except VitalsError:
         await runner.cleanup()
-        raise listen_failed(exc, what="the alerter API", host=settings.alerter_host, port=settings.alerter_port,
-                            setting="VITALS_ALERTER_PORT") from None
+        raise
+    logger.info("alerter API on %s", listener.url)
     return runner

@@ -412,7 +412,6 @@ def create_alerter_app(settings: Settings, *, metrics: AlertMetrics,
                     dispatcher.submit(pending.page, (pending.receiver,), source_ts_ms=pending.source_ts_ms)
                 if settings.alerter_port:
                     holder["api"] = await start_api(store, settings, on_change=rt.poke)
-                    logger.info("alerter API on http://%s:%d", settings.alerter_host, settings.alerter_port)
             result: AlerterRuntime = holder["runtime"]
             return result
 

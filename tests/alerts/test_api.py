@@ -110,7 +110,7 @@ def test_only_json_bodies_with_the_token_are_read(isolated: Settings) -> None:
     ("0.0.0.0", "x" * 32, False),
 ])
 def test_the_api_is_not_served_beyond_loopback_without_a_token(host: str, token: str | None, refused: bool) -> None:
-    settings = Settings(alerter_host=host, alerter_api_token=token)
+    settings = Settings(alerter_host=host, alerter_api_token=token, alerter_allow_plaintext=True)  # TLS: tests/infra/test_serving.py
     if refused:
         with pytest.raises(ConfigurationError, match="VITALS_ALERTER_API_TOKEN"):
             check_exposure(settings)

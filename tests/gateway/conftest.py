@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from infra.processes import child_env, free_port
+from infra.serving import gateway_listener
 from kernel.settings import Settings
 from sinks.metrics import scrape
 from tests.conftest import ROOT, TEST_PG_PORT
@@ -63,7 +65,7 @@ class GatewayProcess:
     base: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.base = f"http://127.0.0.1:{self.settings.gateway_port}"
+        self.base = gateway_listener(self.settings).url  # https:// with VITALS_GATEWAY_TLS_CERT_FILE
 
     def post(self, body: bytes, token: str | None, *, path: str = "/v1/uploads",
              headers: dict[str, str] | None = None) -> Answer:
@@ -102,13 +104,14 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[[Settings], GatewayProces
             proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "gateway"], cwd=ROOT,
                                     env=child_env(settings), stdout=out, stderr=subprocess.STDOUT)
         gateway = GatewayProcess(proc, settings, log)
+        tls = ssl.create_default_context(cafile=settings.gateway_ca_file) if gateway.base.startswith("https") else None
         running.append(gateway)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise AssertionError(f"the gateway exited with {proc.returncode}:\n{log.read_text()}")
             try:
-                with urllib.request.urlopen(gateway.base + "/healthz", timeout=2):
+                with urllib.request.urlopen(gateway.base + "/healthz", timeout=2, context=tls):
                     return gateway
             except OSError:
                 time.sleep(0.2)
