@@ -415,13 +415,19 @@ class AlertStore:
         return await self._retrying("reading silences", work)
 
     async def list_alerts(self, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Recent episodes, newest first, as JSON-ready dicts (ids and times only)."""
+        """Recent episodes that paged, newest first, as JSON-ready dicts (ids and times only).
+
+        A model-risk group is one entry, its ``heads`` the kinds that joined it; the heads' own rows
+        (``group_id`` set) are not listed apart, as they never paged on their own.
+        """
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
             async with conn.cursor(row_factory=tuple_row) as cur:
                 await cur.execute(
                     "SELECT alert_id, patient_id, kind, severity, state, started_at, fired_at, resolved_at, "
-                    "acknowledged_by, acknowledged_at, escalated_at FROM alerts "
-                    "WHERE %(state)s::text IS NULL OR state = %(state)s ORDER BY started_at DESC LIMIT %(limit)s",
+                    "acknowledged_by, acknowledged_at, escalated_at, "
+                    "(SELECT array_agg(m.kind ORDER BY m.kind) FROM alerts m WHERE m.group_id = a.alert_id) AS heads "
+                    "FROM alerts a WHERE a.group_id IS NULL AND (%(state)s::text IS NULL OR a.state = %(state)s) "
+                    "ORDER BY started_at DESC LIMIT %(limit)s",
                     {"state": state, "limit": limit})
                 names = [d.name for d in cur.description or ()]
                 return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(names, row, strict=True)}

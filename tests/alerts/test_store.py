@@ -13,7 +13,9 @@ from stream.alerts.commands import run_ack, run_silence, run_unsilence
 from kernel.errors import AlertNotFiring, InvalidRequest, SilenceEnded, UnknownAlert, UnknownSilence
 from sinks.alert_store import AlertStore, Batch, alert_row
 from kernel.settings import Settings
+from stream.alerts.rules import RISK_HIGH
 from tests.alerts.conftest import news2_score
+from tests.alerts.scores import at, policy, risk_score
 
 pytestmark = pytest.mark.integration
 
@@ -160,3 +162,32 @@ def test_an_ended_silence_stops_muting_and_its_record_stays(isolated: Settings) 
             with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
                 conn.execute(statement)
         assert conn.execute("SELECT count(*) FROM silences").fetchone() == (2,)
+
+
+def test_a_group_is_listed_once_with_its_heads(isolated: Settings) -> None:
+    engine = AlertEngine(policy())
+    batch = Batch()
+    for minute in (1, 3, 5):
+        outcome = engine.on_score(risk_score("pt-g1", minute, {"any": 0.8, "heart_failure": 0.9}), now_ms=at(minute))
+        state = engine.snapshot("pt-g1")
+        assert state is not None
+        batch.states["pt-g1"] = (3, state)
+        batch.events += outcome.events
+        batch.pages += [(p, ("pager",), 1_000) for p in outcome.pages]
+        for event in outcome.events:
+            if (row := alert_row(state, event.kind, engine.policy.severity(event.kind))) is not None:
+                assert row.state.alert_id is not None
+                batch.alerts[row.state.alert_id] = row
+    (page,) = [p for p, _, _ in batch.pages]
+
+    async def main() -> list[dict[str, object]]:
+        async with AlertStore(isolated.database_url) as store:
+            await store.persist(batch)
+            return await store.list_alerts(state="firing")
+
+    listed = asyncio.run(main())
+    assert [(a["alert_id"], a["kind"]) for a in listed] == [(page.alert_id, RISK_HIGH)]
+    assert listed[0]["heads"] == [f"{RISK_HIGH}:any", f"{RISK_HIGH}:heart_failure"]
+    with psycopg.connect(isolated.database_url) as conn:
+        rows = conn.execute("SELECT kind, group_id FROM alerts WHERE patient_id = 'pt-g1' ORDER BY kind").fetchall()
+    assert rows == [(RISK_HIGH, None), (f"{RISK_HIGH}:any", page.alert_id), (f"{RISK_HIGH}:heart_failure", page.alert_id)]
