@@ -73,10 +73,12 @@ class OrderedIntake:
             return []
         if not missed:
             return [event]
-        logger.warning("%s partition %d: the consumer skipped offsets %d-%d; reading them from the broker",
-                       message.topic, message.partition, missed.start, missed.stop - 1)
-        self._on_skipped(message.partition, len(missed))
-        return [*await self._read_skipped(message.topic, message.partition, missed), event]
+        read = await self._read_skipped(message.topic, message.partition, missed)
+        if read:  # none: the offsets are before the log's start (retention deleted them), not skipped
+            logger.warning("%s partition %d: the consumer skipped offsets %d-%d; read them from the broker",
+                           message.topic, message.partition, read[0].message.offset, missed.stop - 1)
+            self._on_skipped(message.partition, len(read))
+        return [*read, event]
 
 
 async def cannot_read(topic: str, partition: int, offsets: range) -> list[IntakeEvent]:
@@ -106,6 +108,11 @@ class SkippedRecords:
             await self._consumer.start()
         tp = TopicPartition(topic, partition)
         self._consumer.assign([tp])
+        # Offsets before the log's start were deleted by retention, not skipped: a new group's
+        # consumer starts there (auto_offset_reset earliest).
+        offsets = range(max(offsets.start, (await self._consumer.beginning_offsets([tp]))[tp]), offsets.stop)
+        if not offsets:
+            return []
         self._consumer.seek(tp, offsets.start)
         records: dict[int, Any] = {}
         deadline = time.monotonic() + self.TIMEOUT_S
@@ -147,11 +154,17 @@ class _SkippedEvent:
 
 def committed_offset(consumer: Any, tp: TP) -> int | None:
     """The offset ``tp``'s consumption resumed at, as Faust read it from the broker when the
-    partition was assigned (``None`` when nothing was committed). Faust keeps it in a private
-    mapping; without it the sequencer takes the first record as it comes."""
+    partition was assigned: 0 when nothing was committed, since both Faust apps then read from the
+    log's start (``consumer_auto_offset_reset="earliest"``; :meth:`SkippedRecords.read` starts at
+    the log's first offset). Faust keeps it in a private mapping; without it (``None``) the
+    sequencer takes the first record as it comes."""
     offsets = getattr(consumer, "_committed_offset", None)
-    offset = offsets.get(tp) if offsets is not None else None
-    return offset if isinstance(offset, int) and offset > 0 else None
+    if offsets is None:
+        return None
+    offset = offsets.get(tp)
+    if offset is None:
+        return 0
+    return offset if isinstance(offset, int) and offset >= 0 else None
 
 
 def ordered_intake(settings: Settings, app: faust.App, topic: str,

@@ -68,22 +68,29 @@ def skip_without_timescale(reason: str) -> NoReturn:
 
 
 
-def committed_to_end(settings: Settings, topic: str, group: str) -> bool:
-    """Whether consumer ``group`` has committed every partition of ``topic`` to its end (printing any behind)."""
+def group_offsets(settings: Settings, topic: str, group: str) -> dict[int, tuple[int | None, int]]:
+    """Per partition of ``topic``: consumer ``group``'s committed offset (``None`` if none) and the end offset."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = consumer.end_offsets(tps)
         committed = admin.list_group_offsets(group).get(group, {})
-        behind = {tp.partition: (committed[tp].offset if tp in committed else None, ends[tp])
-                  for tp in tps if ends[tp] and (tp not in committed or committed[tp].offset < ends[tp])}
-        if behind:
-            print(f"{group} committed behind the end of {topic} (partition: (committed, end)):", behind)
-        return not behind
+        return {tp.partition: (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else None, ends[tp])
+                for tp in tps}
     finally:
         admin.close()
         consumer.close()
+
+
+def committed_to_end(settings: Settings, topic: str, group: str) -> bool:
+    """Whether consumer ``group`` has committed every partition of ``topic`` to its end (printing any behind)."""
+    behind = {partition: (committed, end) for partition, (committed, end) in group_offsets(settings, topic, group).items()
+              if end and (committed is None or committed < end)}
+    if behind:
+        print(f"{group} committed behind the end of {topic} (partition: (committed, end)):", behind)
+    return not behind
+
 
 def as_service(settings: Settings, role: str) -> Settings:
     """``settings`` for a service process: the tests' URL (the deprecated writer, which may read every table

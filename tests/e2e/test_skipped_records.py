@@ -7,7 +7,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
 from stream.skipped import SkippedRecords
 from kernel.settings import Settings
@@ -54,6 +54,27 @@ def test_skipped_offsets_are_read_in_order_with_their_values_and_acked_through_t
     for event in events:
         event.ack()
     assert acks.acked == [(isolated.readings_topic, 1, o) for o in (3, 4, 5, 6, 10)]
+
+
+def test_offsets_before_the_start_of_the_log_are_not_read(isolated: Settings) -> None:
+    """A new group reads from the log's start; records retention deleted before it were not skipped."""
+    producer = KafkaProducer(bootstrap_servers=isolated.kafka_bootstrap)
+    for i in range(6):
+        producer.send(isolated.readings_topic, key=b"pt-1", value=f"record-{i}".encode(), partition=0)
+    producer.flush()
+    producer.close()
+    admin = KafkaAdminClient(bootstrap_servers=isolated.kafka_bootstrap)
+    admin.delete_records({TopicPartition(isolated.readings_topic, 0): 4})  # the log starts at offset 4
+    admin.close()
+    reader = SkippedRecords(isolated, SimpleNamespace(consumer=_AckLog()))
+
+    async def read() -> list:
+        try:
+            return await reader.read(isolated.readings_topic, 0, range(0, 5))
+        finally:
+            await reader.close()
+
+    assert [e.message.offset for e in asyncio.run(read())] == [4]
 
 
 def test_offsets_the_log_does_not_hold_are_an_error_not_a_silent_gap(isolated: Settings) -> None:
