@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="cohorts the chosen policy is reported on, never tuned on")
     evaluate.add_argument("--jobs", type=_positive_int, default=None,
                           help="cohorts run at once with --tune-seeds (default: one per core)")
+    evaluate.add_argument("--store", action="store_true",
+                          help="record the alert burden by subgroup in the database, for the Model board")
     evaluate.add_argument("--model", choices=["logreg", "hat"], default="logreg",
                           help="logreg (default) or hat (Hoeffding adaptive tree)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
@@ -434,9 +436,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             if args.seed is not None:
                 raise ConfigurationError("evaluate takes --seed or --tune-seeds/--test-seeds, not both")
             return run_protocol_evaluate(settings, args.patients, args.days, args.tune_seeds or (),
-                                         args.test_seeds or (), args.model, args.json, jobs=args.jobs)
+                                         args.test_seeds or (), args.model, args.json, jobs=args.jobs,
+                                         store=args.store)
         return run_evaluate(settings, args.patients, args.days, 42 if args.seed is None else args.seed, args.model,
-                            args.json, args.out)
+                            args.json, args.out, store=args.store)
     if args.command == "demo":
         return run_demo(settings, patients=args.patients, minutes=args.minutes, seed=args.seed)
     if args.command == "export":

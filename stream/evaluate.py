@@ -36,15 +36,19 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from kernel.settings import Settings
+import psycopg
+
+from kernel.events import OpsEvent
+from kernel.settings import TRAINER_ROLE, Settings
 from models.labelling import MS_PER_DAY
 from models.patient_context import parse_inputs
 from simulators.cohort import CohortConfig
-from stream.alert_tuning import Protocol, candidate_grid, check_seeds, run_protocol
+from sinks.timescale import write_ops_events
+from stream.alert_tuning import Protocol, candidate_grid, check_seeds, operating_point, run_protocol
 from stream.evaluate_cohort import Progress, evaluate_cohort, evaluate_cohorts
-from stream.evaluate_loop import EvaluateOptions
+from stream.evaluate_loop import DEFAULT_CANDIDATE, EvaluateOptions
 from stream.evaluate_plots import write_plots
-from stream.evaluate_report import EvaluationResult, JsonValue, format_protocol, format_report
+from stream.evaluate_report import EvaluationResult, JsonValue, burden_event, format_protocol, format_report
 
 #: Default directory of the plots.
 DEFAULT_OUT_DIR = Path("docs/img")
@@ -65,17 +69,21 @@ def _progress_bar(stream: TextIO) -> Progress:
 
 
 def run_evaluate(settings: Settings, patients: int, days: float, seed: int, model: str, as_json: bool,
-                 out_dir: Path | str | None = DEFAULT_OUT_DIR, *, stdout: TextIO | None = None,
+                 out_dir: Path | str | None = DEFAULT_OUT_DIR, *, store: bool = False, stdout: TextIO | None = None,
                  stderr: TextIO | None = None) -> int:
     """``vitalrisk evaluate``: run, print the report (or one JSON object), write plots; exit status.
 
-    A bad argument, or a plot folder that cannot be made, ends in one line on stderr (exit 2)
-    before the run, not after minutes of it.
+    A bad argument, a plot folder that cannot be made, or (``store``) a database that cannot be
+    reached ends in one line on stderr (exit 2) before the run, not after minutes of it. With
+    ``store`` the default policy's alert burden, overall and per subgroup, is recorded for the
+    Model board (:func:`store_burden`).
     """
 
     out, err = stdout or sys.stdout, stderr or sys.stderr
     if patients < 1 or days <= 0:
         err.write("vitalrisk: evaluate needs --patients >= 1 and --days > 0\n")
+        return 2
+    if store and not _database_reachable(settings, err):
         return 2
     if out_dir is not None:
         try:
@@ -98,7 +106,47 @@ def run_evaluate(settings: Settings, patients: int, days: float, seed: int, mode
         out.write(format_report(result) + "\n")
         for p in paths:
             out.write(f"  plot: {p}\n")
+    if store and result.tallies is not None:
+        overall = operating_point([result.tallies], DEFAULT_CANDIDATE)
+        event = burden_event(ts_ms=int(time.time() * 1000), model=model, policy=DEFAULT_CANDIDATE, tune_seeds=(),
+                             test_seeds=(seed,), patients=patients, days=days, overall=overall,
+                             subgroups=result.subgroup_burden)
+        return store_burden(settings, event, err)
     return 0
+
+
+def _database_reachable(settings: Settings, err: TextIO) -> bool:
+    try:
+        with psycopg.connect(settings.for_service(TRAINER_ROLE).database_url, connect_timeout=10):
+            return True
+    except psycopg.Error as exc:
+        err.write(f"vitalrisk: evaluate --store: cannot reach the database: {_first_line(exc)}\n")
+        return False
+
+
+def store_burden(settings: Settings, event: OpsEvent, err: TextIO) -> int:
+    """Record a run's alert burden (:func:`stream.evaluate_report.burden_event`) in ``ops_events``; exit status.
+
+    As the trainer's role (``VITALS_DATABASE_URL``'s server, user ``vitalrisk_trainer``), which
+    records the model's other quality events (drift, fairness gaps) there: the Model board's
+    "Alert burden by subgroup" table reads the newest one. Stored in ``ops_events`` rather than a
+    table of its own because it is one such event per run, kept for audit, and needs no new
+    role or grant. A database error ends in one line (exit 1); the report was printed before.
+    """
+    try:
+        with psycopg.connect(settings.for_service(TRAINER_ROLE).database_url, connect_timeout=10) as conn:
+            write_ops_events(conn, [event])
+    except psycopg.Error as exc:
+        err.write(f"vitalrisk: evaluate --store: the burden was not stored: {_first_line(exc)}\n")
+        return 1
+    subgroups = event.details.get("subgroups")
+    err.write(f"vitalrisk: evaluate --store: alert burden recorded ({event.subject}, "
+              f"{len(subgroups) if isinstance(subgroups, list) else 0} subgroups)\n")
+    return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _cohort(settings: Settings, patients: int, days: float, seed: int, model: str) -> tuple[CohortConfig,
@@ -112,7 +160,7 @@ def _cohort(settings: Settings, patients: int, days: float, seed: int, model: st
 
 def run_protocol_evaluate(settings: Settings, patients: int, days: float, tune_seeds: tuple[int, ...],
                           test_seeds: tuple[int, ...], model: str, as_json: bool, *, jobs: int | None = None,
-                          stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+                          store: bool = False, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """``vitalrisk evaluate --tune-seeds ... --test-seeds ...``: choose on some cohorts, report on others.
 
     Every cohort (``patients`` x ``days``, one per seed) runs, ``jobs`` at a time
@@ -131,6 +179,8 @@ def run_protocol_evaluate(settings: Settings, patients: int, days: float, tune_s
         return 2
     if patients < 1 or days <= 0:
         err.write("vitalrisk: evaluate needs --patients >= 1 and --days > 0\n")
+        return 2
+    if store and not _database_reachable(settings, err):
         return 2
     seeds = (*tune_seeds, *test_seeds)
     pairs = [_cohort(settings, patients, days, s, model) for s in seeds]
@@ -161,6 +211,11 @@ def run_protocol_evaluate(settings: Settings, patients: int, days: float, tune_s
         out.write(json.dumps(report, separators=(",", ":")) + "\n")
     else:
         out.write(format_protocol(protocol, patients=patients, days=days, seconds=seconds) + "\n")
+    if store:
+        event = burden_event(ts_ms=int(time.time() * 1000), model=model, policy=protocol.selection.chosen.name,
+                             tune_seeds=tune_seeds, test_seeds=test_seeds, patients=patients, days=days,
+                             overall=protocol.test_pooled, subgroups=protocol.test_subgroups)
+        return store_burden(settings, event, err)
     return 0
 
 

@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import TypeAlias
 
@@ -218,6 +219,33 @@ def format_report(result: EvaluationResult) -> str:
                      + ", ".join(f"{kind} {n}" for kind, n in skipped.items()))
     lines.append(f"\n  {result.seconds:.0f} s. Simulated cohorts prove the machinery, not clinical validity.")
     return "\n".join(lines)
+
+
+#: The ops event kind of a stored evaluation's alert burden (``vitalrisk evaluate --store``; the Model board reads it).
+BURDEN_EVENT = "alert_burden"
+
+
+def burden_event(*, ts_ms: int, model: str, policy: str, tune_seeds: Sequence[int], test_seeds: Sequence[int],
+                 patients: int, days: float, overall: OperatingPoint,
+                 subgroups: Sequence[SubgroupBurden]) -> OpsEvent:
+    """The ops event ``vitalrisk evaluate --store`` records: the model pages of one policy, overall and per subgroup.
+
+    ``subject`` is the model (``risk-logreg``); ``details`` say which cohorts (``test_seeds``: the
+    cohorts reported on; ``tune_seeds``: those the policy was chosen on, empty for a single
+    cohort run with the default policy), the policy, and the burden, NaN as ``null``.
+
+    >>> from stream.alert_tuning import Estimate
+    >>> p = OperatingPoint("default", (42,), 2, 20.0, 1, 1, 1, 1, Estimate(0.05), Estimate(1.0), Estimate(1.0), 3.0)
+    >>> e = burden_event(ts_ms=0, model="logreg", policy="default", tune_seeds=(), test_seeds=(42,), patients=2,
+    ...                  days=14.0, overall=p, subgroups=[])
+    >>> e.kind, e.subject, e.details["test_seeds"], e.details["overall"]["ppv"]
+    ('alert_burden', 'risk-logreg', [42], {'value': 1.0, 'ci95': [None, None]})
+    """
+    details: dict[str, object] = {
+        "source": "vitalrisk evaluate", "policy": policy, "tune_seeds": list(tune_seeds),
+        "test_seeds": list(test_seeds), "patients": patients, "days": days, "overall": overall.as_dict(),
+        "subgroups": [s.as_dict() for s in subgroups]}
+    return OpsEvent(kind=BURDEN_EVENT, ts_ms=ts_ms, subject=f"risk-{model}", details=details)
 
 
 def format_protocol(protocol: Protocol, *, patients: int, days: float, seconds: float) -> str:
