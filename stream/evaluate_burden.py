@@ -234,9 +234,21 @@ def patient_tallies(series: SeriesStore, outcomes: Sequence[Outcome],
     onsets = np.zeros(n, dtype=np.int64)
     for pid, times in period.onsets.items():
         onsets[index[pid]] = len(times)
+    # Each patient's highest risk per head over the scores a replay keeps: a patient no head of a
+    # candidate brings to its entry threshold never leaves idle, so that replay can skip them.
+    peaks: dict[str, dict[str, float]] = {}
+    for pid, s in period.series.items():
+        keep = (s.ts >= period.report_from_ms) & ~s.in_episode
+        if keep.any():
+            peaks[pid] = {c: float(r[keep].max())
+                          for c, r in ((any_head, s.risk), *s.heads.items())}
     out: dict[str, PatientTally] = {}
     for candidate in candidates:
-        firing = _replay(period, candidate.policy, (MODEL,), candidate.heads, in_episode=False)[MODEL]
+        enter = {c: candidate.policy.threshold(_risk_kind(c)).enter for c in candidate.heads}
+        reach = {pid: period.series[pid] for pid, peak in peaks.items()
+                 if any(peak.get(c, -math.inf) >= e for c, e in enter.items())}
+        firing = _replay(replace(period, series=reach), candidate.policy, (MODEL,), candidate.heads,
+                         in_episode=False)[MODEL]
         pages, true_pages, detected = (np.zeros(n, dtype=np.int64) for _ in range(3))
         leads: list[float] = []
         for pid, fired in firing.items():
