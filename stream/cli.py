@@ -40,7 +40,7 @@ from sinks.migrations import SinkPolicies, migrate
 from stream.alerts.commands import run_ack, run_silence, run_unsilence
 from stream.alerts.service import run_alerter
 from stream.demo import run_demo
-from stream.evaluate import run_evaluate
+from stream.evaluate import run_evaluate, run_protocol_evaluate
 from stream.worker import run_worker
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,14 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    """``1,2,3`` -> ``(1, 2, 3)``; the protocol's checks (overlap, repeats) are :func:`stream.alert_tuning.check_seeds`."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds such as 1,2,3, got {text!r}") from None
 
 
 def _positive_float(text: str) -> float:
@@ -186,7 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="simulator -> core -> models in one process; quality, fairness, burden")
     evaluate.add_argument("--patients", type=_positive_int, default=1000)
     evaluate.add_argument("--days", type=_positive_float, default=14.0)
-    evaluate.add_argument("--seed", type=int, default=42)
+    evaluate.add_argument("--seed", type=int, default=None, help="the one cohort's seed (default 42)")
+    evaluate.add_argument("--tune-seeds", type=_seed_list, default=None, metavar="S,S,...",
+                          help="cohorts the alert policy is chosen on (with --test-seeds; no plots)")
+    evaluate.add_argument("--test-seeds", type=_seed_list, default=None, metavar="S,S,...",
+                          help="cohorts the chosen policy is reported on, never tuned on")
+    evaluate.add_argument("--jobs", type=_positive_int, default=None,
+                          help="cohorts run at once with --tune-seeds (default: one per core)")
+    evaluate.add_argument("--store", action="store_true",
+                          help="record the alert burden by subgroup in the database, for the Model board")
     evaluate.add_argument("--model", choices=["logreg", "hat"], default="logreg",
                           help="logreg (default) or hat (Hoeffding adaptive tree)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
@@ -418,7 +434,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_pager(settings, args.port, host=args.host, secret_env=args.secret_env,
                          record_path=args.record, grafana_token_env=args.grafana_token_env)
     if args.command == "evaluate":
-        return run_evaluate(settings, args.patients, args.days, args.seed, args.model, args.json, args.out)
+        if args.tune_seeds is not None or args.test_seeds is not None:
+            if args.seed is not None:
+                raise ConfigurationError("evaluate takes --seed or --tune-seeds/--test-seeds, not both")
+            return run_protocol_evaluate(settings, args.patients, args.days, args.tune_seeds or (),
+                                         args.test_seeds or (), args.model, args.json, jobs=args.jobs,
+                                         store=args.store)
+        return run_evaluate(settings, args.patients, args.days, 42 if args.seed is None else args.seed, args.model,
+                            args.json, args.out, store=args.store)
     if args.command == "demo":
         return run_demo(settings, patients=args.patients, minutes=args.minutes, seed=args.seed)
     if args.command == "export":

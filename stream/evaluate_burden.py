@@ -36,6 +36,7 @@ from kernel.events import HOP_MS, RiskScore
 from models.labelling import MS_PER_HOUR, Outcome, covered
 from models.news2 import MAX_TOTAL
 from stream.alerts.replay import replay_pages
+from stream.alert_tuning import Candidate, PatientTally
 from stream.alerts.rules import RISK_HIGH, AlertPolicy, Threshold
 from stream.evaluate_report import MODEL, NEWS2, Burden
 
@@ -177,6 +178,22 @@ def alert_burden(series: SeriesStore, outcomes: Sequence[Outcome], episodes: Map
     label
         Model version written on the replayed scores.
     """
+    period = _period(series, outcomes, episodes, any_head=any_head, report_from_ms=report_from_ms, end_ms=end_ms,
+                     horizon_ms=horizon_ms, patients=patients, report_days=report_days, label=label)
+    default = AlertPolicy(data_stopped_ms=None)
+    out = _burden_for(period, default, "", (MODEL, NEWS2))
+    out += _burden_for(period, default, f":{any_head}", (MODEL,), heads=(any_head,))
+    for enter in thresholds:
+        risk = Threshold(enter, round(0.7 * enter, 6), for_ms=default.risk.for_ms,
+                         clear_for_ms=default.risk.clear_for_ms, severity=default.risk.severity)
+        out += _burden_for(period, replace(default, risk=risk, risk_by_condition={}), f"@{enter:g}", (MODEL,))
+    return out
+
+
+def _period(series: SeriesStore, outcomes: Sequence[Outcome], episodes: Mapping[str, Sequence[tuple[int, int]]], *,
+            any_head: str, report_from_ms: int, end_ms: int, horizon_ms: int, patients: int, report_days: float,
+            label: str) -> _Period:
+    """What every replay of the run reads (see :func:`alert_burden` for the arguments)."""
     onsets: dict[str, list[tuple[int, str]]] = {}
     in_episode: dict[str, int] = {}
     for o in outcomes:
@@ -185,15 +202,67 @@ def alert_burden(series: SeriesStore, outcomes: Sequence[Outcome], episodes: Map
                 in_episode[o.kind] = in_episode.get(o.kind, 0) + 1
             else:
                 onsets.setdefault(o.patient_id, []).append((o.onset_ms, o.kind))
-    period = _Period(series.by_patient(), onsets, in_episode, any_head, series.heads, report_from_ms, horizon_ms,
-                     patients, report_days, label)
-    default = AlertPolicy(data_stopped_ms=None)
-    out = _burden_for(period, default, "", (MODEL, NEWS2))
-    out += _burden_for(period, default, f":{any_head}", (MODEL,), heads=(any_head,))
-    for enter in thresholds:
-        risk = Threshold(enter, round(0.7 * enter, 6), for_ms=default.risk.for_ms,
-                         clear_for_ms=default.risk.clear_for_ms, severity=default.risk.severity)
-        out += _burden_for(period, replace(default, risk=risk, risk_by_condition={}), f"@{enter:g}", (MODEL,))
+    return _Period(series.by_patient(), onsets, in_episode, any_head, series.heads, report_from_ms, horizon_ms,
+                   patients, report_days, label)
+
+
+def patient_tallies(series: SeriesStore, outcomes: Sequence[Outcome],
+                    episodes: Mapping[str, Sequence[tuple[int, int]]], *, any_head: str, report_from_ms: int,
+                    end_ms: int, horizon_ms: int, patient_ids: Sequence[str], report_days: float,
+                    candidates: Sequence[Candidate], label: str) -> dict[str, PatientTally]:
+    """Each candidate policy's model pages replayed over the report period, tallied per patient.
+
+    The counts of :func:`alert_burden`'s model rows, kept per patient (aligned with
+    ``patient_ids``) so that several cohorts pool, subgroups split and a bootstrap resamples
+    patients (:mod:`stream.alert_tuning`): pages, true pages (an onset within the horizon after
+    the page), onsets that count, onsets detected (a page within the horizon before), and the
+    detected onsets' leads. Only the model's pages (``candidate.heads``): NEWS2 is not tuned.
+    The arguments are :func:`alert_burden`'s; ``patient_ids`` lists every patient, scored or not.
+
+    Raises
+    ------
+    ValueError
+        If a scored patient or an onset's patient is not in ``patient_ids``.
+    """
+    period = _period(series, outcomes, episodes, any_head=any_head, report_from_ms=report_from_ms, end_ms=end_ms,
+                     horizon_ms=horizon_ms, patients=len(patient_ids), report_days=report_days, label=label)
+    index = {pid: i for i, pid in enumerate(patient_ids)}
+    unknown = (period.series.keys() | period.onsets.keys()) - index.keys()
+    if unknown:
+        raise ValueError(f"patient_tallies: {len(unknown)} patient(s) not in patient_ids, e.g. {min(unknown)}")
+    n = len(patient_ids)
+    onsets = np.zeros(n, dtype=np.int64)
+    for pid, times in period.onsets.items():
+        onsets[index[pid]] = len(times)
+    # Each patient's highest risk per head over the scores a replay keeps: a patient no head of a
+    # candidate brings to its entry threshold never leaves idle, so that replay can skip them.
+    peaks: dict[str, dict[str, float]] = {}
+    for pid, s in period.series.items():
+        keep = (s.ts >= period.report_from_ms) & ~s.in_episode
+        if keep.any():
+            peaks[pid] = {c: float(r[keep].max())
+                          for c, r in ((any_head, s.risk), *s.heads.items())}
+    out: dict[str, PatientTally] = {}
+    for candidate in candidates:
+        enter = {c: candidate.policy.threshold(_risk_kind(c)).enter for c in candidate.heads}
+        reach = {pid: period.series[pid] for pid, peak in peaks.items()
+                 if any(peak.get(c, -math.inf) >= e for c, e in enter.items())}
+        firing = _replay(replace(period, series=reach), candidate.policy, (MODEL,), candidate.heads,
+                         in_episode=False)[MODEL]
+        pages, true_pages, detected = (np.zeros(n, dtype=np.int64) for _ in range(3))
+        leads: list[float] = []
+        for pid, fired in firing.items():
+            own = [t for t, _ in period.onsets.get(pid, ())]
+            pages[index[pid]] = len(fired)
+            true_pages[index[pid]] = sum(1 for t in fired if any(t < onset <= t + horizon_ms for onset in own))
+        for pid, times_kinds in period.onsets.items():
+            paged = firing.get(pid, [])
+            for onset, _ in times_kinds:
+                before = [t for t in paged if onset - horizon_ms <= t < onset]
+                if before:
+                    detected[index[pid]] += 1
+                    leads.append((onset - min(before)) / MS_PER_HOUR)
+        out[candidate.name] = PatientTally(pages, true_pages, onsets.copy(), detected, tuple(leads))
     return out
 
 

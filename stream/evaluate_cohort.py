@@ -19,8 +19,10 @@ import gc
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 
@@ -30,6 +32,7 @@ from models.fairness import patient_record
 from models.labelling import Outcome
 from models.patient_context import PatientContext, patient_columns, patient_matrix
 from simulators.cohort import CohortConfig, episodes, population, simulate
+from stream.alert_tuning import Candidate
 from stream.cohort_features import cohort_hops, feature_columns, supports
 from stream.evaluate_loop import EvaluateOptions, EvaluationCore
 from stream.evaluate_report import EvaluationResult
@@ -38,10 +41,13 @@ from stream.pipeline import VitalsPipeline
 
 #: ``progress(fraction_done, rows_scored)``.
 Progress = Callable[[float, int], None]
+#: The model's heads -> the candidate alert policies a cohort replays (:func:`stream.alert_tuning.candidate_grid`).
+Grid = Callable[[Sequence[str]], Sequence[Candidate]]
 
 
 def evaluate_cohort(config: CohortConfig, options: EvaluateOptions, settings: Settings, *,
-                    progress: Progress | None = None, processes: int | None = None) -> EvaluationResult:
+                    progress: Progress | None = None, processes: int | None = None,
+                    candidates: Sequence[Candidate] = ()) -> EvaluationResult:
     """Run the cohort of ``config`` through everything.
 
     A cohort without faults takes the array path: feature rows straight from the simulator's
@@ -51,14 +57,64 @@ def evaluate_cohort(config: CohortConfig, options: EvaluateOptions, settings: Se
     depend on ``processes``. A cohort with faults goes through the pipeline core as wire
     messages (validation, de-duplication, late readings), one process.
 
-    ``progress(fraction_done, rows_scored)`` is called about twice a second.
+    ``progress(fraction_done, rows_scored)`` is called about twice a second. The result's
+    ``tallies`` hold every one of ``candidates`` (alert policies replayed per patient, for
+    :mod:`stream.alert_tuning`) besides the default policy.
     """
 
     with _few_collections():
         if supports(config):
             return _evaluate_arrays(config, options, settings, progress=progress,
-                                    processes=default_processes() if processes is None else processes)
-        return evaluate_messages(config, options, settings, progress=progress)
+                                    processes=default_processes() if processes is None else processes,
+                                    candidates=candidates)
+        return evaluate_messages(config, options, settings, progress=progress, candidates=candidates)
+
+
+def evaluate_cohorts(configs: Sequence[CohortConfig], options: EvaluateOptions, settings: Settings, *,
+                     grid: Grid | None = None, jobs: int | None = None,
+                     done: Callable[[EvaluationResult], None] | None = None) -> list[EvaluationResult]:
+    """Several cohorts through :func:`evaluate_cohort`, ``jobs`` at a time in worker processes.
+
+    Each cohort runs in one process (its features computed in that process, so ``jobs``
+    cohorts use about ``jobs`` cores; default: one per core, at most one per cohort), and
+    sends back its result without the plots' data (the score sketches and trajectories): its
+    summary and its per-patient tallies of the candidate policies ``grid(options.conditions)``
+    (a module-level function, e.g. :func:`stream.alert_tuning.candidate_grid`: a worker builds the
+    policies itself), small beside the scores it replayed.
+    ``jobs=1`` runs them one after the other in this process, each with the default feature
+    processes. Results in the order of ``configs``; ``done(result)`` is called as each finishes.
+    """
+
+    n = len(configs)
+    workers = max(1, min(n, jobs if jobs is not None else (os.cpu_count() or 1)))
+    results: dict[int, EvaluationResult] = {}
+    if workers == 1:
+        candidates = grid(options.conditions) if grid is not None else ()
+        for i, config in enumerate(configs):
+            results[i] = _lean(evaluate_cohort(config, options, settings, candidates=candidates))
+            if done is not None:
+                done(results[i])
+        return [results[i] for i in range(n)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_evaluate_lean, config, options, settings, grid): i
+                   for i, config in enumerate(configs)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if done is not None:
+                done(results[futures[future]])
+    return [results[i] for i in range(n)]
+
+
+def _evaluate_lean(config: CohortConfig, options: EvaluateOptions, settings: Settings,
+                   grid: Grid | None) -> EvaluationResult:
+    """One cohort in a worker process of :func:`evaluate_cohorts`: features in this process."""
+    candidates = grid(options.conditions) if grid is not None else ()
+    return _lean(evaluate_cohort(config, options, settings, processes=0, candidates=candidates))
+
+
+def _lean(result: EvaluationResult) -> EvaluationResult:
+    """``result`` without what only the plots read."""
+    return replace(result, sketches={}, examples=[])
 
 
 @contextmanager
@@ -87,7 +143,7 @@ def default_processes() -> int:
 
 
 def _evaluate_arrays(config: CohortConfig, options: EvaluateOptions, settings: Settings, *,
-                     progress: Progress | None, processes: int) -> EvaluationResult:
+                     progress: Progress | None, processes: int, candidates: Sequence[Candidate]) -> EvaluationResult:
     """The array path: feature rows from the simulator's arrays, a hop of every patient at a time."""
     started = time.monotonic()
     patients = population(config)
@@ -124,11 +180,12 @@ def _evaluate_arrays(config: CohortConfig, options: EvaluateOptions, settings: S
         core.add_outcome(outcome)
     if progress is not None:
         progress(1.0, core.windows_scored)
-    return core.finish(end_ms=end_ms, seconds=time.monotonic() - started, patients=len(patients))
+    return core.finish(end_ms=end_ms, seconds=time.monotonic() - started, patients=len(patients), seed=config.seed,
+                       candidates=candidates)
 
 
 def evaluate_messages(config: CohortConfig, options: EvaluateOptions, settings: Settings, *,
-                      progress: Progress | None) -> EvaluationResult:
+                      progress: Progress | None, candidates: Sequence[Candidate] = ()) -> EvaluationResult:
     """The message path: wire bytes through :class:`~stream.pipeline.VitalsPipeline`, then the feature engine.
 
     :func:`evaluate_cohort` takes it for a cohort with faults; any cohort can take it (the tests
@@ -181,4 +238,5 @@ def evaluate_messages(config: CohortConfig, options: EvaluateOptions, settings: 
     flush()
     if progress is not None:
         progress(1.0, core.windows_scored)
-    return core.finish(end_ms=end_ms, seconds=time.monotonic() - started, patients=len(patients))
+    return core.finish(end_ms=end_ms, seconds=time.monotonic() - started, patients=len(patients), seed=config.seed,
+                       candidates=candidates)

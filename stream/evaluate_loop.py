@@ -33,10 +33,13 @@ from models.prequential import PrequentialEvaluator
 from models.risk import CONDITIONS, DEFAULT_NEGATIVE_RATE, RiskModel
 from models.scorer import FeatureSpace, News2MatrixScorer, News2RowScorer, Scorer
 from models.trainer import Trainer
+from stream.alert_tuning import Candidate, CohortTallies, subgroup_burden
 from stream.alerts.rules import AlertPolicy
-from stream.evaluate_burden import SeriesStore, alert_burden
+from stream.evaluate_burden import SeriesStore, alert_burden, patient_tallies
 from stream.evaluate_report import MODEL, NEWS2, Burden, EvaluationResult, Example
 
+#: The name of the alerter's default policy among the tallies of a run.
+DEFAULT_CANDIDATE = "default"
 #: NEWS2 at or above this counts as an alert for window-level sensitivity (RCP: 5 = medium risk).
 NEWS2_ALERT_TOTAL = 5
 
@@ -153,6 +156,7 @@ class EvaluationCore:
         self.any_head = ANY if ANY in self.conditions else self.conditions[0]
         self.series = SeriesStore(tuple(c for c in self.conditions if c != self.any_head))
         self.patient_ids: list[str] = list(groups)
+        self.groups = groups
         self._news2_matrix = News2MatrixScorer(len(self.patient_ids), carry_ms=news2_carry_ms)
         self.outcomes: list[Outcome] = []
         self.windows_scored = 0
@@ -254,11 +258,17 @@ class EvaluationCore:
             if now_ms - self.report_from_ms >= 0 and (now_ms // MS_PER_HOUR) % 24 == 0:
                 self.fairness_events += self.fairness.check(now_ms)
 
-    def finish(self, *, end_ms: int, seconds: float, patients: int) -> EvaluationResult:
+    def finish(self, *, end_ms: int, seconds: float, patients: int, seed: int = 0,
+               candidates: Sequence[Candidate] = ()) -> EvaluationResult:
         """Close the run at ``end_ms`` and compute the report.
 
         Windows whose horizon reaches past ``end_ms`` are censored, not labelled negative: the
         simulation has no onsets after its end, so their negatives would be unearned.
+
+        The result's :attr:`~stream.evaluate_report.EvaluationResult.tallies` hold the per-patient
+        tallies of the default policy (:data:`DEFAULT_CANDIDATE`) and of each of ``candidates``
+        (for ``--tune-seeds``/``--test-seeds``, :mod:`stream.alert_tuning`), the cohort named by
+        its simulator ``seed``; its subgroup burden is the default policy's.
         """
         self.advance(end_ms)
         self.labeller.drain()
@@ -275,6 +285,7 @@ class EvaluationCore:
         }
         report_days = max(end_ms - self.report_from_ms, 0) / MS_PER_DAY
         burden = self.alert_burden(patients, report_days, end_ms)
+        tallies = self.tallies((self.default_candidate(), *candidates), seed=seed, end_ms=end_ms)
         stats = self.labeller.stats
         return EvaluationResult(
             patients=patients, days=(end_ms - self.start_ms) / MS_PER_DAY, report_days=report_days,
@@ -286,15 +297,36 @@ class EvaluationCore:
             labeller={"excluded": stats.excluded, "overflow": stats.overflow, "out_of_order": stats.out_of_order,
                       "late_outcomes": stats.late_outcomes, "censored": stats.censored,
                       "positives": dict(stats.positives), "outcomes": len(self.outcomes)},
-            seconds=seconds, sketches={MODEL: model_sk, NEWS2: news2_sk}, examples=self._examples())
+            seconds=seconds, sketches={MODEL: model_sk, NEWS2: news2_sk}, examples=self._examples(),
+            subgroup_burden=subgroup_burden([tallies], DEFAULT_CANDIDATE), tallies=tallies)
+
+    def default_candidate(self) -> Candidate:
+        """The alerter's default policy as a candidate: every head pages (``data_stopped`` off in a replay)."""
+        return Candidate(DEFAULT_CANDIDATE, AlertPolicy(data_stopped_ms=None), (self.any_head, *self.series.heads))
+
+    def tallies(self, candidates: Sequence[Candidate], *, seed: int, end_ms: int) -> CohortTallies:
+        """Each candidate's pages tallied per patient over the report period up to ``end_ms``
+        (:func:`stream.evaluate_burden.patient_tallies`), every patient of ``groups`` included."""
+        report_days = max(end_ms - self.report_from_ms, 0) / MS_PER_DAY
+        by_candidate = patient_tallies(
+            self.series, self.outcomes, self._episodes(), any_head=self.any_head, report_from_ms=self.report_from_ms,
+            end_ms=end_ms, horizon_ms=self.options.horizon_ms, patient_ids=self.patient_ids,
+            report_days=report_days, candidates=candidates, label=self.scorer.version or "untrained")
+        attributes = sorted({a for g in self.groups.values() for a in g})
+        groups = {a: tuple(self.groups[pid].get(a, "") for pid in self.patient_ids) for a in attributes}
+        return CohortTallies(seed, tuple(self.patient_ids), report_days, groups, by_candidate)
+
+    def _episodes(self) -> dict[str, list[tuple[int, int]]]:
+        """Patient -> the labeller's exclusion of each of their outcomes (it forgets past ones)."""
+        episodes: dict[str, list[tuple[int, int]]] = {}
+        for o in self.outcomes:
+            episodes.setdefault(o.patient_id, []).append(self.labeller.exclusion(o))
+        return episodes
 
     def alert_burden(self, patients: int, report_days: float, end_ms: int) -> list[Burden]:
         """The alert burden of the scores so far over the report period up to ``end_ms``
         (:func:`stream.evaluate_burden.alert_burden`)."""
-        episodes: dict[str, list[tuple[int, int]]] = {}  # the labeller's exclusions (it forgets past ones)
-        for o in self.outcomes:
-            episodes.setdefault(o.patient_id, []).append(self.labeller.exclusion(o))
-        return alert_burden(self.series, self.outcomes, episodes, any_head=self.any_head,
+        return alert_burden(self.series, self.outcomes, self._episodes(), any_head=self.any_head,
                             report_from_ms=self.report_from_ms, end_ms=end_ms, horizon_ms=self.options.horizon_ms,
                             patients=patients, report_days=report_days, thresholds=self.options.burden_thresholds,
                             label=self.scorer.version or "untrained")

@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import TypeAlias
 
@@ -25,6 +26,7 @@ from kernel.events import OpsEvent
 from models.fairness import GroupMetrics
 from models.labelling import ANY
 from models.prequential import Metrics, ScoreSketch, wilson_interval
+from stream.alert_tuning import RULE, CohortTallies, OperatingPoint, Protocol, SubgroupBurden
 
 #: Scorers compared.
 MODEL, NEWS2 = "model", "news2"
@@ -133,6 +135,10 @@ class EvaluationResult:
     seconds: float
     sketches: dict[str, ScoreSketch] = field(repr=False, default_factory=dict)
     examples: list[Example] = field(repr=False, default_factory=list)
+    subgroup_burden: list[SubgroupBurden] = field(default_factory=list)
+    """The default policy's model pages per sex, age band and skin tone (:func:`stream.alert_tuning.subgroup_burden`)."""
+    tallies: CohortTallies | None = field(repr=False, default=None)
+    """Per-patient tallies of the default policy and of any candidate policies (:mod:`stream.alert_tuning`)."""
 
     def summary(self) -> dict[str, JsonValue]:
         """The JSON object ``--json`` prints."""
@@ -151,6 +157,7 @@ class EvaluationResult:
             "fairness_inherent": self.fairness_inherent,
             "drift_events": [{"ts_ms": e.ts_ms, "model": e.subject, **e.details} for e in self.drift_events],
             "alert_burden": [b.as_dict() for b in self.burden],
+            "alert_burden_by_subgroup": [s.as_dict() for s in self.subgroup_burden],
             "model_version": self.model_version, "labeller": self.labeller, "seconds": round(self.seconds, 1),
         }
         return {k: json_safe(v) for k, v in out.items()}
@@ -202,6 +209,9 @@ def format_report(result: EvaluationResult) -> str:
         parts = [f"{kind} {k['detected']}/{k['outcomes']} ({_hours(k['median_lead_h'])}), late {k['late_detected']} "
                  f"({_hours(k['median_delay_h'])})" for kind, k in b.by_kind.items()]
         lines.append(f"  {b.scorer:<12}" + ("; ".join(parts) or "no onset in the report period"))
+    if result.subgroup_burden:
+        lines += ["", "  alert burden by subgroup (model, default policy; 95 % bootstrap intervals over patients)",
+                  *format_subgroups(result.subgroup_burden)]
     skipped = {kind: k["in_episode"] for kind, k in (result.burden[0].by_kind if result.burden else {}).items()
                if k["in_episode"]}
     if skipped:
@@ -209,6 +219,89 @@ def format_report(result: EvaluationResult) -> str:
                      + ", ".join(f"{kind} {n}" for kind, n in skipped.items()))
     lines.append(f"\n  {result.seconds:.0f} s. Simulated cohorts prove the machinery, not clinical validity.")
     return "\n".join(lines)
+
+
+#: The ops event kind of a stored evaluation's alert burden (``vitalrisk evaluate --store``; the Model board reads it).
+BURDEN_EVENT = "alert_burden"
+
+
+def burden_event(*, ts_ms: int, model: str, policy: str, tune_seeds: Sequence[int], test_seeds: Sequence[int],
+                 patients: int, days: float, overall: OperatingPoint,
+                 subgroups: Sequence[SubgroupBurden]) -> OpsEvent:
+    """The ops event ``vitalrisk evaluate --store`` records: the model pages of one policy, overall and per subgroup.
+
+    ``subject`` is the model (``risk-logreg``); ``details`` say which cohorts (``test_seeds``: the
+    cohorts reported on; ``tune_seeds``: those the policy was chosen on, empty for a single
+    cohort run with the default policy), the policy, and the burden, NaN as ``null``.
+
+    >>> from stream.alert_tuning import Estimate
+    >>> p = OperatingPoint("default", (42,), 2, 20.0, 1, 1, 1, 1, Estimate(0.05), Estimate(1.0), Estimate(1.0), 3.0)
+    >>> e = burden_event(ts_ms=0, model="logreg", policy="default", tune_seeds=(), test_seeds=(42,), patients=2,
+    ...                  days=14.0, overall=p, subgroups=[])
+    >>> e.kind, e.subject, e.details["test_seeds"], e.details["overall"]["ppv"]
+    ('alert_burden', 'risk-logreg', [42], {'value': 1.0, 'ci95': [None, None]})
+    """
+    details: dict[str, object] = {
+        "source": "vitalrisk evaluate", "policy": policy, "tune_seeds": list(tune_seeds),
+        "test_seeds": list(test_seeds), "patients": patients, "days": days, "overall": overall.as_dict(),
+        "subgroups": [s.as_dict() for s in subgroups]}
+    return OpsEvent(kind=BURDEN_EVENT, ts_ms=ts_ms, subject=f"risk-{model}", details=details)
+
+
+def format_protocol(protocol: Protocol, *, patients: int, days: float, seconds: float) -> str:
+    """The text report of ``--tune-seeds``/``--test-seeds``: the seeds, the rule, the choice, its test results."""
+    sel = protocol.selection
+    chosen = sel.chosen.describe()
+    seeds = ", ".join(str(s) for s in protocol.tune_seeds)
+    tests = ", ".join(str(s) for s in protocol.test_seeds)
+    t = protocol.target
+    lines = [f"vitalrisk evaluate: alert policy chosen on cohorts {seeds}, reported on cohorts {tests} "
+             f"({patients} patients x {days:g} days each)", "",
+             f"  target: PPV >= {t.ppv:g}, episode sensitivity >= {t.sensitivity:g}, "
+             f"<= {t.pages_per_patient_day:g} page per patient-day",
+             f"  rule: {RULE}", f"  {len(sel.tuning)} candidate policies; chosen: {chosen['name']} "
+             f"({'meets' if sel.feasible else 'does not meet'} the PPV target and page budget on the tuning cohorts)",
+             "", "  model pages under the chosen policy (95 % bootstrap intervals over patients)", _POINT_HEADER,
+             _point_line("tuning, pooled", protocol.tune_pooled), _point_line("test, pooled", protocol.test_pooled)]
+    lines += [_point_line(f"test seed {p.seeds[0]}", p) for p in protocol.test_per_seed]
+    lines.append("  target on the pooled test cohorts: "
+                 + ("met" if protocol.test_pooled.meets(t) else "not met"))
+    if protocol.test_subgroups:
+        lines += ["", "  by subgroup, pooled test cohorts", *format_subgroups(list(protocol.test_subgroups))]
+    best = sorted(sel.tuning, key=lambda p: (-_or(p.sensitivity.value), -_or(p.ppv.value)))[:8]
+    lines += ["", "  tuning cohorts, the most sensitive candidates (point estimates)",
+              f"  {'candidate':<34}{'/pt-day':>9}{'PPV':>7}{'sens':>7}"]
+    lines += [f"  {p.candidate:<34}{p.pages_per_patient_day.value:9.3f}{p.ppv.value:7.3f}{p.sensitivity.value:7.3f}"
+              for p in best]
+    lines.append(f"\n  {seconds:.0f} s. Simulated cohorts prove the machinery, not clinical validity.")
+    return "\n".join(lines)
+
+
+_POINT_HEADER = (f"  {'cohorts':<18}{'patients':>9}{'pages':>7}{'/pt-day':>9}{'(95% CI)':>13}{'PPV':>7}{'(95% CI)':>13}"
+                 f"{'sens':>7}{'(95% CI)':>13}{'onsets':>8}{'lead h':>8}")
+
+
+def _point_line(label: str, p: OperatingPoint) -> str:
+    r = p.pages_per_patient_day
+    return (f"  {label:<18}{p.patients:>9}{p.pages:>7}{r.value:9.3f}{_span((r.low, r.high), 3):>13}{p.ppv.value:7.3f}"
+            f"{_span((p.ppv.low, p.ppv.high)):>13}{p.sensitivity.value:7.3f}"
+            f"{_span((p.sensitivity.low, p.sensitivity.high)):>13}{p.onsets:>8}{_hours(p.median_lead_h):>8}")
+
+
+def _or(value: float) -> float:
+    return -1.0 if math.isnan(value) else value
+
+
+def format_subgroups(rows: list[SubgroupBurden]) -> list[str]:
+    """The subgroup burden table's lines: pages per patient-day, PPV and episode sensitivity per group."""
+    out = [f"  {'attribute':<11}{'group':<8}{'patients':>9}{'pages':>7}{'/pt-day':>9}{'PPV':>7}{'(95% CI)':>13}"
+           f"{'sens':>7}{'(95% CI)':>13}{'onsets':>8}"]
+    for s in rows:
+        p = s.point
+        out.append(f"  {s.attribute:<11}{s.group:<8}{p.patients:>9}{p.pages:>7}{p.pages_per_patient_day.value:9.3f}"
+                   f"{p.ppv.value:7.3f}{_span((p.ppv.low, p.ppv.high)):>13}{p.sensitivity.value:7.3f}"
+                   f"{_span((p.sensitivity.low, p.sensitivity.high)):>13}{p.onsets:>8}")
+    return out
 
 
 def json_safe(value: object) -> JsonValue:
@@ -231,9 +324,9 @@ def json_safe(value: object) -> JsonValue:
     raise TypeError(f"json_safe takes JSON-like values (numbers, strings, lists, dicts), got {type(value).__name__}")
 
 
-def _span(interval: tuple[float, float]) -> str:
+def _span(interval: tuple[float, float], digits: int = 2) -> str:
     lo, hi = interval
-    return "-" if math.isnan(lo) else f"{lo:.2f}-{hi:.2f}"
+    return "-" if math.isnan(lo) else f"{lo:.{digits}f}-{hi:.{digits}f}"
 
 
 def _hours(value: float | None) -> str:

@@ -27,6 +27,11 @@ FAIRNESS_GAP_REFERENCE = 0.05
 LEGEND = "{{model}} · {{condition}}"
 #: The ops event kind that concerns one patient, not a model (shown on the Patient board).
 PATIENT_EVENT = "data_stopped"
+#: The ops event kind ``vitalrisk evaluate --store`` records (stream/evaluate_report.py BURDEN_EVENT): an
+#: evaluation's alert burden by subgroup, shown in its own table rather than as an event marker.
+BURDEN_EVENT = "alert_burden"
+#: Subgroups whose pages per patient-day exceed this multiple of the whole cohort's are coloured.
+BURDEN_RATIO_REFERENCE = 1.5
 
 
 def _quality(title: str, metric: str, description: str, *, higher_is_better: bool, reference: float | None,
@@ -119,7 +124,7 @@ def model_board() -> Dashboard:
               sql(f"""
                   SELECT ts AS "time", kind, subject, details::text AS "details"
                   FROM ops_events
-                  WHERE $__timeFilter(ts) AND kind <> '{PATIENT_EVENT}'
+                  WHERE $__timeFilter(ts) AND kind NOT IN ('{PATIENT_EVENT}', '{BURDEN_EVENT}')
                   ORDER BY ts DESC
                   LIMIT 500""", table=True),
               width=24, height=6, overrides=(by_name("time", unit="dateTimeAsLocal"),)),
@@ -143,6 +148,45 @@ def model_board() -> Dashboard:
                    PromQL('max by (model, attribute, group) (vitals_subgroup_auroc{model=~"$model"})',
                           legend="{{model}} · {{attribute}} = {{group}}"),
                    decimals=3, min=0.5, max=1, width=24),
+        table("Alert burden by subgroup (latest stored evaluation)", "The model's pages in each subgroup under "
+              "the evaluated alert policy, from the newest `vitalrisk evaluate --store` of each model (simulated "
+              "cohorts; with --tune-seeds/--test-seeds, the pooled test cohorts only): pages per patient-day, "
+              "PPV and episode sensitivity with their 95 % bootstrap intervals over patients. 'ratio' is the "
+              "group's pages per patient-day over the whole cohort's: a policy that pages one group far more "
+              f"shows above {BURDEN_RATIO_REFERENCE:g}. Not limited to the time range: an evaluation is run "
+              "rarely.",
+              sql(f"""
+                  SELECT e.ts AS "evaluated",
+                         e.subject AS "model",
+                         e.details->>'policy' AS "policy",
+                         e.details->>'test_seeds' AS "cohorts",
+                         s->>'attribute' AS "attribute",
+                         s->>'group' AS "group",
+                         (s->>'patients')::int AS "patients",
+                         (s->>'pages')::int AS "pages",
+                         (s->'pages_per_patient_day'->>'value')::float8 AS "pages per patient-day",
+                         (s->'pages_per_patient_day'->>'value')::float8
+                           / nullif((e.details->'overall'->'pages_per_patient_day'->>'value')::float8, 0) AS "ratio",
+                         (s->'ppv'->>'value')::float8 AS "PPV",
+                         (s->'ppv'->'ci95'->>0) || '–' || (s->'ppv'->'ci95'->>1) AS "PPV 95 % CI",
+                         (s->>'onsets')::int AS "onsets",
+                         (s->'sensitivity'->>'value')::float8 AS "episode sensitivity",
+                         (s->'sensitivity'->'ci95'->>0) || '–' || (s->'sensitivity'->'ci95'->>1)
+                           AS "sensitivity 95 % CI"
+                  FROM (SELECT DISTINCT ON (subject) ts, subject, details
+                        FROM ops_events
+                        WHERE kind = '{BURDEN_EVENT}'
+                        ORDER BY subject, ts DESC) AS e
+                  CROSS JOIN LATERAL jsonb_array_elements(e.details->'subgroups') AS s
+                  ORDER BY e.subject, s->>'attribute', s->>'group'""", table=True),
+              width=24, height=10,
+              overrides=(by_name("evaluated", unit="dateTimeAsLocal"),
+                         by_name("pages per patient-day", decimals=3), by_name("PPV", decimals=2, unit="percentunit"),
+                         by_name("episode sensitivity", decimals=2, unit="percentunit"),
+                         by_name("ratio", decimals=2, custom__cellOptions={"type": "color-text"},
+                                 thresholds={"mode": "absolute", "steps": [
+                                     {"color": "green", "value": None},
+                                     {"color": "red", "value": BURDEN_RATIO_REFERENCE}]}))),
     ))
     variables = (
         QueryVariable(name="model", label="Model", datasource=PROMETHEUS, multi=True, include_all=True,
@@ -156,7 +200,7 @@ def model_board() -> Dashboard:
         SqlAnnotation(name="Model events", color="purple",
                       sql=f"""SELECT ts AS "time", kind || ': ' || subject AS "text", kind AS "tags"
 FROM ops_events
-WHERE $__timeFilter(ts) AND kind <> '{PATIENT_EVENT}'
+WHERE $__timeFilter(ts) AND kind NOT IN ('{PATIENT_EVENT}', '{BURDEN_EVENT}')
 ORDER BY ts"""),
     )
     return Dashboard(uid="vitalrisk-model", title="vitalrisk · Model",

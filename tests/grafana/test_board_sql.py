@@ -17,6 +17,7 @@ still have to return some.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ import pytest
 from psycopg import sql as pgsql
 
 from simulators.cohort import CohortConfig, simulate
+from stream.alert_tuning import Estimate, OperatingPoint, SubgroupBurden
+from stream.evaluate_report import burden_event
 from simulators.devices import DeviceSchedule
 from simulators.kafka_publisher import make_producer, publish
 from kernel.settings import Settings
@@ -50,6 +53,13 @@ PENDING_TABLES: dict[str, str] = {}
 #: trainer and the model service run separately), placed at the run's event times.
 LATEST_WINDOWS = ("(SELECT DISTINCT ON (patient_id) patient_id, window_start, window_end FROM risk_scores "
                   "ORDER BY patient_id, window_start DESC)")
+#: An ``alert_burden`` event as ``vitalrisk evaluate --store`` records it (the Model board's subgroup burden table).
+_POINT = OperatingPoint("default", (42,), 500, 5000.0, 40, 22, 20, 16, Estimate(0.008, 0.006, 0.01),
+                        Estimate(0.55, 0.4, 0.7), Estimate(0.8, 0.6, 0.95), 5.5)
+BURDEN_DETAILS = "'" + json.dumps(burden_event(
+    ts_ms=0, model="logreg", policy="default", tune_seeds=(), test_seeds=(42,), patients=1000, days=14.0,
+    overall=_POINT, subgroups=[SubgroupBurden("sex", "F", _POINT), SubgroupBurden("skin_tone", "V-VI", _POINT)],
+).details).replace("'", "''") + "'"
 SEEDS = {
     "alerts": f"""
         INSERT INTO alerts (alert_id, patient_id, kind, episode, severity, state, started_at, fired_at,
@@ -81,6 +91,9 @@ SEEDS = {
         SELECT window_end, 'data_stopped', patient_id, '{{}}'::jsonb FROM {LATEST_WINDOWS} AS latest
         UNION ALL
         SELECT min(window_start) + INTERVAL '4 minutes', 'drift', 'logreg', '{{"detector": "adwin"}}'::jsonb
+        FROM risk_scores
+        UNION ALL
+        SELECT min(window_start) + INTERVAL '5 minutes', 'alert_burden', 'risk-logreg', {BURDEN_DETAILS}::jsonb
         FROM risk_scores""",
 }
 _TABLE_REF = re.compile(r"\b(?:FROM|JOIN)\s+(?:LATERAL\s+)?([a-z_][a-z0-9_]*)\b(?!\s*[.(])", re.IGNORECASE)
