@@ -80,17 +80,22 @@ async def _raw_consume(settings: Settings, expected: int) -> float:
     return count / (time.perf_counter() - first)
 
 
+def _start_worker(settings: Settings, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``vitalrisk worker`` process logging to ``log``, and the URL of its metrics."""
+    port = free_port()
+    env = child_env(settings, VITALS_METRICS_PORT=str(port))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{port}/metrics"
+
+
 def worker_rate(settings: Settings, expected: int, log: Path, profile: Path | None = None) -> float:
     """Messages/s one real worker process sustains, from its first record to its last.
 
     With ``profile``, the worker runs under py-spy, which writes collapsed stacks there.
     """
-    port = free_port()
-    env = child_env(settings, VITALS_METRICS_PORT=str(port))
-    url = f"http://127.0.0.1:{port}/metrics"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
+    proc, url = _start_worker(settings, log)
     spy = None if profile is None else subprocess.Popen(
         [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "250", "--nonblocking",
          "--pid",
@@ -150,15 +155,12 @@ async def _read_topic(settings: Settings, topic: str) -> list:
                                 **aiokafka_options(settings))
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
-        if not tps:
-            await consumer.force_metadata_update()
-            tps = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         records: list = []
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for rows in batch.values():
                 records.extend(rows)
@@ -178,12 +180,7 @@ def latency(settings: Settings, messages: list, rate: float, log: Path, admin_ur
     ``scored_at`` (the sink transaction's start, ``now()``). The first 10 % of the publishing
     time is left out (the worker joining its group) and so are windows only an idle close shut.
     """
-    port = free_port()
-    env = child_env(settings, VITALS_METRICS_PORT=str(port))
-    url = f"http://127.0.0.1:{port}/metrics"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
+    proc, url = _start_worker(settings, log)
     try:
         deadline = time.monotonic() + 120
         while True:  # up, and given its partitions: it counts a warm-up record's readings

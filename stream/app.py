@@ -501,22 +501,12 @@ class WorkerRuntime:
         """Count what :meth:`_absorb` collected, once, and queue its records on the producer
         (under the lock: see :meth:`handle_batch`)."""
         m = self.metrics
-        if out.messages:
-            m.messages.inc(out.messages)
-        if out.readings:
-            m.readings.inc(out.readings)
-        if out.late:
-            m.late_readings.inc(out.late)
-        if out.duplicates:
-            m.duplicates.inc(out.duplicates)
-        if out.devices_forgotten:
-            m.devices_forgotten.inc(out.devices_forgotten)
-        if out.windows:
-            m.windows.inc(out.windows)
-        if out.feature_rows:
-            m.feature_rows.inc(out.feature_rows)
-        if out.stopped:
-            m.data_stopped.inc(out.stopped)
+        for counter, count in ((m.messages, out.messages), (m.readings, out.readings), (m.late_readings, out.late),
+                               (m.duplicates, out.duplicates), (m.devices_forgotten, out.devices_forgotten),
+                               (m.windows, out.windows), (m.feature_rows, out.feature_rows),
+                               (m.data_stopped, out.stopped)):
+            if count:
+                counter.inc(count)
         for reason, count in out.deadletters.items():
             m.deadletters.labels(reason).inc(count)
         for model, count in out.scores.items():
