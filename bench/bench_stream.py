@@ -1,12 +1,16 @@
 """Readings per second through the feature engine: the core alone, one Faust worker, and the limit.
 
-Run: ``.venv/bin/python bench/bench_stream.py [--patients 200] [--hours 2]``
+Run: ``.venv/bin/python bench/bench_stream.py [--patients 200] [--hours 2] [--latency] [--profile FILE]``
 
 1. *core*: :class:`stream.pipeline.VitalsPipeline` fed in-process (no Kafka, no database);
 2. *raw consume* (the limit): aiokafka reading the same topic with no processing at all;
 3. *bare Faust*: a Faust agent that only counts and acks (``bench/faust_count.py``);
 4. *worker*: one real ``vitalrisk worker`` process (Faust, windows, features, NEWS2, COPY to
-   PostgreSQL) draining the same topic, timed from its first to its last record.
+   PostgreSQL) draining the same topic, timed from its first to its last record; its rate over
+   bare Faust's is the issue-21 ratio (target >= 0.5);
+5. with ``--latency``: a second worker on fresh topics, the same messages published at 80 % of
+   the rate the worker sustained in 4, and each window's close -> its NEWS2 score on the broker
+   and in the database, p50 and p99 (goal p99 <= 2 s; see :func:`latency`).
 
 It starts the local Kafka and PostgreSQL if they are not running (and stops them after), and
 uses fresh topics and a fresh database, so it never disturbs other data.
@@ -76,19 +80,25 @@ async def _raw_consume(settings: Settings, expected: int) -> float:
     return count / (time.perf_counter() - first)
 
 
+def _start_worker(settings: Settings, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``vitalrisk worker`` process logging to ``log``, and the URL of its metrics."""
+    port = free_port()
+    env = child_env(settings, VITALS_METRICS_PORT=str(port))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{port}/metrics"
+
+
 def worker_rate(settings: Settings, expected: int, log: Path, profile: Path | None = None) -> float:
     """Messages/s one real worker process sustains, from its first record to its last.
 
     With ``profile``, the worker runs under py-spy, which writes collapsed stacks there.
     """
-    port = free_port()
-    env = child_env(settings, VITALS_METRICS_PORT=str(port))
-    url = f"http://127.0.0.1:{port}/metrics"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
+    proc, url = _start_worker(settings, log)
     spy = None if profile is None else subprocess.Popen(
-        [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "250", "--pid",
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "250", "--nonblocking",
+         "--pid",
          str(proc.pid), "-o", str(profile)], stdout=subprocess.DEVNULL)
     try:
         # The rate between two scrapes taken mid-stream (the first that saw records, the last
@@ -132,12 +142,135 @@ def faust_count_rate(settings: Settings, expected: int) -> float:
     return float(rates[0])
 
 
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def _read_topic(settings: Settings, topic: str) -> list:
+    """Every record of ``topic`` as aiokafka gives them, read from the start to the end offsets."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                **aiokafka_options(settings))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for rows in batch.values():
+                records.extend(rows)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def latency(settings: Settings, messages: list, rate: float, log: Path, admin_url: str) -> dict[str, float]:
+    """Window close -> score, on the broker and in the database (read as ``admin_url``), with ``messages``
+    published at ``rate`` messages/s.
+
+    A window closes when the first record of its partition whose newest reading, less the grace,
+    reaches the window's end is appended to the broker (the readings topic's LogAppendTime):
+    that record's time is the window's close. Its NEWS2 score's time on the broker is the scores
+    record's timestamp (set by the worker's producer as it sends); in the database, the row's
+    ``scored_at`` (the sink transaction's start, ``now()``). The first 10 % of the publishing
+    time is left out (the worker joining its group) and so are windows only an idle close shut.
+    """
+    proc, url = _start_worker(settings, log)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # up, and given its partitions: it counts a warm-up record's readings
+            try:
+                scrape(url, "vitals_messages_total")
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"worker did not start; see {log}") from None
+                time.sleep(0.25)
+        time.sleep(8.0)  # the group join
+        span_s = (messages[-1].sent_ms - messages[0].sent_ms) / 1000
+        producer = make_producer(settings)
+        started = time.time()
+        publish(messages, settings=settings, producer=producer, speed=span_s * rate / len(messages))
+        producer.close()
+        published = time.time()
+        deadline = time.monotonic() + 300
+        while scrape(url, "vitals_messages_total") < len(messages):
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker did not catch up within 300 s")
+            time.sleep(0.25)
+        time.sleep(3 * settings.sink_flush_s + settings.idle_timeout_s + 2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+    readings = asyncio.run(_read_topic(settings, settings.readings_topic))
+    window, grace = settings.window_ms, settings.grace_ms
+    partition_of: dict[str, int] = {}
+    closed_at: dict[tuple[int, int], float] = {}  # (partition, window end) -> the closing record's time, s
+    newest: dict[int, int] = {}
+    for record in sorted(readings, key=lambda r: (r.partition, r.offset)):
+        body = json.loads(record.value)
+        partition_of[body["patient_id"]] = record.partition
+        before = newest.get(record.partition)
+        top = max([before or -(2**62)] + [r["t"] for r in body["readings"]])
+        newest[record.partition] = top
+        if before is None:
+            continue
+        # Window ends in (old watermark, new watermark] close on this record.
+        end = (before - grace) - (before - grace) % window + window
+        while end <= top - grace:
+            closed_at.setdefault((record.partition, end), record.timestamp / 1000)
+            end += window
+    warm = started + 0.1 * (published - started)
+    broker: list[float] = []
+    for record in asyncio.run(_read_topic(settings, settings.scores_topic)):
+        body = json.loads(record.value)
+        close = closed_at.get((partition_of.get(body["patient_id"], -1), body["window_end"]))
+        if body["model_name"] == "news2" and close is not None and close >= warm:
+            broker.append(record.timestamp / 1000 - close)
+    database: list[float] = []
+    with psycopg.connect(admin_url) as conn:
+        for patient, end_ms, scored_s in conn.execute(
+                "SELECT patient_id, (extract(epoch FROM window_end) * 1000)::bigint, extract(epoch FROM scored_at) "
+                "FROM risk_scores WHERE model_name = 'news2'"):
+            close = closed_at.get((partition_of.get(patient, -1), end_ms))
+            if close is not None and close >= warm:
+                database.append(float(scored_s) - close)
+    return {"rate": rate, "windows": len(broker), "rows": len(database),
+            "broker_p50": _percentile(broker, 0.5), "broker_p99": _percentile(broker, 0.99),
+            "db_p50": _percentile(database, 0.5), "db_p99": _percentile(database, 0.99)}
+
+
+
+def _fresh(base: Settings, postgres: LocalPostgres, tag: str, dbname: str) -> Settings:
+    """Settings on topics and a migrated database of their own, named by ``tag`` and ``dbname``."""
+    admin = postgres.superuser_url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    migrate(f"{admin}/{dbname}")
+    settings = base.model_copy(update={
+        "app_id": f"bench-{tag}", "readings_topic": f"bench-{tag}.readings",
+        "deadletter_topic": f"bench-{tag}.deadletter", "scores_topic": f"bench-{tag}.scores",
+        "features_topic": f"bench-{tag}.features", "outcomes_topic": f"bench-{tag}.outcomes",
+        "database_url": f"postgresql://vitalrisk_writer@127.0.0.1:{postgres.target.port}/{dbname}",
+        "data_dir": base.state_dir / "faust" / f"bench-{tag}", "idle_timeout_s": 2.0})
+    LocalKafka(settings).create_topics()
+    return settings
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=200)
     parser.add_argument("--hours", type=int, default=2)
     parser.add_argument("--profile", type=Path, help="run the worker under py-spy; collapsed stacks to this file")
     parser.add_argument("--worker-only", action="store_true", help="skip the core, raw and bare Faust stages")
+    parser.add_argument("--latency", action="store_true",
+                        help="then window close -> score latency at 80%% of the worker's rate, on fresh topics")
     args = parser.parse_args()
 
     base = Settings()
@@ -148,17 +281,9 @@ def main() -> int:
     tag = uuid.uuid4().hex[:8]
     admin = postgres.superuser_url.rsplit("/", 1)[0]
     dbname = f"bench_{tag}"
+    dbnames = [dbname, f"{dbname}_latency"]
     try:
-        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        migrate(f"{admin}/{dbname}")
-        settings = base.model_copy(update={
-            "app_id": f"bench-{tag}", "readings_topic": f"bench-{tag}.readings",
-            "deadletter_topic": f"bench-{tag}.deadletter", "scores_topic": f"bench-{tag}.scores",
-            "features_topic": f"bench-{tag}.features", "outcomes_topic": f"bench-{tag}.outcomes",
-            "database_url": f"postgresql://vitalrisk_writer@127.0.0.1:{postgres.target.port}/{dbname}",
-            "data_dir": base.state_dir / "faust" / f"bench-{tag}", "idle_timeout_s": 2.0})
-        LocalKafka(settings).create_topics()
+        settings = _fresh(base, postgres, tag, dbname)
 
         config = CohortConfig(patients=args.patients, seed=11, duration_ms=args.hours * 3_600_000)
         messages = [m for m in simulate(config) if m.kind == "reading"]
@@ -189,11 +314,20 @@ def main() -> int:
         ceiling = 1 / (1 / core_cpu + 1 / bare)
         print(f"  {'ceiling: core + bare Faust, serial':<34}{ceiling:>12,.0f}{ceiling / raw:>10.3f}"
               f"   (worker at {worker / ceiling:.0%} of it)")
+        print(f"  worker / bare Faust: {worker / bare:.2f}   (target >= 0.50: issue 21)")
         print("  targets: worker >= 50,000 readings/s and >= 0.50 of the limit")
+        if args.latency:
+            lat = latency(_fresh(base, postgres, f"{tag}l", dbnames[1]), messages, 0.8 * worker / per_message,
+                          settings.state_dir / f"bench-worker-{tag}-latency.log", f"{admin}/{dbnames[1]}")
+            print(f"  latency at {lat['rate']:,.0f} messages/s (80 % of the worker's), {lat['windows']:,.0f} windows: "
+                  f"close -> score on the broker p50 {lat['broker_p50']:.3f} s, p99 {lat['broker_p99']:.3f} s; "
+                  f"in the database ({lat['rows']:,.0f} rows) p50 {lat['db_p50']:.3f} s, p99 {lat['db_p99']:.3f} s"
+                  "   (goal p99 <= 2 s)")
         return 0
     finally:
         with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            for name in dbnames:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         for svc in reversed(started):
             svc.stop()
 

@@ -298,6 +298,7 @@ class _ValidMessage(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _VALID_DECODER = msgspec.json.Decoder(list[_ValidMessage] | _ValidMessage)
+_VALID_ONE_DECODER = msgspec.json.Decoder(_ValidMessage)
 #: Keys a message always has (schema, device_id, patient_id, seq, sent_at, readings) and a reading (metric, t, value).
 _MESSAGE_KEYS, _READING_KEYS = len(_ValidMessage.__struct_fields__), 3
 #: Depth of an array of messages (array, message, readings array, reading), and the longest string
@@ -343,13 +344,44 @@ def decode_valid_device_messages(raw: bytes, *, reference_ms: int | None = None,
     >>> decode_valid_device_messages(raw.replace(b"70.0", b"400.0")) is None  # impossible: the slow path says why
     True
     """
+    return _valid_batches(raw, _VALID_DECODER, reference_ms, max_future_ms, limits)
+
+
+def decode_valid_device_message(raw: bytes | None, *, reference_ms: int | None = None,
+                                max_future_ms: int = MAX_FUTURE_MS, limits: Limits = DEFAULT_LIMITS) -> DeviceBatch | None:
+    """One device message (never an array of them) when it and every reading is valid; else ``None``.
+
+    The worker's fast path for one Kafka record: :func:`decode_valid_device_messages`' rules
+    and guarantee, for exactly what :func:`decode_device_message` reads. When it returns a
+    batch, ``decode_device_message(raw)`` with the same arguments returns the same batch, with
+    no rejected reading; on ``None`` the caller takes that slow path, which names the fault.
+
+    >>> raw = encode_device_message(device_id="dev-1", patient_id="pt-1", seq=1, sent_at=60_000,
+    ...     readings=[("heart_rate", 1_000, 70.0)])
+    >>> decode_valid_device_message(raw).points
+    [('heart_rate', 1000, 70.0)]
+    >>> decode_valid_device_message(b"[" + raw + b"]") is None  # an array is not one message
+    True
+    >>> decode_valid_device_message(raw, reference_ms=0, max_future_ms=10) is None  # in the future: slow path
+    True
+    """
+    if raw is None:
+        return None
+    batches = _valid_batches(raw, _VALID_ONE_DECODER, reference_ms, max_future_ms, limits)
+    return None if batches is None else batches[0]
+
+
+def _valid_batches(raw: bytes, decoder: msgspec.json.Decoder[list[_ValidMessage] | _ValidMessage]
+                   | msgspec.json.Decoder[_ValidMessage], reference_ms: int | None, max_future_ms: int,
+                   limits: Limits) -> list[DeviceBatch] | None:
+    """The body of :func:`decode_valid_device_messages`, with the msgspec decoder given."""
     digits = limits.max_number_digits
     if (type(raw) is not bytes or not 0 < len(raw) <= limits.max_message_bytes or limits.max_depth < _VALID_DEPTH
             or limits.max_string_chars < _VALID_STRING_CHARS or digits < _VALID_DIGITS
             or b"0" * (digits + 13) in raw.translate(_NUMBER_CHARS)):
         return None
     try:
-        decoded = _VALID_DECODER.decode(raw)
+        decoded = decoder.decode(raw)
     except (msgspec.DecodeError, ValueError):  # ValidationError too: a type, a field, a syntax error
         return None
     messages = decoded if isinstance(decoded, list) else [decoded]

@@ -25,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 import faust
-from faust.types import TP, ConsumerT, EventT, ProducerT
+from faust.types import TP, ConsumerT, ProducerT
 from faust.types.tables import TableT
 
 from models.scorer import Scorer
@@ -55,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 #: How often the worker checks for idle partitions, due flushes and lag, seconds.
 TICK_S = 0.5
+#: Most records the agent takes from the stream at a time, and how long it waits for them, seconds.
+TAKE_RECORDS = 500
+TAKE_WITHIN_S = 0.05
 #: How long an assigned partition with records to read may deliver none before its fetching is resumed, seconds.
 STALL_S = 5.0
 
@@ -184,31 +188,61 @@ class WorkerRuntime:
         self._flush_lock = asyncio.Lock()  # one flush at a time
         self._flush_task: asyncio.Task[None] | None = None
 
-    async def handle(self, event: EventT[bytes]) -> None:
-        """Process one record; flush a full buffer beside it, and wait for the flush when twice full
-        (backpressure)."""
-        message = event.message
-        partition = message.partition
-        if self._owned is not None and partition not in self._owned:
-            logger.debug("%s[%d]@%d: fetched before the rebalance that took the partition; its owner replays it",
-                         message.topic, partition, message.offset)
-            return
-        async with self._lock:
-            if partition not in self._ledger:  # the first record since the partition was assigned
-                self._ledger.assign(partition)
-                self.intake.assigned(partition)
-            for each in await self.intake.events(event):
-                await self._process(each)
-            buffered = len(self._windows) + len(self._scores)
-        if buffered >= self.settings.sink_batch_rows:
-            self._flush_soon()
-            if buffered >= 2 * self.settings.sink_batch_rows:
-                # Backpressure: the database is not keeping up (or is down), so stop consuming
-                # until a flush has gone through.
-                await self.flush()
+    async def handle(self, event: IntakeEvent) -> None:
+        """Process one record: :meth:`handle_batch` of one."""
+        await self.handle_batch((event,))
 
-    async def _process(self, event: IntakeEvent) -> None:
-        """Feed one record to the core and hold it until its windows are committed (under the lock)."""
+    async def handle_batch(self, events: Sequence[IntakeEvent]) -> None:
+        """Process records taken together from the stream, in the order given; flush a full buffer
+        beside them, and wait for the flush when twice full (backpressure).
+
+        The core sees each record on its own, in offset order per partition, exactly as one
+        record at a time would feed it: a batch's size never changes a window, a score or a
+        dead letter. What a batch saves is the rest: the lock, the metrics and the sends are
+        taken once per batch, and the outputs are queued on the producer together, after the
+        core, under the same lock (so a flush's checkpoint never covers a record whose outputs
+        are not queued). No send waits for the broker; :meth:`flush` drains them all before the
+        state and the acks that depend on them. A buffer twice full stops the batch where it
+        stands, as it would stop a next record: the rest waits for that flush.
+        """
+        limit = self.settings.sink_batch_rows
+        at = 0
+        while at < len(events):
+            async with self._lock:
+                out = _Outputs()
+                # The clock once per batch: a batch is taken within TAKE_WITHIN_S.
+                now_ms, seen_at = int(self._clock.time() * 1000), self._clock.monotonic()
+                while at < len(events):
+                    event = events[at]
+                    at += 1
+                    message = event.message
+                    partition = message.partition
+                    if self._owned is not None and partition not in self._owned:
+                        logger.debug("%s[%d]@%d: fetched before the rebalance that took the partition; its owner "
+                                     "replays it", message.topic, partition, message.offset)
+                        continue
+                    if partition not in self._ledger:  # the first record since the partition was assigned
+                        self._ledger.assign(partition)
+                        self.intake.assigned(partition)
+                    admitted = await self.intake.events(event)
+                    for each in admitted:
+                        self._process(each, out, now_ms=now_ms)
+                    if admitted:
+                        self._last_seen[partition] = seen_at
+                    if len(self._windows) + len(self._scores) >= 2 * limit:
+                        break  # the rest of the batch waits for the flush below, as a next record would
+                await self._emit(out)
+                buffered = len(self._windows) + len(self._scores)
+            if buffered >= limit:
+                self._flush_soon()
+                if buffered >= 2 * limit:
+                    # Backpressure: the database is not keeping up (or is down), so stop consuming
+                    # until a flush has gone through.
+                    await self.flush()
+
+    def _process(self, event: IntakeEvent, out: _Outputs, *, now_ms: int) -> None:
+        """Feed one record to the core, hold it until its windows are committed and collect its
+        outputs in ``out`` (under the lock)."""
         message = event.message
         started = time.perf_counter()
         timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
@@ -217,7 +251,7 @@ class WorkerRuntime:
             # worker's own clock bounds it too, for a topic created otherwise.
             step = self.pipeline.on_message(message.value,  # None (a tombstone) is dead-lettered as "empty"
                                             partition=message.partition, offset=message.offset,
-                                            record_ts_ms=timestamp_ms, now_ms=int(self._clock.time() * 1000))
+                                            record_ts_ms=timestamp_ms, now_ms=now_ms)
         except Exception as exc:  # noqa: BLE001 - a bug of ours must cost one record, never the partition
             # The exception's type and place only: its message may quote the record's values.
             logger.error("internal error (%s) on %s[%d]@%d: dead-lettered", type(exc).__name__, message.topic,
@@ -228,10 +262,9 @@ class WorkerRuntime:
                                                        payload=as_bytes(message.value))])
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         self._ledger.hold(message.partition, message.offset, event)
-        self._last_seen[message.partition] = self._clock.monotonic()
-        self.metrics.messages.inc()
-        await self._absorb(step, message.topic, message.partition, message.offset, key=message.key,
-                           record_ts_ms=timestamp_ms, replay_of=replay_of(message.headers))
+        out.messages += 1
+        self._absorb(step, out, message.topic, message.partition, message.offset, key=message.key,
+                     record_ts_ms=timestamp_ms, replay_of=replay_of(message.headers) if step.dead_letters else None)
 
     def _flush_soon(self) -> None:
         """Start a flush beside the agent, unless one is running: records keep being processed
@@ -259,7 +292,9 @@ class WorkerRuntime:
                 if idle_s >= self.settings.idle_timeout_s and \
                         self.pipeline.low_offset(partition) is not None and caught_up(partition):
                     logger.info("partition %d idle for %.0f s: closing its windows", partition, idle_s)
-                    await self._absorb(self.pipeline.close_partition(partition), "", partition, -1)
+                    out = _Outputs()
+                    self._absorb(self.pipeline.close_partition(partition), out, "", partition, -1)
+                    await self._emit(out)
         if self._clock.monotonic() - self._last_flush >= self.settings.sink_flush_s:
             await self.flush()
 
@@ -423,25 +458,24 @@ class WorkerRuntime:
         if partitions:
             self.metrics.open_windows.set(self.pipeline.open_windows)
 
-    async def _absorb(self, step: StepResult, topic: str, partition: int, offset: int, *,
-                      key: bytes | None = None, record_ts_ms: int | None = None,
-                      replay_of: bytes | None = None) -> None:
-        m = self.metrics
-        m.readings.inc(step.readings)
-        m.late_readings.inc(step.late)
-        m.duplicates.inc(step.duplicates)
-        if step.devices_forgotten:
-            m.devices_forgotten.inc(step.devices_forgotten)
-        producer = self._producer
+    def _absorb(self, step: StepResult, out: _Outputs, topic: str, partition: int, offset: int, *,
+                key: bytes | None = None, record_ts_ms: int | None = None, replay_of: bytes | None = None) -> None:
+        """Buffer a step's windows and scores for the database, and collect its counts and its
+        records for the broker in ``out`` (sent by :meth:`_emit`)."""
+        out.readings += step.readings
+        out.late += step.late
+        out.duplicates += step.duplicates
+        out.devices_forgotten += step.devices_forgotten
+        sends = out.sends
         for letter in step.dead_letters:
             for reason, count in letter.counts.items():
-                m.deadletters.labels(reason).inc(count)
+                out.deadletters[reason] += count
             # The refused record itself, once, under its own key; why in the headers (stream.deadletters).
-            await producer.send(self._deadletter_topic, key, letter.payload,
-                                deadletter_headers(letter, topic=topic, partition=partition, offset=offset,
-                                                   record_ts_ms=record_ts_ms, replay_of=replay_of))
+            sends.append((self._deadletter_topic, key, letter.payload,
+                          deadletter_headers(letter, topic=topic, partition=partition, offset=offset,
+                                             record_ts_ms=record_ts_ms, replay_of=replay_of)))
         if step.windows:
-            m.windows.inc(len(step.windows))
+            out.windows += len(step.windows)
             self._windows.extend(step.windows)
         scores = step.scores
         if self.scoring is not None and step.features:
@@ -450,16 +484,52 @@ class WorkerRuntime:
                 scores = [*scores, *model_scores]
                 if self.model_metrics is not None:
                     self.model_metrics.scoring_seconds.observe(self.scoring.seconds / len(model_scores))
+        scores_topic = self._scores_topic
         for score in scores:
-            m.scores.labels(score.model_name).inc()
-            await producer.send(self._scores_topic, score.patient_id.encode(), encode_score(score), None)
+            out.scores[score.model_name] += 1
+            sends.append((scores_topic, score.patient_id.encode(), encode_score(score), None))
         self._scores.extend(scores)
+        features_topic = self._features_topic
         for row in step.features:
-            await producer.send(self._features_topic, row.patient_id.encode(), encode_feature_row(row), None)
-        m.feature_rows.inc(len(step.features))
+            sends.append((features_topic, row.patient_id.encode(), encode_feature_row(row), None))
+        out.feature_rows += len(step.features)
         for patient_id, last_ms in step.stopped:
-            m.data_stopped.inc()
+            out.stopped += 1
             logger.info("data stopped: patient %s silent since %d (event time)", patient_id, last_ms)
+
+    async def _emit(self, out: _Outputs) -> None:
+        """Count what :meth:`_absorb` collected, once, and queue its records on the producer
+        (under the lock: see :meth:`handle_batch`)."""
+        m = self.metrics
+        for counter, count in ((m.messages, out.messages), (m.readings, out.readings), (m.late_readings, out.late),
+                               (m.duplicates, out.duplicates), (m.devices_forgotten, out.devices_forgotten),
+                               (m.windows, out.windows), (m.feature_rows, out.feature_rows),
+                               (m.data_stopped, out.stopped)):
+            if count:
+                counter.inc(count)
+        for reason, count in out.deadletters.items():
+            m.deadletters.labels(reason).inc(count)
+        for model, count in out.scores.items():
+            m.scores.labels(model).inc(count)
+        send = self._producer.send
+        for topic, key, value, headers in out.sends:
+            await send(topic, key, value, headers)
+
+
+class _Outputs:
+    """What a batch of records produced beyond the database rows: counts for the metrics and
+    records for the broker, collected by :meth:`WorkerRuntime._absorb` and sent by
+    :meth:`WorkerRuntime._emit` once per batch."""
+
+    __slots__ = ("messages", "readings", "late", "duplicates", "devices_forgotten", "windows", "feature_rows",
+                 "stopped", "deadletters", "scores", "sends")
+
+    def __init__(self) -> None:
+        self.messages = self.readings = self.late = self.duplicates = self.devices_forgotten = 0
+        self.windows = self.feature_rows = self.stopped = 0
+        self.deadletters: Counter[str] = Counter()  # reason -> dead-lettered messages and readings
+        self.scores: Counter[str] = Counter()  # model name -> scores
+        self.sends: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]] = []
 
 
 def model_scoring(settings: Settings, model_metrics: ModelMetrics | None
@@ -547,9 +617,12 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics, model_metrics: M
     async def window_readings(stream: faust.StreamT[bytes]) -> None:
         # An agent is an asynchronous function processing a stream: here, records in; acks
         # are manual because they wait for the database (see module docstring).
-        # (Faust hands an agent a Stream; its StreamT type lacks noack.)
-        async for event in cast(faust.Stream[bytes], stream).noack().events():
-            await runtime.handle(event)
+        # (Faust hands an agent a Stream; its StreamT type lacks noack and noack_take.)
+        # Records come in batches (Faust's noack_take: up to TAKE_RECORDS, or what came within
+        # TAKE_WITHIN_S), each its own Faust event, acked by the runtime once committed.
+        manual = cast(faust.Stream[bytes], cast(faust.Stream[bytes], stream).noack())
+        async for events in manual.noack_take(TAKE_RECORDS, within=TAKE_WITHIN_S):
+            await runtime.handle_batch(cast(Sequence[IntakeEvent], events))  # noack_take yields events, typed as values
 
     def caught_up(partition: int) -> bool:
         tp = TP(settings.readings_topic, partition)

@@ -43,7 +43,7 @@ from stream.scoring import news2_for_window
 from kernel.settings import Settings
 from stream.state import DictStore, StateStore
 from stream.windows import PartitionWindows
-from kernel.wire import DeviceBatch, decode_device_message
+from kernel.wire import DeviceBatch, decode_device_message, decode_valid_device_message
 
 #: How many recent sequence numbers per device are remembered for de-duplication. Older
 #: resends reach closed windows and are rejected as late instead.
@@ -145,13 +145,19 @@ class VitalsPipeline:
         part.last_offset = max(part.last_offset, offset)
         reference = record_ts_ms if now_ms is None or (record_ts_ms is not None and record_ts_ms <= now_ms) \
             else now_ms
-        try:
-            batch = decode_device_message(raw, reference_ms=reference, max_future_ms=self.max_future_ms,
-                                          limits=self.limits)
-        except InvalidMessage as exc:
-            if not replay:
-                step.dead_letters.append(DeadLetter(reason=exc.reason, detail=exc.detail, payload=as_bytes(raw)))
-            return step
+        # The typed fast path (msgspec, in C) answers a valid message; anything else takes the
+        # strict reader, which names the fault (the same batch either way: kernel.wire).
+        batch = decode_valid_device_message(raw, reference_ms=reference, max_future_ms=self.max_future_ms,
+                                            limits=self.limits)
+        if batch is None:
+            try:
+                batch = decode_device_message(raw, reference_ms=reference, max_future_ms=self.max_future_ms,
+                                              limits=self.limits)
+            except InvalidMessage as exc:
+                if not replay:
+                    step.dead_letters.append(DeadLetter(reason=exc.reason, detail=exc.detail,
+                                                        payload=as_bytes(raw)))
+                return step
         seqs = part.seqs
         if not _first_time(seqs, batch.device_id, batch.seq):
             step.duplicates += 1
