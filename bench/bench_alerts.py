@@ -42,6 +42,7 @@ from kernel.settings import Settings
 from kernel.wire import encode_score
 from infra.kafka import LocalKafka
 from infra.postgres import LocalPostgres
+from infra.processes import free_port
 from sinks.migrations import migrate
 
 SECRET = "bench-secret"
@@ -65,14 +66,6 @@ def score(patient: str, minute: int, total: int) -> RiskScore:
     return RiskScore(patient_id=patient, window_start_ms=START_MS + (minute - 1) * 60_000, window_end_ms=START_MS + minute * 60_000, model_name="news2",
                      model_version="rcp-2017-scale1", score=total / 20, news2_total=total, news2_band="high" if total >= 7 else "low", inputs={},
                      contributions={k: float(v) for k, v in subscores.items() if v}, news2_subscores=subscores)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def records(path: Path) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ from psycopg import sql
 
 from infra.kafka import LocalKafka
 from infra.postgres import LocalPostgres
-from infra.processes import child_env, free_port
+from infra.processes import child_env, free_port, read_pid
 from simulators.cohort import CohortConfig, simulate
 from simulators.kafka_publisher import make_producer, publish
 from sinks.metrics import scrape
@@ -41,6 +42,56 @@ from sinks.migrations import migrate
 from kernel.settings import Settings
 
 POLL_S = 0.25  # a scrape renders every metric under the worker's GIL: four a second cost it little
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Services:
+    """The pids whose CPU the benchmark accounts for besides the workers'."""
+
+    broker: int
+    postmaster: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 once it has gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def children(parent: int) -> list[int]:
+    """The pids whose parent is ``parent`` (PostgreSQL's backends, checkpointer, ... of its postmaster)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+def cpu_by_role(workers: list[int], services: Services) -> dict[str, float]:
+    """CPU seconds so far of the workers, the broker, and PostgreSQL (postmaster and its children).
+
+    A backend that exited between two snapshots takes its CPU with it: PostgreSQL's share is a
+    lower bound (the workers keep their connections, so few backends come and go mid-run).
+    """
+    return {"workers": sum(cpu_seconds(p) for p in workers), "broker": cpu_seconds(services.broker),
+            "postgres": sum(cpu_seconds(p) for p in (services.postmaster, *children(services.postmaster)))}
+
+
+@dataclass(frozen=True)
+class GroupRun:
+    """What one phase measured: its steady rate, the workers' shares and the cores each role used meanwhile."""
+
+    rate: float
+    shares: list[float]
+    cores: dict[str, float]
 
 
 def _run_settings(base: Settings, admin: str, name: str) -> tuple[Settings, str]:
@@ -58,8 +109,8 @@ def _run_settings(base: Settings, admin: str, name: str) -> tuple[Settings, str]
     return settings, dbname
 
 
-def group_rate(settings: Settings, workers: int, expected: int, logs: Path) -> tuple[float, list[float]]:
-    """(messages/s of ``workers`` processes in one group, each worker's share of the messages read)."""
+def group_rate(settings: Settings, workers: int, expected: int, logs: Path, services: Services) -> GroupRun:
+    """Messages/s of ``workers`` processes in one group, each worker's share, and the cores used meanwhile."""
     procs: list[tuple[subprocess.Popen[bytes], str]] = []
     for n in range(workers):
         port = free_port()
@@ -71,6 +122,7 @@ def group_rate(settings: Settings, workers: int, expected: int, logs: Path) -> t
         procs.append((proc, f"http://127.0.0.1:{port}/metrics"))
     try:
         samples: list[tuple[float, list[float]]] = []
+        cpu: list[dict[str, float]] = []
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             seen = []
@@ -82,12 +134,16 @@ def group_rate(settings: Settings, workers: int, expected: int, logs: Path) -> t
                 except OSError:
                     seen.append(0.0)
             samples.append((time.perf_counter(), seen))
+            cpu.append(cpu_by_role([proc.pid for proc, _ in procs], services))
             if sum(seen) >= expected:
                 break
             time.sleep(POLL_S)
         else:
             raise RuntimeError("the workers did not finish within 900 s")
-        return _steady_rate(samples), [s / sum(samples[-1][1]) for s in samples[-1][1]]
+        first, last = _steady_window(samples)
+        (t0, seen0), (t1, seen1) = samples[first], samples[last]
+        cores = {role: (cpu[last][role] - cpu[first][role]) / (t1 - t0) for role in cpu[first]}
+        return GroupRun((sum(seen1) - sum(seen0)) / (t1 - t0), [s / sum(seen1) for s in seen1], cores)
     finally:
         for proc, _ in procs:
             proc.send_signal(signal.SIGTERM)
@@ -95,12 +151,12 @@ def group_rate(settings: Settings, workers: int, expected: int, logs: Path) -> t
             proc.wait(60)
 
 
-def _steady_rate(samples: list[tuple[float, list[float]]]) -> float:
-    """Messages/s from the first sample where every worker has records to the last where every one still reads.
+def _steady_window(samples: list[tuple[float, list[float]]]) -> tuple[int, int]:
+    """The first sample where every worker has records and the last where every one still reads.
 
-    >>> _steady_rate([(0.0, [0, 0]), (1.0, [10, 0]), (2.0, [20, 5]), (3.0, [30, 15]), (4.0, [35, 25]),
-    ...               (5.0, [35, 30])])
-    17.5
+    >>> _steady_window([(0.0, [0, 0]), (1.0, [10, 0]), (2.0, [20, 5]), (3.0, [30, 15]), (4.0, [35, 25]),
+    ...                 (5.0, [35, 30])])
+    (2, 4)
     """
     first = next(i for i, (_, seen) in enumerate(samples) if all(seen))
     last = first
@@ -109,8 +165,7 @@ def _steady_rate(samples: list[tuple[float, list[float]]]) -> float:
             last = i
     if last == first:
         raise RuntimeError("the workers finished between two scrapes: benchmark more messages")
-    (t0, seen0), (t1, seen1) = samples[first], samples[last]
-    return (sum(seen1) - sum(seen0)) / (t1 - t0)
+    return first, last
 
 
 def main() -> int:
@@ -145,18 +200,25 @@ def main() -> int:
         producer = make_producer(one)
         publish(messages, settings=one, producer=producer)
         producer.close()
-        rate_one, _ = group_rate(one, 1, len(messages), base.state_dir)
+        broker, postmaster = read_pid(kafka.nodes[0].paths.pid), read_pid(postgres.pid_file)
+        if broker is None or postmaster is None:
+            raise RuntimeError("the broker's or PostgreSQL's pid file names no running process")
+        services = Services(broker, postmaster)
+        load = os.getloadavg()[0]
+        single = group_rate(one, 1, len(messages), base.state_dir, services)
         two, two_db = _run_settings(base, admin, "two")
         databases.append(two_db)
-        rate_two, shares = group_rate(two, 2, len(messages), base.state_dir)
+        pair = group_rate(two, 2, len(messages), base.state_dir, services)
 
         print(f"scale-out benchmark: {args.patients} patients x {args.hours} h = {len(messages):,} messages, "
               f"{readings:,} readings ({per_message:.1f} per message), {args.partitions} partitions, "
-              f"{os.cpu_count()} cores")
-        print(f"  {'workers':<10}{'readings/s':>12}{'vs one':>8}   shares of the messages read")
-        print(f"  {'1':<10}{rate_one * per_message:>12,.0f}{1.0:>8.2f}")
-        print(f"  {'2':<10}{rate_two * per_message:>12,.0f}{rate_two / rate_one:>8.2f}   "
-              + " / ".join(f"{s:.0%}" for s in shares))
+              f"{os.cpu_count()} cores, load average {load:.1f} at the start")
+        print(f"  {'workers':<10}{'readings/s':>12}{'vs one':>8}   cores used: workers / broker / postgres"
+              "   shares of the messages read")
+        for n, run in ((1, single), (2, pair)):
+            cores = " / ".join(f"{run.cores[role]:.2f}" for role in ("workers", "broker", "postgres"))
+            shares = " / ".join(f"{s:.0%}" for s in run.shares) if n > 1 else ""
+            print(f"  {n:<10}{run.rate * per_message:>12,.0f}{run.rate / single.rate:>8.2f}   {cores:<38}{shares}")
         print("  goal: two workers >= 1.7 x one")
         return 0
     finally:

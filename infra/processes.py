@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -135,11 +136,33 @@ def tail(path: Path, lines: int = 30) -> str:
         return f"(no log at {path})"
 
 
+#: Where :func:`free_port` looks: below Linux's ephemeral range (32768-60999), where the kernel
+#: picks every client socket's local port, and apart from the ports the project's services and
+#: test sessions use by default (15432, 19092, 25432, 29092 and the ports after them).
+FREE_PORTS = range(21000, 25000)
+# One shuffled pass through FREE_PORTS per process, so one process never hands out a port twice
+# (a child may not have bound the first yet) and processes started together start apart.
+_free_port_candidates = iter(random.Random(os.getpid() ^ time.time_ns()).sample(FREE_PORTS, len(FREE_PORTS)))
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (for a child process to bind)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for a child process to bind).
+
+    Not the kernel's pick (binding port 0): that comes from the ephemeral range, where any
+    client connection made before the child binds (to Kafka, PostgreSQL, another test
+    process) may take the same port as its local one, and the child then cannot listen.
+
+    >>> free_port() in FREE_PORTS
+    True
+    """
+    for port in _free_port_candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ServiceFailed(f"no free TCP port left in {FREE_PORTS.start}-{FREE_PORTS.stop - 1} for this process")
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:

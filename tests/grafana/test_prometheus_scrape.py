@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -39,6 +38,7 @@ from gateway.app import BodyLimits, build_app, make_runner
 from gateway.service import Gateway
 from grafana.build import yaml_text
 from grafana.rules import GATEWAY_JOB, WORKER_JOB
+from infra.processes import free_port
 from kernel.settings import Settings
 from kernel.wire import encode_device_message
 from sinks.metrics import GatewayMetrics
@@ -55,12 +55,6 @@ TIMEOUT_S = 45.0
 EXPECTED_SERIES = {"vitals_messages_total", "vitals_readings_total", "vitals_deadletters_total",
                    "vitals_processing_seconds_bucket", "vitals_sink_flush_seconds_bucket", "vitals_sink_up",
                    "vitals_consumer_lag", "vitals_watermark_lag_seconds", "vitals_open_windows"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrometheusApi:
@@ -103,7 +97,7 @@ class PrometheusApi:
 @contextmanager
 def local_prometheus(tmp_path: Path, metrics_port: int, job: str = WORKER_JOB) -> Iterator[PrometheusApi]:
     """Run Prometheus scraping ``127.0.0.1:metrics_port`` as ``job`` (the worker's), with our rules."""
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml_text({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -223,7 +217,7 @@ def serving_gateway() -> Iterator[tuple[int, FakeDirectory, FakeBroker]]:
     gateway = Gateway.from_settings(settings, directory=directory, sink=broker, metrics=GatewayMetrics(registry))
     runner = make_runner(build_app(gateway, registry, body_limits=BodyLimits(settings.gateway_max_body_bytes,
                                                                              settings.gateway_max_decompressed_bytes)))
-    port = _free_port()
+    port = free_port()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
