@@ -188,6 +188,7 @@ def main() -> int:
             "app_id": f"bench-{tag}", "readings_topic": f"bench-{tag}.readings",
             "deadletter_topic": f"bench-{tag}.deadletter", "scores_topic": f"bench-{tag}.scores",
             "features_topic": f"bench-{tag}.features", "outcomes_topic": f"bench-{tag}.outcomes",
+            "patients_topic": f"bench-{tag}.patients", "snapshots_topic": f"bench-{tag}.snapshots",
             "database_url": f"postgresql://vitalrisk_writer@127.0.0.1:{postgres.target.port}/vitalrisk",
             "data_dir": base.state_dir / "faust" / f"bench-{tag}", "idle_timeout_s": 2.0,
             "partitions": args.partitions})
