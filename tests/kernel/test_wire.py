@@ -374,14 +374,8 @@ TEXT_ATTACKS = [  # (pattern, replacement) on the compact bytes: what no parsed 
     (rb'"t":\d+', rb'"t":1%(zeros)s'), (rb'"seq":\d+', rb'"seq":1%(zeros)s')]
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(messages=st.lists(st.tuples(st.integers(0, 5), valid_points), min_size=1, max_size=3), data=st.data(),
-       limits=st.sampled_from(LIMIT_CASES), reference_ms=clock)
-def test_a_mutated_upload_is_never_answered_otherwise_than_by_the_two_steps(messages, data, limits,
-                                                                            reference_ms) -> None:
-    document: Any = [_valid_message(seq, points) for seq, points in messages]
-    if len(document) == 1 and data.draw(st.booleans()):
-        document = document[0]
+def mutated(document: Any, data: st.DataObject, limits: Limits) -> bytes:
+    """``document`` as bytes after one drawn attack: a value replaced or deleted, a text attack, or none."""
     how = data.draw(st.sampled_from(["replace", "delete", "text", "none"]))
     if how in ("replace", "delete"):
         path = data.draw(st.sampled_from(_mutations(document)))
@@ -393,6 +387,18 @@ def test_a_mutated_upload_is_never_answered_otherwise_than_by_the_two_steps(mess
         zeros = b"0" * data.draw(st.integers(0, limits.max_number_digits + 14))
         text = replacement.replace(b"%(zeros)s", zeros)  # literal, but for a leading \1 (the matched group)
         raw = re.sub(pattern, lambda m: m.group(1) + text[2:] if text.startswith(rb"\1") else text, raw, count=1)
+    return raw
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=st.lists(st.tuples(st.integers(0, 5), valid_points), min_size=1, max_size=3), data=st.data(),
+       limits=st.sampled_from(LIMIT_CASES), reference_ms=clock)
+def test_a_mutated_upload_is_never_answered_otherwise_than_by_the_two_steps(messages, data, limits,
+                                                                            reference_ms) -> None:
+    document: Any = [_valid_message(seq, points) for seq, points in messages]
+    if len(document) == 1 and data.draw(st.booleans()):
+        document = document[0]
+    raw = mutated(document, data, limits)
     fast = _fast(raw, limits, reference_ms)
     if fast is not None:
         assert fast == _two_steps(raw, limits, reference_ms)

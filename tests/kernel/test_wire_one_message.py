@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -13,8 +12,7 @@ from kernel.errors import InvalidMessage
 from kernel.limits import Limits
 from kernel.wire import DeviceBatch, decode_device_message, decode_valid_device_message
 from tests.kernel.hostile_records import records
-from tests.kernel.test_wire import LIMIT_CASES, MAX_FUTURE, TEXT_ATTACKS, _mutations, _set, _valid_message, clock
-from tests.kernel.test_wire import json_values, valid_points
+from tests.kernel.test_wire import LIMIT_CASES, MAX_FUTURE, _valid_message, clock, mutated, valid_points
 
 
 def _strict(raw: bytes | None, limits: Limits, reference_ms: int | None) -> DeviceBatch | None:
@@ -48,18 +46,7 @@ def test_a_mutated_record_is_never_answered_otherwise_than_by_the_strict_reader(
     document: Any = _valid_message(seq, points)
     if data.draw(st.booleans()):
         document = [document]  # an array is never one message
-    how = data.draw(st.sampled_from(["replace", "delete", "text", "none"]))
-    if how in ("replace", "delete"):
-        path = data.draw(st.sampled_from(_mutations(document)))
-        if how == "replace" or path:
-            document = _set(document, path, data.draw(json_values), delete=how == "delete")
-    raw = json.dumps(document, allow_nan=True, separators=(",", ":")).encode("utf-8", "surrogatepass")
-    if how == "text":
-        pattern, replacement = data.draw(st.sampled_from(TEXT_ATTACKS))
-        zeros = b"0" * data.draw(st.integers(0, limits.max_number_digits + 14))
-        text = replacement.replace(b"%(zeros)s", zeros)
-
-        raw = re.sub(pattern, lambda m: m.group(1) + text[2:] if text.startswith(rb"\1") else text, raw, count=1)
+    raw = mutated(document, data, limits)
     fast = _fast(raw, limits, reference_ms)
     if fast is not None:
         assert fast == _strict(raw, limits, reference_ms)
