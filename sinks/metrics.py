@@ -142,6 +142,10 @@ class PipelineMetrics:
         self.skipped_records = Counter("vitals_consumer_skipped_records",
                                        "Records the Faust consumer skipped, read straight from the broker instead",
                                        ["partition"], registry=registry)
+        self.stalls = Counter("vitals_consumer_stalls",
+                              "Partitions restarted after delivering no record while records waited: by "
+                              "remedy (resume: fetching resumed; seek: the fetcher sent back to records Faust "
+                              "dropped)", ["remedy"], registry=registry)
         self.feature_rows = Counter("vitals_feature_rows", "Hopping-window feature rows emitted",
                                     registry=registry)
         self.data_stopped = Counter("vitals_data_stopped", "Patients whose data stopped arriving",

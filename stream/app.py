@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.types import TP, ConsumerT, ProducerT
 from faust.types.tables import TableT
 
@@ -46,6 +47,7 @@ from stream.deadletters import DETAIL_CHARS, SINK_SOURCE_PREFIX, as_bytes, deadl
 from kernel.events import DeadLetter, RiskScore, WindowFeatures
 from stream.ledger import AckLedger
 from stream.model_scoring import ModelScoring
+from stream.stall import Seek, StallWatch, remedy
 from stream.skipped import IntakeEvent, OrderedIntake, committed_offset, ordered_intake
 from stream.pipeline import StepResult, VitalsPipeline
 from kernel.kafka_security import faust_credentials
@@ -180,7 +182,8 @@ class WorkerRuntime:
         self._ledger: AckLedger[IntakeEvent] = AckLedger()  # read, not yet acked: until their windows are committed
         self._last_seen: dict[int, float] = {}  # clock.monotonic() of each partition's last record
         self._owned: set[int] | None = None  # the partitions assigned to this worker; None: not told (all)
-        self.stall_mark: dict[int, int | None] = {}  # each partition's held offset at the last stall check
+        self._handling = 0  # batches being handled (the agent is busy, not waiting for records)
+        self.delivered: dict[int, int] = {}  # each partition's last offset Faust handed over (for the stall log)
         self._windows: list[WindowFeatures] = []
         self._scores: list[RiskScore] = []
         self._last_flush = clock.monotonic()
@@ -205,6 +208,18 @@ class WorkerRuntime:
         state and the acks that depend on them. A buffer twice full stops the batch where it
         stands, as it would stop a next record: the rest waits for that flush.
         """
+        self._handling += 1
+        try:
+            await self._handle_batch(events)
+        finally:
+            self._handling -= 1
+
+    @property
+    def busy(self) -> bool:
+        """Whether the agent is handling records (or waiting for a flush), not waiting for more."""
+        return self._handling > 0
+
+    async def _handle_batch(self, events: Sequence[IntakeEvent]) -> None:
         limit = self.settings.sink_batch_rows
         at = 0
         while at < len(events):
@@ -217,6 +232,7 @@ class WorkerRuntime:
                     at += 1
                     message = event.message
                     partition = message.partition
+                    self.delivered[partition] = message.offset
                     if self._owned is not None and partition not in self._owned:
                         logger.debug("%s[%d]@%d: fetched before the rebalance that took the partition; its owner "
                                      "replays it", message.topic, partition, message.offset)
@@ -411,6 +427,10 @@ class WorkerRuntime:
         partition that still reach :meth:`handle`, fetched before the rebalance, are not its own
         to process (their owner replays them) and are dropped unacked."""
         self._owned = set(partitions)
+
+    def owns(self, partition: int) -> bool:
+        """Whether the last rebalance gave ``partition`` to this worker (or none was told)."""
+        return self._owned is None or partition in self._owned
 
     async def on_revoked(self, partitions: set[int], *, timeout_s: float) -> None:
         """A rebalance takes ``partitions`` away: let a flush under way finish, then :meth:`revoke` them.
@@ -632,46 +652,54 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics, model_metrics: M
         held = runtime.held_offset(partition)
         return highwater is not None and held is not None and held + 1 >= highwater
 
-    quiet_since: dict[int, float] = {}  # an assigned partition with records to read: since when none came
+    stalls = StallWatch(STALL_S)
 
-    def resume_stalled() -> None:
-        """Resume fetching a partition assigned here that has records to read and delivered none for
-        STALL_S: Faust can leave a partition it paused for a rebalance paused after it (seen with
-        two workers starting together: one never read its partitions)."""
+    async def restart_stalled() -> None:
+        """Restart a partition assigned here that has records to read and delivered none for
+        STALL_S (:mod:`stream.stall`): resume its fetching, or seek its fetcher back to the first
+        record the agent lacks when Faust dropped records it had fetched."""
         consumer = app.consumer
         recovery = getattr(app.tables, "recovery", None)  # Faust's TableManagerT does not declare it
         if not getattr(consumer, "flow_active", True) or recovery is None or not recovery.completed.is_set():
-            quiet_since.clear()  # paused on purpose: a rebalance or a table recovery is under way
+            stalls.reset()  # paused on purpose: a rebalance or a table recovery is under way
             return
         now = time.monotonic()
         for tp in consumer.assignment():
             if tp.topic != settings.readings_topic:
                 continue
-            highwater, held = consumer.highwater(tp), runtime.held_offset(tp.partition)
-            position = held + 1 if held is not None else (committed_offset(consumer, tp) or 0)
-            moved = held != runtime.stall_mark.get(tp.partition)
-            runtime.stall_mark[tp.partition] = held
-            if moved or (highwater is not None and position >= highwater):
-                quiet_since.pop(tp.partition, None)
+            held = runtime.held_offset(tp.partition)
+            expected = held + 1 if held is not None else (committed_offset(consumer, tp) or 0)
+            highwater = consumer.highwater(tp)
+            if not stalls.stalled(tp.partition, now=now, held=held, expected=expected, highwater=highwater):
                 continue
-            since = quiet_since.setdefault(tp.partition, now)
-            if now - since >= STALL_S:
-                paused = tp in getattr(consumer, "_paused_partitions", ())  # Faust's own state, for the log
-                logger.warning("%s partition %d: no record delivered for %.0f s (at offset %d, highwater %s, "
-                               "paused %s): resuming it", tp.topic, tp.partition, now - since, position, highwater,
-                               paused)
-                consumer.resume_partitions({tp})
-                quiet_since[tp.partition] = now
+            try:
+                fetched: int | None = await asyncio.wait_for(consumer.position(tp), timeout=TICK_S)
+            except (TimeoutError, KafkaError):
+                fetched = None
+            action = remedy(expected=expected, fetched=fetched, agent_busy=runtime.busy)
+            if action is None:
+                continue
+            remedy_name = "seek" if isinstance(action, Seek) else "resume"
+            logger.warning("%s partition %d: no record delivered for %.0f s at offset %d (highwater %s, fetcher at "
+                           "%s): %s", tp.topic, tp.partition, STALL_S, expected, highwater, fetched,
+                           f"seeking the fetcher back to {expected}" if isinstance(action, Seek) else "resuming it")
+            logger.debug("%s partition %d stalled: %s", tp.topic, tp.partition, fetch_state(consumer, tp, runtime))
+            metrics.stalls.labels(remedy_name).inc()
+            if isinstance(action, Seek):
+                await consumer.seek_wait({tp: action.offset})
+            consumer.resume_partitions({tp})
 
     async def close_idle_and_flush() -> None:
         await runtime.tick(caught_up)
         runtime.update_lag(app.consumer, settings.readings_topic)
-        resume_stalled()
+        await restart_stalled()
 
     app.timer(interval=TICK_S)(close_idle_and_flush)  # by call: as a decorator (untyped) it would untype the function
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mypy matches no function to mode's SignalHandlerT, even one of its exact shape
     async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
+        for tp in revoked:
+            stalls.forget(tp.partition)
         await runtime.on_revoked({tp.partition for tp in revoked if tp.topic == settings.readings_topic},
                                  timeout_s=settings.session_timeout_s / 2)
 
@@ -686,3 +714,24 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics, model_metrics: M
         await skipped_reader.close()
 
     return app
+
+
+def fetch_state(consumer: Any, tp: TP, runtime: WorkerRuntime) -> str:
+    """Where ``tp``'s records stop, for the stall log: Faust's and aiokafka's private state."""
+    parts = [f"delivered {runtime.delivered.get(tp.partition)}", f"owned {runtime.owns(tp.partition)}",
+             f"faust active {tp in (getattr(consumer, '_active_partitions', None) or ())}",
+             f"buffered {tp in getattr(consumer, '_buffered_partitions', ())}",
+             f"read offset {getattr(consumer, '_read_offset', {}).get(tp)}",
+             f"committed {getattr(consumer, '_committed_offset', {}).get(tp)}",
+             f"flow {getattr(consumer, 'flow_active', None)}"]
+    try:
+        kafka = consumer._thread._consumer  # noqa: SLF001 - diagnostics only
+        assignment = kafka._subscription.subscription.assignment  # noqa: SLF001
+        state = assignment.state_value(tp)
+        fetcher = kafka._fetcher  # noqa: SLF001
+        parts += [f"aiokafka position {state.position if state.has_valid_position else None}",
+                  f"paused {state.paused}", f"awaiting reset {state.awaiting_reset}",
+                  f"prefetched {tp in fetcher._records}", f"in flight {sorted(fetcher._in_flight)}"]  # noqa: SLF001
+    except Exception as exc:  # noqa: BLE001 - a diagnostic never breaks the worker
+        parts.append(f"aiokafka state unknown ({type(exc).__name__})")
+    return ", ".join(parts)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 import psycopg
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -75,7 +76,12 @@ def group_offsets(settings: Settings, topic: str, group: str) -> dict[int, tuple
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = consumer.end_offsets(tps)
-        committed = admin.list_group_offsets(group).get(group, {})
+        try:
+            committed = admin.list_group_offsets(group).get(group, {})
+        except KafkaError as exc:  # a fresh broker's coordinator not up yet: nothing committed so far
+            if not exc.retriable:
+                raise
+            committed = {}
         return {tp.partition: (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else None, ends[tp])
                 for tp in tps}
     finally:
