@@ -183,7 +183,6 @@ class WorkerRuntime:
         self._last_seen: dict[int, float] = {}  # clock.monotonic() of each partition's last record
         self._owned: set[int] | None = None  # the partitions assigned to this worker; None: not told (all)
         self._handling = 0  # batches being handled (the agent is busy, not waiting for records)
-        self.delivered: dict[int, int] = {}  # each partition's last offset Faust handed over (for the stall log)
         self._windows: list[WindowFeatures] = []
         self._scores: list[RiskScore] = []
         self._last_flush = clock.monotonic()
@@ -232,7 +231,6 @@ class WorkerRuntime:
                     at += 1
                     message = event.message
                     partition = message.partition
-                    self.delivered[partition] = message.offset
                     if self._owned is not None and partition not in self._owned:
                         logger.debug("%s[%d]@%d: fetched before the rebalance that took the partition; its owner "
                                      "replays it", message.topic, partition, message.offset)
@@ -679,12 +677,10 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics, model_metrics: M
             action = remedy(expected=expected, fetched=fetched, agent_busy=runtime.busy)
             if action is None:
                 continue
-            remedy_name = "seek" if isinstance(action, Seek) else "resume"
             logger.warning("%s partition %d: no record delivered for %.0f s at offset %d (highwater %s, fetcher at "
-                           "%s): %s", tp.topic, tp.partition, STALL_S, expected, highwater, fetched,
-                           f"seeking the fetcher back to {expected}" if isinstance(action, Seek) else "resuming it")
+                           "%s): %s", tp.topic, tp.partition, STALL_S, expected, highwater, fetched, action)
             logger.debug("%s partition %d stalled: %s", tp.topic, tp.partition, fetch_state(consumer, tp, runtime))
-            metrics.stalls.labels(remedy_name).inc()
+            metrics.stalls.labels(action.label).inc()
             if isinstance(action, Seek):
                 await consumer.seek_wait({tp: action.offset})
             consumer.resume_partitions({tp})
@@ -698,10 +694,10 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics, model_metrics: M
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mypy matches no function to mode's SignalHandlerT, even one of its exact shape
     async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
-        for tp in revoked:
-            stalls.forget(tp.partition)
-        await runtime.on_revoked({tp.partition for tp in revoked if tp.topic == settings.readings_topic},
-                                 timeout_s=settings.session_timeout_s / 2)
+        partitions = {tp.partition for tp in revoked if tp.topic == settings.readings_topic}
+        for partition in partitions:
+            stalls.forget(partition)
+        await runtime.on_revoked(partitions, timeout_s=settings.session_timeout_s / 2)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # as on_revoked
     async def on_assigned(app: faust.App, assigned: set[TP], **_: Any) -> None:
@@ -718,7 +714,7 @@ def create_app(settings: Settings, *, metrics: PipelineMetrics, model_metrics: M
 
 def fetch_state(consumer: Any, tp: TP, runtime: WorkerRuntime) -> str:
     """Where ``tp``'s records stop, for the stall log: Faust's and aiokafka's private state."""
-    parts = [f"delivered {runtime.delivered.get(tp.partition)}", f"owned {runtime.owns(tp.partition)}",
+    parts = [f"owned {runtime.owns(tp.partition)}",
              f"faust active {tp in (getattr(consumer, '_active_partitions', None) or ())}",
              f"buffered {tp in getattr(consumer, '_buffered_partitions', ())}",
              f"read offset {getattr(consumer, '_read_offset', {}).get(tp)}",

@@ -18,11 +18,17 @@ record the agent lacks brings those back (any it did get come again and the inta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
 class Resume:
     """Resume fetching the partition: the fetcher is where the agent is, but fetches nothing."""
+
+    label: ClassVar[str] = "resume"  # of vitals_consumer_stalls_total
+
+    def __str__(self) -> str:
+        return "resuming it"
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,10 @@ class Seek:
     """Seek the fetcher back to ``offset``: it fetched past records the agent never got."""
 
     offset: int
+    label: ClassVar[str] = "seek"
+
+    def __str__(self) -> str:
+        return f"seeking the fetcher back to {self.offset}"
 
 
 class StallWatch:

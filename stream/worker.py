@@ -76,6 +76,10 @@ def run_worker(settings: Settings) -> int:
     if settings.snapshot_key is not None:
         signing_key(settings.snapshot_key)
 
-    return serve(settings, lambda registry: create_app(settings, metrics=PipelineMetrics(registry),
-                                                       model_metrics=ModelMetrics(registry),
-                                                       kafka_metrics=KafkaMetrics(registry)))
+    return serve(settings, lambda registry: worker_app(settings, registry))
+
+
+def worker_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
+    """The pipeline worker's Faust app, its metrics in ``registry``."""
+    return create_app(settings, metrics=PipelineMetrics(registry), model_metrics=ModelMetrics(registry),
+                      kafka_metrics=KafkaMetrics(registry))

@@ -12,10 +12,8 @@ import logging
 import sys
 from typing import Any
 
-from sinks.metrics import KafkaMetrics, ModelMetrics, PipelineMetrics
 from kernel.settings import WORKER_ROLE, Settings
-from stream.app import create_app
-from stream.worker import serve
+from stream.worker import serve, worker_app
 
 logger = logging.getLogger("dropping_worker")
 
@@ -25,8 +23,7 @@ def main(partition: int, from_offset: int) -> int:
     dropped: set[int] = set()
 
     def build(registry: Any) -> Any:
-        app = create_app(settings, metrics=PipelineMetrics(registry), model_metrics=ModelMetrics(registry),
-                         kafka_metrics=KafkaMetrics(registry))
+        app = worker_app(settings, registry)
         consumer = app.consumer
         deliver = consumer.callback  # Faust's conductor: hands a fetched record to the agent
 
